@@ -1,0 +1,206 @@
+//! Helper functions: what a BPF `call` reaches. A helper takes `r1`..`r5`, returns `r0`, and reaches
+//! the program's memory only through its [`CallContext`], which applies the execution's memory rules.
+//!
+//! Every helper carries a [`HelperSig`] that tells the verifier the kind of each argument and of the
+//! result. The interpreter and the JIT call the very same function.
+
+use alloc::borrow::Cow;
+use alloc::sync::Arc;
+use core::fmt;
+
+use crate::vm::memory::MemoryMap;
+
+/// The kind of one helper argument, as the verifier will check it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgKind {
+    /// The argument is not used.
+    Unused,
+    /// Any number.
+    Scalar,
+    /// Pointer to a map.
+    MapPtr,
+    /// Pointer to a key of the map in the previous map argument.
+    MapKey,
+    /// Pointer to a value of the map in the previous map argument.
+    MapValue,
+    /// Pointer to memory the helper reads; its size is the next argument.
+    ReadMem,
+    /// Pointer to memory the helper writes; its size is the next argument.
+    WriteMem,
+    /// The size of the memory in the previous argument.
+    MemSize,
+    /// Pointer to the program's context.
+    Context,
+}
+
+/// The kind of a helper's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetKind {
+    /// A number.
+    Scalar,
+    /// Pointer to a map value, or null.
+    MapValueOrNull,
+    /// Pointer to memory of the size in the given argument, or null.
+    MemOrNull,
+}
+
+/// What the verifier knows about a helper: its argument and result kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HelperSig {
+    /// Kinds of `r1`..`r5`.
+    pub args: [ArgKind; 5],
+    /// Kind of `r0` after the call.
+    pub ret: RetKind,
+}
+
+impl HelperSig {
+    /// A helper taking `n` scalar arguments (at most 5) and returning a scalar.
+    pub const fn scalars(n: usize) -> HelperSig {
+        let mut args = [ArgKind::Unused; 5];
+        let mut i = 0;
+        while i < n && i < 5 {
+            args[i] = ArgKind::Scalar;
+            i += 1;
+        }
+        HelperSig {
+            args,
+            ret: RetKind::Scalar,
+        }
+    }
+}
+
+/// Why a helper call failed; the engine reports it as [`ExecError::Helper`](crate::ExecError::Helper).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HelperError {
+    /// A pointer argument names memory the program may not access.
+    #[error("memory at {addr:#x} ({len} bytes) is outside the program's memory")]
+    OutOfBounds {
+        /// The address.
+        addr: u64,
+        /// Bytes requested.
+        len: u64,
+    },
+    /// An argument has a value the helper does not accept.
+    #[error("argument r{arg} is invalid: {reason}")]
+    InvalidArgument {
+        /// 1 to 5.
+        arg: u8,
+        /// Why.
+        reason: Cow<'static, str>,
+    },
+    /// The helper failed for another reason.
+    #[error("{0}")]
+    Failed(Cow<'static, str>),
+}
+
+/// The signature of a helper's function.
+pub type HelperFn =
+    dyn Fn(&mut CallContext<'_>, [u64; 5]) -> Result<u64, HelperError> + Send + Sync;
+
+/// A helper: id, name, signature, and the function.
+#[derive(Clone)]
+pub struct Helper {
+    id: u32,
+    name: Cow<'static, str>,
+    sig: HelperSig,
+    func: Arc<HelperFn>,
+}
+
+impl Helper {
+    /// Creates a helper from a function or closure.
+    pub fn new<F>(id: u32, name: impl Into<Cow<'static, str>>, sig: HelperSig, func: F) -> Helper
+    where
+        F: Fn(&mut CallContext<'_>, [u64; 5]) -> Result<u64, HelperError> + Send + Sync + 'static,
+    {
+        Helper {
+            id,
+            name: name.into(),
+            sig,
+            func: Arc::new(func),
+        }
+    }
+
+    /// The id programs call it by.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The helper's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The helper's signature.
+    pub fn sig(&self) -> &HelperSig {
+        &self.sig
+    }
+
+    /// Calls the helper.
+    #[inline]
+    pub fn call(&self, ctx: &mut CallContext<'_>, args: [u64; 5]) -> Result<u64, HelperError> {
+        (self.func)(ctx, args)
+    }
+}
+
+impl fmt::Debug for Helper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Helper")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("sig", &self.sig)
+            .finish()
+    }
+}
+
+/// What a helper sees of the running program: its memory, under the execution's rules.
+pub struct CallContext<'a> {
+    pub(crate) memory: &'a MemoryMap<'a>,
+    pub(crate) checked: bool,
+    pub(crate) pc: usize,
+}
+
+impl CallContext<'_> {
+    /// Slot index of the calling instruction.
+    pub fn pc(&self) -> usize {
+        self.pc
+    }
+
+    /// Checks that the program may access `len` bytes at `addr` (for writing if `write`).
+    pub fn check(&self, addr: u64, len: u64, write: bool) -> Result<(), HelperError> {
+        if !self.checked || self.memory.allows(addr, len, write) {
+            Ok(())
+        } else {
+            Err(HelperError::OutOfBounds { addr, len })
+        }
+    }
+
+    /// Copies program memory at `addr` into `buf`.
+    pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), HelperError> {
+        self.check(addr, buf.len() as u64, false)?;
+        // SAFETY: in checked mode `check` proved the range lies inside a region the execution owns;
+        // in unchecked mode the host vouched for every address the program computes. `buf` is a
+        // separate Rust buffer, so the ranges do not overlap.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                core::ptr::with_exposed_provenance::<u8>(addr as usize),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        Ok(())
+    }
+
+    /// Copies `data` into program memory at `addr`.
+    pub fn write(&self, addr: u64, data: &[u8]) -> Result<(), HelperError> {
+        self.check(addr, data.len() as u64, true)?;
+        // SAFETY: as in `read`, with the range checked (or vouched for) as writable.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                core::ptr::with_exposed_provenance_mut::<u8>(addr as usize),
+                data.len(),
+            )
+        };
+        Ok(())
+    }
+}

@@ -1,0 +1,46 @@
+//! An embeddable userspace eBPF runtime.
+//!
+//! Programs come as bytecode ([`Program::from_bytes`]) or assembly text ([`Program::from_asm`]); a
+//! [`Vm`] prepares one for an engine and runs it on a memory buffer:
+//!
+//! ```
+//! use ebpf_vm::{Program, Vm};
+//!
+//! // Sum the bytes of the input buffer (r1 = pointer, r2 = length).
+//! let program = Program::from_asm("
+//!     mov %r0, 0
+//! loop:
+//!     jeq %r2, 0, exit
+//!     ldxb %r3, [%r1]
+//!     add %r0, %r3
+//!     add %r1, 1
+//!     sub %r2, 1
+//!     ja loop
+//! exit:
+//!     exit
+//! ")?;
+//! let vm = Vm::builder(program).build()?;
+//! assert_eq!(vm.execute(&mut [1, 2, 3, 4])?, 10);
+//! # Ok::<(), ebpf_vm::Error>(())
+//! ```
+//!
+//! Execution is *checked* by default: every load and store is tested against the memory the execution
+//! owns, so no program can touch anything else; a miss is [`ExecError::OutOfBounds`] with the
+//! instruction index.
+
+#![cfg_attr(not(feature = "std"), no_std)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+extern crate alloc;
+
+mod error;
+pub mod helpers;
+pub mod isa;
+pub mod program;
+pub mod vm;
+
+pub use error::Error;
+pub use helpers::{CallContext, Helper, HelperError, HelperSig};
+pub use program::{Program, ProgramError};
+pub use vm::{BuildError, Engine, Env, ExecError, Mode, Vm, VmBuilder};

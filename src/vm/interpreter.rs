@@ -1,0 +1,1221 @@
+//! The interpreter: a [`Program`] is translated once into fixed-size [`Slot`]s (jump targets resolved,
+//! immediates pre-extended, helpers looked up), and [`run`] executes them in one `match` loop with the
+//! registers in a local array. Checked mode tests every access against the [`MemoryMap`].
+
+use alloc::vec::Vec;
+use core::mem::MaybeUninit;
+use core::ptr;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use super::env::Env;
+use super::error::{BuildError, ExecError};
+use super::memory::{MemoryMap, Region};
+use super::{FRAME_SIZE, MAX_FRAMES};
+use crate::helpers::CallContext;
+use crate::isa::{
+    AluOp, AtomicOp, ByteOrder, Cond, Imm64, Instruction, Operand, PacketMode, Size, SxWidth, Width,
+};
+use crate::program::Program;
+
+/// Bytes of stack for all frames together.
+const STACK_SIZE: usize = FRAME_SIZE * MAX_FRAMES;
+
+/// Pre-decoded operations. `I` = immediate operand (in `Slot::imm`), `R` = register operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Op {
+    Add64I,
+    Sub64I,
+    Mul64I,
+    Div64I,
+    SDiv64I,
+    Or64I,
+    And64I,
+    Lsh64I,
+    Rsh64I,
+    Mod64I,
+    SMod64I,
+    Xor64I,
+    Mov64I,
+    Arsh64I,
+    Add64R,
+    Sub64R,
+    Mul64R,
+    Div64R,
+    SDiv64R,
+    Or64R,
+    And64R,
+    Lsh64R,
+    Rsh64R,
+    Mod64R,
+    SMod64R,
+    Xor64R,
+    Mov64R,
+    Arsh64R,
+    Add32I,
+    Sub32I,
+    Mul32I,
+    Div32I,
+    SDiv32I,
+    Or32I,
+    And32I,
+    Lsh32I,
+    Rsh32I,
+    Mod32I,
+    SMod32I,
+    Xor32I,
+    Mov32I,
+    Arsh32I,
+    Add32R,
+    Sub32R,
+    Mul32R,
+    Div32R,
+    SDiv32R,
+    Or32R,
+    And32R,
+    Lsh32R,
+    Rsh32R,
+    Mod32R,
+    SMod32R,
+    Xor32R,
+    Mov32R,
+    Arsh32R,
+    Neg64,
+    Neg32,
+    Zext32,
+    Nop,
+    MovSx8To64,
+    MovSx16To64,
+    MovSx32To64,
+    MovSx8To32,
+    MovSx16To32,
+    Le16,
+    Le32,
+    Le64,
+    Be16,
+    Be32,
+    Be64,
+    Swap16,
+    Swap32,
+    Swap64,
+    LdDw,
+    LdxB,
+    LdxH,
+    LdxW,
+    LdxDw,
+    LdxSB,
+    LdxSH,
+    LdxSW,
+    StB,
+    StH,
+    StW,
+    StDw,
+    StxB,
+    StxH,
+    StxW,
+    StxDw,
+    Add32A,
+    Or32A,
+    And32A,
+    Xor32A,
+    FetchAdd32,
+    FetchOr32,
+    FetchAnd32,
+    FetchXor32,
+    Xchg32,
+    CmpXchg32,
+    Add64A,
+    Or64A,
+    And64A,
+    Xor64A,
+    FetchAdd64,
+    FetchOr64,
+    FetchAnd64,
+    FetchXor64,
+    Xchg64,
+    CmpXchg64,
+    LdAbsB,
+    LdAbsH,
+    LdAbsW,
+    LdIndB,
+    LdIndH,
+    LdIndW,
+    Ja,
+    Jeq64I,
+    Jgt64I,
+    Jge64I,
+    Jset64I,
+    Jne64I,
+    Jsgt64I,
+    Jsge64I,
+    Jlt64I,
+    Jle64I,
+    Jslt64I,
+    Jsle64I,
+    Jeq64R,
+    Jgt64R,
+    Jge64R,
+    Jset64R,
+    Jne64R,
+    Jsgt64R,
+    Jsge64R,
+    Jlt64R,
+    Jle64R,
+    Jslt64R,
+    Jsle64R,
+    Jeq32I,
+    Jgt32I,
+    Jge32I,
+    Jset32I,
+    Jne32I,
+    Jsgt32I,
+    Jsge32I,
+    Jlt32I,
+    Jle32I,
+    Jslt32I,
+    Jsle32I,
+    Jeq32R,
+    Jgt32R,
+    Jge32R,
+    Jset32R,
+    Jne32R,
+    Jsgt32R,
+    Jsge32R,
+    Jlt32R,
+    Jle32R,
+    Jslt32R,
+    Jsle32R,
+    Call,
+    CallX,
+    CallLocal,
+    Exit,
+}
+
+/// One pre-decoded instruction: 16 bytes, one per program slot (the second slot of an `lddw` is never
+/// reached).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Slot {
+    op: Op,
+    dst: u8,
+    src: u8,
+    off: i16,
+    /// Jump target slot, helper index, or helper id.
+    target: u32,
+    /// Immediate: sign-extended to 64 bits for 64-bit operations, zero-extended 32 bits otherwise;
+    /// shift amounts already masked.
+    imm: u64,
+}
+
+impl Slot {
+    fn new(op: Op) -> Slot {
+        Slot {
+            op,
+            dst: 0,
+            src: 0,
+            off: 0,
+            target: 0,
+            imm: 0,
+        }
+    }
+}
+
+/// The interpreter's form of a program.
+#[derive(Debug, Clone)]
+pub(crate) struct Code {
+    slots: Vec<Slot>,
+}
+
+fn alu_op(width: Width, op: AluOp, imm: bool) -> Op {
+    use AluOp::*;
+    let idx = match op {
+        Add => 0,
+        Sub => 1,
+        Mul => 2,
+        Div => 3,
+        SDiv => 4,
+        Or => 5,
+        And => 6,
+        Lsh => 7,
+        Rsh => 8,
+        Mod => 9,
+        SMod => 10,
+        Xor => 11,
+        Mov => 12,
+        Arsh => 13,
+    };
+    const TABLE: [[Op; 14]; 4] = [
+        [
+            Op::Add64I,
+            Op::Sub64I,
+            Op::Mul64I,
+            Op::Div64I,
+            Op::SDiv64I,
+            Op::Or64I,
+            Op::And64I,
+            Op::Lsh64I,
+            Op::Rsh64I,
+            Op::Mod64I,
+            Op::SMod64I,
+            Op::Xor64I,
+            Op::Mov64I,
+            Op::Arsh64I,
+        ],
+        [
+            Op::Add64R,
+            Op::Sub64R,
+            Op::Mul64R,
+            Op::Div64R,
+            Op::SDiv64R,
+            Op::Or64R,
+            Op::And64R,
+            Op::Lsh64R,
+            Op::Rsh64R,
+            Op::Mod64R,
+            Op::SMod64R,
+            Op::Xor64R,
+            Op::Mov64R,
+            Op::Arsh64R,
+        ],
+        [
+            Op::Add32I,
+            Op::Sub32I,
+            Op::Mul32I,
+            Op::Div32I,
+            Op::SDiv32I,
+            Op::Or32I,
+            Op::And32I,
+            Op::Lsh32I,
+            Op::Rsh32I,
+            Op::Mod32I,
+            Op::SMod32I,
+            Op::Xor32I,
+            Op::Mov32I,
+            Op::Arsh32I,
+        ],
+        [
+            Op::Add32R,
+            Op::Sub32R,
+            Op::Mul32R,
+            Op::Div32R,
+            Op::SDiv32R,
+            Op::Or32R,
+            Op::And32R,
+            Op::Lsh32R,
+            Op::Rsh32R,
+            Op::Mod32R,
+            Op::SMod32R,
+            Op::Xor32R,
+            Op::Mov32R,
+            Op::Arsh32R,
+        ],
+    ];
+    let row = match (width, imm) {
+        (Width::W64, true) => 0,
+        (Width::W64, false) => 1,
+        (Width::W32, true) => 2,
+        (Width::W32, false) => 3,
+    };
+    TABLE[row][idx]
+}
+
+fn jump_op(width: Width, cond: Cond, imm: bool) -> Op {
+    use Cond::*;
+    let idx = match cond {
+        Eq => 0,
+        Gt => 1,
+        Ge => 2,
+        Set => 3,
+        Ne => 4,
+        Sgt => 5,
+        Sge => 6,
+        Lt => 7,
+        Le => 8,
+        Slt => 9,
+        Sle => 10,
+    };
+    const TABLE: [[Op; 11]; 4] = [
+        [
+            Op::Jeq64I,
+            Op::Jgt64I,
+            Op::Jge64I,
+            Op::Jset64I,
+            Op::Jne64I,
+            Op::Jsgt64I,
+            Op::Jsge64I,
+            Op::Jlt64I,
+            Op::Jle64I,
+            Op::Jslt64I,
+            Op::Jsle64I,
+        ],
+        [
+            Op::Jeq64R,
+            Op::Jgt64R,
+            Op::Jge64R,
+            Op::Jset64R,
+            Op::Jne64R,
+            Op::Jsgt64R,
+            Op::Jsge64R,
+            Op::Jlt64R,
+            Op::Jle64R,
+            Op::Jslt64R,
+            Op::Jsle64R,
+        ],
+        [
+            Op::Jeq32I,
+            Op::Jgt32I,
+            Op::Jge32I,
+            Op::Jset32I,
+            Op::Jne32I,
+            Op::Jsgt32I,
+            Op::Jsge32I,
+            Op::Jlt32I,
+            Op::Jle32I,
+            Op::Jslt32I,
+            Op::Jsle32I,
+        ],
+        [
+            Op::Jeq32R,
+            Op::Jgt32R,
+            Op::Jge32R,
+            Op::Jset32R,
+            Op::Jne32R,
+            Op::Jsgt32R,
+            Op::Jsge32R,
+            Op::Jlt32R,
+            Op::Jle32R,
+            Op::Jslt32R,
+            Op::Jsle32R,
+        ],
+    ];
+    let row = match (width, imm) {
+        (Width::W64, true) => 0,
+        (Width::W64, false) => 1,
+        (Width::W32, true) => 2,
+        (Width::W32, false) => 3,
+    };
+    TABLE[row][idx]
+}
+
+fn imm_for(width: Width, v: i32) -> u64 {
+    match width {
+        Width::W64 => v as i64 as u64,
+        Width::W32 => v as u32 as u64,
+    }
+}
+
+impl Code {
+    /// Translates a program for the interpreter, resolving helper ids against `env`.
+    pub(crate) fn compile(program: &Program, env: &Env) -> Result<Code, BuildError> {
+        let mut slots = alloc::vec![Slot::new(Op::Nop); program.slot_count()];
+        for (pc, insn) in program.iter() {
+            slots[pc] = translate(pc, insn, env)?;
+        }
+        Ok(Code { slots })
+    }
+}
+
+fn translate(pc: usize, insn: &Instruction, env: &Env) -> Result<Slot, BuildError> {
+    let target = |t: Option<i64>| t.unwrap_or(0) as u32; // in range: checked when the program was built
+    let mut s = Slot::new(Op::Nop);
+    match *insn {
+        Instruction::Alu {
+            width,
+            op,
+            dst,
+            src,
+        } => {
+            s.dst = dst.index();
+            match src {
+                Operand::Reg(r) => {
+                    s.src = r.index();
+                    s.op = alu_op(width, op, false);
+                }
+                Operand::Imm(v) => {
+                    s.imm = imm_for(width, v);
+                    let mask = if width == Width::W64 { 63 } else { 31 };
+                    s.op = match op {
+                        AluOp::Lsh | AluOp::Rsh | AluOp::Arsh => {
+                            s.imm &= mask;
+                            alu_op(width, op, true)
+                        }
+                        // Division by a zero immediate gives 0; modulo leaves dst (zero-extended).
+                        AluOp::Div | AluOp::SDiv if v == 0 => alu_op(width, AluOp::Mov, true),
+                        AluOp::Mod | AluOp::SMod if v == 0 => {
+                            if width == Width::W64 {
+                                Op::Nop
+                            } else {
+                                Op::Zext32
+                            }
+                        }
+                        _ => alu_op(width, op, true),
+                    };
+                }
+            }
+        }
+        Instruction::Neg { width, dst } => {
+            s.dst = dst.index();
+            s.op = if width == Width::W64 {
+                Op::Neg64
+            } else {
+                Op::Neg32
+            };
+        }
+        Instruction::MovSx {
+            width,
+            from,
+            dst,
+            src,
+        } => {
+            s.dst = dst.index();
+            s.src = src.index();
+            s.op = match (width, from) {
+                (Width::W64, SxWidth::B8) => Op::MovSx8To64,
+                (Width::W64, SxWidth::B16) => Op::MovSx16To64,
+                (Width::W64, SxWidth::B32) => Op::MovSx32To64,
+                (Width::W32, SxWidth::B8) => Op::MovSx8To32,
+                // A 32-bit destination cannot take 32 bits sign-extended; the decoder rejects it.
+                (Width::W32, _) => Op::MovSx16To32,
+            };
+        }
+        Instruction::End { order, bits, dst } => {
+            s.dst = dst.index();
+            s.op = match (order, bits) {
+                (ByteOrder::Le, 16) => Op::Le16,
+                (ByteOrder::Le, 32) => Op::Le32,
+                (ByteOrder::Le, _) => Op::Le64,
+                (ByteOrder::Be, 16) => Op::Be16,
+                (ByteOrder::Be, 32) => Op::Be32,
+                (ByteOrder::Be, _) => Op::Be64,
+                (ByteOrder::Swap, 16) => Op::Swap16,
+                (ByteOrder::Swap, 32) => Op::Swap32,
+                (ByteOrder::Swap, _) => Op::Swap64,
+            };
+        }
+        Instruction::LoadImm64 { dst, value } => {
+            let Imm64::Const(v) = value else {
+                let kind = crate::isa::encode_one(insn).0.src;
+                return Err(BuildError::UnresolvedImm64 { pc, kind });
+            };
+            s.op = Op::LdDw;
+            s.dst = dst.index();
+            s.imm = v;
+        }
+        Instruction::LoadPacket { size, mode, imm } => {
+            s.imm = imm as u32 as u64;
+            s.op = match (mode, size) {
+                (PacketMode::Abs, Size::B) => Op::LdAbsB,
+                (PacketMode::Abs, Size::H) => Op::LdAbsH,
+                (PacketMode::Abs, _) => Op::LdAbsW,
+                (PacketMode::Ind(r), sz) => {
+                    s.src = r.index();
+                    match sz {
+                        Size::B => Op::LdIndB,
+                        Size::H => Op::LdIndH,
+                        _ => Op::LdIndW,
+                    }
+                }
+            };
+        }
+        Instruction::Load {
+            size,
+            dst,
+            src,
+            offset,
+        } => {
+            s.dst = dst.index();
+            s.src = src.index();
+            s.off = offset;
+            s.op = match size {
+                Size::B => Op::LdxB,
+                Size::H => Op::LdxH,
+                Size::W => Op::LdxW,
+                Size::DW => Op::LdxDw,
+            };
+        }
+        Instruction::LoadSx {
+            size,
+            dst,
+            src,
+            offset,
+        } => {
+            s.dst = dst.index();
+            s.src = src.index();
+            s.off = offset;
+            s.op = match size {
+                Size::B => Op::LdxSB,
+                Size::H => Op::LdxSH,
+                _ => Op::LdxSW,
+            };
+        }
+        Instruction::Store {
+            size,
+            dst,
+            offset,
+            imm,
+        } => {
+            s.dst = dst.index();
+            s.off = offset;
+            s.imm = imm as i64 as u64;
+            s.op = match size {
+                Size::B => Op::StB,
+                Size::H => Op::StH,
+                Size::W => Op::StW,
+                Size::DW => Op::StDw,
+            };
+        }
+        Instruction::StoreReg {
+            size,
+            dst,
+            offset,
+            src,
+        } => {
+            s.dst = dst.index();
+            s.src = src.index();
+            s.off = offset;
+            s.op = match size {
+                Size::B => Op::StxB,
+                Size::H => Op::StxH,
+                Size::W => Op::StxW,
+                Size::DW => Op::StxDw,
+            };
+        }
+        Instruction::Atomic {
+            width,
+            op,
+            dst,
+            offset,
+            src,
+        } => {
+            s.dst = dst.index();
+            s.src = src.index();
+            s.off = offset;
+            let w64 = width == Width::W64;
+            s.op = match op {
+                AtomicOp::Add { fetch: false } => {
+                    if w64 {
+                        Op::Add64A
+                    } else {
+                        Op::Add32A
+                    }
+                }
+                AtomicOp::Or { fetch: false } => {
+                    if w64 {
+                        Op::Or64A
+                    } else {
+                        Op::Or32A
+                    }
+                }
+                AtomicOp::And { fetch: false } => {
+                    if w64 {
+                        Op::And64A
+                    } else {
+                        Op::And32A
+                    }
+                }
+                AtomicOp::Xor { fetch: false } => {
+                    if w64 {
+                        Op::Xor64A
+                    } else {
+                        Op::Xor32A
+                    }
+                }
+                AtomicOp::Add { fetch: true } => {
+                    if w64 {
+                        Op::FetchAdd64
+                    } else {
+                        Op::FetchAdd32
+                    }
+                }
+                AtomicOp::Or { fetch: true } => {
+                    if w64 {
+                        Op::FetchOr64
+                    } else {
+                        Op::FetchOr32
+                    }
+                }
+                AtomicOp::And { fetch: true } => {
+                    if w64 {
+                        Op::FetchAnd64
+                    } else {
+                        Op::FetchAnd32
+                    }
+                }
+                AtomicOp::Xor { fetch: true } => {
+                    if w64 {
+                        Op::FetchXor64
+                    } else {
+                        Op::FetchXor32
+                    }
+                }
+                AtomicOp::Xchg => {
+                    if w64 {
+                        Op::Xchg64
+                    } else {
+                        Op::Xchg32
+                    }
+                }
+                AtomicOp::CmpXchg => {
+                    if w64 {
+                        Op::CmpXchg64
+                    } else {
+                        Op::CmpXchg32
+                    }
+                }
+            };
+        }
+        Instruction::Ja { .. } | Instruction::Ja32 { .. } => {
+            s.op = Op::Ja;
+            s.target = target(insn.branch_target(pc));
+        }
+        Instruction::Jump {
+            width,
+            cond,
+            dst,
+            src,
+            offset: _,
+        } => {
+            s.dst = dst.index();
+            s.target = target(insn.branch_target(pc));
+            match src {
+                Operand::Reg(r) => {
+                    s.src = r.index();
+                    s.op = jump_op(width, cond, false);
+                }
+                Operand::Imm(v) => {
+                    s.imm = imm_for(width, v);
+                    s.op = jump_op(width, cond, true);
+                }
+            }
+        }
+        Instruction::Call { id } => {
+            let index = env
+                .helper_index(id)
+                .ok_or(BuildError::UnknownHelper { pc, id })?;
+            s.op = Op::Call;
+            s.target = index as u32;
+            s.imm = id as u64;
+        }
+        Instruction::CallReg { reg } => {
+            s.op = Op::CallX;
+            s.dst = reg.index();
+        }
+        Instruction::CallLocal { .. } => {
+            s.op = Op::CallLocal;
+            s.target = target(insn.branch_target(pc));
+        }
+        Instruction::CallBtf { id } => return Err(BuildError::UnsupportedBtfCall { pc, id }),
+        Instruction::Exit => s.op = Op::Exit,
+    }
+    Ok(s)
+}
+
+#[cold]
+#[inline(never)]
+fn out_of_bounds(pc: usize, addr: u64, len: u64, write: bool) -> ExecError {
+    ExecError::OutOfBounds {
+        pc,
+        addr,
+        len,
+        write,
+    }
+}
+
+/// Reads a `T` at `addr`, checking the access in checked mode.
+#[inline(always)]
+fn load<T: Copy, const CHECKED: bool>(
+    mm: &MemoryMap<'_>,
+    addr: u64,
+    pc: usize,
+) -> Result<T, ExecError> {
+    let len = core::mem::size_of::<T>() as u64;
+    if CHECKED && !mm.allows(addr, len, false) {
+        return Err(out_of_bounds(pc, addr, len, false));
+    }
+    // SAFETY: in checked mode the range was just found inside a region this execution owns: the input
+    // buffer (mutably borrowed for the whole execution), a live, zero-initialised stack frame, or a
+    // region the host granted under `Env::grant`'s contract. In unchecked mode the host promised, by
+    // an `unsafe` call, that every access of the program is valid. `read_unaligned` needs no alignment.
+    Ok(unsafe { ptr::with_exposed_provenance::<T>(addr as usize).read_unaligned() })
+}
+
+/// Writes a `T` at `addr`, checking the access in checked mode.
+#[inline(always)]
+fn store<T: Copy, const CHECKED: bool>(
+    mm: &MemoryMap<'_>,
+    addr: u64,
+    value: T,
+    pc: usize,
+) -> Result<(), ExecError> {
+    let len = core::mem::size_of::<T>() as u64;
+    if CHECKED && !mm.allows(addr, len, true) {
+        return Err(out_of_bounds(pc, addr, len, true));
+    }
+    // SAFETY: as in `load`, for a writable region.
+    unsafe { ptr::with_exposed_provenance_mut::<T>(addr as usize).write_unaligned(value) };
+    Ok(())
+}
+
+/// The location of an atomic operation, checked for bounds (checked mode) and alignment (always).
+#[inline(always)]
+fn atomic_addr<const CHECKED: bool>(
+    mm: &MemoryMap<'_>,
+    addr: u64,
+    len: u64,
+    pc: usize,
+) -> Result<usize, ExecError> {
+    if CHECKED && !mm.allows(addr, len, true) {
+        return Err(out_of_bounds(pc, addr, len, true));
+    }
+    if addr % len != 0 {
+        return Err(ExecError::MisalignedAtomic { pc, addr });
+    }
+    Ok(addr as usize)
+}
+
+#[inline(always)]
+fn atomic64<'m, const CHECKED: bool>(
+    mm: &MemoryMap<'_>,
+    addr: u64,
+    pc: usize,
+) -> Result<&'m AtomicU64, ExecError> {
+    let a = atomic_addr::<CHECKED>(mm, addr, 8, pc)?;
+    // SAFETY: the address is 8-byte aligned (checked above) and inside memory this execution may
+    // write (see `load`). Nothing else accesses that memory non-atomically during the operation: the
+    // input buffer and stack belong to this execution alone, and host-granted regions are shared
+    // between executions only through atomic operations.
+    Ok(unsafe { AtomicU64::from_ptr(ptr::with_exposed_provenance_mut::<u64>(a)) })
+}
+
+#[inline(always)]
+fn atomic32<'m, const CHECKED: bool>(
+    mm: &MemoryMap<'_>,
+    addr: u64,
+    pc: usize,
+) -> Result<&'m AtomicU32, ExecError> {
+    let a = atomic_addr::<CHECKED>(mm, addr, 4, pc)?;
+    // SAFETY: as in `atomic64`, with 4-byte alignment.
+    Ok(unsafe { AtomicU32::from_ptr(ptr::with_exposed_provenance_mut::<u32>(a)) })
+}
+
+/// The stack of all frames, aligned so that aligned atomics on it are possible.
+#[repr(C, align(16))]
+struct Stack([MaybeUninit<u8>; STACK_SIZE]);
+
+/// The state a bpf-to-bpf call saves.
+#[derive(Clone, Copy, Default)]
+struct Frame {
+    ret: usize,
+    saved: [u64; 4],
+}
+
+/// Zeroes the frame `[lo, lo + FRAME_SIZE)` of the stack.
+#[inline(always)]
+fn zero_frame(stack: *mut u8, index: usize) {
+    debug_assert!(index < MAX_FRAMES);
+    // SAFETY: `index < MAX_FRAMES` (callers check the depth first), so the range lies inside the
+    // stack buffer, which `stack` points to with write permission.
+    unsafe {
+        ptr::write_bytes(
+            stack.add(STACK_SIZE - FRAME_SIZE * (index + 1)),
+            0,
+            FRAME_SIZE,
+        )
+    };
+}
+
+/// Runs the program on `mem`. `budget` is the number of instructions allowed when `METERED`.
+pub(crate) fn run<const CHECKED: bool, const METERED: bool>(
+    code: &Code,
+    env: &Env,
+    mem: &mut [u8],
+    mut budget: u64,
+) -> Result<u64, ExecError> {
+    let mut stack = Stack([MaybeUninit::uninit(); STACK_SIZE]);
+    let stack_ptr = stack.0.as_mut_ptr().cast::<u8>();
+    let stack_hi = stack_ptr.expose_provenance() as u64 + STACK_SIZE as u64;
+    zero_frame(stack_ptr, 0);
+
+    let mem_len = mem.len() as u64;
+    let mem_addr = if mem.is_empty() {
+        0
+    } else {
+        mem.as_mut_ptr().expose_provenance() as u64
+    };
+    let mut mm = MemoryMap {
+        input: Region {
+            start: mem_addr,
+            len: mem_len,
+            writable: true,
+        },
+        stack_lo: stack_hi - FRAME_SIZE as u64,
+        stack_hi,
+        extra: env.regions(),
+    };
+
+    let mut r = [0u64; 16];
+    r[1] = mem_addr;
+    r[2] = mem_len;
+    r[10] = stack_hi;
+    let mut frames = [Frame::default(); MAX_FRAMES];
+    let mut depth = 0usize;
+    let slots = &code.slots[..];
+    let helpers = env.helpers();
+    let mut pc = 0usize;
+
+    loop {
+        let s = slots[pc];
+        let at = pc;
+        if METERED {
+            if budget == 0 {
+                return Err(ExecError::BudgetExhausted { pc: at });
+            }
+            budget -= 1;
+        }
+        pc += 1;
+        let d = (s.dst & 15) as usize;
+        let sr = (s.src & 15) as usize;
+
+        macro_rules! bin64 {
+            ($b:expr, |$x:ident, $y:ident| $e:expr) => {{
+                let $x = r[d];
+                let $y: u64 = $b;
+                r[d] = $e;
+            }};
+        }
+        macro_rules! bin32 {
+            ($b:expr, |$x:ident, $y:ident| $e:expr) => {{
+                let $x = r[d] as u32;
+                let $y = $b as u32;
+                r[d] = ($e) as u32 as u64;
+            }};
+        }
+        macro_rules! jump {
+            ($c:expr) => {
+                if $c {
+                    pc = s.target as usize;
+                }
+            };
+        }
+        macro_rules! addr {
+            ($base:expr) => {
+                r[$base].wrapping_add(s.off as i64 as u64)
+            };
+        }
+        macro_rules! packet {
+            ($t:ty, $off:expr) => {{
+                let off = $off;
+                let size = core::mem::size_of::<$t>() as i64;
+                if off < 0 || off + size > mem_len as i64 {
+                    // Legacy packet loads end the program with 0 when out of bounds.
+                    return Ok(0);
+                }
+                let v: $t = load::<$t, false>(&mm, mem_addr + off as u64, at)?;
+                r[0] = <$t>::from_be(v) as u64;
+            }};
+        }
+
+        match s.op {
+            Op::Add64I => bin64!(s.imm, |a, b| a.wrapping_add(b)),
+            Op::Sub64I => bin64!(s.imm, |a, b| a.wrapping_sub(b)),
+            Op::Mul64I => bin64!(s.imm, |a, b| a.wrapping_mul(b)),
+            Op::Div64I => bin64!(s.imm, |a, b| a / b),
+            Op::SDiv64I => bin64!(s.imm, |a, b| (a as i64).wrapping_div(b as i64) as u64),
+            Op::Or64I => bin64!(s.imm, |a, b| a | b),
+            Op::And64I => bin64!(s.imm, |a, b| a & b),
+            Op::Lsh64I => bin64!(s.imm, |a, b| a << b),
+            Op::Rsh64I => bin64!(s.imm, |a, b| a >> b),
+            Op::Mod64I => bin64!(s.imm, |a, b| a % b),
+            Op::SMod64I => bin64!(s.imm, |a, b| (a as i64).wrapping_rem(b as i64) as u64),
+            Op::Xor64I => bin64!(s.imm, |a, b| a ^ b),
+            Op::Mov64I => r[d] = s.imm,
+            Op::Arsh64I => bin64!(s.imm, |a, b| ((a as i64) >> b) as u64),
+
+            Op::Add64R => bin64!(r[sr], |a, b| a.wrapping_add(b)),
+            Op::Sub64R => bin64!(r[sr], |a, b| a.wrapping_sub(b)),
+            Op::Mul64R => bin64!(r[sr], |a, b| a.wrapping_mul(b)),
+            Op::Div64R => bin64!(r[sr], |a, b| if b == 0 { 0 } else { a / b }),
+            Op::SDiv64R => bin64!(r[sr], |a, b| if b == 0 {
+                0
+            } else {
+                (a as i64).wrapping_div(b as i64) as u64
+            }),
+            Op::Or64R => bin64!(r[sr], |a, b| a | b),
+            Op::And64R => bin64!(r[sr], |a, b| a & b),
+            Op::Lsh64R => bin64!(r[sr], |a, b| a << (b & 63)),
+            Op::Rsh64R => bin64!(r[sr], |a, b| a >> (b & 63)),
+            Op::Mod64R => bin64!(r[sr], |a, b| if b == 0 { a } else { a % b }),
+            Op::SMod64R => bin64!(r[sr], |a, b| if b == 0 {
+                a
+            } else {
+                (a as i64).wrapping_rem(b as i64) as u64
+            }),
+            Op::Xor64R => bin64!(r[sr], |a, b| a ^ b),
+            Op::Mov64R => r[d] = r[sr],
+            Op::Arsh64R => bin64!(r[sr], |a, b| ((a as i64) >> (b & 63)) as u64),
+
+            Op::Add32I => bin32!(s.imm, |a, b| a.wrapping_add(b)),
+            Op::Sub32I => bin32!(s.imm, |a, b| a.wrapping_sub(b)),
+            Op::Mul32I => bin32!(s.imm, |a, b| a.wrapping_mul(b)),
+            Op::Div32I => bin32!(s.imm, |a, b| a / b),
+            Op::SDiv32I => bin32!(s.imm, |a, b| (a as i32).wrapping_div(b as i32)),
+            Op::Or32I => bin32!(s.imm, |a, b| a | b),
+            Op::And32I => bin32!(s.imm, |a, b| a & b),
+            Op::Lsh32I => bin32!(s.imm, |a, b| a << b),
+            Op::Rsh32I => bin32!(s.imm, |a, b| a >> b),
+            Op::Mod32I => bin32!(s.imm, |a, b| a % b),
+            Op::SMod32I => bin32!(s.imm, |a, b| (a as i32).wrapping_rem(b as i32)),
+            Op::Xor32I => bin32!(s.imm, |a, b| a ^ b),
+            Op::Mov32I => r[d] = s.imm,
+            Op::Arsh32I => bin32!(s.imm, |a, b| (a as i32) >> b),
+
+            Op::Add32R => bin32!(r[sr], |a, b| a.wrapping_add(b)),
+            Op::Sub32R => bin32!(r[sr], |a, b| a.wrapping_sub(b)),
+            Op::Mul32R => bin32!(r[sr], |a, b| a.wrapping_mul(b)),
+            Op::Div32R => bin32!(r[sr], |a, b| if b == 0 { 0 } else { a / b }),
+            Op::SDiv32R => bin32!(r[sr], |a, b| if b == 0 {
+                0
+            } else {
+                (a as i32).wrapping_div(b as i32) as u32
+            }),
+            Op::Or32R => bin32!(r[sr], |a, b| a | b),
+            Op::And32R => bin32!(r[sr], |a, b| a & b),
+            Op::Lsh32R => bin32!(r[sr], |a, b| a << (b & 31)),
+            Op::Rsh32R => bin32!(r[sr], |a, b| a >> (b & 31)),
+            Op::Mod32R => bin32!(r[sr], |a, b| if b == 0 { a } else { a % b }),
+            Op::SMod32R => bin32!(r[sr], |a, b| if b == 0 {
+                a
+            } else {
+                (a as i32).wrapping_rem(b as i32) as u32
+            }),
+            Op::Xor32R => bin32!(r[sr], |a, b| a ^ b),
+            Op::Mov32R => r[d] = r[sr] as u32 as u64,
+            Op::Arsh32R => bin32!(r[sr], |a, b| (a as i32) >> (b & 31)),
+
+            Op::Neg64 => r[d] = r[d].wrapping_neg(),
+            Op::Neg32 => r[d] = (r[d] as u32).wrapping_neg() as u64,
+            Op::Zext32 => r[d] = r[d] as u32 as u64,
+            Op::Nop => {}
+            Op::MovSx8To64 => r[d] = r[sr] as i8 as i64 as u64,
+            Op::MovSx16To64 => r[d] = r[sr] as i16 as i64 as u64,
+            Op::MovSx32To64 => r[d] = r[sr] as i32 as i64 as u64,
+            Op::MovSx8To32 => r[d] = r[sr] as i8 as i32 as u32 as u64,
+            Op::MovSx16To32 => r[d] = r[sr] as i16 as i32 as u32 as u64,
+
+            Op::Le16 => r[d] = (r[d] as u16).to_le() as u64,
+            Op::Le32 => r[d] = (r[d] as u32).to_le() as u64,
+            Op::Le64 => r[d] = r[d].to_le(),
+            Op::Be16 => r[d] = (r[d] as u16).to_be() as u64,
+            Op::Be32 => r[d] = (r[d] as u32).to_be() as u64,
+            Op::Be64 => r[d] = r[d].to_be(),
+            Op::Swap16 => r[d] = (r[d] as u16).swap_bytes() as u64,
+            Op::Swap32 => r[d] = (r[d] as u32).swap_bytes() as u64,
+            Op::Swap64 => r[d] = r[d].swap_bytes(),
+
+            Op::LdDw => {
+                r[d] = s.imm;
+                pc += 1;
+            }
+
+            Op::LdxB => r[d] = load::<u8, CHECKED>(&mm, addr!(sr), at)? as u64,
+            Op::LdxH => r[d] = load::<u16, CHECKED>(&mm, addr!(sr), at)? as u64,
+            Op::LdxW => r[d] = load::<u32, CHECKED>(&mm, addr!(sr), at)? as u64,
+            Op::LdxDw => r[d] = load::<u64, CHECKED>(&mm, addr!(sr), at)?,
+            Op::LdxSB => r[d] = load::<i8, CHECKED>(&mm, addr!(sr), at)? as i64 as u64,
+            Op::LdxSH => r[d] = load::<i16, CHECKED>(&mm, addr!(sr), at)? as i64 as u64,
+            Op::LdxSW => r[d] = load::<i32, CHECKED>(&mm, addr!(sr), at)? as i64 as u64,
+
+            Op::StB => store::<u8, CHECKED>(&mm, addr!(d), s.imm as u8, at)?,
+            Op::StH => store::<u16, CHECKED>(&mm, addr!(d), s.imm as u16, at)?,
+            Op::StW => store::<u32, CHECKED>(&mm, addr!(d), s.imm as u32, at)?,
+            Op::StDw => store::<u64, CHECKED>(&mm, addr!(d), s.imm, at)?,
+            Op::StxB => store::<u8, CHECKED>(&mm, addr!(d), r[sr] as u8, at)?,
+            Op::StxH => store::<u16, CHECKED>(&mm, addr!(d), r[sr] as u16, at)?,
+            Op::StxW => store::<u32, CHECKED>(&mm, addr!(d), r[sr] as u32, at)?,
+            Op::StxDw => store::<u64, CHECKED>(&mm, addr!(d), r[sr], at)?,
+
+            Op::Add32A => {
+                _ = atomic32::<CHECKED>(&mm, addr!(d), at)?
+                    .fetch_add(r[sr] as u32, Ordering::SeqCst)
+            }
+            Op::Or32A => {
+                _ = atomic32::<CHECKED>(&mm, addr!(d), at)?.fetch_or(r[sr] as u32, Ordering::SeqCst)
+            }
+            Op::And32A => {
+                _ = atomic32::<CHECKED>(&mm, addr!(d), at)?
+                    .fetch_and(r[sr] as u32, Ordering::SeqCst)
+            }
+            Op::Xor32A => {
+                _ = atomic32::<CHECKED>(&mm, addr!(d), at)?
+                    .fetch_xor(r[sr] as u32, Ordering::SeqCst)
+            }
+            Op::FetchAdd32 => {
+                r[sr] = atomic32::<CHECKED>(&mm, addr!(d), at)?
+                    .fetch_add(r[sr] as u32, Ordering::SeqCst) as u64
+            }
+            Op::FetchOr32 => {
+                r[sr] = atomic32::<CHECKED>(&mm, addr!(d), at)?
+                    .fetch_or(r[sr] as u32, Ordering::SeqCst) as u64
+            }
+            Op::FetchAnd32 => {
+                r[sr] = atomic32::<CHECKED>(&mm, addr!(d), at)?
+                    .fetch_and(r[sr] as u32, Ordering::SeqCst) as u64
+            }
+            Op::FetchXor32 => {
+                r[sr] = atomic32::<CHECKED>(&mm, addr!(d), at)?
+                    .fetch_xor(r[sr] as u32, Ordering::SeqCst) as u64
+            }
+            Op::Xchg32 => {
+                r[sr] = atomic32::<CHECKED>(&mm, addr!(d), at)?.swap(r[sr] as u32, Ordering::SeqCst)
+                    as u64
+            }
+            Op::CmpXchg32 => {
+                let cell = atomic32::<CHECKED>(&mm, addr!(d), at)?;
+                let old = match cell.compare_exchange(
+                    r[0] as u32,
+                    r[sr] as u32,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                ) {
+                    Ok(v) | Err(v) => v,
+                };
+                r[0] = old as u64;
+            }
+            Op::Add64A => {
+                _ = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_add(r[sr], Ordering::SeqCst)
+            }
+            Op::Or64A => {
+                _ = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_or(r[sr], Ordering::SeqCst)
+            }
+            Op::And64A => {
+                _ = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_and(r[sr], Ordering::SeqCst)
+            }
+            Op::Xor64A => {
+                _ = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_xor(r[sr], Ordering::SeqCst)
+            }
+            Op::FetchAdd64 => {
+                r[sr] = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_add(r[sr], Ordering::SeqCst)
+            }
+            Op::FetchOr64 => {
+                r[sr] = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_or(r[sr], Ordering::SeqCst)
+            }
+            Op::FetchAnd64 => {
+                r[sr] = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_and(r[sr], Ordering::SeqCst)
+            }
+            Op::FetchXor64 => {
+                r[sr] = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_xor(r[sr], Ordering::SeqCst)
+            }
+            Op::Xchg64 => {
+                r[sr] = atomic64::<CHECKED>(&mm, addr!(d), at)?.swap(r[sr], Ordering::SeqCst)
+            }
+            Op::CmpXchg64 => {
+                let cell = atomic64::<CHECKED>(&mm, addr!(d), at)?;
+                r[0] = match cell.compare_exchange(r[0], r[sr], Ordering::SeqCst, Ordering::SeqCst)
+                {
+                    Ok(v) | Err(v) => v,
+                };
+            }
+
+            Op::LdAbsB => packet!(u8, s.imm as u32 as i32 as i64),
+            Op::LdAbsH => packet!(u16, s.imm as u32 as i32 as i64),
+            Op::LdAbsW => packet!(u32, s.imm as u32 as i32 as i64),
+            Op::LdIndB => packet!(u8, (r[sr] as u32).wrapping_add(s.imm as u32) as i32 as i64),
+            Op::LdIndH => packet!(u16, (r[sr] as u32).wrapping_add(s.imm as u32) as i32 as i64),
+            Op::LdIndW => packet!(u32, (r[sr] as u32).wrapping_add(s.imm as u32) as i32 as i64),
+
+            Op::Ja => pc = s.target as usize,
+            Op::Jeq64I => jump!(r[d] == s.imm),
+            Op::Jgt64I => jump!(r[d] > s.imm),
+            Op::Jge64I => jump!(r[d] >= s.imm),
+            Op::Jset64I => jump!(r[d] & s.imm != 0),
+            Op::Jne64I => jump!(r[d] != s.imm),
+            Op::Jsgt64I => jump!((r[d] as i64) > (s.imm as i64)),
+            Op::Jsge64I => jump!((r[d] as i64) >= (s.imm as i64)),
+            Op::Jlt64I => jump!(r[d] < s.imm),
+            Op::Jle64I => jump!(r[d] <= s.imm),
+            Op::Jslt64I => jump!((r[d] as i64) < (s.imm as i64)),
+            Op::Jsle64I => jump!((r[d] as i64) <= (s.imm as i64)),
+            Op::Jeq64R => jump!(r[d] == r[sr]),
+            Op::Jgt64R => jump!(r[d] > r[sr]),
+            Op::Jge64R => jump!(r[d] >= r[sr]),
+            Op::Jset64R => jump!(r[d] & r[sr] != 0),
+            Op::Jne64R => jump!(r[d] != r[sr]),
+            Op::Jsgt64R => jump!((r[d] as i64) > (r[sr] as i64)),
+            Op::Jsge64R => jump!((r[d] as i64) >= (r[sr] as i64)),
+            Op::Jlt64R => jump!(r[d] < r[sr]),
+            Op::Jle64R => jump!(r[d] <= r[sr]),
+            Op::Jslt64R => jump!((r[d] as i64) < (r[sr] as i64)),
+            Op::Jsle64R => jump!((r[d] as i64) <= (r[sr] as i64)),
+            Op::Jeq32I => jump!(r[d] as u32 == s.imm as u32),
+            Op::Jgt32I => jump!(r[d] as u32 > s.imm as u32),
+            Op::Jge32I => jump!(r[d] as u32 >= s.imm as u32),
+            Op::Jset32I => jump!(r[d] as u32 & s.imm as u32 != 0),
+            Op::Jne32I => jump!(r[d] as u32 != s.imm as u32),
+            Op::Jsgt32I => jump!((r[d] as i32) > (s.imm as i32)),
+            Op::Jsge32I => jump!((r[d] as i32) >= (s.imm as i32)),
+            Op::Jlt32I => jump!((r[d] as u32) < s.imm as u32),
+            Op::Jle32I => jump!(r[d] as u32 <= s.imm as u32),
+            Op::Jslt32I => jump!((r[d] as i32) < (s.imm as i32)),
+            Op::Jsle32I => jump!((r[d] as i32) <= (s.imm as i32)),
+            Op::Jeq32R => jump!(r[d] as u32 == r[sr] as u32),
+            Op::Jgt32R => jump!(r[d] as u32 > r[sr] as u32),
+            Op::Jge32R => jump!(r[d] as u32 >= r[sr] as u32),
+            Op::Jset32R => jump!(r[d] as u32 & r[sr] as u32 != 0),
+            Op::Jne32R => jump!(r[d] as u32 != r[sr] as u32),
+            Op::Jsgt32R => jump!((r[d] as i32) > (r[sr] as i32)),
+            Op::Jsge32R => jump!((r[d] as i32) >= (r[sr] as i32)),
+            Op::Jlt32R => jump!((r[d] as u32) < r[sr] as u32),
+            Op::Jle32R => jump!(r[d] as u32 <= r[sr] as u32),
+            Op::Jslt32R => jump!((r[d] as i32) < (r[sr] as i32)),
+            Op::Jsle32R => jump!((r[d] as i32) <= (r[sr] as i32)),
+
+            Op::Call | Op::CallX => {
+                let helper = if s.op == Op::Call {
+                    &helpers[s.target as usize]
+                } else {
+                    let id = r[d];
+                    match u32::try_from(id).ok().and_then(|id| env.helper_index(id)) {
+                        Some(i) => &helpers[i],
+                        None => return Err(ExecError::UnknownHelper { pc: at, id }),
+                    }
+                };
+                let mut ctx = CallContext {
+                    memory: &mm,
+                    checked: CHECKED,
+                    pc: at,
+                };
+                r[0] = helper
+                    .call(&mut ctx, [r[1], r[2], r[3], r[4], r[5]])
+                    .map_err(|source| ExecError::Helper {
+                        pc: at,
+                        id: helper.id(),
+                        source,
+                    })?;
+            }
+            Op::CallLocal => {
+                if depth + 1 >= MAX_FRAMES {
+                    return Err(ExecError::CallDepthExceeded { pc: at });
+                }
+                frames[depth] = Frame {
+                    ret: pc,
+                    saved: [r[6], r[7], r[8], r[9]],
+                };
+                depth += 1;
+                zero_frame(stack_ptr, depth);
+                mm.stack_lo -= FRAME_SIZE as u64;
+                r[10] = stack_hi - (FRAME_SIZE * depth) as u64;
+                pc = s.target as usize;
+            }
+            Op::Exit => {
+                if depth == 0 {
+                    return Ok(r[0]);
+                }
+                depth -= 1;
+                let f = frames[depth];
+                r[6..10].copy_from_slice(&f.saved);
+                r[10] = stack_hi - (FRAME_SIZE * depth) as u64;
+                mm.stack_lo += FRAME_SIZE as u64;
+                pc = f.ret;
+            }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The embedding API: a [`Vm`] holds a program prepared for an engine in an [`Env`], and
+//! [`Vm::execute`] runs it on a memory buffer.
+//!
+//! At entry `r1` points to the buffer (0 when it is empty), `r2` holds its length, and `r10` points to
+//! the top of a fresh 512-byte stack frame. An execution owns its stack, so one `Vm` can run on many
+//! threads at once.
+
+pub mod env;
+mod error;
+mod interpreter;
+pub mod memory;
+
+pub use env::Env;
+pub use error::{BuildError, ExecError};
+pub use memory::Region;
+
+use crate::helpers::Helper;
+use crate::program::Program;
+use interpreter::Code;
+
+/// Bytes of stack in each frame.
+pub const FRAME_SIZE: usize = 512;
+/// Most stack frames of one execution (the entry function and nested bpf-to-bpf calls).
+pub const MAX_FRAMES: usize = 8;
+
+/// Which engine executes the program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Engine {
+    /// The portable interpreter.
+    #[default]
+    Interpreter,
+}
+
+/// How memory safety is ensured during execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Every load, store and helper pointer argument is checked against the regions the execution owns;
+    /// a miss stops the program with [`ExecError::OutOfBounds`].
+    #[default]
+    Checked,
+    /// No checks: the host vouches for the program. Chosen only through the `unsafe`
+    /// [`VmBuilder::unchecked`].
+    Unchecked,
+}
+
+/// Builds a [`Vm`]: the program, its environment, the engine, the mode and an optional budget.
+#[derive(Debug, Clone)]
+pub struct VmBuilder {
+    program: Program,
+    env: Env,
+    engine: Engine,
+    mode: Mode,
+    budget: Option<u64>,
+}
+
+impl VmBuilder {
+    /// Makes a helper available to the program (replacing one with the same id).
+    pub fn helper(mut self, helper: Helper) -> VmBuilder {
+        self.env.add_helper(helper);
+        self
+    }
+
+    /// Uses this environment (replacing the helpers and regions given so far).
+    pub fn env(mut self, env: Env) -> VmBuilder {
+        self.env = env;
+        self
+    }
+
+    /// Chooses the engine (default: [`Engine::Interpreter`]).
+    pub fn engine(mut self, engine: Engine) -> VmBuilder {
+        self.engine = engine;
+        self
+    }
+
+    /// Limits each execution to `instructions` executed instructions; past that it stops with
+    /// [`ExecError::BudgetExhausted`].
+    pub fn budget(mut self, instructions: u64) -> VmBuilder {
+        self.budget = Some(instructions);
+        self
+    }
+
+    /// Turns off all runtime memory checks.
+    ///
+    /// # Safety
+    /// Every memory access the program makes, on every input it will be given, must be valid: inside
+    /// the input buffer, the live stack frames, or regions granted through [`Env::grant`]. Helpers then
+    /// trust pointer arguments too.
+    pub unsafe fn unchecked(mut self) -> VmBuilder {
+        self.mode = Mode::Unchecked;
+        self
+    }
+
+    /// Prepares the program for the engine: resolves every helper call against the environment.
+    pub fn build(self) -> Result<Vm, BuildError> {
+        let code = Code::compile(&self.program, &self.env)?;
+        Ok(Vm {
+            program: self.program,
+            env: self.env,
+            engine: self.engine,
+            mode: self.mode,
+            budget: self.budget,
+            code,
+        })
+    }
+}
+
+/// A program ready to run.
+#[derive(Debug, Clone)]
+pub struct Vm {
+    program: Program,
+    env: Env,
+    engine: Engine,
+    mode: Mode,
+    budget: Option<u64>,
+    code: Code,
+}
+
+impl Vm {
+    /// Starts building a `Vm` for `program`.
+    pub fn builder(program: Program) -> VmBuilder {
+        VmBuilder {
+            program,
+            env: Env::new(),
+            engine: Engine::default(),
+            mode: Mode::default(),
+            budget: None,
+        }
+    }
+
+    /// Runs the program on `mem` and returns `r0` at `exit`.
+    ///
+    /// This allocates nothing and takes no lock; the stack lives on the caller's stack.
+    pub fn execute(&self, mem: &mut [u8]) -> Result<u64, ExecError> {
+        let budget = self.budget.unwrap_or(0);
+        match (self.engine, self.mode, self.budget.is_some()) {
+            (Engine::Interpreter, Mode::Checked, false) => {
+                interpreter::run::<true, false>(&self.code, &self.env, mem, 0)
+            }
+            (Engine::Interpreter, Mode::Checked, true) => {
+                interpreter::run::<true, true>(&self.code, &self.env, mem, budget)
+            }
+            (Engine::Interpreter, Mode::Unchecked, false) => {
+                interpreter::run::<false, false>(&self.code, &self.env, mem, 0)
+            }
+            (Engine::Interpreter, Mode::Unchecked, true) => {
+                interpreter::run::<false, true>(&self.code, &self.env, mem, budget)
+            }
+        }
+    }
+
+    /// The program.
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
+    /// The environment.
+    pub fn env(&self) -> &Env {
+        &self.env
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// The memory-safety mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+}
