@@ -65,9 +65,7 @@ impl Program {
     /// Decodes and validates raw bytecode (8 bytes per slot, little-endian).
     pub fn from_bytes(bytes: &[u8]) -> Result<Program, ProgramError> {
         if bytes.len() / isa::INSN_SIZE > MAX_SLOTS {
-            return Err(ProgramError::TooLarge {
-                slots: bytes.len() / isa::INSN_SIZE,
-            });
+            return Err(ProgramError::TooLarge { slots: bytes.len() / isa::INSN_SIZE });
         }
         Program::from_instructions(isa::decode(bytes)?)
     }
@@ -84,9 +82,7 @@ impl Program {
         // Re-decoding the encoding checks targets and field ranges the same way as for bytes.
         let bytes = isa::encode(&instructions);
         if bytes.len() / isa::INSN_SIZE > MAX_SLOTS {
-            return Err(ProgramError::TooLarge {
-                slots: bytes.len() / isa::INSN_SIZE,
-            });
+            return Err(ProgramError::TooLarge { slots: bytes.len() / isa::INSN_SIZE });
         }
         let instructions = isa::decode(&bytes)?;
         let mut pcs = Vec::with_capacity(instructions.len());
@@ -101,10 +97,7 @@ impl Program {
         for (insn, &pc) in instructions.iter().zip(&pcs) {
             let target = match *insn {
                 Instruction::CallLocal { .. } => insn.branch_target(pc),
-                Instruction::LoadImm64 {
-                    value: Imm64::Func(off),
-                    ..
-                } => Some(pc as i64 + 1 + off as i64),
+                Instruction::LoadImm64 { value: Imm64::Func(off), .. } => Some(pc as i64 + 1 + off as i64),
                 _ => None,
             };
             if let Some(t) = target {
@@ -119,10 +112,7 @@ impl Program {
         let functions: Vec<Function> = starts
             .iter()
             .enumerate()
-            .map(|(i, &start)| Function {
-                start,
-                end: starts.get(i + 1).copied().unwrap_or(slots),
-            })
+            .map(|(i, &start)| Function { start, end: starts.get(i + 1).copied().unwrap_or(slots) })
             .collect();
 
         let mut f = 0;
@@ -131,34 +121,18 @@ impl Program {
                 f += 1;
             }
             let func = functions[f];
-            if let (false, Some(t)) = (
-                matches!(insn, Instruction::CallLocal { .. }),
-                insn.branch_target(pc),
-            ) {
+            if let (false, Some(t)) = (matches!(insn, Instruction::CallLocal { .. }), insn.branch_target(pc)) {
                 let t = t as usize; // in range: checked by decode
                 if t < func.start || t >= func.end {
-                    return Err(ProgramError::JumpAcrossFunction {
-                        pc,
-                        target: t,
-                        function: func.start,
-                    });
+                    return Err(ProgramError::JumpAcrossFunction { pc, target: t, function: func.start });
                 }
             }
             let last_of_function = pcs.get(i + 1).is_none_or(|&next| next >= func.end);
             if last_of_function && insn.falls_through() {
-                return Err(ProgramError::FallsOffEnd {
-                    pc,
-                    function: func.start,
-                });
+                return Err(ProgramError::FallsOffEnd { pc, function: func.start });
             }
         }
-        Ok(Program {
-            instructions,
-            pcs,
-            functions,
-            slots,
-            name: String::new(),
-        })
+        Ok(Program { instructions, pcs, functions, slots, name: String::new() })
     }
 
     /// Sets the program's name (an ELF section or symbol name, for messages).

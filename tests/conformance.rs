@@ -35,10 +35,7 @@ fn parse(text: &str) -> Result<Case, String> {
             }
             "mem" => {
                 for byte in line.split('#').next().unwrap_or("").split_whitespace() {
-                    case.mem.push(
-                        u8::from_str_radix(byte, 16)
-                            .map_err(|e| format!("bad mem byte {byte:?}: {e}"))?,
-                    );
+                    case.mem.push(u8::from_str_radix(byte, 16).map_err(|e| format!("bad mem byte {byte:?}: {e}"))?);
                 }
             }
             "result" => result.push_str(line.split('#').next().unwrap_or("").trim()),
@@ -47,10 +44,7 @@ fn parse(text: &str) -> Result<Case, String> {
                 let word = line.split('#').next().unwrap_or("").trim();
                 if !word.is_empty() {
                     let hex = word.trim_start_matches("0x");
-                    case.raw.push(
-                        u64::from_str_radix(hex, 16)
-                            .map_err(|e| format!("bad raw word {word:?}: {e}"))?,
-                    );
+                    case.raw.push(u64::from_str_radix(hex, 16).map_err(|e| format!("bad raw word {word:?}: {e}"))?);
                 }
             }
             _ => {}
@@ -68,47 +62,32 @@ fn parse(text: &str) -> Result<Case, String> {
 
 /// The helper the suite expects at id 5: returns normally when `r1 != 0`.
 fn helper5() -> Helper {
-    Helper::new(5, "conformance_5", HelperSig::scalars(1), |_, args| {
-        Ok(args[0])
-    })
+    Helper::new(5, "conformance_5", HelperSig::scalars(1), |_, args| Ok(args[0]))
 }
 
 fn run_case(path: &Path) -> Result<(), Failed> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut case = parse(&text)?;
-    let outcome = Program::from_asm(&case.asm)
-        .map_err(ebpf_vm::Error::from)
-        .and_then(|program| {
-            if !case.raw.is_empty() {
-                let words: Vec<u64> = program
-                    .to_bytes()
-                    .chunks_exact(8)
-                    .map(|c| u64::from_le_bytes(c.try_into().expect("8-byte chunk")))
-                    .collect();
-                assert_eq!(
-                    words, case.raw,
-                    "assembler output differs from the file's raw section"
-                );
-            }
-            let vm = Vm::builder(program)
-                .helper(helper5())
-                .budget(10_000_000)
-                .build()?;
-            Ok(vm.execute(&mut case.mem)?)
-        });
+    let outcome = Program::from_asm(&case.asm).map_err(ebpf_vm::Error::from).and_then(|program| {
+        if !case.raw.is_empty() {
+            let words: Vec<u64> = program
+                .to_bytes()
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().expect("8-byte chunk")))
+                .collect();
+            assert_eq!(words, case.raw, "assembler output differs from the file's raw section");
+        }
+        let vm = Vm::builder(program).helper(helper5()).budget(10_000_000).build()?;
+        Ok(vm.execute(&mut case.mem)?)
+    });
     match (outcome, case.result, &case.error) {
         (Err(e), _, Some(_)) => {
             eprintln!("expected error, got: {e}");
             Ok(())
         }
-        (Ok(r0), _, Some(expected)) => {
-            Err(format!("expected error {expected:?}, got r0 = {r0:#x}").into())
-        }
+        (Ok(r0), _, Some(expected)) => Err(format!("expected error {expected:?}, got r0 = {r0:#x}").into()),
         (Ok(r0), Some(expected), None) if r0 == expected => Ok(()),
-        (Ok(r0), Some(expected), None) => {
-            Err(format!("r0 = {r0:#x}, expected {expected:#x}").into())
-        }
+        (Ok(r0), Some(expected), None) => Err(format!("r0 = {r0:#x}, expected {expected:#x}").into()),
         (Ok(_), None, None) => Err("the file has neither a result nor an error".into()),
         (Err(e), _, None) => Err(format!("unexpected error: {e}").into()),
     }
@@ -136,27 +115,18 @@ fn main() {
             files.sort();
             assert!(!files.is_empty(), "no .data files in {}", dir.display());
             for path in files {
-                let name = path
-                    .file_stem()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned();
-                trials.push(Trial::test(format!("interpreter::{name}"), move || {
-                    run_case(&path)
-                }));
+                let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+                trials.push(Trial::test(format!("interpreter::{name}"), move || run_case(&path)));
             }
         }
         None => {
-            let msg = "bpf_conformance suite not found: set BPF_CONFORMANCE_DIR or place it at ../shared/conformance/tests";
+            let msg =
+                "bpf_conformance suite not found: set BPF_CONFORMANCE_DIR or place it at ../shared/conformance/tests";
             eprintln!("warning: {msg}");
             if std::env::var_os("BPF_CONFORMANCE_REQUIRED").is_some_and(|v| v == "1") {
-                trials.push(Trial::test("conformance_suite_present", move || {
-                    Err(msg.into())
-                }));
+                trials.push(Trial::test("conformance_suite_present", move || Err(msg.into())));
             } else {
-                trials.push(
-                    Trial::test("conformance_suite_absent", || Ok(())).with_ignored_flag(true),
-                );
+                trials.push(Trial::test("conformance_suite_absent", || Ok(())).with_ignored_flag(true));
             }
         }
     }

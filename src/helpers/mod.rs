@@ -62,10 +62,7 @@ impl HelperSig {
             args[i] = ArgKind::Scalar;
             i += 1;
         }
-        HelperSig {
-            args,
-            ret: RetKind::Scalar,
-        }
+        HelperSig { args, ret: RetKind::Scalar }
     }
 }
 
@@ -94,8 +91,7 @@ pub enum HelperError {
 }
 
 /// The signature of a helper's function.
-pub type HelperFn =
-    dyn Fn(&mut CallContext<'_>, [u64; 5]) -> Result<u64, HelperError> + Send + Sync;
+pub type HelperFn = dyn Fn(&mut CallContext<'_>, [u64; 5]) -> Result<u64, HelperError> + Send + Sync;
 
 /// A helper: id, name, signature, and the function.
 #[derive(Clone)]
@@ -112,12 +108,7 @@ impl Helper {
     where
         F: Fn(&mut CallContext<'_>, [u64; 5]) -> Result<u64, HelperError> + Send + Sync + 'static,
     {
-        Helper {
-            id,
-            name: name.into(),
-            sig,
-            func: Arc::new(func),
-        }
+        Helper { id, name: name.into(), sig, func: Arc::new(func) }
     }
 
     /// The id programs call it by.
@@ -144,11 +135,7 @@ impl Helper {
 
 impl fmt::Debug for Helper {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Helper")
-            .field("id", &self.id)
-            .field("name", &self.name)
-            .field("sig", &self.sig)
-            .finish()
+        f.debug_struct("Helper").field("id", &self.id).field("name", &self.name).field("sig", &self.sig).finish()
     }
 }
 

@@ -13,10 +13,7 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use super::{
-    AluOp, AtomicOp, ByteOrder, Cond, Imm64, Instruction, Operand, PacketMode, Reg, Size, SxWidth,
-    Width,
-};
+use super::{AluOp, AtomicOp, ByteOrder, Cond, Imm64, Instruction, Operand, PacketMode, Reg, Size, SxWidth, Width};
 
 /// A line of assembly text that could not be assembled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,11 +54,7 @@ pub fn assemble(text: &str) -> Result<Vec<Instruction>, AsmError> {
         // Leading label definitions, possibly followed by an instruction on the same line.
         while let Some(colon) = code.find(':') {
             let name = code[..colon].trim();
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-            {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
                 break;
             }
             if labels.insert(name.to_string(), slot).is_some() {
@@ -76,12 +69,7 @@ pub fn assemble(text: &str) -> Result<Vec<Instruction>, AsmError> {
         if insn == Instruction::Exit && first_exit.is_none() {
             first_exit = Some(slot);
         }
-        pending.push(Pending {
-            line,
-            slot,
-            insn,
-            target,
-        });
+        pending.push(Pending { line, slot, insn, target });
         slot += insn.slots();
     }
     if let Some(exit) = first_exit {
@@ -96,18 +84,10 @@ pub fn assemble(text: &str) -> Result<Vec<Instruction>, AsmError> {
                 Target::Rel(r) => r,
                 Target::Label(name) => match labels.get(&name) {
                     Some(&at) => at as i64 - p.slot as i64 - 1,
-                    None => {
-                        return Err(AsmError {
-                            line: p.line,
-                            message: format!("undefined label `{name}`"),
-                        })
-                    }
+                    None => return Err(AsmError { line: p.line, message: format!("undefined label `{name}`") }),
                 },
             };
-            set_target(&mut insn, rel).map_err(|message| AsmError {
-                line: p.line,
-                message,
-            })?;
+            set_target(&mut insn, rel).map_err(|message| AsmError { line: p.line, message })?;
         }
         out.push(insn);
     }
@@ -115,16 +95,12 @@ pub fn assemble(text: &str) -> Result<Vec<Instruction>, AsmError> {
 }
 
 fn set_target(insn: &mut Instruction, rel: i64) -> Result<(), String> {
-    let short =
-        || i16::try_from(rel).map_err(|_| format!("jump offset {rel} does not fit in 16 bits"));
+    let short = || i16::try_from(rel).map_err(|_| format!("jump offset {rel} does not fit in 16 bits"));
     let long = || i32::try_from(rel).map_err(|_| format!("offset {rel} does not fit in 32 bits"));
     match insn {
         Instruction::Ja { offset } | Instruction::Jump { offset, .. } => *offset = short()?,
         Instruction::Ja32 { offset } | Instruction::CallLocal { offset } => *offset = long()?,
-        Instruction::LoadImm64 {
-            value: Imm64::Func(offset),
-            ..
-        } => *offset = long()?,
+        Instruction::LoadImm64 { value: Imm64::Func(offset), .. } => *offset = long()?,
         _ => {}
     }
     Ok(())
@@ -170,16 +146,12 @@ fn reg(s: &str) -> Result<Reg, String> {
         .strip_prefix("%r")
         .or_else(|| s.strip_prefix('r'))
         .ok_or_else(|| format!("expected a register, found `{s}`"))?;
-    n.parse::<u8>()
-        .ok()
-        .and_then(Reg::new)
-        .ok_or_else(|| format!("invalid register `{s}`"))
+    n.parse::<u8>().ok().and_then(Reg::new).ok_or_else(|| format!("invalid register `{s}`"))
 }
 
 fn is_reg(s: &str) -> bool {
     let s = s.trim();
-    s.starts_with('%')
-        || (s.starts_with('r') && s[1..].chars().all(|c| c.is_ascii_digit()) && s.len() > 1)
+    s.starts_with('%') || (s.starts_with('r') && s[1..].chars().all(|c| c.is_ascii_digit()) && s.len() > 1)
 }
 
 fn operand(s: &str) -> Result<Operand, String> {
@@ -201,8 +173,7 @@ fn mem(s: &str) -> Result<(Reg, i16), String> {
         Some(at) => (&inner[..at], parse_int(&inner[at..])?),
         None => (inner, 0),
     };
-    let off = i16::try_from(off)
-        .map_err(|_| format!("memory offset in `{s}` does not fit in 16 bits"))?;
+    let off = i16::try_from(off).map_err(|_| format!("memory offset in `{s}` does not fit in 16 bits"))?;
     Ok((reg(r)?, off))
 }
 
@@ -210,13 +181,8 @@ fn target(s: &str) -> Result<Target, String> {
     let s = s.trim();
     if s.starts_with(['+', '-']) {
         let v = parse_int(s)?;
-        i64::try_from(v)
-            .map(Target::Rel)
-            .map_err(|_| format!("offset `{s}` is too large"))
-    } else if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-    {
+        i64::try_from(v).map(Target::Rel).map_err(|_| format!("offset `{s}` is too large"))
+    } else if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
         Ok(Target::Label(s.to_string()))
     } else {
         Err(format!("invalid jump target `{s}`"))
@@ -224,16 +190,9 @@ fn target(s: &str) -> Result<Target, String> {
 }
 
 fn operands<'a>(rest: &'a str, n: usize, mnemonic: &str) -> Result<Vec<&'a str>, String> {
-    let ops: Vec<&str> = if rest.trim().is_empty() {
-        Vec::new()
-    } else {
-        rest.split(',').map(str::trim).collect()
-    };
+    let ops: Vec<&str> = if rest.trim().is_empty() { Vec::new() } else { rest.split(',').map(str::trim).collect() };
     if ops.len() != n {
-        return Err(format!(
-            "`{mnemonic}` takes {n} operand(s), found {}",
-            ops.len()
-        ));
+        return Err(format!("`{mnemonic}` takes {n} operand(s), found {}", ops.len()));
     }
     Ok(ops)
 }
@@ -309,11 +268,7 @@ fn parse_instruction(code: &str) -> Result<Parsed, String> {
         }
         "ja" | "ja32" => {
             let ops = operands(rest, 1, mnemonic)?;
-            let insn = if mnemonic == "ja" {
-                Instruction::Ja { offset: 0 }
-            } else {
-                Instruction::Ja32 { offset: 0 }
-            };
+            let insn = if mnemonic == "ja" { Instruction::Ja { offset: 0 } } else { Instruction::Ja32 { offset: 0 } };
             return Ok((insn, Some(target(ops[0])?)));
         }
         "call" => return parse_call(rest),
@@ -327,73 +282,38 @@ fn parse_instruction(code: &str) -> Result<Parsed, String> {
         if sz == Size::DW {
             return Err("there is no sign-extending 8-byte load".into());
         }
-        return plain(Instruction::LoadSx {
-            size: sz,
-            dst: reg(ops[0])?,
-            src,
-            offset,
-        });
+        return plain(Instruction::LoadSx { size: sz, dst: reg(ops[0])?, src, offset });
     }
     if let Some(size) = mnemonic.strip_prefix("ldx").and_then(size_of) {
         let ops = operands(rest, 2, mnemonic)?;
         let (src, offset) = mem(ops[1])?;
-        return plain(Instruction::Load {
-            size,
-            dst: reg(ops[0])?,
-            src,
-            offset,
-        });
+        return plain(Instruction::Load { size, dst: reg(ops[0])?, src, offset });
     }
     if let Some(size) = mnemonic.strip_prefix("stx").and_then(size_of) {
         let ops = operands(rest, 2, mnemonic)?;
         let (dst, offset) = mem(ops[0])?;
-        return plain(Instruction::StoreReg {
-            size,
-            dst,
-            offset,
-            src: reg(ops[1])?,
-        });
+        return plain(Instruction::StoreReg { size, dst, offset, src: reg(ops[1])? });
     }
     if let Some(size) = mnemonic.strip_prefix("st").and_then(size_of) {
         let ops = operands(rest, 2, mnemonic)?;
         let (dst, offset) = mem(ops[0])?;
-        return plain(Instruction::Store {
-            size,
-            dst,
-            offset,
-            imm: imm32(ops[1])?,
-        });
+        return plain(Instruction::Store { size, dst, offset, imm: imm32(ops[1])? });
     }
     if let Some(size) = mnemonic.strip_prefix("ldabs").and_then(size_of) {
         let ops = operands(rest, 1, mnemonic)?;
-        return plain(Instruction::LoadPacket {
-            size,
-            mode: PacketMode::Abs,
-            imm: imm32(ops[0])?,
-        });
+        return plain(Instruction::LoadPacket { size, mode: PacketMode::Abs, imm: imm32(ops[0])? });
     }
     if let Some(size) = mnemonic.strip_prefix("ldind").and_then(size_of) {
         let ops = operands(rest, 2, mnemonic)?;
-        return plain(Instruction::LoadPacket {
-            size,
-            mode: PacketMode::Ind(reg(ops[0])?),
-            imm: imm32(ops[1])?,
-        });
+        return plain(Instruction::LoadPacket { size, mode: PacketMode::Ind(reg(ops[0])?), imm: imm32(ops[1])? });
     }
-    for (prefix, order) in [
-        ("le", ByteOrder::Le),
-        ("be", ByteOrder::Be),
-        ("bswap", ByteOrder::Swap),
-        ("swap", ByteOrder::Swap),
-    ] {
+    for (prefix, order) in
+        [("le", ByteOrder::Le), ("be", ByteOrder::Be), ("bswap", ByteOrder::Swap), ("swap", ByteOrder::Swap)]
+    {
         if let Some(bits) = mnemonic.strip_prefix(prefix) {
             if let Ok(bits @ (16 | 32 | 64)) = bits.parse::<u8>() {
                 let ops = operands(rest, 1, mnemonic)?;
-                return plain(Instruction::End {
-                    order,
-                    bits,
-                    dst: reg(ops[0])?,
-                });
+                return plain(Instruction::End { order, bits, dst: reg(ops[0])? });
             }
         }
     }
@@ -407,39 +327,20 @@ fn parse_instruction(code: &str) -> Result<Parsed, String> {
             _ => return Err(format!("unknown mnemonic `{mnemonic}`")),
         };
         let ops = operands(rest, 2, mnemonic)?;
-        return plain(Instruction::MovSx {
-            width,
-            from,
-            dst: reg(ops[0])?,
-            src: reg(ops[1])?,
-        });
+        return plain(Instruction::MovSx { width, from, dst: reg(ops[0])?, src: reg(ops[1])? });
     }
     let (base, width) = split_width(mnemonic);
     if base == "neg" {
         let ops = operands(rest, 1, mnemonic)?;
-        return plain(Instruction::Neg {
-            width,
-            dst: reg(ops[0])?,
-        });
+        return plain(Instruction::Neg { width, dst: reg(ops[0])? });
     }
     if let Some(op) = alu_of(base) {
         let ops = operands(rest, 2, mnemonic)?;
-        return plain(Instruction::Alu {
-            width,
-            op,
-            dst: reg(ops[0])?,
-            src: operand(ops[1])?,
-        });
+        return plain(Instruction::Alu { width, op, dst: reg(ops[0])?, src: operand(ops[1])? });
     }
     if let Some(cond) = cond_of(base) {
         let ops = operands(rest, 3, mnemonic)?;
-        let insn = Instruction::Jump {
-            width,
-            cond,
-            dst: reg(ops[0])?,
-            src: operand(ops[1])?,
-            offset: 0,
-        };
+        let insn = Instruction::Jump { width, cond, dst: reg(ops[0])?, src: operand(ops[1])?, offset: 0 };
         return Ok((insn, Some(target(ops[2])?)));
     }
     Err(format!("unknown mnemonic `{mnemonic}`"))
@@ -449,19 +350,9 @@ fn parse_call(rest: &str) -> Result<Parsed, String> {
     let words: Vec<&str> = rest.split_whitespace().collect();
     match words.as_slice() {
         ["local", t] => Ok((Instruction::CallLocal { offset: 0 }, Some(target(t)?))),
-        ["runtime", id] => Ok((
-            Instruction::CallBtf {
-                id: imm32(id)? as u32,
-            },
-            None,
-        )),
+        ["runtime", id] => Ok((Instruction::CallBtf { id: imm32(id)? as u32 }, None)),
         ["helper", id] | [id] if is_reg(id) => Ok((Instruction::CallReg { reg: reg(id)? }, None)),
-        ["helper", id] | [id] => Ok((
-            Instruction::Call {
-                id: imm32(id)? as u32,
-            },
-            None,
-        )),
+        ["helper", id] | [id] => Ok((Instruction::Call { id: imm32(id)? as u32 }, None)),
         _ => Err(format!("invalid call `call {rest}`")),
     }
 }
@@ -487,13 +378,7 @@ fn parse_atomic(rest: &str) -> Result<Instruction, String> {
         _ => return Err(format!("unknown atomic operation `{name}`")),
     };
     let (dst, offset) = mem(ops[0])?;
-    Ok(Instruction::Atomic {
-        width,
-        op,
-        dst,
-        offset,
-        src: reg(ops[1])?,
-    })
+    Ok(Instruction::Atomic { width, op, dst, offset, src: reg(ops[1])? })
 }
 
 fn parse_lddw(rest: &str) -> Result<Parsed, String> {
@@ -501,13 +386,7 @@ fn parse_lddw(rest: &str) -> Result<Parsed, String> {
     let dst = reg(dst)?;
     let value = value.trim();
     let Some(open) = value.find('(') else {
-        return Ok((
-            Instruction::LoadImm64 {
-                dst,
-                value: Imm64::Const(imm64(value)?),
-            },
-            None,
-        ));
+        return Ok((Instruction::LoadImm64 { dst, value: Imm64::Const(imm64(value)?) }, None));
     };
     let kind = value[..open].trim();
     let args: Vec<&str> = value[open + 1..]
@@ -533,9 +412,7 @@ fn parse_lddw(rest: &str) -> Result<Parsed, String> {
         "map_value" => two(&args).map(|(fd, offset)| (Imm64::MapValue { fd, offset }, None))?,
         "btf_var" => two(&args).map(|(id, obj)| (Imm64::BtfVar { id, obj }, None))?,
         "map_idx" => (Imm64::MapIdx(one(&args)?), None),
-        "map_idx_value" => {
-            two(&args).map(|(idx, offset)| (Imm64::MapIdxValue { idx, offset }, None))?
-        }
+        "map_idx_value" => two(&args).map(|(idx, offset)| (Imm64::MapIdxValue { idx, offset }, None))?,
         "func" => match args.as_slice() {
             [t] => (Imm64::Func(0), Some(target(t)?)),
             _ => return Err("`func` takes one argument".into()),

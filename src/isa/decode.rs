@@ -4,8 +4,8 @@ use alloc::vec::Vec;
 
 use super::opcode::*;
 use super::{
-    AluOp, AtomicOp, ByteOrder, Cond, Imm64, Insn, Instruction, Operand, PacketMode, Reg, Size,
-    SxWidth, Width, INSN_SIZE,
+    AluOp, AtomicOp, ByteOrder, Cond, Imm64, Insn, Instruction, Operand, PacketMode, Reg, Size, SxWidth, Width,
+    INSN_SIZE,
 };
 
 /// Why a byte sequence is not a valid program; every variant names the slot index `pc`.
@@ -98,10 +98,7 @@ pub enum DecodeError {
 /// local-call target. Returns the instructions in order (an `lddw` is one entry for two slots).
 pub fn decode(bytes: &[u8]) -> Result<Vec<Instruction>, DecodeError> {
     if bytes.len() % INSN_SIZE != 0 {
-        return Err(DecodeError::TrailingBytes {
-            pc: bytes.len() / INSN_SIZE,
-            len: bytes.len(),
-        });
+        return Err(DecodeError::TrailingBytes { pc: bytes.len() / INSN_SIZE, len: bytes.len() });
     }
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
@@ -172,18 +169,11 @@ struct Decoder {
 
 impl Decoder {
     fn unknown(&self) -> DecodeError {
-        DecodeError::UnknownOpcode {
-            pc: self.pc,
-            opcode: self.insn.opcode,
-        }
+        DecodeError::UnknownOpcode { pc: self.pc, opcode: self.insn.opcode }
     }
 
     fn reg(&self, n: u8, field: &'static str) -> Result<Reg, DecodeError> {
-        Reg::new(n).ok_or(DecodeError::BadRegister {
-            pc: self.pc,
-            field,
-            reg: n,
-        })
+        Reg::new(n).ok_or(DecodeError::BadRegister { pc: self.pc, field, reg: n })
     }
 
     fn dst(&self) -> Result<Reg, DecodeError> {
@@ -204,23 +194,14 @@ impl Decoder {
                 _ => self.insn.imm as i64,
             };
             if value != 0 {
-                return Err(DecodeError::ReservedField {
-                    pc: self.pc,
-                    opcode: self.insn.opcode,
-                    field,
-                });
+                return Err(DecodeError::ReservedField { pc: self.pc, opcode: self.insn.opcode, field });
             }
         }
         Ok(())
     }
 
     fn invalid(&self, field: &'static str, value: i64) -> DecodeError {
-        DecodeError::InvalidField {
-            pc: self.pc,
-            opcode: self.insn.opcode,
-            field,
-            value,
-        }
+        DecodeError::InvalidField { pc: self.pc, opcode: self.insn.opcode, field, value }
     }
 
     /// The second operand of an ALU or jump instruction, checking the unused field is zero.
@@ -267,12 +248,7 @@ impl Decoder {
                         return Err(self.invalid("offset", i.off as i64));
                     }
                     self.zero(&["imm"])?;
-                    return Ok(Instruction::MovSx {
-                        width,
-                        from,
-                        dst,
-                        src: self.src()?,
-                    });
+                    return Ok(Instruction::MovSx { width, from, dst, src: self.src()? });
                 }
                 AluOp::Mov
             }
@@ -302,12 +278,7 @@ impl Decoder {
         if !matches!(code, ALU_DIV | ALU_MOD) {
             self.zero(&["offset"])?;
         }
-        Ok(Instruction::Alu {
-            width,
-            op,
-            dst,
-            src: self.operand()?,
-        })
+        Ok(Instruction::Alu { width, op, dst, src: self.operand()? })
     }
 
     fn jmp(&self, width: Width) -> Result<Instruction, DecodeError> {
@@ -359,13 +330,7 @@ impl Decoder {
             _ => return Err(self.unknown()),
         };
         let dst = self.dst()?;
-        Ok(Instruction::Jump {
-            width,
-            cond,
-            dst,
-            src: self.operand()?,
-            offset: i.off,
-        })
+        Ok(Instruction::Jump { width, cond, dst, src: self.operand()?, offset: i.off })
     }
 
     fn size(&self) -> Size {
@@ -392,31 +357,19 @@ impl Decoder {
                 }
                 let need_zero_next = || {
                     if next.imm != 0 {
-                        Err(DecodeError::ReservedField {
-                            pc: self.pc + 1,
-                            opcode: 0,
-                            field: "imm",
-                        })
+                        Err(DecodeError::ReservedField { pc: self.pc + 1, opcode: 0, field: "imm" })
                     } else {
                         Ok(())
                     }
                 };
                 let value = match i.src {
-                    PSEUDO_CONST => {
-                        Imm64::Const((i.imm as u32 as u64) | ((next.imm as u32 as u64) << 32))
-                    }
+                    PSEUDO_CONST => Imm64::Const((i.imm as u32 as u64) | ((next.imm as u32 as u64) << 32)),
                     PSEUDO_MAP_FD => {
                         need_zero_next()?;
                         Imm64::MapFd(i.imm)
                     }
-                    PSEUDO_MAP_VALUE => Imm64::MapValue {
-                        fd: i.imm,
-                        offset: next.imm,
-                    },
-                    PSEUDO_BTF_ID => Imm64::BtfVar {
-                        id: i.imm,
-                        obj: next.imm,
-                    },
+                    PSEUDO_MAP_VALUE => Imm64::MapValue { fd: i.imm, offset: next.imm },
+                    PSEUDO_BTF_ID => Imm64::BtfVar { id: i.imm, obj: next.imm },
                     PSEUDO_FUNC => {
                         need_zero_next()?;
                         Imm64::Func(i.imm)
@@ -425,10 +378,7 @@ impl Decoder {
                         need_zero_next()?;
                         Imm64::MapIdx(i.imm)
                     }
-                    PSEUDO_MAP_IDX_VALUE => Imm64::MapIdxValue {
-                        idx: i.imm,
-                        offset: next.imm,
-                    },
+                    PSEUDO_MAP_IDX_VALUE => Imm64::MapIdxValue { idx: i.imm, offset: next.imm },
                     v => return Err(self.invalid("src", v as i64)),
                 };
                 Ok(Instruction::LoadImm64 { dst, value })
@@ -441,11 +391,7 @@ impl Decoder {
                 } else {
                     PacketMode::Ind(self.src()?)
                 };
-                Ok(Instruction::LoadPacket {
-                    size,
-                    mode,
-                    imm: i.imm,
-                })
+                Ok(Instruction::LoadPacket { size, mode, imm: i.imm })
             }
             _ => Err(self.unknown()),
         }
@@ -461,19 +407,9 @@ impl Decoder {
         self.zero(&["imm"])?;
         let (dst, src, offset) = (self.dst()?, self.src()?, self.insn.off);
         Ok(if sx {
-            Instruction::LoadSx {
-                size,
-                dst,
-                src,
-                offset,
-            }
+            Instruction::LoadSx { size, dst, src, offset }
         } else {
-            Instruction::Load {
-                size,
-                dst,
-                src,
-                offset,
-            }
+            Instruction::Load { size, dst, src, offset }
         })
     }
 
@@ -482,12 +418,7 @@ impl Decoder {
             return Err(self.unknown());
         }
         self.zero(&["src"])?;
-        Ok(Instruction::Store {
-            size: self.size(),
-            dst: self.dst()?,
-            offset: self.insn.off,
-            imm: self.insn.imm,
-        })
+        Ok(Instruction::Store { size: self.size(), dst: self.dst()?, offset: self.insn.off, imm: self.insn.imm })
     }
 
     fn stx(&self) -> Result<Instruction, DecodeError> {
@@ -497,19 +428,10 @@ impl Decoder {
         match i.opcode & MODE_MASK {
             MODE_MEM => {
                 self.zero(&["imm"])?;
-                Ok(Instruction::StoreReg {
-                    size,
-                    dst,
-                    offset,
-                    src,
-                })
+                Ok(Instruction::StoreReg { size, dst, offset, src })
             }
             MODE_ATOMIC if matches!(size, Size::W | Size::DW) => {
-                let width = if size == Size::W {
-                    Width::W32
-                } else {
-                    Width::W64
-                };
+                let width = if size == Size::W { Width::W32 } else { Width::W64 };
                 let fetch = i.imm & ATOMIC_FETCH != 0;
                 let op = match i.imm {
                     ATOMIC_XCHG => AtomicOp::Xchg,
@@ -520,13 +442,7 @@ impl Decoder {
                     0xa0 | 0xa1 => AtomicOp::Xor { fetch },
                     v => return Err(self.invalid("imm", v as i64)),
                 };
-                Ok(Instruction::Atomic {
-                    width,
-                    op,
-                    dst,
-                    offset,
-                    src,
-                })
+                Ok(Instruction::Atomic { width, op, dst, offset, src })
             }
             _ => Err(self.unknown()),
         }

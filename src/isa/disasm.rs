@@ -5,10 +5,7 @@
 use alloc::string::String;
 use core::fmt::{self, Write};
 
-use super::{
-    AluOp, AtomicOp, ByteOrder, Cond, Imm64, Instruction, Operand, PacketMode, Reg, Size, SxWidth,
-    Width,
-};
+use super::{AluOp, AtomicOp, ByteOrder, Cond, Imm64, Instruction, Operand, PacketMode, Reg, Size, SxWidth, Width};
 
 /// Disassembles a program, one instruction per line.
 pub fn disassemble(program: &[Instruction]) -> String {
@@ -120,21 +117,11 @@ impl fmt::Display for Opnd {
 /// Writes one instruction in the text syntax.
 pub(crate) fn write_instruction(f: &mut fmt::Formatter<'_>, insn: &Instruction) -> fmt::Result {
     match *insn {
-        Instruction::Alu {
-            width,
-            op,
-            dst,
-            src,
-        } => {
+        Instruction::Alu { width, op, dst, src } => {
             write!(f, "{}{} {dst}, {}", alu_name(op), suffix(width), Opnd(src))
         }
         Instruction::Neg { width, dst } => write!(f, "neg{} {dst}", suffix(width)),
-        Instruction::MovSx {
-            width,
-            from,
-            dst,
-            src,
-        } => {
+        Instruction::MovSx { width, from, dst, src } => {
             let from = match from {
                 SxWidth::B8 => 8,
                 SxWidth::B16 => 16,
@@ -166,45 +153,19 @@ pub(crate) fn write_instruction(f: &mut fmt::Formatter<'_>, insn: &Instruction) 
             PacketMode::Abs => write!(f, "ldabs{} {imm}", size_name(size)),
             PacketMode::Ind(r) => write!(f, "ldind{} {r}, {imm}", size_name(size)),
         },
-        Instruction::Load {
-            size,
-            dst,
-            src,
-            offset,
-        } => {
+        Instruction::Load { size, dst, src, offset } => {
             write!(f, "ldx{} {dst}, {}", size_name(size), Mem(src, offset))
         }
-        Instruction::LoadSx {
-            size,
-            dst,
-            src,
-            offset,
-        } => {
+        Instruction::LoadSx { size, dst, src, offset } => {
             write!(f, "ldxs{} {dst}, {}", size_name(size), Mem(src, offset))
         }
-        Instruction::Store {
-            size,
-            dst,
-            offset,
-            imm,
-        } => {
+        Instruction::Store { size, dst, offset, imm } => {
             write!(f, "st{} {}, {imm}", size_name(size), Mem(dst, offset))
         }
-        Instruction::StoreReg {
-            size,
-            dst,
-            offset,
-            src,
-        } => {
+        Instruction::StoreReg { size, dst, offset, src } => {
             write!(f, "stx{} {}, {src}", size_name(size), Mem(dst, offset))
         }
-        Instruction::Atomic {
-            width,
-            op,
-            dst,
-            offset,
-            src,
-        } => {
+        Instruction::Atomic { width, op, dst, offset, src } => {
             let (fetch, name) = match op {
                 AtomicOp::Add { fetch } => (fetch, "add"),
                 AtomicOp::Or { fetch } => (fetch, "or"),
@@ -214,30 +175,12 @@ pub(crate) fn write_instruction(f: &mut fmt::Formatter<'_>, insn: &Instruction) 
                 AtomicOp::CmpXchg => (false, "cmpxchg"),
             };
             let fetch = if fetch { "fetch " } else { "" };
-            write!(
-                f,
-                "lock {fetch}{name}{} {}, {src}",
-                suffix(width),
-                Mem(dst, offset)
-            )
+            write!(f, "lock {fetch}{name}{} {}, {src}", suffix(width), Mem(dst, offset))
         }
         Instruction::Ja { offset } => write!(f, "ja {}", Rel(offset as i64)),
         Instruction::Ja32 { offset } => write!(f, "ja32 {}", Rel(offset as i64)),
-        Instruction::Jump {
-            width,
-            cond,
-            dst,
-            src,
-            offset,
-        } => {
-            write!(
-                f,
-                "{}{} {dst}, {}, {}",
-                cond_name(cond),
-                suffix(width),
-                Opnd(src),
-                Rel(offset as i64)
-            )
+        Instruction::Jump { width, cond, dst, src, offset } => {
+            write!(f, "{}{} {dst}, {}, {}", cond_name(cond), suffix(width), Opnd(src), Rel(offset as i64))
         }
         Instruction::Call { id } => write!(f, "call {id}"),
         Instruction::CallReg { reg } => write!(f, "call {reg}"),

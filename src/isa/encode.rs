@@ -3,10 +3,7 @@
 use alloc::vec::Vec;
 
 use super::opcode::*;
-use super::{
-    AluOp, AtomicOp, ByteOrder, Cond, Imm64, Insn, Instruction, Operand, PacketMode, Size, SxWidth,
-    Width,
-};
+use super::{AluOp, AtomicOp, ByteOrder, Cond, Imm64, Insn, Instruction, Operand, PacketMode, Size, SxWidth, Width};
 
 /// Encodes a sequence of instructions as bytes (8 per slot, 16 for `lddw`).
 pub fn encode(program: &[Instruction]) -> Vec<u8> {
@@ -59,12 +56,7 @@ pub fn encode_one(insn: &Instruction) -> (Insn, Option<Insn>) {
         Operand::Imm(v) => i.imm = v,
     };
     match *insn {
-        Instruction::Alu {
-            width,
-            op,
-            dst,
-            src,
-        } => {
+        Instruction::Alu { width, op, dst, src } => {
             let (code, off) = match op {
                 AluOp::Add => (ALU_ADD, 0),
                 AluOp::Sub => (ALU_SUB, 0),
@@ -90,12 +82,7 @@ pub fn encode_one(insn: &Instruction) -> (Insn, Option<Insn>) {
             i.opcode = alu_class(width) | ALU_NEG;
             i.dst = dst.index();
         }
-        Instruction::MovSx {
-            width,
-            from,
-            dst,
-            src,
-        } => {
+        Instruction::MovSx { width, from, dst, src } => {
             i.opcode = alu_class(width) | ALU_MOV | SRC_X;
             i.dst = dst.index();
             i.src = src.index();
@@ -143,57 +130,26 @@ pub fn encode_one(insn: &Instruction) -> (Insn, Option<Insn>) {
                 }
             }
         }
-        Instruction::Load {
-            size,
-            dst,
-            src,
-            offset,
-        }
-        | Instruction::LoadSx {
-            size,
-            dst,
-            src,
-            offset,
-        } => {
-            let mode = if matches!(insn, Instruction::Load { .. }) {
-                MODE_MEM
-            } else {
-                MODE_MEMSX
-            };
+        Instruction::Load { size, dst, src, offset } | Instruction::LoadSx { size, dst, src, offset } => {
+            let mode = if matches!(insn, Instruction::Load { .. }) { MODE_MEM } else { MODE_MEMSX };
             i.opcode = CLS_LDX | mode | size_bits(size);
             i.dst = dst.index();
             i.src = src.index();
             i.off = offset;
         }
-        Instruction::Store {
-            size,
-            dst,
-            offset,
-            imm,
-        } => {
+        Instruction::Store { size, dst, offset, imm } => {
             i.opcode = CLS_ST | MODE_MEM | size_bits(size);
             i.dst = dst.index();
             i.off = offset;
             i.imm = imm;
         }
-        Instruction::StoreReg {
-            size,
-            dst,
-            offset,
-            src,
-        } => {
+        Instruction::StoreReg { size, dst, offset, src } => {
             i.opcode = CLS_STX | MODE_MEM | size_bits(size);
             i.dst = dst.index();
             i.src = src.index();
             i.off = offset;
         }
-        Instruction::Atomic {
-            width,
-            op,
-            dst,
-            offset,
-            src,
-        } => {
+        Instruction::Atomic { width, op, dst, offset, src } => {
             i.opcode = CLS_STX | MODE_ATOMIC | if width == Width::W64 { SIZE_DW } else { SIZE_W };
             i.dst = dst.index();
             i.src = src.index();
@@ -216,13 +172,7 @@ pub fn encode_one(insn: &Instruction) -> (Insn, Option<Insn>) {
             i.opcode = CLS_JMP32 | JMP_JA;
             i.imm = offset;
         }
-        Instruction::Jump {
-            width,
-            cond,
-            dst,
-            src,
-            offset,
-        } => {
+        Instruction::Jump { width, cond, dst, src, offset } => {
             i.opcode = jmp_class(width) | cond_code(cond);
             i.dst = dst.index();
             i.off = offset;

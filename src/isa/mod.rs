@@ -51,16 +51,7 @@ impl Insn {
     pub fn to_bytes(self) -> [u8; INSN_SIZE] {
         let off = self.off.to_le_bytes();
         let imm = self.imm.to_le_bytes();
-        [
-            self.opcode,
-            (self.dst & 0x0f) | (self.src << 4),
-            off[0],
-            off[1],
-            imm[0],
-            imm[1],
-            imm[2],
-            imm[3],
-        ]
+        [self.opcode, (self.dst & 0x0f) | (self.src << 4), off[0], off[1], imm[0], imm[1], imm[2], imm[3]]
     }
 }
 
@@ -482,10 +473,7 @@ impl Instruction {
 
     /// Whether execution can continue with the next slot.
     pub const fn falls_through(&self) -> bool {
-        !matches!(
-            self,
-            Instruction::Exit | Instruction::Ja { .. } | Instruction::Ja32 { .. }
-        )
+        !matches!(self, Instruction::Exit | Instruction::Ja { .. } | Instruction::Ja32 { .. })
     }
 }
 

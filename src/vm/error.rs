@@ -61,10 +61,7 @@ pub enum ExecError {
         pc: usize,
     },
     /// A bpf-to-bpf call would exceed the limit of stack frames.
-    #[error(
-        "instruction {pc}: call exceeds the limit of {} stack frames",
-        crate::vm::MAX_FRAMES
-    )]
+    #[error("instruction {pc}: call exceeds the limit of {} stack frames", crate::vm::MAX_FRAMES)]
     CallDepthExceeded {
         /// Slot index of the call.
         pc: usize,

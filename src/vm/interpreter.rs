@@ -12,9 +12,7 @@ use super::error::{BuildError, ExecError};
 use super::memory::{MemoryMap, Region};
 use super::{FRAME_SIZE, MAX_FRAMES};
 use crate::helpers::CallContext;
-use crate::isa::{
-    AluOp, AtomicOp, ByteOrder, Cond, Imm64, Instruction, Operand, PacketMode, Size, SxWidth, Width,
-};
+use crate::isa::{AluOp, AtomicOp, ByteOrder, Cond, Imm64, Instruction, Operand, PacketMode, Size, SxWidth, Width};
 use crate::program::Program;
 
 /// Bytes of stack for all frames together.
@@ -23,172 +21,27 @@ const STACK_SIZE: usize = FRAME_SIZE * MAX_FRAMES;
 /// Pre-decoded operations. `I` = immediate operand (in `Slot::imm`), `R` = register operand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
+#[rustfmt::skip]
 pub(crate) enum Op {
-    Add64I,
-    Sub64I,
-    Mul64I,
-    Div64I,
-    SDiv64I,
-    Or64I,
-    And64I,
-    Lsh64I,
-    Rsh64I,
-    Mod64I,
-    SMod64I,
-    Xor64I,
-    Mov64I,
-    Arsh64I,
-    Add64R,
-    Sub64R,
-    Mul64R,
-    Div64R,
-    SDiv64R,
-    Or64R,
-    And64R,
-    Lsh64R,
-    Rsh64R,
-    Mod64R,
-    SMod64R,
-    Xor64R,
-    Mov64R,
-    Arsh64R,
-    Add32I,
-    Sub32I,
-    Mul32I,
-    Div32I,
-    SDiv32I,
-    Or32I,
-    And32I,
-    Lsh32I,
-    Rsh32I,
-    Mod32I,
-    SMod32I,
-    Xor32I,
-    Mov32I,
-    Arsh32I,
-    Add32R,
-    Sub32R,
-    Mul32R,
-    Div32R,
-    SDiv32R,
-    Or32R,
-    And32R,
-    Lsh32R,
-    Rsh32R,
-    Mod32R,
-    SMod32R,
-    Xor32R,
-    Mov32R,
-    Arsh32R,
-    Neg64,
-    Neg32,
-    Zext32,
-    Nop,
-    MovSx8To64,
-    MovSx16To64,
-    MovSx32To64,
-    MovSx8To32,
-    MovSx16To32,
-    Le16,
-    Le32,
-    Le64,
-    Be16,
-    Be32,
-    Be64,
-    Swap16,
-    Swap32,
-    Swap64,
+    Add64I, Sub64I, Mul64I, Div64I, SDiv64I, Or64I, And64I, Lsh64I, Rsh64I, Mod64I, SMod64I, Xor64I, Mov64I, Arsh64I,
+    Add64R, Sub64R, Mul64R, Div64R, SDiv64R, Or64R, And64R, Lsh64R, Rsh64R, Mod64R, SMod64R, Xor64R, Mov64R, Arsh64R,
+    Add32I, Sub32I, Mul32I, Div32I, SDiv32I, Or32I, And32I, Lsh32I, Rsh32I, Mod32I, SMod32I, Xor32I, Mov32I, Arsh32I,
+    Add32R, Sub32R, Mul32R, Div32R, SDiv32R, Or32R, And32R, Lsh32R, Rsh32R, Mod32R, SMod32R, Xor32R, Mov32R, Arsh32R,
+    Neg64, Neg32, Zext32, Nop,
+    MovSx8To64, MovSx16To64, MovSx32To64, MovSx8To32, MovSx16To32,
+    Le16, Le32, Le64, Be16, Be32, Be64, Swap16, Swap32, Swap64,
     LdDw,
-    LdxB,
-    LdxH,
-    LdxW,
-    LdxDw,
-    LdxSB,
-    LdxSH,
-    LdxSW,
-    StB,
-    StH,
-    StW,
-    StDw,
-    StxB,
-    StxH,
-    StxW,
-    StxDw,
-    Add32A,
-    Or32A,
-    And32A,
-    Xor32A,
-    FetchAdd32,
-    FetchOr32,
-    FetchAnd32,
-    FetchXor32,
-    Xchg32,
-    CmpXchg32,
-    Add64A,
-    Or64A,
-    And64A,
-    Xor64A,
-    FetchAdd64,
-    FetchOr64,
-    FetchAnd64,
-    FetchXor64,
-    Xchg64,
-    CmpXchg64,
-    LdAbsB,
-    LdAbsH,
-    LdAbsW,
-    LdIndB,
-    LdIndH,
-    LdIndW,
+    LdxB, LdxH, LdxW, LdxDw, LdxSB, LdxSH, LdxSW,
+    StB, StH, StW, StDw, StxB, StxH, StxW, StxDw,
+    Add32A, Or32A, And32A, Xor32A, FetchAdd32, FetchOr32, FetchAnd32, FetchXor32, Xchg32, CmpXchg32,
+    Add64A, Or64A, And64A, Xor64A, FetchAdd64, FetchOr64, FetchAnd64, FetchXor64, Xchg64, CmpXchg64,
+    LdAbsB, LdAbsH, LdAbsW, LdIndB, LdIndH, LdIndW,
     Ja,
-    Jeq64I,
-    Jgt64I,
-    Jge64I,
-    Jset64I,
-    Jne64I,
-    Jsgt64I,
-    Jsge64I,
-    Jlt64I,
-    Jle64I,
-    Jslt64I,
-    Jsle64I,
-    Jeq64R,
-    Jgt64R,
-    Jge64R,
-    Jset64R,
-    Jne64R,
-    Jsgt64R,
-    Jsge64R,
-    Jlt64R,
-    Jle64R,
-    Jslt64R,
-    Jsle64R,
-    Jeq32I,
-    Jgt32I,
-    Jge32I,
-    Jset32I,
-    Jne32I,
-    Jsgt32I,
-    Jsge32I,
-    Jlt32I,
-    Jle32I,
-    Jslt32I,
-    Jsle32I,
-    Jeq32R,
-    Jgt32R,
-    Jge32R,
-    Jset32R,
-    Jne32R,
-    Jsgt32R,
-    Jsge32R,
-    Jlt32R,
-    Jle32R,
-    Jslt32R,
-    Jsle32R,
-    Call,
-    CallX,
-    CallLocal,
-    Exit,
+    Jeq64I, Jgt64I, Jge64I, Jset64I, Jne64I, Jsgt64I, Jsge64I, Jlt64I, Jle64I, Jslt64I, Jsle64I,
+    Jeq64R, Jgt64R, Jge64R, Jset64R, Jne64R, Jsgt64R, Jsge64R, Jlt64R, Jle64R, Jslt64R, Jsle64R,
+    Jeq32I, Jgt32I, Jge32I, Jset32I, Jne32I, Jsgt32I, Jsge32I, Jlt32I, Jle32I, Jslt32I, Jsle32I,
+    Jeq32R, Jgt32R, Jge32R, Jset32R, Jne32R, Jsgt32R, Jsge32R, Jlt32R, Jle32R, Jslt32R, Jsle32R,
+    Call, CallX, CallLocal, Exit,
 }
 
 /// One pre-decoded instruction: 16 bytes, one per program slot (the second slot of an `lddw` is never
@@ -208,14 +61,7 @@ pub(crate) struct Slot {
 
 impl Slot {
     fn new(op: Op) -> Slot {
-        Slot {
-            op,
-            dst: 0,
-            src: 0,
-            off: 0,
-            target: 0,
-            imm: 0,
-        }
+        Slot { op, dst: 0, src: 0, off: 0, target: 0, imm: 0 }
     }
 }
 
@@ -225,175 +71,47 @@ pub(crate) struct Code {
     slots: Vec<Slot>,
 }
 
+/// The operation for an ALU instruction of this width, operation and operand kind.
+#[rustfmt::skip]
 fn alu_op(width: Width, op: AluOp, imm: bool) -> Op {
     use AluOp::*;
     let idx = match op {
-        Add => 0,
-        Sub => 1,
-        Mul => 2,
-        Div => 3,
-        SDiv => 4,
-        Or => 5,
-        And => 6,
-        Lsh => 7,
-        Rsh => 8,
-        Mod => 9,
-        SMod => 10,
-        Xor => 11,
-        Mov => 12,
-        Arsh => 13,
+        Add => 0, Sub => 1, Mul => 2, Div => 3, SDiv => 4, Or => 5, And => 6,
+        Lsh => 7, Rsh => 8, Mod => 9, SMod => 10, Xor => 11, Mov => 12, Arsh => 13,
     };
     const TABLE: [[Op; 14]; 4] = [
-        [
-            Op::Add64I,
-            Op::Sub64I,
-            Op::Mul64I,
-            Op::Div64I,
-            Op::SDiv64I,
-            Op::Or64I,
-            Op::And64I,
-            Op::Lsh64I,
-            Op::Rsh64I,
-            Op::Mod64I,
-            Op::SMod64I,
-            Op::Xor64I,
-            Op::Mov64I,
-            Op::Arsh64I,
-        ],
-        [
-            Op::Add64R,
-            Op::Sub64R,
-            Op::Mul64R,
-            Op::Div64R,
-            Op::SDiv64R,
-            Op::Or64R,
-            Op::And64R,
-            Op::Lsh64R,
-            Op::Rsh64R,
-            Op::Mod64R,
-            Op::SMod64R,
-            Op::Xor64R,
-            Op::Mov64R,
-            Op::Arsh64R,
-        ],
-        [
-            Op::Add32I,
-            Op::Sub32I,
-            Op::Mul32I,
-            Op::Div32I,
-            Op::SDiv32I,
-            Op::Or32I,
-            Op::And32I,
-            Op::Lsh32I,
-            Op::Rsh32I,
-            Op::Mod32I,
-            Op::SMod32I,
-            Op::Xor32I,
-            Op::Mov32I,
-            Op::Arsh32I,
-        ],
-        [
-            Op::Add32R,
-            Op::Sub32R,
-            Op::Mul32R,
-            Op::Div32R,
-            Op::SDiv32R,
-            Op::Or32R,
-            Op::And32R,
-            Op::Lsh32R,
-            Op::Rsh32R,
-            Op::Mod32R,
-            Op::SMod32R,
-            Op::Xor32R,
-            Op::Mov32R,
-            Op::Arsh32R,
-        ],
+        [Op::Add64I, Op::Sub64I, Op::Mul64I, Op::Div64I, Op::SDiv64I, Op::Or64I, Op::And64I, Op::Lsh64I, Op::Rsh64I, Op::Mod64I, Op::SMod64I, Op::Xor64I, Op::Mov64I, Op::Arsh64I],
+        [Op::Add64R, Op::Sub64R, Op::Mul64R, Op::Div64R, Op::SDiv64R, Op::Or64R, Op::And64R, Op::Lsh64R, Op::Rsh64R, Op::Mod64R, Op::SMod64R, Op::Xor64R, Op::Mov64R, Op::Arsh64R],
+        [Op::Add32I, Op::Sub32I, Op::Mul32I, Op::Div32I, Op::SDiv32I, Op::Or32I, Op::And32I, Op::Lsh32I, Op::Rsh32I, Op::Mod32I, Op::SMod32I, Op::Xor32I, Op::Mov32I, Op::Arsh32I],
+        [Op::Add32R, Op::Sub32R, Op::Mul32R, Op::Div32R, Op::SDiv32R, Op::Or32R, Op::And32R, Op::Lsh32R, Op::Rsh32R, Op::Mod32R, Op::SMod32R, Op::Xor32R, Op::Mov32R, Op::Arsh32R],
     ];
-    let row = match (width, imm) {
-        (Width::W64, true) => 0,
-        (Width::W64, false) => 1,
-        (Width::W32, true) => 2,
-        (Width::W32, false) => 3,
-    };
-    TABLE[row][idx]
+    TABLE[row(width, imm)][idx]
 }
 
+/// The operation for a conditional jump of this width, condition and operand kind.
+#[rustfmt::skip]
 fn jump_op(width: Width, cond: Cond, imm: bool) -> Op {
     use Cond::*;
     let idx = match cond {
-        Eq => 0,
-        Gt => 1,
-        Ge => 2,
-        Set => 3,
-        Ne => 4,
-        Sgt => 5,
-        Sge => 6,
-        Lt => 7,
-        Le => 8,
-        Slt => 9,
-        Sle => 10,
+        Eq => 0, Gt => 1, Ge => 2, Set => 3, Ne => 4, Sgt => 5, Sge => 6, Lt => 7, Le => 8, Slt => 9, Sle => 10,
     };
     const TABLE: [[Op; 11]; 4] = [
-        [
-            Op::Jeq64I,
-            Op::Jgt64I,
-            Op::Jge64I,
-            Op::Jset64I,
-            Op::Jne64I,
-            Op::Jsgt64I,
-            Op::Jsge64I,
-            Op::Jlt64I,
-            Op::Jle64I,
-            Op::Jslt64I,
-            Op::Jsle64I,
-        ],
-        [
-            Op::Jeq64R,
-            Op::Jgt64R,
-            Op::Jge64R,
-            Op::Jset64R,
-            Op::Jne64R,
-            Op::Jsgt64R,
-            Op::Jsge64R,
-            Op::Jlt64R,
-            Op::Jle64R,
-            Op::Jslt64R,
-            Op::Jsle64R,
-        ],
-        [
-            Op::Jeq32I,
-            Op::Jgt32I,
-            Op::Jge32I,
-            Op::Jset32I,
-            Op::Jne32I,
-            Op::Jsgt32I,
-            Op::Jsge32I,
-            Op::Jlt32I,
-            Op::Jle32I,
-            Op::Jslt32I,
-            Op::Jsle32I,
-        ],
-        [
-            Op::Jeq32R,
-            Op::Jgt32R,
-            Op::Jge32R,
-            Op::Jset32R,
-            Op::Jne32R,
-            Op::Jsgt32R,
-            Op::Jsge32R,
-            Op::Jlt32R,
-            Op::Jle32R,
-            Op::Jslt32R,
-            Op::Jsle32R,
-        ],
+        [Op::Jeq64I, Op::Jgt64I, Op::Jge64I, Op::Jset64I, Op::Jne64I, Op::Jsgt64I, Op::Jsge64I, Op::Jlt64I, Op::Jle64I, Op::Jslt64I, Op::Jsle64I],
+        [Op::Jeq64R, Op::Jgt64R, Op::Jge64R, Op::Jset64R, Op::Jne64R, Op::Jsgt64R, Op::Jsge64R, Op::Jlt64R, Op::Jle64R, Op::Jslt64R, Op::Jsle64R],
+        [Op::Jeq32I, Op::Jgt32I, Op::Jge32I, Op::Jset32I, Op::Jne32I, Op::Jsgt32I, Op::Jsge32I, Op::Jlt32I, Op::Jle32I, Op::Jslt32I, Op::Jsle32I],
+        [Op::Jeq32R, Op::Jgt32R, Op::Jge32R, Op::Jset32R, Op::Jne32R, Op::Jsgt32R, Op::Jsge32R, Op::Jlt32R, Op::Jle32R, Op::Jslt32R, Op::Jsle32R],
     ];
-    let row = match (width, imm) {
+    TABLE[row(width, imm)][idx]
+}
+
+/// Row of the operation tables: 64-bit immediate, 64-bit register, 32-bit immediate, 32-bit register.
+fn row(width: Width, imm: bool) -> usize {
+    match (width, imm) {
         (Width::W64, true) => 0,
         (Width::W64, false) => 1,
         (Width::W32, true) => 2,
         (Width::W32, false) => 3,
-    };
-    TABLE[row][idx]
+    }
 }
 
 fn imm_for(width: Width, v: i32) -> u64 {
@@ -418,12 +136,7 @@ fn translate(pc: usize, insn: &Instruction, env: &Env) -> Result<Slot, BuildErro
     let target = |t: Option<i64>| t.unwrap_or(0) as u32; // in range: checked when the program was built
     let mut s = Slot::new(Op::Nop);
     match *insn {
-        Instruction::Alu {
-            width,
-            op,
-            dst,
-            src,
-        } => {
+        Instruction::Alu { width, op, dst, src } => {
             s.dst = dst.index();
             match src {
                 Operand::Reg(r) => {
@@ -454,18 +167,9 @@ fn translate(pc: usize, insn: &Instruction, env: &Env) -> Result<Slot, BuildErro
         }
         Instruction::Neg { width, dst } => {
             s.dst = dst.index();
-            s.op = if width == Width::W64 {
-                Op::Neg64
-            } else {
-                Op::Neg32
-            };
+            s.op = if width == Width::W64 { Op::Neg64 } else { Op::Neg32 };
         }
-        Instruction::MovSx {
-            width,
-            from,
-            dst,
-            src,
-        } => {
+        Instruction::MovSx { width, from, dst, src } => {
             s.dst = dst.index();
             s.src = src.index();
             s.op = match (width, from) {
@@ -516,12 +220,7 @@ fn translate(pc: usize, insn: &Instruction, env: &Env) -> Result<Slot, BuildErro
                 }
             };
         }
-        Instruction::Load {
-            size,
-            dst,
-            src,
-            offset,
-        } => {
+        Instruction::Load { size, dst, src, offset } => {
             s.dst = dst.index();
             s.src = src.index();
             s.off = offset;
@@ -532,12 +231,7 @@ fn translate(pc: usize, insn: &Instruction, env: &Env) -> Result<Slot, BuildErro
                 Size::DW => Op::LdxDw,
             };
         }
-        Instruction::LoadSx {
-            size,
-            dst,
-            src,
-            offset,
-        } => {
+        Instruction::LoadSx { size, dst, src, offset } => {
             s.dst = dst.index();
             s.src = src.index();
             s.off = offset;
@@ -547,12 +241,7 @@ fn translate(pc: usize, insn: &Instruction, env: &Env) -> Result<Slot, BuildErro
                 _ => Op::LdxSW,
             };
         }
-        Instruction::Store {
-            size,
-            dst,
-            offset,
-            imm,
-        } => {
+        Instruction::Store { size, dst, offset, imm } => {
             s.dst = dst.index();
             s.off = offset;
             s.imm = imm as i64 as u64;
@@ -563,12 +252,7 @@ fn translate(pc: usize, insn: &Instruction, env: &Env) -> Result<Slot, BuildErro
                 Size::DW => Op::StDw,
             };
         }
-        Instruction::StoreReg {
-            size,
-            dst,
-            offset,
-            src,
-        } => {
+        Instruction::StoreReg { size, dst, offset, src } => {
             s.dst = dst.index();
             s.src = src.index();
             s.off = offset;
@@ -579,13 +263,7 @@ fn translate(pc: usize, insn: &Instruction, env: &Env) -> Result<Slot, BuildErro
                 Size::DW => Op::StxDw,
             };
         }
-        Instruction::Atomic {
-            width,
-            op,
-            dst,
-            offset,
-            src,
-        } => {
+        Instruction::Atomic { width, op, dst, offset, src } => {
             s.dst = dst.index();
             s.src = src.index();
             s.off = offset;
@@ -667,13 +345,7 @@ fn translate(pc: usize, insn: &Instruction, env: &Env) -> Result<Slot, BuildErro
             s.op = Op::Ja;
             s.target = target(insn.branch_target(pc));
         }
-        Instruction::Jump {
-            width,
-            cond,
-            dst,
-            src,
-            offset: _,
-        } => {
+        Instruction::Jump { width, cond, dst, src, offset: _ } => {
             s.dst = dst.index();
             s.target = target(insn.branch_target(pc));
             match src {
@@ -688,9 +360,7 @@ fn translate(pc: usize, insn: &Instruction, env: &Env) -> Result<Slot, BuildErro
             }
         }
         Instruction::Call { id } => {
-            let index = env
-                .helper_index(id)
-                .ok_or(BuildError::UnknownHelper { pc, id })?;
+            let index = env.helper_index(id).ok_or(BuildError::UnknownHelper { pc, id })?;
             s.op = Op::Call;
             s.target = index as u32;
             s.imm = id as u64;
@@ -712,21 +382,12 @@ fn translate(pc: usize, insn: &Instruction, env: &Env) -> Result<Slot, BuildErro
 #[cold]
 #[inline(never)]
 fn out_of_bounds(pc: usize, addr: u64, len: u64, write: bool) -> ExecError {
-    ExecError::OutOfBounds {
-        pc,
-        addr,
-        len,
-        write,
-    }
+    ExecError::OutOfBounds { pc, addr, len, write }
 }
 
 /// Reads a `T` at `addr`, checking the access in checked mode.
 #[inline(always)]
-fn load<T: Copy, const CHECKED: bool>(
-    mm: &MemoryMap<'_>,
-    addr: u64,
-    pc: usize,
-) -> Result<T, ExecError> {
+fn load<T: Copy, const CHECKED: bool>(mm: &MemoryMap<'_>, addr: u64, pc: usize) -> Result<T, ExecError> {
     let len = core::mem::size_of::<T>() as u64;
     if CHECKED && !mm.allows(addr, len, false) {
         return Err(out_of_bounds(pc, addr, len, false));
@@ -740,12 +401,7 @@ fn load<T: Copy, const CHECKED: bool>(
 
 /// Writes a `T` at `addr`, checking the access in checked mode.
 #[inline(always)]
-fn store<T: Copy, const CHECKED: bool>(
-    mm: &MemoryMap<'_>,
-    addr: u64,
-    value: T,
-    pc: usize,
-) -> Result<(), ExecError> {
+fn store<T: Copy, const CHECKED: bool>(mm: &MemoryMap<'_>, addr: u64, value: T, pc: usize) -> Result<(), ExecError> {
     let len = core::mem::size_of::<T>() as u64;
     if CHECKED && !mm.allows(addr, len, true) {
         return Err(out_of_bounds(pc, addr, len, true));
@@ -757,12 +413,7 @@ fn store<T: Copy, const CHECKED: bool>(
 
 /// The location of an atomic operation, checked for bounds (checked mode) and alignment (always).
 #[inline(always)]
-fn atomic_addr<const CHECKED: bool>(
-    mm: &MemoryMap<'_>,
-    addr: u64,
-    len: u64,
-    pc: usize,
-) -> Result<usize, ExecError> {
+fn atomic_addr<const CHECKED: bool>(mm: &MemoryMap<'_>, addr: u64, len: u64, pc: usize) -> Result<usize, ExecError> {
     if CHECKED && !mm.allows(addr, len, true) {
         return Err(out_of_bounds(pc, addr, len, true));
     }
@@ -773,11 +424,7 @@ fn atomic_addr<const CHECKED: bool>(
 }
 
 #[inline(always)]
-fn atomic64<'m, const CHECKED: bool>(
-    mm: &MemoryMap<'_>,
-    addr: u64,
-    pc: usize,
-) -> Result<&'m AtomicU64, ExecError> {
+fn atomic64<'m, const CHECKED: bool>(mm: &MemoryMap<'_>, addr: u64, pc: usize) -> Result<&'m AtomicU64, ExecError> {
     let a = atomic_addr::<CHECKED>(mm, addr, 8, pc)?;
     // SAFETY: the address is 8-byte aligned (checked above) and inside memory this execution may
     // write (see `load`). Nothing else accesses that memory non-atomically during the operation: the
@@ -787,11 +434,7 @@ fn atomic64<'m, const CHECKED: bool>(
 }
 
 #[inline(always)]
-fn atomic32<'m, const CHECKED: bool>(
-    mm: &MemoryMap<'_>,
-    addr: u64,
-    pc: usize,
-) -> Result<&'m AtomicU32, ExecError> {
+fn atomic32<'m, const CHECKED: bool>(mm: &MemoryMap<'_>, addr: u64, pc: usize) -> Result<&'m AtomicU32, ExecError> {
     let a = atomic_addr::<CHECKED>(mm, addr, 4, pc)?;
     // SAFETY: as in `atomic64`, with 4-byte alignment.
     Ok(unsafe { AtomicU32::from_ptr(ptr::with_exposed_provenance_mut::<u32>(a)) })
@@ -814,13 +457,7 @@ fn zero_frame(stack: *mut u8, index: usize) {
     debug_assert!(index < MAX_FRAMES);
     // SAFETY: `index < MAX_FRAMES` (callers check the depth first), so the range lies inside the
     // stack buffer, which `stack` points to with write permission.
-    unsafe {
-        ptr::write_bytes(
-            stack.add(STACK_SIZE - FRAME_SIZE * (index + 1)),
-            0,
-            FRAME_SIZE,
-        )
-    };
+    unsafe { ptr::write_bytes(stack.add(STACK_SIZE - FRAME_SIZE * (index + 1)), 0, FRAME_SIZE) };
 }
 
 /// Runs the program on `mem`. `budget` is the number of instructions allowed when `METERED`.
@@ -836,17 +473,9 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool>(
     zero_frame(stack_ptr, 0);
 
     let mem_len = mem.len() as u64;
-    let mem_addr = if mem.is_empty() {
-        0
-    } else {
-        mem.as_mut_ptr().expose_provenance() as u64
-    };
+    let mem_addr = if mem.is_empty() { 0 } else { mem.as_mut_ptr().expose_provenance() as u64 };
     let mut mm = MemoryMap {
-        input: Region {
-            start: mem_addr,
-            len: mem_len,
-            writable: true,
-        },
+        input: Region { start: mem_addr, len: mem_len, writable: true },
         stack_lo: stack_hi - FRAME_SIZE as u64,
         stack_hi,
         extra: env.regions(),
@@ -934,21 +563,13 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool>(
             Op::Sub64R => bin64!(r[sr], |a, b| a.wrapping_sub(b)),
             Op::Mul64R => bin64!(r[sr], |a, b| a.wrapping_mul(b)),
             Op::Div64R => bin64!(r[sr], |a, b| if b == 0 { 0 } else { a / b }),
-            Op::SDiv64R => bin64!(r[sr], |a, b| if b == 0 {
-                0
-            } else {
-                (a as i64).wrapping_div(b as i64) as u64
-            }),
+            Op::SDiv64R => bin64!(r[sr], |a, b| if b == 0 { 0 } else { (a as i64).wrapping_div(b as i64) as u64 }),
             Op::Or64R => bin64!(r[sr], |a, b| a | b),
             Op::And64R => bin64!(r[sr], |a, b| a & b),
             Op::Lsh64R => bin64!(r[sr], |a, b| a << (b & 63)),
             Op::Rsh64R => bin64!(r[sr], |a, b| a >> (b & 63)),
             Op::Mod64R => bin64!(r[sr], |a, b| if b == 0 { a } else { a % b }),
-            Op::SMod64R => bin64!(r[sr], |a, b| if b == 0 {
-                a
-            } else {
-                (a as i64).wrapping_rem(b as i64) as u64
-            }),
+            Op::SMod64R => bin64!(r[sr], |a, b| if b == 0 { a } else { (a as i64).wrapping_rem(b as i64) as u64 }),
             Op::Xor64R => bin64!(r[sr], |a, b| a ^ b),
             Op::Mov64R => r[d] = r[sr],
             Op::Arsh64R => bin64!(r[sr], |a, b| ((a as i64) >> (b & 63)) as u64),
@@ -972,21 +593,13 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool>(
             Op::Sub32R => bin32!(r[sr], |a, b| a.wrapping_sub(b)),
             Op::Mul32R => bin32!(r[sr], |a, b| a.wrapping_mul(b)),
             Op::Div32R => bin32!(r[sr], |a, b| if b == 0 { 0 } else { a / b }),
-            Op::SDiv32R => bin32!(r[sr], |a, b| if b == 0 {
-                0
-            } else {
-                (a as i32).wrapping_div(b as i32) as u32
-            }),
+            Op::SDiv32R => bin32!(r[sr], |a, b| if b == 0 { 0 } else { (a as i32).wrapping_div(b as i32) as u32 }),
             Op::Or32R => bin32!(r[sr], |a, b| a | b),
             Op::And32R => bin32!(r[sr], |a, b| a & b),
             Op::Lsh32R => bin32!(r[sr], |a, b| a << (b & 31)),
             Op::Rsh32R => bin32!(r[sr], |a, b| a >> (b & 31)),
             Op::Mod32R => bin32!(r[sr], |a, b| if b == 0 { a } else { a % b }),
-            Op::SMod32R => bin32!(r[sr], |a, b| if b == 0 {
-                a
-            } else {
-                (a as i32).wrapping_rem(b as i32) as u32
-            }),
+            Op::SMod32R => bin32!(r[sr], |a, b| if b == 0 { a } else { (a as i32).wrapping_rem(b as i32) as u32 }),
             Op::Xor32R => bin32!(r[sr], |a, b| a ^ b),
             Op::Mov32R => r[d] = r[sr] as u32 as u64,
             Op::Arsh32R => bin32!(r[sr], |a, b| (a as i32) >> (b & 31)),
@@ -1033,84 +646,42 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool>(
             Op::StxW => store::<u32, CHECKED>(&mm, addr!(d), r[sr] as u32, at)?,
             Op::StxDw => store::<u64, CHECKED>(&mm, addr!(d), r[sr], at)?,
 
-            Op::Add32A => {
-                _ = atomic32::<CHECKED>(&mm, addr!(d), at)?
-                    .fetch_add(r[sr] as u32, Ordering::SeqCst)
-            }
-            Op::Or32A => {
-                _ = atomic32::<CHECKED>(&mm, addr!(d), at)?.fetch_or(r[sr] as u32, Ordering::SeqCst)
-            }
-            Op::And32A => {
-                _ = atomic32::<CHECKED>(&mm, addr!(d), at)?
-                    .fetch_and(r[sr] as u32, Ordering::SeqCst)
-            }
-            Op::Xor32A => {
-                _ = atomic32::<CHECKED>(&mm, addr!(d), at)?
-                    .fetch_xor(r[sr] as u32, Ordering::SeqCst)
-            }
+            Op::Add32A => _ = atomic32::<CHECKED>(&mm, addr!(d), at)?.fetch_add(r[sr] as u32, Ordering::SeqCst),
+            Op::Or32A => _ = atomic32::<CHECKED>(&mm, addr!(d), at)?.fetch_or(r[sr] as u32, Ordering::SeqCst),
+            Op::And32A => _ = atomic32::<CHECKED>(&mm, addr!(d), at)?.fetch_and(r[sr] as u32, Ordering::SeqCst),
+            Op::Xor32A => _ = atomic32::<CHECKED>(&mm, addr!(d), at)?.fetch_xor(r[sr] as u32, Ordering::SeqCst),
             Op::FetchAdd32 => {
-                r[sr] = atomic32::<CHECKED>(&mm, addr!(d), at)?
-                    .fetch_add(r[sr] as u32, Ordering::SeqCst) as u64
+                r[sr] = atomic32::<CHECKED>(&mm, addr!(d), at)?.fetch_add(r[sr] as u32, Ordering::SeqCst) as u64
             }
             Op::FetchOr32 => {
-                r[sr] = atomic32::<CHECKED>(&mm, addr!(d), at)?
-                    .fetch_or(r[sr] as u32, Ordering::SeqCst) as u64
+                r[sr] = atomic32::<CHECKED>(&mm, addr!(d), at)?.fetch_or(r[sr] as u32, Ordering::SeqCst) as u64
             }
             Op::FetchAnd32 => {
-                r[sr] = atomic32::<CHECKED>(&mm, addr!(d), at)?
-                    .fetch_and(r[sr] as u32, Ordering::SeqCst) as u64
+                r[sr] = atomic32::<CHECKED>(&mm, addr!(d), at)?.fetch_and(r[sr] as u32, Ordering::SeqCst) as u64
             }
             Op::FetchXor32 => {
-                r[sr] = atomic32::<CHECKED>(&mm, addr!(d), at)?
-                    .fetch_xor(r[sr] as u32, Ordering::SeqCst) as u64
+                r[sr] = atomic32::<CHECKED>(&mm, addr!(d), at)?.fetch_xor(r[sr] as u32, Ordering::SeqCst) as u64
             }
-            Op::Xchg32 => {
-                r[sr] = atomic32::<CHECKED>(&mm, addr!(d), at)?.swap(r[sr] as u32, Ordering::SeqCst)
-                    as u64
-            }
+            Op::Xchg32 => r[sr] = atomic32::<CHECKED>(&mm, addr!(d), at)?.swap(r[sr] as u32, Ordering::SeqCst) as u64,
             Op::CmpXchg32 => {
                 let cell = atomic32::<CHECKED>(&mm, addr!(d), at)?;
-                let old = match cell.compare_exchange(
-                    r[0] as u32,
-                    r[sr] as u32,
-                    Ordering::SeqCst,
-                    Ordering::SeqCst,
-                ) {
+                let old = match cell.compare_exchange(r[0] as u32, r[sr] as u32, Ordering::SeqCst, Ordering::SeqCst) {
                     Ok(v) | Err(v) => v,
                 };
                 r[0] = old as u64;
             }
-            Op::Add64A => {
-                _ = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_add(r[sr], Ordering::SeqCst)
-            }
-            Op::Or64A => {
-                _ = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_or(r[sr], Ordering::SeqCst)
-            }
-            Op::And64A => {
-                _ = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_and(r[sr], Ordering::SeqCst)
-            }
-            Op::Xor64A => {
-                _ = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_xor(r[sr], Ordering::SeqCst)
-            }
-            Op::FetchAdd64 => {
-                r[sr] = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_add(r[sr], Ordering::SeqCst)
-            }
-            Op::FetchOr64 => {
-                r[sr] = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_or(r[sr], Ordering::SeqCst)
-            }
-            Op::FetchAnd64 => {
-                r[sr] = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_and(r[sr], Ordering::SeqCst)
-            }
-            Op::FetchXor64 => {
-                r[sr] = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_xor(r[sr], Ordering::SeqCst)
-            }
-            Op::Xchg64 => {
-                r[sr] = atomic64::<CHECKED>(&mm, addr!(d), at)?.swap(r[sr], Ordering::SeqCst)
-            }
+            Op::Add64A => _ = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_add(r[sr], Ordering::SeqCst),
+            Op::Or64A => _ = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_or(r[sr], Ordering::SeqCst),
+            Op::And64A => _ = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_and(r[sr], Ordering::SeqCst),
+            Op::Xor64A => _ = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_xor(r[sr], Ordering::SeqCst),
+            Op::FetchAdd64 => r[sr] = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_add(r[sr], Ordering::SeqCst),
+            Op::FetchOr64 => r[sr] = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_or(r[sr], Ordering::SeqCst),
+            Op::FetchAnd64 => r[sr] = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_and(r[sr], Ordering::SeqCst),
+            Op::FetchXor64 => r[sr] = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_xor(r[sr], Ordering::SeqCst),
+            Op::Xchg64 => r[sr] = atomic64::<CHECKED>(&mm, addr!(d), at)?.swap(r[sr], Ordering::SeqCst),
             Op::CmpXchg64 => {
                 let cell = atomic64::<CHECKED>(&mm, addr!(d), at)?;
-                r[0] = match cell.compare_exchange(r[0], r[sr], Ordering::SeqCst, Ordering::SeqCst)
-                {
+                r[0] = match cell.compare_exchange(r[0], r[sr], Ordering::SeqCst, Ordering::SeqCst) {
                     Ok(v) | Err(v) => v,
                 };
             }
@@ -1178,27 +749,18 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool>(
                         None => return Err(ExecError::UnknownHelper { pc: at, id }),
                     }
                 };
-                let mut ctx = CallContext {
-                    memory: &mm,
-                    checked: CHECKED,
+                let mut ctx = CallContext { memory: &mm, checked: CHECKED, pc: at };
+                r[0] = helper.call(&mut ctx, [r[1], r[2], r[3], r[4], r[5]]).map_err(|source| ExecError::Helper {
                     pc: at,
-                };
-                r[0] = helper
-                    .call(&mut ctx, [r[1], r[2], r[3], r[4], r[5]])
-                    .map_err(|source| ExecError::Helper {
-                        pc: at,
-                        id: helper.id(),
-                        source,
-                    })?;
+                    id: helper.id(),
+                    source,
+                })?;
             }
             Op::CallLocal => {
                 if depth + 1 >= MAX_FRAMES {
                     return Err(ExecError::CallDepthExceeded { pc: at });
                 }
-                frames[depth] = Frame {
-                    ret: pc,
-                    saved: [r[6], r[7], r[8], r[9]],
-                };
+                frames[depth] = Frame { ret: pc, saved: [r[6], r[7], r[8], r[9]] };
                 depth += 1;
                 zero_frame(stack_ptr, depth);
                 mm.stack_lo -= FRAME_SIZE as u64;

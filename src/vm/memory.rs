@@ -48,8 +48,6 @@ impl MemoryMap<'_> {
 
     #[inline(never)]
     fn allows_extra(&self, addr: u64, len: u64, write: bool) -> bool {
-        self.extra
-            .iter()
-            .any(|r| r.contains(addr, len) && (r.writable || !write))
+        self.extra.iter().any(|r| r.contains(addr, len) && (r.writable || !write))
     }
 }

@@ -94,14 +94,7 @@ impl VmBuilder {
     /// Prepares the program for the engine: resolves every helper call against the environment.
     pub fn build(self) -> Result<Vm, BuildError> {
         let code = Code::compile(&self.program, &self.env)?;
-        Ok(Vm {
-            program: self.program,
-            env: self.env,
-            engine: self.engine,
-            mode: self.mode,
-            budget: self.budget,
-            code,
-        })
+        Ok(Vm { program: self.program, env: self.env, engine: self.engine, mode: self.mode, budget: self.budget, code })
     }
 }
 
@@ -119,13 +112,7 @@ pub struct Vm {
 impl Vm {
     /// Starts building a `Vm` for `program`.
     pub fn builder(program: Program) -> VmBuilder {
-        VmBuilder {
-            program,
-            env: Env::new(),
-            engine: Engine::default(),
-            mode: Mode::default(),
-            budget: None,
-        }
+        VmBuilder { program, env: Env::new(), engine: Engine::default(), mode: Mode::default(), budget: None }
     }
 
     /// Runs the program on `mem` and returns `r0` at `exit`.
