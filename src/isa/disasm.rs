@@ -109,7 +109,21 @@ impl fmt::Display for Opnd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
             Operand::Reg(r) => write!(f, "{r}"),
-            Operand::Imm(v) => write!(f, "{v}"),
+            Operand::Imm(v) => write!(f, "{}", Imm(v)),
+        }
+    }
+}
+
+/// A 32-bit immediate: small values in decimal, others as their 32 bits in hex (as the suite writes
+/// them; the assembler reads both back to the same bits).
+struct Imm(i32);
+
+impl fmt::Display for Imm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if (-0x10000..=0x10000).contains(&self.0) {
+            write!(f, "{}", self.0)
+        } else {
+            write!(f, "{:#x}", self.0 as u32)
         }
     }
 }
@@ -160,7 +174,7 @@ pub(crate) fn write_instruction(f: &mut fmt::Formatter<'_>, insn: &Instruction) 
             write!(f, "ldxs{} {dst}, {}", size_name(size), Mem(src, offset))
         }
         Instruction::Store { size, dst, offset, imm } => {
-            write!(f, "st{} {}, {imm}", size_name(size), Mem(dst, offset))
+            write!(f, "st{} {}, {}", size_name(size), Mem(dst, offset), Imm(imm))
         }
         Instruction::StoreReg { size, dst, offset, src } => {
             write!(f, "stx{} {}, {src}", size_name(size), Mem(dst, offset))
