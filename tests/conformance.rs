@@ -1,4 +1,6 @@
-//! Runs every file of the bpf_conformance suite on every engine, one test case per file and engine.
+//! Runs every file of the bpf_conformance suite on every engine, one test case per file and engine,
+//! and once more through `examples/bpf_conformance_plugin` driven as the suite's runner drives it
+//! (memory as one hex argument, the program as hex text on stdin, r0 in hex on stdout).
 //!
 //! The suite is read from `$BPF_CONFORMANCE_DIR`, or else from `../shared/conformance/tests` beside the
 //! checkout. When it is absent, one ignored test says so; with `BPF_CONFORMANCE_REQUIRED=1` (set by
@@ -93,6 +95,60 @@ fn run_case(path: &Path) -> Result<(), Failed> {
     }
 }
 
+/// Formats bytes as the suite's runner does: two hex digits and two spaces each.
+fn runner_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}  ")).collect()
+}
+
+/// The plugin example, built by `cargo test` next to this test's binary.
+fn plugin_path() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?.parent()?.join("examples");
+    let path = dir.join(format!("bpf_conformance_plugin{}", std::env::consts::EXE_SUFFIX));
+    path.is_file().then_some(path)
+}
+
+fn run_plugin_case(path: &Path, plugin: &Path) -> Result<(), Failed> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let case = parse(&text)?;
+    let program = Program::from_asm(&case.asm).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(plugin);
+    if !case.mem.is_empty() {
+        cmd.arg(runner_hex(&case.mem));
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", plugin.display()))?;
+    let mut stdin = child.stdin.take().ok_or("no stdin")?;
+    stdin.write_all(runner_hex(&program.to_bytes()).as_bytes()).map_err(|e| e.to_string())?;
+    drop(stdin);
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match (out.status.success(), case.result, &case.error) {
+        (false, _, Some(_)) => Ok(()),
+        (true, Some(expected), None) => {
+            let got = u64::from_str_radix(stdout.trim().trim_start_matches("0x"), 16)
+                .map_err(|e| format!("plugin printed {stdout:?}: {e}"))?;
+            if got == expected {
+                Ok(())
+            } else {
+                Err(format!("plugin printed {got:#x}, expected {expected:#x}").into())
+            }
+        }
+        (ok, _, _) => Err(format!(
+            "plugin exit success={ok}, stdout {stdout:?}, stderr {:?}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into()),
+    }
+}
+
 /// Where the suite's `.data` files are, if anywhere.
 fn suite_dir() -> Option<PathBuf> {
     let candidates = [
@@ -114,9 +170,23 @@ fn main() {
                 .collect();
             files.sort();
             assert!(!files.is_empty(), "no .data files in {}", dir.display());
+            let plugin = plugin_path();
+            if plugin.is_none() {
+                eprintln!("warning: examples/bpf_conformance_plugin is not built; its cases are ignored");
+            }
             for path in files {
                 let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
-                trials.push(Trial::test(format!("interpreter::{name}"), move || run_case(&path)));
+                let p = path.clone();
+                trials.push(Trial::test(format!("interpreter::{name}"), move || run_case(&p)));
+                let plugin = plugin.clone();
+                let ignored = plugin.is_none();
+                trials.push(
+                    Trial::test(format!("plugin::{name}"), move || match &plugin {
+                        Some(plugin) => run_plugin_case(&path, plugin),
+                        None => Ok(()),
+                    })
+                    .with_ignored_flag(ignored),
+                );
             }
         }
         None => {
