@@ -156,7 +156,7 @@ pub fn encode_one(insn: &Instruction) -> (Insn, Option<Insn>) {
             i.off = offset;
             let fetch = |f: bool| if f { ATOMIC_FETCH } else { 0 };
             i.imm = match op {
-                AtomicOp::Add { fetch: f } => 0x00 | fetch(f),
+                AtomicOp::Add { fetch: f } => fetch(f),
                 AtomicOp::Or { fetch: f } => 0x40 | fetch(f),
                 AtomicOp::And { fetch: f } => 0x50 | fetch(f),
                 AtomicOp::Xor { fetch: f } => 0xa0 | fetch(f),
