@@ -36,7 +36,9 @@ extern crate alloc;
 
 mod error;
 pub mod helpers;
+mod host;
 pub mod isa;
+pub mod maps;
 pub mod program;
 pub mod vm;
 

@@ -353,7 +353,9 @@ fn unchecked_mode_gives_the_same_results() {
 #[test]
 fn unresolved_pseudo_loads_are_build_errors() {
     let err = Vm::builder(Program::from_asm("lddw %r1, map_fd(3)\nexit").unwrap()).build().unwrap_err();
-    assert_eq!(err, ebpf_vm::BuildError::UnresolvedImm64 { pc: 0, kind: 1 });
+    assert_eq!(err, ebpf_vm::BuildError::UnknownMap { pc: 0, index: 3 });
+    let err = Vm::builder(Program::from_asm("lddw %r1, btf_var(3, 0)\nexit").unwrap()).build().unwrap_err();
+    assert_eq!(err, ebpf_vm::BuildError::UnresolvedImm64 { pc: 0, kind: 3 });
     let err = Vm::builder(Program::from_asm("call runtime 9\nexit").unwrap()).build().unwrap_err();
     assert_eq!(err, ebpf_vm::BuildError::UnsupportedBtfCall { pc: 0, id: 9 });
 }

@@ -4,11 +4,15 @@
 //! Every helper carries a [`HelperSig`] that tells the verifier the kind of each argument and of the
 //! result. The interpreter and the JIT call the very same function.
 
+pub mod standard;
+
 use alloc::borrow::Cow;
 use alloc::sync::Arc;
 use core::fmt;
 
+use crate::maps::Map;
 use crate::vm::memory::MemoryMap;
+use crate::vm::Env;
 
 /// The kind of one helper argument, as the verifier will check it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +104,8 @@ pub struct Helper {
     name: Cow<'static, str>,
     sig: HelperSig,
     func: Arc<HelperFn>,
+    /// The engines implement this helper themselves (`bpf_tail_call`).
+    pub(crate) tail_call: bool,
 }
 
 impl Helper {
@@ -108,7 +114,7 @@ impl Helper {
     where
         F: Fn(&mut CallContext<'_>, [u64; 5]) -> Result<u64, HelperError> + Send + Sync + 'static,
     {
-        Helper { id, name: name.into(), sig, func: Arc::new(func) }
+        Helper { id, name: name.into(), sig, func: Arc::new(func), tail_call: false }
     }
 
     /// The id programs call it by.
@@ -144,12 +150,40 @@ pub struct CallContext<'a> {
     pub(crate) memory: &'a MemoryMap<'a>,
     pub(crate) checked: bool,
     pub(crate) pc: usize,
+    pub(crate) env: &'a Env,
+    pub(crate) cpu: usize,
 }
 
 impl CallContext<'_> {
     /// Slot index of the calling instruction.
     pub fn pc(&self) -> usize {
         self.pc
+    }
+
+    /// The environment: maps, and the print sink.
+    pub fn env(&self) -> &Env {
+        self.env
+    }
+
+    /// The CPU slot this execution holds (0 unless it uses per-CPU maps or asks for it).
+    pub fn cpu(&self) -> usize {
+        self.cpu
+    }
+
+    /// The map a register value (from a map pseudo-load) refers to; `arg` (1 to 5) names the argument
+    /// in the error.
+    pub fn map(&self, handle: u64, arg: u8) -> Result<&alloc::sync::Arc<dyn Map>, HelperError> {
+        self.env
+            .map_by_handle(handle)
+            .ok_or(HelperError::InvalidArgument { arg, reason: Cow::Borrowed("not a map reference") })
+    }
+
+    /// Reads `len` bytes of program memory at `addr` into a new vector.
+    pub fn read_vec(&self, addr: u64, len: usize) -> Result<alloc::vec::Vec<u8>, HelperError> {
+        self.check(addr, len as u64, false)?;
+        let mut buf = alloc::vec![0u8; len];
+        self.read(addr, &mut buf)?;
+        Ok(buf)
     }
 
     /// Checks that the program may access `len` bytes at `addr` (for writing if `write`).

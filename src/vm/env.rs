@@ -1,16 +1,40 @@
-//! What a program may see besides its input: the helpers it can call and the host memory it may touch.
+//! What a program may see besides its input: the helpers it can call, the maps it refers to, and the
+//! host memory it may touch.
 
+use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::fmt;
 
 use super::memory::Region;
 use crate::helpers::Helper;
+use crate::maps::Map;
 
-/// The environment a program runs in: helpers by id, and extra memory regions granted by the host.
-#[derive(Debug, Clone, Default)]
+/// A sink for `bpf_trace_printk` output.
+pub type PrintSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Map references are loaded into registers as `MAP_HANDLE_BASE | index`: a value no program can
+/// dereference, which helpers turn back into the map.
+pub const MAP_HANDLE_BASE: u64 = 0xffff_ff00_0000_0000;
+
+/// The environment a program runs in: helpers by id, maps by index, extra memory regions granted by the
+/// host, and where `bpf_trace_printk` writes.
+#[derive(Clone, Default)]
 pub struct Env {
     /// Sorted by id, one per id.
     helpers: Vec<Helper>,
     regions: Vec<Region>,
+    maps: Vec<Arc<dyn Map>>,
+    print: Option<PrintSink>,
+}
+
+impl fmt::Debug for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Env")
+            .field("helpers", &self.helpers)
+            .field("regions", &self.regions)
+            .field("maps", &self.maps.iter().map(|m| m.def()).collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl Env {
@@ -24,6 +48,13 @@ impl Env {
         match self.helpers.binary_search_by_key(&helper.id(), Helper::id) {
             Ok(i) => self.helpers[i] = helper,
             Err(i) => self.helpers.insert(i, helper),
+        }
+    }
+
+    /// Adds every standard helper (maps, time, printing, ring buffer, tail calls, ...).
+    pub fn add_standard_helpers(&mut self) {
+        for h in crate::helpers::standard::all() {
+            self.add_helper(h);
         }
     }
 
@@ -54,5 +85,57 @@ impl Env {
     /// The host memory regions granted to programs.
     pub fn regions(&self) -> &[Region] {
         &self.regions
+    }
+
+    /// Adds a map; programs refer to it by the returned index (the `imm` of `lddw` pseudo-loads).
+    pub fn add_map(&mut self, map: Arc<dyn Map>) -> u32 {
+        self.maps.push(map);
+        (self.maps.len() - 1) as u32
+    }
+
+    /// The map with this index.
+    pub fn map(&self, index: u32) -> Option<&Arc<dyn Map>> {
+        self.maps.get(index as usize)
+    }
+
+    /// All maps, by index.
+    pub fn maps(&self) -> &[Arc<dyn Map>] {
+        &self.maps
+    }
+
+    /// The map a register value made by a map pseudo-load refers to.
+    pub fn map_by_handle(&self, handle: u64) -> Option<&Arc<dyn Map>> {
+        if handle & MAP_HANDLE_BASE != MAP_HANDLE_BASE {
+            return None;
+        }
+        self.map(u32::try_from(handle & !MAP_HANDLE_BASE).ok()?)
+    }
+
+    /// Sends `bpf_trace_printk` output to `sink` (by default it goes to standard error with `std`,
+    /// and nowhere without).
+    pub fn set_print_sink(&mut self, sink: PrintSink) {
+        self.print = Some(sink);
+    }
+
+    /// Writes a `bpf_trace_printk` line.
+    pub fn print(&self, line: &str) {
+        match &self.print {
+            Some(sink) => sink(line),
+            None => crate::host::print_line(line),
+        }
+    }
+
+    /// Every region programs may access besides their input and stack: granted regions and map memory.
+    pub(crate) fn all_regions(&self) -> Vec<Region> {
+        let mut all = self.regions.clone();
+        for m in &self.maps {
+            all.extend(m.regions());
+        }
+        all
+    }
+
+    /// Whether some map keeps per-CPU values.
+    pub(crate) fn has_per_cpu_maps(&self) -> bool {
+        self.maps.iter().any(|m| m.cpus() > 1)
     }
 }

@@ -21,6 +21,32 @@ pub enum BuildError {
         /// The BTF id.
         id: u32,
     },
+    /// An `lddw` refers to a map index the environment does not have.
+    #[error("instruction {pc}: lddw refers to map {index}, which the environment does not have")]
+    UnknownMap {
+        /// Slot index of the `lddw`.
+        pc: usize,
+        /// The map index.
+        index: i32,
+    },
+    /// An `lddw` takes the address of a value of a map that is not an array.
+    #[error("instruction {pc}: lddw takes a value address of map {index}, which is not an array map")]
+    NotAnArray {
+        /// Slot index of the `lddw`.
+        pc: usize,
+        /// The map index.
+        index: i32,
+    },
+    /// An `lddw` takes an address outside a map's value.
+    #[error("instruction {pc}: offset {offset} is outside the value of map {index}")]
+    MapValueOffset {
+        /// Slot index of the `lddw`.
+        pc: usize,
+        /// The map index.
+        index: i32,
+        /// The offset.
+        offset: i32,
+    },
     /// An `lddw` refers to a map, variable or function that no loader has resolved.
     #[error("instruction {pc}: lddw pseudo-load (src {kind}) was not resolved by a loader")]
     UnresolvedImm64 {

@@ -7,12 +7,13 @@ use core::mem::MaybeUninit;
 use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use super::env::Env;
+use super::env::{Env, MAP_HANDLE_BASE};
 use super::error::{BuildError, ExecError};
 use super::memory::{MemoryMap, Region};
 use super::{FRAME_SIZE, MAX_FRAMES};
 use crate::helpers::CallContext;
 use crate::isa::{AluOp, AtomicOp, ByteOrder, Cond, Imm64, Instruction, Operand, PacketMode, Size, SxWidth, Width};
+use crate::maps::{MapType, ProgArrayMap};
 use crate::program::Program;
 
 /// Bytes of stack for all frames together.
@@ -41,7 +42,7 @@ pub(crate) enum Op {
     Jeq64R, Jgt64R, Jge64R, Jset64R, Jne64R, Jsgt64R, Jsge64R, Jlt64R, Jle64R, Jslt64R, Jsle64R,
     Jeq32I, Jgt32I, Jge32I, Jset32I, Jne32I, Jsgt32I, Jsge32I, Jlt32I, Jle32I, Jslt32I, Jsle32I,
     Jeq32R, Jgt32R, Jge32R, Jset32R, Jne32R, Jsgt32R, Jsge32R, Jlt32R, Jle32R, Jslt32R, Jsle32R,
-    Call, CallX, CallLocal, Exit,
+    Call, CallX, CallLocal, Exit, TailCall,
 }
 
 /// One pre-decoded instruction: 16 bytes, one per program slot (the second slot of an `lddw` is never
@@ -196,13 +197,9 @@ fn translate(pc: usize, insn: &Instruction, env: &Env) -> Result<Slot, BuildErro
             };
         }
         Instruction::LoadImm64 { dst, value } => {
-            let Imm64::Const(v) = value else {
-                let kind = crate::isa::encode_one(insn).0.src;
-                return Err(BuildError::UnresolvedImm64 { pc, kind });
-            };
             s.op = Op::LdDw;
             s.dst = dst.index();
-            s.imm = v;
+            s.imm = resolve_imm64(pc, insn, value, env)?;
         }
         Instruction::LoadPacket { size, mode, imm } => {
             s.imm = imm as u32 as u64;
@@ -361,7 +358,7 @@ fn translate(pc: usize, insn: &Instruction, env: &Env) -> Result<Slot, BuildErro
         }
         Instruction::Call { id } => {
             let index = env.helper_index(id).ok_or(BuildError::UnknownHelper { pc, id })?;
-            s.op = Op::Call;
+            s.op = if env.helpers()[index].tail_call { Op::TailCall } else { Op::Call };
             s.target = index as u32;
             s.imm = id as u64;
         }
@@ -377,6 +374,34 @@ fn translate(pc: usize, insn: &Instruction, env: &Env) -> Result<Slot, BuildErro
         Instruction::Exit => s.op = Op::Exit,
     }
     Ok(s)
+}
+
+/// The value an `lddw` loads: its constant, a map handle, or the address inside a map's value.
+fn resolve_imm64(pc: usize, insn: &Instruction, value: Imm64, env: &Env) -> Result<u64, BuildError> {
+    let map =
+        |index: i32| u32::try_from(index).ok().and_then(|i| env.map(i)).ok_or(BuildError::UnknownMap { pc, index });
+    match value {
+        Imm64::Const(v) => Ok(v),
+        Imm64::MapFd(index) | Imm64::MapIdx(index) => {
+            map(index)?;
+            Ok(MAP_HANDLE_BASE | index as u32 as u64)
+        }
+        Imm64::MapValue { fd: index, offset } | Imm64::MapIdxValue { idx: index, offset } => {
+            let m = map(index)?;
+            let def = m.def();
+            if def.map_type != MapType::Array {
+                return Err(BuildError::NotAnArray { pc, index });
+            }
+            if offset < 0 || offset as u32 >= def.value_size {
+                return Err(BuildError::MapValueOffset { pc, index, offset });
+            }
+            let base = m.lookup(&0u32.to_ne_bytes(), 0).ok_or(BuildError::NotAnArray { pc, index })?;
+            Ok(base.expose_provenance() as u64 + offset as u64)
+        }
+        Imm64::BtfVar { .. } | Imm64::Func(_) => {
+            Err(BuildError::UnresolvedImm64 { pc, kind: crate::isa::encode_one(insn).0.src })
+        }
+    }
 }
 
 #[cold]
@@ -460,13 +485,26 @@ fn zero_frame(stack: *mut u8, index: usize) {
     unsafe { ptr::write_bytes(stack.add(STACK_SIZE - FRAME_SIZE * (index + 1)), 0, FRAME_SIZE) };
 }
 
+/// Most tail calls one execution may make (the kernel's limit).
+pub const MAX_TAIL_CALLS: u32 = 33;
+
+/// What one execution runs with: the programs (the entry one and tail-call targets), the environment,
+/// the extra memory regions, and the CPU slot.
+pub(crate) struct Setup<'a> {
+    pub(crate) codes: &'a [Code],
+    pub(crate) entry: usize,
+    pub(crate) env: &'a Env,
+    pub(crate) regions: &'a [Region],
+    pub(crate) cpu: usize,
+}
+
 /// Runs the program on `mem`. `budget` is the number of instructions allowed when `METERED`.
 pub(crate) fn run<const CHECKED: bool, const METERED: bool>(
-    code: &Code,
-    env: &Env,
+    setup: &Setup<'_>,
     mem: &mut [u8],
     mut budget: u64,
 ) -> Result<u64, ExecError> {
+    let env = setup.env;
     let mut stack = Stack([MaybeUninit::uninit(); STACK_SIZE]);
     let stack_ptr = stack.0.as_mut_ptr().cast::<u8>();
     let stack_hi = stack_ptr.expose_provenance() as u64 + STACK_SIZE as u64;
@@ -478,7 +516,7 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool>(
         input: Region { start: mem_addr, len: mem_len, writable: true },
         stack_lo: stack_hi - FRAME_SIZE as u64,
         stack_hi,
-        extra: env.regions(),
+        extra: setup.regions,
     };
 
     let mut r = [0u64; 16];
@@ -487,7 +525,8 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool>(
     r[10] = stack_hi;
     let mut frames = [Frame::default(); MAX_FRAMES];
     let mut depth = 0usize;
-    let slots = &code.slots[..];
+    let mut slots = &setup.codes[setup.entry].slots[..];
+    let mut tail_calls = 0u32;
     let helpers = env.helpers();
     let mut pc = 0usize;
 
@@ -749,12 +788,28 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool>(
                         None => return Err(ExecError::UnknownHelper { pc: at, id }),
                     }
                 };
-                let mut ctx = CallContext { memory: &mm, checked: CHECKED, pc: at };
+                let mut ctx = CallContext { memory: &mm, checked: CHECKED, pc: at, env, cpu: setup.cpu };
                 r[0] = helper.call(&mut ctx, [r[1], r[2], r[3], r[4], r[5]]).map_err(|source| ExecError::Helper {
                     pc: at,
                     id: helper.id(),
                     source,
                 })?;
+            }
+            Op::TailCall => {
+                let target = env
+                    .map_by_handle(r[2])
+                    .and_then(|m| m.downcast_ref::<ProgArrayMap>())
+                    .and_then(|pa| pa.get(u32::try_from(r[3]).ok()?))
+                    .and_then(|id| setup.codes.get(id as usize));
+                match target {
+                    Some(code) if tail_calls < MAX_TAIL_CALLS => {
+                        tail_calls += 1;
+                        slots = &code.slots[..];
+                        pc = 0;
+                    }
+                    // A failed tail call returns an error and execution goes on.
+                    _ => r[0] = -2i64 as u64,
+                }
             }
             Op::CallLocal => {
                 if depth + 1 >= MAX_FRAMES {

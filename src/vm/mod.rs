@@ -5,6 +5,7 @@
 //! the top of a fresh 512-byte stack frame. An execution owns its stack, so one `Vm` can run on many
 //! threads at once.
 
+mod cpu;
 pub mod env;
 mod error;
 mod interpreter;
@@ -14,9 +15,15 @@ pub use env::Env;
 pub use error::{BuildError, ExecError};
 pub use memory::Region;
 
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
 use crate::helpers::Helper;
+use crate::maps::Map;
 use crate::program::Program;
-use interpreter::Code;
+use interpreter::{Code, Setup};
+
+pub use interpreter::MAX_TAIL_CALLS;
 
 /// Bytes of stack in each frame.
 pub const FRAME_SIZE: usize = 512;
@@ -48,6 +55,7 @@ pub enum Mode {
 #[derive(Debug, Clone)]
 pub struct VmBuilder {
     program: Program,
+    tail_targets: Vec<Program>,
     env: Env,
     engine: Engine,
     mode: Mode,
@@ -61,7 +69,25 @@ impl VmBuilder {
         self
     }
 
-    /// Uses this environment (replacing the helpers and regions given so far).
+    /// Adds every standard helper (see [`helpers::standard`](crate::helpers::standard)).
+    pub fn standard_helpers(mut self) -> VmBuilder {
+        self.env.add_standard_helpers();
+        self
+    }
+
+    /// Adds a map; `lddw` pseudo-loads refer to it by the returned index.
+    pub fn map(mut self, map: Arc<dyn Map>) -> VmBuilder {
+        self.env.add_map(map);
+        self
+    }
+
+    /// The programs tail calls can reach: a program array entry holding `id` runs `programs[id]`.
+    pub fn tail_call_targets(mut self, programs: Vec<Program>) -> VmBuilder {
+        self.tail_targets = programs;
+        self
+    }
+
+    /// Uses this environment (replacing the helpers, maps and regions given so far).
     pub fn env(mut self, env: Env) -> VmBuilder {
         self.env = env;
         self
@@ -93,8 +119,32 @@ impl VmBuilder {
 
     /// Prepares the program for the engine: resolves every helper call against the environment.
     pub fn build(self) -> Result<Vm, BuildError> {
-        let code = Code::compile(&self.program, &self.env)?;
-        Ok(Vm { program: self.program, env: self.env, engine: self.engine, mode: self.mode, budget: self.budget, code })
+        let mut codes = Vec::with_capacity(self.tail_targets.len() + 1);
+        for p in &self.tail_targets {
+            codes.push(Code::compile(p, &self.env)?);
+        }
+        let entry = codes.len();
+        codes.push(Code::compile(&self.program, &self.env)?);
+        let uses_cpu = self.env.has_per_cpu_maps()
+            || self.env.helper(crate::helpers::standard::GET_SMP_PROCESSOR_ID).is_some()
+                && core::iter::once(&self.program).chain(&self.tail_targets).any(|p| {
+                    p.instructions().iter().any(|i| {
+                        matches!(i, crate::isa::Instruction::Call { id } if *id == crate::helpers::standard::GET_SMP_PROCESSOR_ID)
+                            || matches!(i, crate::isa::Instruction::CallReg { .. })
+                    })
+                });
+        let regions = self.env.all_regions();
+        Ok(Vm {
+            program: self.program,
+            env: self.env,
+            engine: self.engine,
+            mode: self.mode,
+            budget: self.budget,
+            codes,
+            entry,
+            regions,
+            uses_cpu,
+        })
     }
 }
 
@@ -106,33 +156,46 @@ pub struct Vm {
     engine: Engine,
     mode: Mode,
     budget: Option<u64>,
-    code: Code,
+    /// Tail-call targets by id, then the entry program.
+    codes: Vec<Code>,
+    entry: usize,
+    /// Granted regions and map memory, for checked mode.
+    regions: Vec<Region>,
+    /// Whether executions need a CPU slot (per-CPU maps, or the processor id helper).
+    uses_cpu: bool,
 }
 
 impl Vm {
     /// Starts building a `Vm` for `program`.
     pub fn builder(program: Program) -> VmBuilder {
-        VmBuilder { program, env: Env::new(), engine: Engine::default(), mode: Mode::default(), budget: None }
+        VmBuilder {
+            program,
+            tail_targets: Vec::new(),
+            env: Env::new(),
+            engine: Engine::default(),
+            mode: Mode::default(),
+            budget: None,
+        }
     }
 
     /// Runs the program on `mem` and returns `r0` at `exit`.
     ///
     /// This allocates nothing and takes no lock; the stack lives on the caller's stack.
     pub fn execute(&self, mem: &mut [u8]) -> Result<u64, ExecError> {
+        let slot = self.uses_cpu.then(cpu::CpuSlot::acquire);
+        let setup = Setup {
+            codes: &self.codes,
+            entry: self.entry,
+            env: &self.env,
+            regions: &self.regions,
+            cpu: slot.as_ref().map_or(0, cpu::CpuSlot::index),
+        };
         let budget = self.budget.unwrap_or(0);
         match (self.engine, self.mode, self.budget.is_some()) {
-            (Engine::Interpreter, Mode::Checked, false) => {
-                interpreter::run::<true, false>(&self.code, &self.env, mem, 0)
-            }
-            (Engine::Interpreter, Mode::Checked, true) => {
-                interpreter::run::<true, true>(&self.code, &self.env, mem, budget)
-            }
-            (Engine::Interpreter, Mode::Unchecked, false) => {
-                interpreter::run::<false, false>(&self.code, &self.env, mem, 0)
-            }
-            (Engine::Interpreter, Mode::Unchecked, true) => {
-                interpreter::run::<false, true>(&self.code, &self.env, mem, budget)
-            }
+            (Engine::Interpreter, Mode::Checked, false) => interpreter::run::<true, false>(&setup, mem, 0),
+            (Engine::Interpreter, Mode::Checked, true) => interpreter::run::<true, true>(&setup, mem, budget),
+            (Engine::Interpreter, Mode::Unchecked, false) => interpreter::run::<false, false>(&setup, mem, 0),
+            (Engine::Interpreter, Mode::Unchecked, true) => interpreter::run::<false, true>(&setup, mem, budget),
         }
     }
 

@@ -1,0 +1,259 @@
+//! The standard helpers, by their kernel ids: maps, time, randomness, printing, process identity,
+//! tail calls and the ring buffer. [`all`] lists them for [`Env::add_standard_helpers`](crate::Env).
+
+use alloc::borrow::Cow;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt::Write;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use super::{ArgKind as A, CallContext, Helper, HelperError, HelperSig, RetKind};
+use crate::maps::RingBufMap;
+
+/// `bpf_map_lookup_elem`
+pub const MAP_LOOKUP_ELEM: u32 = 1;
+/// `bpf_map_update_elem`
+pub const MAP_UPDATE_ELEM: u32 = 2;
+/// `bpf_map_delete_elem`
+pub const MAP_DELETE_ELEM: u32 = 3;
+/// `bpf_ktime_get_ns`
+pub const KTIME_GET_NS: u32 = 5;
+/// `bpf_trace_printk`
+pub const TRACE_PRINTK: u32 = 6;
+/// `bpf_get_prandom_u32`
+pub const GET_PRANDOM_U32: u32 = 7;
+/// `bpf_get_smp_processor_id`
+pub const GET_SMP_PROCESSOR_ID: u32 = 8;
+/// `bpf_tail_call`
+pub const TAIL_CALL: u32 = 12;
+/// `bpf_get_current_pid_tgid`
+pub const GET_CURRENT_PID_TGID: u32 = 14;
+/// `bpf_get_current_comm`
+pub const GET_CURRENT_COMM: u32 = 16;
+/// `bpf_ktime_get_boot_ns`
+pub const KTIME_GET_BOOT_NS: u32 = 125;
+/// `bpf_ringbuf_output`
+pub const RINGBUF_OUTPUT: u32 = 130;
+/// `bpf_ringbuf_reserve`
+pub const RINGBUF_RESERVE: u32 = 131;
+/// `bpf_ringbuf_submit`
+pub const RINGBUF_SUBMIT: u32 = 132;
+/// `bpf_ringbuf_discard`
+pub const RINGBUF_DISCARD: u32 = 133;
+/// `bpf_ringbuf_query`
+pub const RINGBUF_QUERY: u32 = 134;
+
+const EINVAL: u64 = -22i64 as u64;
+const EAGAIN: u64 = -11i64 as u64;
+
+fn sig(args: &[A], ret: RetKind) -> HelperSig {
+    let mut all = [A::Unused; 5];
+    all[..args.len()].copy_from_slice(args);
+    HelperSig { args: all, ret }
+}
+
+fn invalid(arg: u8, reason: &'static str) -> HelperError {
+    HelperError::InvalidArgument { arg, reason: Cow::Borrowed(reason) }
+}
+
+/// Every standard helper.
+pub fn all() -> Vec<Helper> {
+    alloc::vec![
+        Helper::new(
+            MAP_LOOKUP_ELEM,
+            "map_lookup_elem",
+            sig(&[A::MapPtr, A::MapKey], RetKind::MapValueOrNull),
+            |ctx, a| {
+                let map = ctx.map(a[0], 1)?;
+                let key = ctx.read_vec(a[1], map.def().key_size as usize)?;
+                Ok(map.lookup(&key, ctx.cpu()).map_or(0, |p| p.expose_provenance() as u64))
+            }
+        ),
+        Helper::new(
+            MAP_UPDATE_ELEM,
+            "map_update_elem",
+            sig(&[A::MapPtr, A::MapKey, A::MapValue, A::Scalar], RetKind::Scalar),
+            |ctx, a| {
+                let map = ctx.map(a[0], 1)?;
+                let def = map.def();
+                let key = ctx.read_vec(a[1], def.key_size as usize)?;
+                let value = ctx.read_vec(a[2], def.value_size as usize)?;
+                Ok(match map.update(&key, &value, a[3], ctx.cpu()) {
+                    Ok(()) => 0,
+                    Err(e) => e.errno() as u64,
+                })
+            }
+        ),
+        Helper::new(MAP_DELETE_ELEM, "map_delete_elem", sig(&[A::MapPtr, A::MapKey], RetKind::Scalar), |ctx, a| {
+            let map = ctx.map(a[0], 1)?;
+            let key = ctx.read_vec(a[1], map.def().key_size as usize)?;
+            Ok(match map.delete(&key) {
+                Ok(()) => 0,
+                Err(e) => e.errno() as u64,
+            })
+        }),
+        Helper::new(KTIME_GET_NS, "ktime_get_ns", HelperSig::scalars(0), |_, _| Ok(crate::host::monotonic_ns())),
+        Helper::new(
+            TRACE_PRINTK,
+            "trace_printk",
+            sig(&[A::ReadMem, A::MemSize, A::Scalar, A::Scalar, A::Scalar], RetKind::Scalar),
+            trace_printk
+        ),
+        Helper::new(GET_PRANDOM_U32, "get_prandom_u32", HelperSig::scalars(0), |_, _| Ok(prandom() as u64)),
+        Helper::new(GET_SMP_PROCESSOR_ID, "get_smp_processor_id", HelperSig::scalars(0), |ctx, _| Ok(ctx.cpu() as u64)),
+        {
+            let mut h = Helper::new(
+                TAIL_CALL,
+                "tail_call",
+                sig(&[A::Context, A::MapPtr, A::Scalar], RetKind::Scalar),
+                |_, _| Err(HelperError::Failed(Cow::Borrowed("tail_call is carried out by the engine"))),
+            );
+            h.tail_call = true;
+            h
+        },
+        Helper::new(GET_CURRENT_PID_TGID, "get_current_pid_tgid", HelperSig::scalars(0), |_, _| {
+            let pid = crate::host::pid() as u64;
+            Ok(pid << 32 | pid)
+        }),
+        Helper::new(
+            GET_CURRENT_COMM,
+            "get_current_comm",
+            sig(&[A::WriteMem, A::MemSize], RetKind::Scalar),
+            |ctx, a| {
+                let size = usize::try_from(a[1]).map_err(|_| invalid(2, "size too large"))?;
+                if size == 0 {
+                    return Ok(EINVAL);
+                }
+                if size > 4096 {
+                    return Err(invalid(2, "size above 4096"));
+                }
+                let mut buf = alloc::vec![0u8; size];
+                let comm = crate::host::comm();
+                let n = comm.len().min(size - 1);
+                buf[..n].copy_from_slice(&comm.as_bytes()[..n]);
+                ctx.write(a[0], &buf)?;
+                Ok(0)
+            }
+        ),
+        Helper::new(KTIME_GET_BOOT_NS, "ktime_get_boot_ns", HelperSig::scalars(0), |_, _| Ok(
+            crate::host::monotonic_ns()
+        )),
+        Helper::new(
+            RINGBUF_OUTPUT,
+            "ringbuf_output",
+            sig(&[A::MapPtr, A::ReadMem, A::MemSize, A::Scalar], RetKind::Scalar),
+            |ctx, a| {
+                let rb = ringbuf(ctx, a[0])?;
+                let len = usize::try_from(a[2]).map_err(|_| invalid(3, "size too large"))?;
+                let data = ctx.read_vec(a[1], len)?;
+                Ok(if rb.output(&data) { 0 } else { EAGAIN })
+            }
+        ),
+        Helper::new(
+            RINGBUF_RESERVE,
+            "ringbuf_reserve",
+            sig(&[A::MapPtr, A::Scalar, A::Scalar], RetKind::MemOrNull),
+            |ctx, a| { Ok(ringbuf(ctx, a[0])?.reserve(a[1]).unwrap_or(0)) }
+        ),
+        Helper::new(RINGBUF_SUBMIT, "ringbuf_submit", sig(&[A::Scalar, A::Scalar], RetKind::Scalar), |ctx, a| {
+            commit(ctx, a[0], false)
+        }),
+        Helper::new(RINGBUF_DISCARD, "ringbuf_discard", sig(&[A::Scalar, A::Scalar], RetKind::Scalar), |ctx, a| {
+            commit(ctx, a[0], true)
+        }),
+        Helper::new(RINGBUF_QUERY, "ringbuf_query", sig(&[A::MapPtr, A::Scalar], RetKind::Scalar), |ctx, a| {
+            Ok(ringbuf(ctx, a[0])?.query(a[1]))
+        }),
+    ]
+}
+
+fn ringbuf<'a>(ctx: &'a CallContext<'_>, handle: u64) -> Result<&'a RingBufMap, HelperError> {
+    ctx.map(handle, 1)?.downcast_ref::<RingBufMap>().ok_or(invalid(1, "not a ring buffer"))
+}
+
+fn commit(ctx: &CallContext<'_>, addr: u64, discard: bool) -> Result<u64, HelperError> {
+    for map in ctx.env().maps() {
+        if let Some(rb) = map.downcast_ref::<RingBufMap>() {
+            if rb.contains(addr) {
+                return if rb.commit(addr, discard) { Ok(0) } else { Err(invalid(1, "record is not reserved")) };
+            }
+        }
+    }
+    Err(invalid(1, "not a ring buffer record"))
+}
+
+/// A xorshift64* generator shared by all executions.
+fn prandom() -> u32 {
+    static STATE: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
+    let mut x = STATE.load(Ordering::Relaxed);
+    loop {
+        let mut n = x;
+        n ^= n >> 12;
+        n ^= n << 25;
+        n ^= n >> 27;
+        match STATE.compare_exchange_weak(x, n, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return (n.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32,
+            Err(cur) => x = cur,
+        }
+    }
+}
+
+/// `bpf_trace_printk(fmt, fmt_size, a, b, c)`: `%d %i %u %x %X %c %s %p %%` with `l`/`ll` length
+/// modifiers; `%s` reads a NUL-terminated string (at most 256 bytes) from program memory.
+fn trace_printk(ctx: &mut CallContext<'_>, a: [u64; 5]) -> Result<u64, HelperError> {
+    let size =
+        usize::try_from(a[1]).ok().filter(|&s| s > 0 && s <= 1024).ok_or(invalid(2, "format size must be 1..=1024"))?;
+    let fmt = ctx.read_vec(a[0], size)?;
+    let fmt = &fmt[..fmt.iter().position(|&b| b == 0).unwrap_or(fmt.len())];
+    let mut out = String::new();
+    let mut args = a[2..].iter().copied();
+    let mut i = 0;
+    while i < fmt.len() {
+        let c = fmt[i];
+        i += 1;
+        if c != b'%' {
+            out.push(c as char);
+            continue;
+        }
+        let mut long = 0;
+        while i < fmt.len() && fmt[i] == b'l' {
+            long += 1;
+            i += 1;
+        }
+        let Some(&conv) = fmt.get(i) else { return Err(invalid(1, "format ends inside a conversion")) };
+        i += 1;
+        if conv == b'%' {
+            out.push('%');
+            continue;
+        }
+        let v = args.next().ok_or(invalid(1, "more conversions than arguments"))?;
+        let _ = match (conv, long) {
+            (b'd' | b'i', 0) => write!(out, "{}", v as i32),
+            (b'd' | b'i', _) => write!(out, "{}", v as i64),
+            (b'u', 0) => write!(out, "{}", v as u32),
+            (b'u', _) => write!(out, "{v}"),
+            (b'x', 0) => write!(out, "{:x}", v as u32),
+            (b'x', _) => write!(out, "{v:x}"),
+            (b'X', 0) => write!(out, "{:X}", v as u32),
+            (b'X', _) => write!(out, "{v:X}"),
+            (b'c', _) => write!(out, "{}", v as u8 as char),
+            (b'p', _) => write!(out, "{v:#x}"),
+            (b's', _) => {
+                let mut s = Vec::new();
+                for k in 0..256u64 {
+                    let mut b = [0u8];
+                    ctx.read(v.wrapping_add(k), &mut b)?;
+                    if b[0] == 0 {
+                        break;
+                    }
+                    s.push(b[0]);
+                }
+                write!(out, "{}", String::from_utf8_lossy(&s))
+            }
+            _ => return Err(invalid(1, "unsupported conversion")),
+        };
+    }
+    let len = out.len() as u64;
+    ctx.env().print(out.trim_end_matches('\n'));
+    Ok(len)
+}

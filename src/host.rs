@@ -1,0 +1,58 @@
+//! What the standard helpers need from the operating system (time, process identity, printing).
+//! With the `std` feature these come from the standard library; without it they are fixed values, and
+//! a host that wants them provides its own helpers.
+
+#[cfg(feature = "std")]
+mod imp {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+
+    fn start() -> Instant {
+        static START: OnceLock<Instant> = OnceLock::new();
+        *START.get_or_init(Instant::now)
+    }
+
+    /// Nanoseconds on a monotonic clock.
+    pub(crate) fn monotonic_ns() -> u64 {
+        // Start the clock at 1 s so that 0 never looks like a valid time.
+        start().elapsed().as_nanos() as u64 + 1_000_000_000
+    }
+
+    /// The process id.
+    pub(crate) fn pid() -> u32 {
+        std::process::id()
+    }
+
+    /// The process name, as in `/proc/self/comm`.
+    pub(crate) fn comm() -> std::string::String {
+        std::fs::read_to_string("/proc/self/comm").map(|s| s.trim_end().to_string()).unwrap_or_else(|_| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_default()
+        })
+    }
+
+    /// Writes a line to standard error.
+    pub(crate) fn print_line(line: &str) {
+        std::eprintln!("{line}");
+    }
+}
+
+#[cfg(not(feature = "std"))]
+mod imp {
+    use alloc::string::String;
+
+    pub(crate) fn monotonic_ns() -> u64 {
+        0
+    }
+    pub(crate) fn pid() -> u32 {
+        0
+    }
+    pub(crate) fn comm() -> String {
+        String::new()
+    }
+    pub(crate) fn print_line(_line: &str) {}
+}
+
+pub(crate) use imp::*;

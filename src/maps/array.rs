@@ -1,0 +1,138 @@
+//! Array maps: `max_entries` values indexed by a 4-byte key, all present from creation.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::any::Any;
+
+use super::storage::{copy_in, Slots};
+use super::{check_flags, check_key, check_value, Map, MapDef, MapError, BPF_NOEXIST, MAX_CPUS};
+use crate::vm::Region;
+
+/// `BPF_MAP_TYPE_ARRAY`: one shared value per index.
+pub struct ArrayMap {
+    def: MapDef,
+    slots: Slots,
+    cpus: usize,
+}
+
+/// `BPF_MAP_TYPE_PERCPU_ARRAY`: one value per index and per CPU slot.
+pub struct PerCpuArrayMap(ArrayMap);
+
+fn index(def: &MapDef, key: &[u8]) -> Result<u32, MapError> {
+    check_key(def, key)?;
+    let mut b = [0u8; 4];
+    b.copy_from_slice(key);
+    let i = u32::from_ne_bytes(b);
+    if i >= def.max_entries {
+        return Err(MapError::OutOfRange(i));
+    }
+    Ok(i)
+}
+
+impl ArrayMap {
+    /// Creates a zeroed array map.
+    pub fn new(def: MapDef) -> Result<ArrayMap, MapError> {
+        ArrayMap::with_cpus(def, 1)
+    }
+
+    fn with_cpus(def: MapDef, cpus: usize) -> Result<ArrayMap, MapError> {
+        if def.key_size != 4 {
+            return Err(MapError::InvalidDef("array keys must be 4 bytes"));
+        }
+        if def.value_size == 0 || def.max_entries == 0 {
+            return Err(MapError::InvalidDef("array values and capacity must be non-zero"));
+        }
+        let slots = Slots::new(def.value_size as usize, def.max_entries as usize * cpus)
+            .ok_or(MapError::InvalidDef("array is too large"))?;
+        Ok(ArrayMap { def, slots, cpus })
+    }
+
+    /// Address of the value at `index` for `cpu`, if in range.
+    pub fn value_ptr(&self, index: u32, cpu: usize) -> Option<*mut u8> {
+        (index < self.def.max_entries && cpu < self.cpus)
+            .then(|| self.slots.ptr(cpu * self.def.max_entries as usize + index as usize))
+    }
+}
+
+impl Map for ArrayMap {
+    fn def(&self) -> MapDef {
+        self.def
+    }
+
+    fn cpus(&self) -> usize {
+        self.cpus
+    }
+
+    fn lookup(&self, key: &[u8], cpu: usize) -> Option<*mut u8> {
+        self.value_ptr(index(&self.def, key).ok()?, cpu)
+    }
+
+    fn update(&self, key: &[u8], value: &[u8], flags: u64, cpu: usize) -> Result<(), MapError> {
+        check_flags(flags)?;
+        check_value(&self.def, value)?;
+        let i = index(&self.def, key)?;
+        if flags == BPF_NOEXIST {
+            return Err(MapError::Exists);
+        }
+        copy_in(self.value_ptr(i, cpu).ok_or(MapError::OutOfRange(i))?, value);
+        Ok(())
+    }
+
+    fn delete(&self, _key: &[u8]) -> Result<(), MapError> {
+        Err(MapError::Unsupported)
+    }
+
+    fn next_key(&self, key: Option<&[u8]>, out: &mut [u8]) -> Result<(), MapError> {
+        let next = match key.map(|k| index(&self.def, k)) {
+            None | Some(Err(_)) => 0,
+            Some(Ok(i)) => i + 1,
+        };
+        if next >= self.def.max_entries || out.len() != 4 {
+            return Err(MapError::NotFound);
+        }
+        out.copy_from_slice(&next.to_ne_bytes());
+        Ok(())
+    }
+
+    fn regions(&self) -> Vec<Region> {
+        vec![self.slots.region()]
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl PerCpuArrayMap {
+    /// Creates a zeroed per-CPU array map with [`MAX_CPUS`] slots per index.
+    pub fn new(def: MapDef) -> Result<PerCpuArrayMap, MapError> {
+        ArrayMap::with_cpus(def, MAX_CPUS).map(PerCpuArrayMap)
+    }
+}
+
+impl Map for PerCpuArrayMap {
+    fn def(&self) -> MapDef {
+        self.0.def
+    }
+    fn cpus(&self) -> usize {
+        self.0.cpus
+    }
+    fn lookup(&self, key: &[u8], cpu: usize) -> Option<*mut u8> {
+        self.0.lookup(key, cpu)
+    }
+    fn update(&self, key: &[u8], value: &[u8], flags: u64, cpu: usize) -> Result<(), MapError> {
+        self.0.update(key, value, flags, cpu)
+    }
+    fn delete(&self, key: &[u8]) -> Result<(), MapError> {
+        self.0.delete(key)
+    }
+    fn next_key(&self, key: Option<&[u8]>, out: &mut [u8]) -> Result<(), MapError> {
+        self.0.next_key(key, out)
+    }
+    fn regions(&self) -> Vec<Region> {
+        self.0.regions()
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}

@@ -1,0 +1,255 @@
+//! Maps: key/value stores shared between programs and the host.
+//!
+//! Every kind implements [`Map`]; values live in storage allocated when the map is created, which never
+//! moves while the map lives, so a pointer a program got from a lookup stays valid for the whole
+//! execution even if the key is deleted meanwhile (the slot may then be reused, as in the kernel).
+//! Maps are `Send + Sync` and shared between executions on many threads; a program's atomics on map
+//! values are host atomics. Hosts can implement [`Map`] for their own kinds.
+
+mod array;
+mod hash;
+mod prog_array;
+mod ringbuf;
+mod storage;
+mod typed;
+
+pub use array::{ArrayMap, PerCpuArrayMap};
+pub use hash::{HashKind, HashMap};
+pub use prog_array::ProgArrayMap;
+pub use ringbuf::RingBufMap;
+pub use typed::{Array, Pod, TypedHashMap};
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::any::Any;
+
+use crate::vm::Region;
+
+/// Number of per-CPU slots: at most this many executions that use per-CPU maps run at once; more wait.
+pub const MAX_CPUS: usize = 16;
+
+/// Map types, numbered as in the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MapType {
+    /// `BPF_MAP_TYPE_HASH`
+    Hash,
+    /// `BPF_MAP_TYPE_ARRAY`
+    Array,
+    /// `BPF_MAP_TYPE_PROG_ARRAY`: program ids for tail calls.
+    ProgArray,
+    /// `BPF_MAP_TYPE_PERCPU_HASH`
+    PerCpuHash,
+    /// `BPF_MAP_TYPE_PERCPU_ARRAY`
+    PerCpuArray,
+    /// `BPF_MAP_TYPE_LRU_HASH`
+    LruHash,
+    /// `BPF_MAP_TYPE_RINGBUF`
+    RingBuf,
+    /// Any other kernel type number, for host-provided kinds.
+    Other(u32),
+}
+
+impl MapType {
+    /// The type for a kernel map type number.
+    pub fn from_raw(n: u32) -> MapType {
+        match n {
+            1 => MapType::Hash,
+            2 => MapType::Array,
+            3 => MapType::ProgArray,
+            5 => MapType::PerCpuHash,
+            6 => MapType::PerCpuArray,
+            9 => MapType::LruHash,
+            27 => MapType::RingBuf,
+            n => MapType::Other(n),
+        }
+    }
+
+    /// The kernel's number for this type.
+    pub fn raw(self) -> u32 {
+        match self {
+            MapType::Hash => 1,
+            MapType::Array => 2,
+            MapType::ProgArray => 3,
+            MapType::PerCpuHash => 5,
+            MapType::PerCpuArray => 6,
+            MapType::LruHash => 9,
+            MapType::RingBuf => 27,
+            MapType::Other(n) => n,
+        }
+    }
+}
+
+/// A map's definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MapDef {
+    /// The kind.
+    pub map_type: MapType,
+    /// Key size in bytes.
+    pub key_size: u32,
+    /// Value size in bytes.
+    pub value_size: u32,
+    /// Capacity (for a ring buffer: its size in bytes).
+    pub max_entries: u32,
+    /// Creation flags.
+    pub flags: u32,
+}
+
+/// `update` flag: create or replace.
+pub const BPF_ANY: u64 = 0;
+/// `update` flag: create only.
+pub const BPF_NOEXIST: u64 = 1;
+/// `update` flag: replace only.
+pub const BPF_EXIST: u64 = 2;
+
+/// Why a map operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MapError {
+    /// The definition cannot be created.
+    #[error("invalid map definition: {0}")]
+    InvalidDef(&'static str),
+    /// A key of the wrong size.
+    #[error("key has {got} bytes, the map's keys have {want}")]
+    KeySize {
+        /// Bytes given.
+        got: usize,
+        /// The map's key size.
+        want: u32,
+    },
+    /// A value of the wrong size.
+    #[error("value has {got} bytes, the map's values have {want}")]
+    ValueSize {
+        /// Bytes given.
+        got: usize,
+        /// The map's value size.
+        want: u32,
+    },
+    /// No entry for the key (or, for `next_key`, no key after it).
+    #[error("no such entry")]
+    NotFound,
+    /// `BPF_NOEXIST` for a key that exists.
+    #[error("the entry exists")]
+    Exists,
+    /// The map is full.
+    #[error("the map is full")]
+    Full,
+    /// An index past the end of an array.
+    #[error("index {0} is out of range")]
+    OutOfRange(u32),
+    /// Unknown update flags.
+    #[error("invalid flags {0:#x}")]
+    InvalidFlags(u64),
+    /// The map kind does not support the operation.
+    #[error("operation not supported by this map kind")]
+    Unsupported,
+}
+
+impl MapError {
+    /// The negative errno a BPF helper returns for this error.
+    pub fn errno(&self) -> i64 {
+        match self {
+            MapError::NotFound => -2,     // ENOENT
+            MapError::Exists => -17,      // EEXIST
+            MapError::Full => -7,         // E2BIG
+            MapError::Unsupported => -95, // EOPNOTSUPP
+            _ => -22,                     // EINVAL
+        }
+    }
+}
+
+/// A map, as programs and hosts use it. `cpu` selects the slot of per-CPU kinds (0 for the others).
+pub trait Map: Send + Sync + Any {
+    /// The definition.
+    fn def(&self) -> MapDef;
+
+    /// Number of per-CPU slots (1 for shared kinds).
+    fn cpus(&self) -> usize {
+        1
+    }
+
+    /// Address of the value for `key` in slot `cpu`, stable while the map lives; `None` if absent.
+    fn lookup(&self, key: &[u8], cpu: usize) -> Option<*mut u8>;
+
+    /// Creates or replaces the value for `key` (in slot `cpu`; for per-CPU kinds a new key starts
+    /// zeroed in the other slots). `flags` is `BPF_ANY`, `BPF_NOEXIST` or `BPF_EXIST`.
+    fn update(&self, key: &[u8], value: &[u8], flags: u64, cpu: usize) -> Result<(), MapError>;
+
+    /// Deletes the entry for `key`.
+    fn delete(&self, key: &[u8]) -> Result<(), MapError>;
+
+    /// Writes the key after `key` (the first key for `None`) into `out`.
+    fn next_key(&self, key: Option<&[u8]>, out: &mut [u8]) -> Result<(), MapError>;
+
+    /// Host memory programs may access through this map's values (for checked mode).
+    fn regions(&self) -> Vec<Region> {
+        Vec::new()
+    }
+
+    /// The map as `Any`, to reach kind-specific operations.
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl dyn Map {
+    /// A copy of the value for `key` in slot `cpu`.
+    pub fn get(&self, key: &[u8], cpu: usize) -> Option<Vec<u8>> {
+        let p = self.lookup(key, cpu)?;
+        let mut out = alloc::vec![0u8; self.def().value_size as usize];
+        storage::copy_out(p, &mut out);
+        Some(out)
+    }
+
+    /// All keys, in the map's iteration order.
+    pub fn keys(&self) -> Vec<Vec<u8>> {
+        let mut keys = Vec::new();
+        let mut cur = alloc::vec![0u8; self.def().key_size as usize];
+        let mut prev: Option<Vec<u8>> = None;
+        while self.next_key(prev.as_deref(), &mut cur).is_ok() {
+            if keys.len() > self.def().max_entries as usize {
+                break; // a host map with a broken next_key must not loop forever
+            }
+            keys.push(cur.clone());
+            prev = Some(cur.clone());
+        }
+        keys
+    }
+
+    /// The map as its concrete kind.
+    pub fn downcast_ref<T: Map>(&self) -> Option<&T> {
+        self.as_any().downcast_ref::<T>()
+    }
+}
+
+/// Creates a built-in map for a definition.
+pub fn create(def: MapDef) -> Result<Arc<dyn Map>, MapError> {
+    Ok(match def.map_type {
+        MapType::Array => Arc::new(ArrayMap::new(def)?),
+        MapType::PerCpuArray => Arc::new(PerCpuArrayMap::new(def)?),
+        MapType::Hash => Arc::new(HashMap::new(def, HashKind::Plain)?),
+        MapType::LruHash => Arc::new(HashMap::new(def, HashKind::Lru)?),
+        MapType::PerCpuHash => Arc::new(HashMap::new(def, HashKind::PerCpu)?),
+        MapType::ProgArray => Arc::new(ProgArrayMap::new(def)?),
+        MapType::RingBuf => Arc::new(RingBufMap::new(def)?),
+        MapType::Other(_) => return Err(MapError::InvalidDef("unsupported map type")),
+    })
+}
+
+fn check_key(def: &MapDef, key: &[u8]) -> Result<(), MapError> {
+    if key.len() != def.key_size as usize {
+        return Err(MapError::KeySize { got: key.len(), want: def.key_size });
+    }
+    Ok(())
+}
+
+fn check_value(def: &MapDef, value: &[u8]) -> Result<(), MapError> {
+    if value.len() != def.value_size as usize {
+        return Err(MapError::ValueSize { got: value.len(), want: def.value_size });
+    }
+    Ok(())
+}
+
+fn check_flags(flags: u64) -> Result<(), MapError> {
+    if flags > BPF_EXIST {
+        return Err(MapError::InvalidFlags(flags));
+    }
+    Ok(())
+}

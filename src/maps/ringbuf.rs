@@ -1,0 +1,204 @@
+//! The ring buffer (`BPF_MAP_TYPE_RINGBUF`): programs reserve, fill and submit (or discard) records;
+//! the host consumes them in order.
+//!
+//! Each record starts with an 8-byte header: its length, a busy bit while reserved, and a discard
+//! bit. Records are 8-byte aligned and contiguous; one that would cross the end of the buffer is
+//! preceded by a discarded padding record that fills the rest, so every record a program receives is
+//! one contiguous range.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::any::Any;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use spin::Mutex;
+
+use super::storage::{copy_out, Slots};
+use super::{Map, MapDef, MapError};
+use crate::vm::Region;
+
+const BUSY: u32 = 1 << 31;
+const DISCARD: u32 = 1 << 30;
+const LEN_MASK: u32 = DISCARD - 1;
+const HEADER: u64 = 8;
+
+/// A ring buffer of `max_entries` bytes (a power of two, at least 16).
+pub struct RingBufMap {
+    def: MapDef,
+    data: Slots,
+    size: u64,
+    /// Next byte the producer writes (monotonic); producers serialise on the lock.
+    producer: Mutex<u64>,
+    /// Published producer position, for the consumer.
+    prod_pos: AtomicU64,
+    /// Next byte the consumer reads (monotonic).
+    cons_pos: AtomicU64,
+}
+
+fn round8(n: u64) -> u64 {
+    (n + 7) & !7
+}
+
+impl RingBufMap {
+    /// Creates an empty ring buffer.
+    pub fn new(def: MapDef) -> Result<RingBufMap, MapError> {
+        let size = def.max_entries as u64;
+        if !size.is_power_of_two() || size < 16 {
+            return Err(MapError::InvalidDef("ring buffer size must be a power of two of at least 16 bytes"));
+        }
+        if def.key_size != 0 || def.value_size != 0 {
+            return Err(MapError::InvalidDef("ring buffers have no keys or values"));
+        }
+        let data = Slots::new(size as usize, 1).ok_or(MapError::InvalidDef("ring buffer is too large"))?;
+        Ok(RingBufMap {
+            def,
+            data,
+            size,
+            producer: Mutex::new(0),
+            prod_pos: AtomicU64::new(0),
+            cons_pos: AtomicU64::new(0),
+        })
+    }
+
+    fn header(&self, pos: u64) -> &AtomicU32 {
+        let p = self.data.ptr(0).wrapping_add((pos % self.size) as usize);
+        // SAFETY: `pos % size` is 8-aligned and at least 8 bytes before the end of the buffer (records
+        // and their headers are 8-aligned and the size is a multiple of 8); the buffer lives as long as
+        // `self`, and headers are only accessed atomically.
+        unsafe { AtomicU32::from_ptr(p.cast::<u32>()) }
+    }
+
+    /// Reserves a record of `len` bytes and returns the address of its data, or `None` if the buffer
+    /// has no room.
+    pub fn reserve(&self, len: u64) -> Option<u64> {
+        if len == 0 || len > (LEN_MASK as u64) || round8(len) + HEADER > self.size / 2 {
+            return None;
+        }
+        let total = round8(len) + HEADER;
+        let mut prod = self.producer.lock();
+        let cons = self.cons_pos.load(Ordering::Acquire);
+        let offset = *prod % self.size;
+        let pad = if offset + total > self.size { self.size - offset } else { 0 };
+        if *prod + pad + total - cons > self.size {
+            return None;
+        }
+        if pad > 0 {
+            self.header(*prod).store(((pad - HEADER) as u32) | DISCARD, Ordering::Release);
+            *prod += pad;
+        }
+        let at = *prod;
+        self.header(at).store(len as u32 | BUSY, Ordering::Release);
+        *prod += total;
+        self.prod_pos.store(*prod, Ordering::Release);
+        Some(self.data.ptr(0).expose_provenance() as u64 + (at % self.size) + HEADER)
+    }
+
+    /// The header of the record whose data starts at `addr`, if `addr` is a record of this buffer.
+    fn header_of(&self, addr: u64) -> Option<&AtomicU32> {
+        let base = self.data.ptr(0).expose_provenance() as u64;
+        let off = addr.checked_sub(base)?.checked_sub(HEADER)?;
+        (off < self.size && off % 8 == 0).then(|| self.header(off))
+    }
+
+    /// Publishes (or, if `discard`, drops) a reserved record given by its data address. Returns
+    /// `false` if the address is not a reserved record of this buffer.
+    pub fn commit(&self, addr: u64, discard: bool) -> bool {
+        let Some(h) = self.header_of(addr) else { return false };
+        let v = h.load(Ordering::Acquire);
+        if v & BUSY == 0 {
+            return false;
+        }
+        let new = (v & LEN_MASK) | if discard { DISCARD } else { 0 };
+        h.store(new, Ordering::Release);
+        true
+    }
+
+    /// Whether `addr` lies inside this buffer's data.
+    pub fn contains(&self, addr: u64) -> bool {
+        self.header_of(addr).is_some()
+    }
+
+    /// Copies `data` into a new record and submits it. Returns `false` if there is no room.
+    pub fn output(&self, data: &[u8]) -> bool {
+        let Some(at) = self.reserve(data.len() as u64) else { return false };
+        super::storage::copy_in(core::ptr::with_exposed_provenance_mut(at as usize), data);
+        self.commit(at, false)
+    }
+
+    /// `bpf_ringbuf_query`: 0 = bytes not yet consumed, 1 = size, 2 = consumer position, 3 = producer
+    /// position.
+    pub fn query(&self, flags: u64) -> u64 {
+        let prod = self.prod_pos.load(Ordering::Acquire);
+        let cons = self.cons_pos.load(Ordering::Acquire);
+        match flags {
+            0 => prod - cons,
+            1 => self.size,
+            2 => cons,
+            3 => prod,
+            _ => 0,
+        }
+    }
+
+    /// Consumes submitted records in order, passing each one's bytes to `f`; stops at the first
+    /// record still reserved. Returns the number of records passed to `f`.
+    pub fn consume(&self, mut f: impl FnMut(&[u8])) -> usize {
+        let mut count = 0;
+        let mut buf = Vec::new();
+        loop {
+            let cons = self.cons_pos.load(Ordering::Acquire);
+            if cons == self.prod_pos.load(Ordering::Acquire) {
+                return count;
+            }
+            let h = self.header(cons).load(Ordering::Acquire);
+            if h & BUSY != 0 {
+                return count;
+            }
+            let len = (h & LEN_MASK) as u64;
+            if h & DISCARD == 0 {
+                buf.resize(len as usize, 0);
+                let start = self.data.ptr(0).wrapping_add((cons % self.size + HEADER) as usize);
+                copy_out(start, &mut buf);
+                f(&buf);
+                count += 1;
+            }
+            self.cons_pos.store(cons + round8(len) + HEADER, Ordering::Release);
+        }
+    }
+
+    /// Consumes all submitted records into a vector.
+    pub fn drain(&self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        self.consume(|r| out.push(r.to_vec()));
+        out
+    }
+}
+
+impl Map for RingBufMap {
+    fn def(&self) -> MapDef {
+        self.def
+    }
+
+    fn lookup(&self, _key: &[u8], _cpu: usize) -> Option<*mut u8> {
+        None
+    }
+
+    fn update(&self, _key: &[u8], _value: &[u8], _flags: u64, _cpu: usize) -> Result<(), MapError> {
+        Err(MapError::Unsupported)
+    }
+
+    fn delete(&self, _key: &[u8]) -> Result<(), MapError> {
+        Err(MapError::Unsupported)
+    }
+
+    fn next_key(&self, _key: Option<&[u8]>, _out: &mut [u8]) -> Result<(), MapError> {
+        Err(MapError::NotFound)
+    }
+
+    fn regions(&self) -> Vec<Region> {
+        vec![self.data.region()]
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
