@@ -34,6 +34,8 @@
 
 extern crate alloc;
 
+#[cfg(feature = "elf")]
+pub mod elf;
 mod error;
 pub mod helpers;
 mod host;

@@ -47,8 +47,9 @@ impl ArrayMap {
         Ok(ArrayMap { def, slots, cpus })
     }
 
-    /// Address of the value at `index` for `cpu`, if in range.
+    /// Address of the value at `index` for `cpu`, if in range. Shared arrays have one slot, whatever the CPU.
     pub fn value_ptr(&self, index: u32, cpu: usize) -> Option<*mut u8> {
+        let cpu = if self.cpus == 1 { 0 } else { cpu };
         (index < self.def.max_entries && cpu < self.cpus)
             .then(|| self.slots.ptr(cpu * self.def.max_entries as usize + index as usize))
     }

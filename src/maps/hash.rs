@@ -65,6 +65,14 @@ impl HashMap {
         self.slots.ptr(cpu * self.def.max_entries as usize + slot as usize)
     }
 
+    /// The slot to use for `cpu`: shared maps have one, whatever the CPU.
+    fn cpu_slot(&self, cpu: usize) -> Option<usize> {
+        match self.kind {
+            HashKind::PerCpu => (cpu < self.cpus).then_some(cpu),
+            _ => Some(0),
+        }
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.index.lock().slot_of.len()
@@ -86,7 +94,8 @@ impl Map for HashMap {
     }
 
     fn lookup(&self, key: &[u8], cpu: usize) -> Option<*mut u8> {
-        if key.len() != self.def.key_size as usize || cpu >= self.cpus {
+        let cpu = self.cpu_slot(cpu)?;
+        if key.len() != self.def.key_size as usize {
             return None;
         }
         let mut ix = self.index.lock();
@@ -103,9 +112,7 @@ impl Map for HashMap {
         check_flags(flags)?;
         check_key(&self.def, key)?;
         check_value(&self.def, value)?;
-        if cpu >= self.cpus {
-            return Err(MapError::OutOfRange(cpu as u32));
-        }
+        let cpu = self.cpu_slot(cpu).ok_or(MapError::OutOfRange(cpu as u32))?;
         let mut ix = self.index.lock();
         ix.clock += 1;
         let now = ix.clock;

@@ -167,7 +167,8 @@ pub trait Map: Send + Sync + Any {
         1
     }
 
-    /// Address of the value for `key` in slot `cpu`, stable while the map lives; `None` if absent.
+    /// Address of the value for `key` in slot `cpu` (ignored by shared kinds), stable while the map
+    /// lives; `None` if absent.
     fn lookup(&self, key: &[u8], cpu: usize) -> Option<*mut u8>;
 
     /// Creates or replaces the value for `key` (in slot `cpu`; for per-CPU kinds a new key starts

@@ -803,8 +803,11 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool>(
                     .and_then(|id| setup.codes.get(id as usize));
                 match target {
                     Some(code) if tail_calls < MAX_TAIL_CALLS => {
+                        // The target starts as a program does: r1 is the context argument of the
+                        // tail call, r2 the input's length.
                         tail_calls += 1;
                         slots = &code.slots[..];
+                        r[2] = mem_len;
                         pc = 0;
                     }
                     // A failed tail call returns an error and execution goes on.

@@ -1,0 +1,372 @@
+//! The clang-compiled fixtures of `tests/fixtures/` (rebuilt by `tests/fixtures/build.sh`): each one
+//! loaded, run, and checked for r0 and map contents, on every engine.
+
+use std::sync::{Arc, Mutex};
+
+use ebpf_vm::elf::{MapOrigin, Object};
+use ebpf_vm::maps::{Array, RingBufMap, TypedHashMap};
+use ebpf_vm::{Engine, Env, ExecError, Vm};
+
+/// Every engine the crate has.
+const ENGINES: &[Engine] = &[Engine::Interpreter];
+
+fn load(name: &str) -> Object {
+    let path = format!("{}/tests/fixtures/{name}.o", env!("CARGO_MANIFEST_DIR"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    Object::parse(&bytes).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn vm(obj: &Object, program: &str, engine: Engine) -> Vm {
+    obj.vm_builder(program).expect("program exists").engine(engine).budget(10_000_000).build().expect("builds")
+}
+
+fn u64_at(map: &Arc<dyn ebpf_vm::maps::Map>) -> u64 {
+    u64::from_le_bytes(map.get(&0u32.to_ne_bytes(), 0).expect("value")[..8].try_into().unwrap())
+}
+
+#[test]
+fn hash_map_and_global_data() {
+    for &engine in ENGINES {
+        let obj = load("hash_count");
+        assert_eq!(obj.license(), "GPL");
+        let origins: Vec<_> = obj.maps().iter().map(|m| (m.name.as_str(), m.origin)).collect();
+        assert!(origins.contains(&("counts", MapOrigin::Btf)));
+        assert!(origins.contains(&(".bss", MapOrigin::GlobalData)));
+        assert!(origins.contains(&(".data", MapOrigin::GlobalData)));
+        assert!(origins.contains(&(".rodata", MapOrigin::GlobalData)));
+        let vm = vm(&obj, "count_bytes", engine);
+        assert_eq!(vm.execute(&mut b"abca".to_vec()), Ok(12)); // total_bytes = 4 * weight 3
+        assert_eq!(vm.execute(&mut b"zz".to_vec()), Ok(18));
+        let counts = TypedHashMap::<u32, u64>::new(Arc::clone(obj.map("counts").unwrap())).unwrap();
+        let mut entries = counts.entries();
+        entries.sort();
+        assert_eq!(entries, vec![(b'a' as u32, 2), (b'b' as u32, 1), (b'c' as u32, 1), (b'z' as u32, 2)]);
+        assert_eq!(u64_at(obj.map(".data").unwrap()), 102, "runs started at 100");
+        assert_eq!(u64_at(obj.map(".bss").unwrap()), 18);
+    }
+}
+
+#[test]
+fn subprograms_in_text() {
+    for &engine in ENGINES {
+        let obj = load("subprog");
+        let p = obj.program("squares").unwrap();
+        assert!(p.program.functions().len() >= 3, "entry, sum_of_squares and square are linked in");
+        assert_eq!(vm(&obj, "squares", engine).execute(&mut [1, 2, 3]), Ok(1 + 4 + 9 + 9));
+    }
+}
+
+#[test]
+fn tail_calls_through_an_initialised_program_array() {
+    for &engine in ENGINES {
+        let obj = load("tail_init");
+        assert_eq!(vm(&obj, "first", engine).execute(&mut [0; 5]), Ok(2005));
+    }
+}
+
+#[test]
+fn tail_calls_through_a_host_filled_program_array() {
+    for &engine in ENGINES {
+        let obj = load("tail_host");
+        let handlers = obj.map("handlers").unwrap();
+        let pa = handlers.downcast_ref::<ebpf_vm::maps::ProgArrayMap>().unwrap();
+        let vm = vm(&obj, "dispatch", engine);
+        assert_eq!(vm.execute(&mut [0, 6, 7]), Ok(999), "empty slot: the tail call fails");
+        pa.set(0, obj.program_id("handler_add").unwrap()).unwrap();
+        pa.set(1, obj.program_id("handler_mul").unwrap()).unwrap();
+        assert_eq!(vm.execute(&mut [0, 6, 7]), Ok(13));
+        assert_eq!(vm.execute(&mut [1, 6, 7]), Ok(42));
+        assert_eq!(vm.execute(&mut [5, 6, 7]), Ok(999));
+        // A program that tail-calls itself: 33 tail calls succeed, the 34th fails.
+        pa.set(7, obj.program_id("chain").unwrap()).unwrap();
+        assert_eq!(self::vm(&obj, "chain", engine).execute(&mut [0]), Ok(34));
+    }
+}
+
+#[test]
+fn lru_hash_evicts_the_least_recently_used() {
+    for &engine in ENGINES {
+        let obj = load("lru");
+        let vm = vm(&obj, "touch", engine);
+        assert_eq!(vm.execute(&mut [1, 2, 3, 4, 1, 1]), Ok(4));
+        // 5 evicts 2 (1 was touched after 2), then 2 evicts 3.
+        assert_eq!(vm.execute(&mut [5, 2]), Ok(2));
+        let recent = TypedHashMap::<u32, u32>::new(Arc::clone(obj.map("recent").unwrap())).unwrap();
+        let mut keys: Vec<u32> = recent.entries().into_iter().map(|(k, _)| k).collect();
+        keys.sort();
+        assert_eq!(keys, vec![1, 2, 4, 5]);
+        assert_eq!(recent.get(&1), Some(3));
+    }
+}
+
+#[test]
+fn per_cpu_maps_count_exactly_on_four_threads() {
+    for &engine in ENGINES {
+        let obj = load("percpu");
+        let shared = obj.map("shared_by_len").unwrap();
+        for key in 0u32..16 {
+            shared.update(&key.to_ne_bytes(), &0u64.to_ne_bytes(), 0, 0).unwrap();
+        }
+        let vm = vm(&obj, "count", engine);
+        const RUNS: usize = 2000;
+        std::thread::scope(|s| {
+            for t in 0..4usize {
+                let vm = &vm;
+                s.spawn(move || {
+                    for i in 0..RUNS {
+                        let mut mem = vec![0u8; (t * 3 + i) % 16];
+                        let cpu = vm.execute(&mut mem).unwrap();
+                        assert!(cpu < ebpf_vm::maps::MAX_CPUS as u64);
+                    }
+                });
+            }
+        });
+        let total = Array::<u64>::new(Arc::clone(obj.map("per_cpu_total").unwrap())).unwrap();
+        assert_eq!(total.get_per_cpu(0).unwrap().iter().sum::<u64>(), 4 * RUNS as u64);
+        let by_len = TypedHashMap::<u32, u64>::new(Arc::clone(obj.map("per_cpu_by_len").unwrap())).unwrap();
+        let shared = TypedHashMap::<u32, u64>::new(Arc::clone(shared)).unwrap();
+        let mut sum_per_cpu = 0;
+        let mut sum_shared = 0;
+        for key in 0u32..16 {
+            let expected = (0..4usize)
+                .flat_map(|t| (0..RUNS).map(move |i| (t * 3 + i) % 16))
+                .filter(|&l| l == key as usize)
+                .count() as u64;
+            let per_cpu: u64 = by_len.get_per_cpu(&key).map_or(0, |v| v.iter().sum());
+            assert_eq!(per_cpu, expected, "per-CPU hash, key {key}");
+            assert_eq!(shared.get(&key), Some(expected), "shared hash, key {key}");
+            sum_per_cpu += per_cpu;
+            sum_shared += shared.get(&key).unwrap();
+        }
+        assert_eq!((sum_per_cpu, sum_shared), (4 * RUNS as u64, 4 * RUNS as u64));
+    }
+}
+
+fn event(kind: u8, value: u64) -> Vec<u8> {
+    let mut v = vec![kind];
+    v.extend_from_slice(&value.to_le_bytes());
+    v
+}
+
+#[test]
+fn ring_buffer_records_arrive_in_order_across_wrap_around() {
+    for &engine in ENGINES {
+        let obj = load("ringbuf");
+        let rb_map = Arc::clone(obj.map("events").unwrap());
+        let rb = rb_map.downcast_ref::<RingBufMap>().unwrap();
+        let vm = vm(&obj, "produce", engine);
+        let mut expected_seq = 0u32;
+        let mut produced = 0u64;
+        let mut consumed = Vec::new();
+        // 4096-byte buffer, 24 bytes per record: 1000 records wrap around it several times.
+        for round in 0..50u64 {
+            for i in 0..20u64 {
+                let value = round * 100 + i;
+                let kind = (i % 3) as u8;
+                let r0 = vm.execute(&mut event(kind, value)).unwrap();
+                assert!((r0 as i64) >= 0, "produce failed: {}", r0 as i64);
+                produced += 1;
+            }
+            rb.consume(|rec| consumed.push(rec.to_vec()));
+        }
+        assert_eq!(produced, 1000);
+        // Discarded records (kind 2) are skipped; the others arrive in order, none lost.
+        let mut want = Vec::new();
+        for round in 0..50u64 {
+            for i in 0..20u64 {
+                if i % 3 != 2 {
+                    want.push((expected_seq, (i % 3) as u32, round * 100 + i));
+                }
+                expected_seq += 1;
+            }
+        }
+        let got: Vec<(u32, u32, u64)> = consumed
+            .iter()
+            .map(|r| {
+                assert_eq!(r.len(), 16);
+                (
+                    u32::from_le_bytes(r[0..4].try_into().unwrap()),
+                    u32::from_le_bytes(r[4..8].try_into().unwrap()),
+                    u64::from_le_bytes(r[8..16].try_into().unwrap()),
+                )
+            })
+            .collect();
+        assert_eq!(got, want);
+        assert!(rb.query(3) > 4096 * 3, "the producer wrapped around the buffer");
+        assert_eq!(rb.query(0), 0, "everything was consumed");
+    }
+}
+
+#[test]
+fn ring_buffer_full_then_drained() {
+    let obj = load("ringbuf");
+    let rb_map = Arc::clone(obj.map("events").unwrap());
+    let rb = rb_map.downcast_ref::<RingBufMap>().unwrap();
+    let vm = vm(&obj, "produce", Engine::Interpreter);
+    let mut accepted = 0;
+    for i in 0..400 {
+        match vm.execute(&mut event(0, i)).unwrap() as i64 {
+            -3 => break,
+            n => {
+                assert!(n > 0);
+                accepted += 1;
+            }
+        }
+    }
+    assert_eq!(accepted, 4096 / 24, "full after as many 24-byte records as fit");
+    assert_eq!(rb.drain().len(), accepted);
+    assert!((vm.execute(&mut event(1, 7)).unwrap() as i64) > 0, "room again after draining");
+}
+
+#[test]
+fn global_data_in_all_three_sections() {
+    for &engine in ENGINES {
+        let obj = load("globals");
+        let vm = vm(&obj, "globals", engine);
+        // counter * multiplier + previous length + 'h'
+        assert_eq!(vm.execute(&mut b"abc".to_vec()), Ok(5 + 7 + 104));
+        assert_eq!(vm.execute(&mut b"hello".to_vec()), Ok(10 + 3 + 104));
+        let bss = obj.map(".bss").unwrap().get(&0u32.to_ne_bytes(), 0).unwrap();
+        assert!(bss.windows(5).any(|w| w == b"hello"), "scratch holds the last input");
+        let rodata = obj.map(".rodata").unwrap().get(&0u32.to_ne_bytes(), 0).unwrap();
+        assert!(rodata.windows(4).any(|w| w == b"hi!\0"));
+    }
+}
+
+#[test]
+fn cpu_v4_instructions() {
+    use ebpf_vm::isa::{AluOp, Instruction};
+    for &engine in ENGINES {
+        let obj = load("v4_ops");
+        let insns = obj.program("v4_ops").unwrap().program.instructions().to_vec();
+        assert!(insns.iter().any(|i| matches!(i, Instruction::MovSx { .. })));
+        assert!(insns.iter().any(|i| matches!(i, Instruction::Alu { op: AluOp::SDiv, .. })));
+        assert!(insns.iter().any(|i| matches!(i, Instruction::End { .. })));
+        let mut mem = *b"\x01hello w";
+        // The same computation in Rust.
+        let a = mem[0] as i8 as i64;
+        let b = i16::from_le_bytes([mem[2], mem[3]]) as i64;
+        let c = i32::from_le_bytes([mem[4], mem[5], mem[6], mem[7]]);
+        let expect = ((c as i64 / a) + (b % 7) + ((c >> 3) as i8 as i64)) as u64 ^ (c as u32).swap_bytes() as u64;
+        assert_eq!(vm(&obj, "v4_ops", engine).execute(&mut mem), Ok(expect));
+        let mut mem = *b"\xfd\x00\x85\xff\xf0\xff\xff\xff";
+        let (a, b, c) = (-3i64, -123i64, -16i32);
+        let expect = ((c as i64 / a) + (b % 7) + ((c >> 3) as i8 as i64)) as u64 ^ (c as u32).swap_bytes() as u64;
+        assert_eq!(vm(&obj, "v4_ops", engine).execute(&mut mem), Ok(expect));
+    }
+}
+
+fn udp_packet(dport: u16, ihl: u8) -> Vec<u8> {
+    let mut p = vec![0u8; 12];
+    p.extend_from_slice(&[0x08, 0x00]);
+    let mut ip = vec![0x40 | ihl, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+    ip.resize(ihl as usize * 4, 0);
+    p.extend_from_slice(&ip);
+    p.extend_from_slice(&1234u16.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.extend_from_slice(&[0, 8, 0, 0]);
+    p
+}
+
+#[test]
+fn packet_parsing() {
+    for &engine in ENGINES {
+        let obj = load("packet");
+        let vm = vm(&obj, "parse_udp", engine);
+        assert_eq!(vm.execute(&mut udp_packet(53, 5)), Ok(53));
+        assert_eq!(vm.execute(&mut udp_packet(53, 6)), Ok(53), "IP options");
+        assert_eq!(vm.execute(&mut udp_packet(8080, 5)), Ok(8080));
+        let mut tcp = udp_packet(80, 5);
+        tcp[14 + 9] = 6;
+        assert_eq!(vm.execute(&mut tcp), Ok(0));
+        let mut short = udp_packet(53, 15);
+        short.truncate(14 + 60 + 4);
+        assert_eq!(vm.execute(&mut short), Ok(0), "header longer than the packet");
+        assert_eq!(vm.execute(&mut [0u8; 10]), Ok(0));
+        let ports = TypedHashMap::<u16, u64>::new(Arc::clone(obj.map("udp_ports").unwrap())).unwrap();
+        assert_eq!(ports.get(&53), Some(2));
+        assert_eq!(ports.get(&8080), Some(1));
+        assert_eq!(ports.get(&80), None);
+    }
+}
+
+#[test]
+fn time_random_identity_and_printk() {
+    for &engine in ENGINES {
+        let obj = load("helpers");
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = Arc::clone(&lines);
+        let mut env: Env = obj.env();
+        env.set_print_sink(Arc::new(move |l: &str| sink.lock().unwrap().push(l.to_string())));
+        let p = obj.program("helpers").unwrap().program.clone();
+        let vm = Vm::builder(p).env(env).engine(engine).build().unwrap();
+        assert_eq!(vm.execute(&mut b"xyz".to_vec()), Ok(0));
+        let results = Array::<u64>::new(Arc::clone(obj.map("results").unwrap())).unwrap();
+        assert!(results.get(0).unwrap() > 0, "ktime_get_ns");
+        assert_eq!(results.get(1), Some(1), "boot time is not before monotonic time");
+        assert_eq!(results.get(2), Some(1), "two random numbers differ");
+        let pid = std::process::id() as u64;
+        assert_eq!(results.get(3), Some(pid << 32 | pid));
+        assert_eq!(results.get(4), Some(0), "get_current_comm succeeds");
+        assert_ne!(results.get(5), Some(0), "comm is not empty");
+        assert_eq!(lines.lock().unwrap().as_slice(), ["len=3 first=x hex=beef"]);
+    }
+}
+
+#[test]
+fn legacy_map_section() {
+    for &engine in ENGINES {
+        let obj = load("legacy_maps");
+        assert_eq!(obj.maps()[0].origin, MapOrigin::Legacy);
+        let vm = vm(&obj, "legacy", engine);
+        assert_eq!(vm.execute(&mut [0; 5]), Ok(5));
+        assert_eq!(vm.execute(&mut [0; 9]), Ok(14));
+        assert_eq!(vm.execute(&mut [0; 2]), Ok(2));
+        let counts = Array::<u64>::new(Arc::clone(obj.map("legacy_counts").unwrap())).unwrap();
+        assert_eq!((0..4).map(|i| counts.get(i).unwrap()).collect::<Vec<_>>(), vec![0, 14, 2, 0]);
+    }
+}
+
+#[test]
+fn atomics_on_map_values() {
+    for &engine in ENGINES {
+        let obj = load("map_atomics");
+        let cells = Array::<u64>::new(Arc::clone(obj.map("cells").unwrap())).unwrap();
+        for (i, v) in [5u64, 0x01, 0xff, 0x0f, 77, 0].iter().enumerate() {
+            cells.set(i as u32, v).unwrap();
+        }
+        let vm = vm(&obj, "atomics", engine);
+        // old or + old xor + old xchg + old cmpxchg
+        assert_eq!(vm.execute(&mut [0; 9]), Ok(0x01 + 0x0f + 77));
+        let got: Vec<u64> = (0..6).map(|i| cells.get(i).unwrap()).collect();
+        assert_eq!(got, vec![6, 0x11, 0xf0, 0xf0, 9, 42]);
+    }
+}
+
+#[test]
+fn atomics_on_map_values_from_many_threads() {
+    let obj = load("map_atomics");
+    let vm = vm(&obj, "atomics", Engine::Interpreter);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..1000 {
+                    vm.execute(&mut [0; 3]).unwrap();
+                }
+            });
+        }
+    });
+    let cells = Array::<u64>::new(Arc::clone(obj.map("cells").unwrap())).unwrap();
+    assert_eq!(cells.get(0), Some(4000));
+}
+
+#[test]
+fn checked_mode_still_applies_to_loaded_programs() {
+    // A program that reads past its input gets an error, not host memory.
+    let obj = load("packet");
+    let err = vm(&obj, "parse_udp", Engine::Interpreter).execute(&mut udp_packet(53, 5)[..]).err();
+    assert_eq!(err, None);
+    let asm = ebpf_vm::Program::from_asm("ldxdw %r0, [%r1+4096]\nexit").unwrap();
+    let vm = Vm::builder(asm).env(obj.env()).build().unwrap();
+    assert!(matches!(vm.execute(&mut [0; 8]), Err(ExecError::OutOfBounds { pc: 0, .. })));
+}
