@@ -43,6 +43,12 @@ fn hash_map_and_global_data() {
         assert_eq!(entries, vec![(b'a' as u32, 2), (b'b' as u32, 1), (b'c' as u32, 1), (b'z' as u32, 2)]);
         assert_eq!(u64_at(obj.map(".data").unwrap()), 102, "runs started at 100");
         assert_eq!(u64_at(obj.map(".bss").unwrap()), 18);
+        // map_delete_elem, from a second program sharing the map.
+        let forget = self::vm(&obj, "forget", engine);
+        assert_eq!(forget.execute(&mut [b'a']), Ok(0));
+        assert_eq!(forget.execute(&mut [b'a']).map(|r| r as i64), Ok(-2), "-ENOENT the second time");
+        assert_eq!(counts.get(&(b'a' as u32)), None);
+        assert_eq!(counts.entries().len(), 3);
     }
 }
 

@@ -135,6 +135,11 @@ struct BtfMapDef {
 impl Object {
     /// Parses and loads an object: creates its maps and links its programs.
     pub fn parse(bytes: &[u8]) -> Result<Object, ElfError> {
+        // The ELF reader needs 8-byte aligned data; copy into an aligned buffer.
+        let mut aligned = alloc::vec![0u64; bytes.len().div_ceil(8)];
+        let buf: &mut [u8] = bytemuck_bytes(&mut aligned);
+        buf[..bytes.len()].copy_from_slice(bytes);
+        let bytes = &buf[..bytes.len()];
         let file = ElfFile64::<LittleEndian>::parse(bytes).map_err(|e| match e.to_string() {
             s if s.contains("magic") || s.contains("class") || s.contains("endian") => ElfError::NotBpf,
             s => ElfError::Parse(s),
@@ -217,6 +222,14 @@ impl Object {
 }
 
 type File<'a> = ElfFile64<'a, LittleEndian>;
+
+/// The bytes of a `u64` buffer.
+fn bytemuck_bytes(words: &mut [u64]) -> &mut [u8] {
+    let len = words.len() * 8;
+    // SAFETY: `u64` has no padding and every byte pattern is a valid `u8`; the slice covers exactly the
+    // buffer's memory and borrows it mutably for its lifetime.
+    unsafe { core::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), len) }
+}
 
 /// The symbols defined in a section, sorted by address: (name, address, size).
 fn symbols_in(file: &File<'_>, section: SectionIndex, kind: Option<SymbolKind>) -> Vec<(String, u64, u64)> {

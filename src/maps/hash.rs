@@ -2,7 +2,6 @@
 //! from key to slot sits behind a spin lock.
 
 use alloc::boxed::Box;
-use alloc::vec;
 use alloc::vec::Vec;
 use core::any::Any;
 
@@ -23,13 +22,31 @@ pub enum HashKind {
     PerCpu,
 }
 
+/// Key to slot. Slots are handed out in order, then reused from the free list; the per-slot vectors
+/// grow as slots are first used, so an empty map of large capacity costs little.
 struct Index {
     slot_of: hashbrown::HashMap<Box<[u8]>, u32>,
+    /// Slots freed by deletions.
     free: Vec<u32>,
     /// Last use of each slot (LRU only).
     used: Vec<u64>,
     key_of: Vec<Option<Box<[u8]>>>,
     clock: u64,
+}
+
+impl Index {
+    /// A slot for a new key, if there is one.
+    fn take_slot(&mut self, capacity: u32) -> Option<u32> {
+        if let Some(s) = self.free.pop() {
+            return Some(s);
+        }
+        let next = self.key_of.len() as u32;
+        (next < capacity).then(|| {
+            self.key_of.push(None);
+            self.used.push(0);
+            next
+        })
+    }
 }
 
 /// A hash map (`BPF_MAP_TYPE_HASH`, `_LRU_HASH` or `_PERCPU_HASH`).
@@ -52,10 +69,10 @@ impl HashMap {
         let slots = Slots::new(def.value_size as usize, n.checked_mul(cpus).ok_or(MapError::InvalidDef("too large"))?)
             .ok_or(MapError::InvalidDef("hash map is too large"))?;
         let index = Index {
-            slot_of: hashbrown::HashMap::with_capacity(n),
-            free: (0..def.max_entries).rev().collect(),
-            used: vec![0; if kind == HashKind::Lru { n } else { 0 }],
-            key_of: vec![None; n],
+            slot_of: hashbrown::HashMap::new(),
+            free: Vec::new(),
+            used: Vec::new(),
+            key_of: Vec::new(),
             clock: 0,
         };
         Ok(HashMap { def, kind, cpus, slots, index: Mutex::new(index) })
@@ -121,7 +138,7 @@ impl Map for HashMap {
             Some(slot) => slot,
             None if flags == BPF_EXIST => return Err(MapError::NotFound),
             None => {
-                let slot = match ix.free.pop() {
+                let slot = match ix.take_slot(self.def.max_entries) {
                     Some(s) => s,
                     None if self.kind == HashKind::Lru => {
                         // Evict the least recently used entry.
@@ -153,9 +170,7 @@ impl Map for HashMap {
         let mut ix = self.index.lock();
         let slot = ix.slot_of.remove(key).ok_or(MapError::NotFound)?;
         ix.key_of[slot as usize] = None;
-        if self.kind == HashKind::Lru {
-            ix.used[slot as usize] = 0;
-        }
+        ix.used[slot as usize] = 0;
         ix.free.push(slot);
         Ok(())
     }
@@ -180,7 +195,7 @@ impl Map for HashMap {
     }
 
     fn regions(&self) -> Vec<Region> {
-        vec![self.slots.region()]
+        alloc::vec![self.slots.region()]
     }
 
     fn as_any(&self) -> &dyn Any {

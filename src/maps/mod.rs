@@ -25,6 +25,10 @@ use core::any::Any;
 
 use crate::vm::Region;
 
+/// Most bytes of value storage one map may have (all CPU slots together); larger definitions are
+/// rejected with [`MapError::InvalidDef`].
+pub const MAX_MAP_BYTES: usize = 256 << 20;
+
 /// Number of per-CPU slots: at most this many executions that use per-CPU maps run at once; more wait.
 pub const MAX_CPUS: usize = 16;
 

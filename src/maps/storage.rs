@@ -2,7 +2,6 @@
 //! made at creation and never moved or resized.
 
 use alloc::boxed::Box;
-use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU8, Ordering};
 
@@ -23,15 +22,20 @@ unsafe impl Sync for Slots {}
 unsafe impl Send for Slots {}
 
 impl Slots {
-    /// `count` zeroed slots of `size` bytes each (rounded up to 8). Fails if the total overflows.
+    /// `count` zeroed slots of `size` bytes each (rounded up to 8). Fails if the total is above
+    /// [`MAX_MAP_BYTES`](super::MAX_MAP_BYTES).
     pub(crate) fn new(size: usize, count: usize) -> Option<Slots> {
         let stride = size.checked_add(7)? & !7;
-        let words = stride.checked_mul(count)? / 8;
-        if words > isize::MAX as usize / 8 {
+        let bytes = stride.checked_mul(count)?;
+        if bytes > super::MAX_MAP_BYTES {
             return None;
         }
-        let words: Vec<UnsafeCell<u64>> = (0..words.max(1)).map(|_| UnsafeCell::new(0)).collect();
-        Some(Slots { words: words.into_boxed_slice(), stride, count })
+        // Zeroed allocation: the pages of a large, sparsely used map are not touched here.
+        let zeroed: Box<[u64]> = alloc::vec![0u64; (bytes / 8).max(1)].into_boxed_slice();
+        // SAFETY: `UnsafeCell<u64>` is `repr(transparent)` over `u64`, so the slice has the same layout
+        // and the same (initialised) contents; ownership moves from one box to the other.
+        let words = unsafe { Box::from_raw(Box::into_raw(zeroed) as *mut [UnsafeCell<u64>]) };
+        Some(Slots { words, stride, count })
     }
 
     /// Address of slot `i` (`i < count`).

@@ -1,0 +1,272 @@
+//! `ebpf-vm`: run, verify, inspect and disassemble BPF programs without writing a host.
+//!
+//! ```text
+//! ebpf-vm run FILE [--section NAME] [--engine interpreter|jit] [--mode verified|checked]
+//!                  [--mem-hex HEX | --mem-file PATH] [--repeat N] [--dump-maps] [--budget N]
+//! ebpf-vm disasm FILE
+//! ebpf-vm verify FILE [--section NAME]
+//! ebpf-vm sections FILE
+//! ```
+//!
+//! FILE is an ELF object (clang `-target bpf`), raw bytecode, or assembly text. `run` prints r0 as
+//! lowercase hex on the first line; `--dump-maps` then prints one JSON object per map entry.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use ebpf_vm::elf::Object;
+use ebpf_vm::maps::{Map, MapType, ProgArrayMap};
+use ebpf_vm::{Engine, Program, Vm};
+
+const USAGE: &str = "usage:
+  ebpf-vm run FILE [--section NAME] [--engine interpreter|jit] [--mode verified|checked]
+                   [--mem-hex HEX | --mem-file PATH] [--repeat N] [--dump-maps] [--budget N]
+  ebpf-vm disasm FILE
+  ebpf-vm verify FILE [--section NAME]
+  ebpf-vm sections FILE";
+
+/// A loaded input file.
+enum Input {
+    Object(Object),
+    Program(Program),
+}
+
+fn load(path: &str) -> Result<Input, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+    if bytes.starts_with(b"\x7fELF") {
+        return Object::parse(&bytes).map(Input::Object).map_err(|e| format!("{path}: {e}"));
+    }
+    let looks_like_text =
+        std::str::from_utf8(&bytes).is_ok_and(|t| t.chars().all(|c| !c.is_control() || c.is_whitespace()));
+    let is_asm_name = [".s", ".asm", ".txt"].iter().any(|ext| path.ends_with(ext));
+    if is_asm_name || (looks_like_text && !bytes.is_empty()) {
+        let text = String::from_utf8_lossy(&bytes);
+        return Program::from_asm(&text).map(Input::Program).map_err(|e| format!("{path}: {e}"));
+    }
+    Program::from_bytes(&bytes).map(Input::Program).map_err(|e| format!("{path}: {e}"))
+}
+
+fn decode_hex(text: &str) -> Result<Vec<u8>, String> {
+    let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    let digits = digits.strip_prefix(b"0x").unwrap_or(&digits);
+    if digits.len() % 2 != 0 {
+        return Err("--mem-hex has an odd number of hex digits".into());
+    }
+    digits
+        .chunks_exact(2)
+        .map(|p| {
+            let s = std::str::from_utf8(p).map_err(|_| "--mem-hex is not hex".to_string())?;
+            u8::from_str_radix(s, 16).map_err(|_| format!("--mem-hex: invalid byte {s:?}"))
+        })
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Options after the file name.
+#[derive(Default)]
+struct Options {
+    section: Option<String>,
+    engine: Option<String>,
+    mode: Option<String>,
+    mem: Option<Vec<u8>>,
+    repeat: u64,
+    dump_maps: bool,
+    budget: Option<u64>,
+}
+
+fn parse_options(args: &[String]) -> Result<Options, String> {
+    let mut o = Options { repeat: 1, ..Options::default() };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
+        match a.as_str() {
+            "--section" => o.section = Some(value(a)?),
+            "--engine" => o.engine = Some(value(a)?),
+            "--mode" => o.mode = Some(value(a)?),
+            "--mem-hex" => o.mem = Some(decode_hex(&value(a)?)?),
+            "--mem-file" => {
+                let path = value(a)?;
+                o.mem = Some(std::fs::read(&path).map_err(|e| format!("{path}: {e}"))?);
+            }
+            "--repeat" => {
+                let v = value(a)?;
+                o.repeat = v.parse().ok().filter(|&n| n > 0).ok_or(format!("--repeat: not a positive number: {v}"))?;
+            }
+            "--budget" => {
+                let v = value(a)?;
+                o.budget = Some(v.parse().map_err(|_| format!("--budget: not a number: {v}"))?);
+            }
+            "--dump-maps" => o.dump_maps = true,
+            other => return Err(format!("unknown option {other}\n{USAGE}")),
+        }
+    }
+    Ok(o)
+}
+
+fn engine(o: &Options) -> Result<Engine, String> {
+    match o.engine.as_deref() {
+        None | Some("interpreter") => Ok(Engine::Interpreter),
+        Some("jit") => Err("the JIT engine is not available in this build; use --engine interpreter".into()),
+        Some(e) => Err(format!("unknown engine {e:?} (interpreter, jit)")),
+    }
+}
+
+fn check_mode(o: &Options) -> Result<(), String> {
+    match o.mode.as_deref() {
+        None | Some("checked") => Ok(()),
+        Some("verified") => {
+            Err("the verifier is not implemented yet, so there is no verified mode; use --mode checked".into())
+        }
+        Some(m) => Err(format!("unknown mode {m:?} (verified, checked)")),
+    }
+}
+
+/// Maps by name, for `--dump-maps`.
+type NamedMaps = Vec<(String, Arc<dyn Map>)>;
+
+/// The program to run, and the maps to dump.
+fn prepare(input: &Input, o: &Options) -> Result<(Vm, NamedMaps), String> {
+    let (builder, maps) = match input {
+        Input::Object(obj) => {
+            let name = match &o.section {
+                Some(s) => s.clone(),
+                None => obj.programs().first().ok_or("the object has no programs")?.name.clone(),
+            };
+            let maps = obj.maps().iter().map(|m| (m.name.clone(), Arc::clone(&m.map))).collect();
+            (obj.vm_builder(&name).map_err(|e| e.to_string())?, maps)
+        }
+        Input::Program(p) => {
+            if o.section.is_some() {
+                return Err("--section applies to ELF objects only".into());
+            }
+            (Vm::builder(p.clone()).standard_helpers(), Vec::new())
+        }
+    };
+    let mut builder = builder.engine(engine(o)?);
+    if let Some(n) = o.budget {
+        builder = builder.budget(n);
+    }
+    Ok((builder.build().map_err(|e| e.to_string())?, maps))
+}
+
+fn dump_maps(maps: &NamedMaps) {
+    for (name, map) in maps {
+        let def = map.def();
+        if def.map_type == MapType::RingBuf {
+            continue;
+        }
+        if let Some(pa) = map.downcast_ref::<ProgArrayMap>() {
+            for i in 0..def.max_entries {
+                if let Some(id) = pa.get(i) {
+                    println!(
+                        "{{\"map\":\"{name}\",\"key\":\"{}\",\"value\":\"{}\"}}",
+                        hex(&i.to_ne_bytes()),
+                        hex(&id.to_ne_bytes())
+                    );
+                }
+            }
+            continue;
+        }
+        for key in map.keys() {
+            for cpu in 0..map.cpus() {
+                let Some(value) = map.get(&key, cpu) else { continue };
+                if map.cpus() > 1 {
+                    println!(
+                        "{{\"map\":\"{name}\",\"cpu\":{cpu},\"key\":\"{}\",\"value\":\"{}\"}}",
+                        hex(&key),
+                        hex(&value)
+                    );
+                } else {
+                    println!("{{\"map\":\"{name}\",\"key\":\"{}\",\"value\":\"{}\"}}", hex(&key), hex(&value));
+                }
+            }
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    let (cmd, file, rest) = match args {
+        [cmd, file, rest @ ..] => (cmd.as_str(), file.as_str(), rest),
+        [cmd] if cmd == "--help" || cmd == "-h" => {
+            println!("{USAGE}");
+            return Ok(());
+        }
+        _ => return Err(USAGE.into()),
+    };
+    let o = parse_options(rest)?;
+    let input = load(file)?;
+    match cmd {
+        "run" => {
+            check_mode(&o)?;
+            let (vm, maps) = prepare(&input, &o)?;
+            let mut mem = o.mem.clone().unwrap_or_default();
+            let mut r0 = 0;
+            for _ in 0..o.repeat {
+                let mut buf = mem.clone();
+                r0 = vm.execute(&mut buf).map_err(|e| e.to_string())?;
+                mem = buf;
+            }
+            println!("{r0:#x}");
+            if o.dump_maps {
+                dump_maps(&maps);
+            }
+            Ok(())
+        }
+        "disasm" => {
+            match &input {
+                Input::Object(obj) => {
+                    for p in obj.programs() {
+                        println!("# program {} (section {}), {} slots", p.name, p.section, p.program.slot_count());
+                        print!("{}", p.program.disassemble());
+                    }
+                }
+                Input::Program(p) => print!("{}", p.disassemble()),
+            }
+            Ok(())
+        }
+        "verify" => {
+            let (vm, _) = prepare(&input, &o)?;
+            println!(
+                "accepted: {} ({} slots): decoding, structure, helpers and maps check out; \
+                 the abstract-interpretation verifier is not implemented yet",
+                if vm.program().name().is_empty() { file } else { vm.program().name() },
+                vm.program().slot_count()
+            );
+            Ok(())
+        }
+        "sections" => {
+            match &input {
+                Input::Object(obj) => {
+                    println!("license: {}", obj.license());
+                    for (id, p) in obj.programs().iter().enumerate() {
+                        println!("program {id}: {} section={} slots={}", p.name, p.section, p.program.slot_count());
+                    }
+                    for (i, m) in obj.maps().iter().enumerate() {
+                        let d = m.map.def();
+                        println!(
+                            "map {i}: {} type={:?} key_size={} value_size={} max_entries={} origin={:?}",
+                            m.name, d.map_type, d.key_size, d.value_size, d.max_entries, m.origin
+                        );
+                    }
+                }
+                Input::Program(p) => println!("program 0: (raw) slots={}", p.slot_count()),
+            }
+            Ok(())
+        }
+        other => Err(format!("unknown command {other:?}\n{USAGE}")),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ebpf-vm: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The `ebpf-vm` command, run as a user would.
+
+use std::process::{Command, Output};
+
+fn ebpf_vm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ebpf-vm")).args(args).output().expect("runs")
+}
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}.o", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn run_prints_r0_then_the_maps() {
+    let out = ebpf_vm(&["run", &fixture("hash_count"), "--mem-hex", "61 62 63 61", "--repeat", "2", "--dump-maps"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = stdout(&out);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("0x18"), "8 bytes hashed in all, times weight 3");
+    let rest: Vec<&str> = lines.collect();
+    assert!(rest.contains(&r#"{"map":"counts","key":"61000000","value":"0400000000000000"}"#), "{text}");
+    assert!(rest.contains(&r#"{"map":".data","key":"00000000","value":"6600000000000000"}"#), "{text}");
+    assert!(rest.iter().all(|l| l.starts_with("{\"map\":")));
+}
+
+#[test]
+fn run_selects_a_program_and_reads_memory_from_a_file() {
+    let mem = std::env::temp_dir().join(format!("ebpf-vm-cli-{}.bin", std::process::id()));
+    std::fs::write(&mem, [1u8, 6, 7]).unwrap();
+    let out = ebpf_vm(&["run", &fixture("tail_init"), "--section", "first", "--mem-file", mem.to_str().unwrap()]);
+    std::fs::remove_file(&mem).ok();
+    assert!(out.status.success());
+    assert_eq!(stdout(&out), "0x7d3\n"); // 2000 + 3
+}
+
+#[test]
+fn run_assembly_text_and_raw_bytecode() {
+    let dir = std::env::temp_dir();
+    let asm = dir.join(format!("ebpf-vm-cli-{}.s", std::process::id()));
+    std::fs::write(&asm, "mov %r0, %r2\nadd %r0, 40\nexit\n").unwrap();
+    let out = ebpf_vm(&["run", asm.to_str().unwrap(), "--mem-hex", "0102"]);
+    assert_eq!(stdout(&out), "0x2a\n");
+    let raw = dir.join(format!("ebpf-vm-cli-{}.bin", std::process::id()));
+    let program = ebpf_vm::Program::from_asm("mov %r0, 7\nexit").unwrap();
+    std::fs::write(&raw, program.to_bytes()).unwrap();
+    let out = ebpf_vm(&["run", raw.to_str().unwrap()]);
+    assert_eq!(stdout(&out), "0x7\n");
+    std::fs::remove_file(&asm).ok();
+    std::fs::remove_file(&raw).ok();
+}
+
+#[test]
+fn disasm_verify_and_sections() {
+    let out = ebpf_vm(&["disasm", &fixture("subprog")]);
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("call local"));
+    let out = ebpf_vm(&["verify", &fixture("packet")]);
+    assert!(out.status.success());
+    assert!(stdout(&out).starts_with("accepted: parse_udp"));
+    let out = ebpf_vm(&["sections", &fixture("tail_host")]);
+    let text = stdout(&out);
+    assert!(text.contains("program 1: handler_add section=socket"), "{text}");
+    assert!(text.contains("map 0: handlers type=ProgArray"), "{text}");
+}
+
+#[test]
+fn errors_exit_1_with_a_message() {
+    for args in [
+        vec!["run", "/nonexistent/file.o"],
+        vec!["run", &fixture("hash_count"), "--section", "nope"],
+        vec!["run", &fixture("hash_count"), "--mem-hex", "abc"],
+        vec!["frobnicate", &fixture("hash_count")],
+        vec!["run"],
+    ] {
+        let out = ebpf_vm(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(!out.stderr.is_empty(), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    // An out-of-bounds access is an error with the instruction index.
+    let dir = std::env::temp_dir().join(format!("ebpf-vm-cli-oob-{}.s", std::process::id()));
+    std::fs::write(&dir, "ldxdw %r0, [%r1+8]\nexit\n").unwrap();
+    let out = ebpf_vm(&["run", dir.to_str().unwrap(), "--mem-hex", "00"]);
+    std::fs::remove_file(&dir).ok();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("instruction 0"));
+}
