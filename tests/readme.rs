@@ -11,3 +11,17 @@ fn readme_api_example() -> Result<(), ebpf_vm::Error> {
     assert_eq!(r0, 42);
     Ok(())
 }
+
+#[test]
+fn readme_elf_example() -> Result<(), Box<dyn std::error::Error>> {
+    use ebpf_vm::{elf::Object, maps::TypedHashMap};
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hash_count.o");
+    let mut packet = b"abc".to_vec();
+    let object = Object::parse(&std::fs::read(path)?)?;
+    let vm = object.vm_builder("count_bytes")?.budget(1_000_000).build()?;
+    let r0 = vm.execute(&mut packet)?;
+    let counts = TypedHashMap::<u32, u64>::new(object.map("counts").unwrap().clone())?;
+    assert_eq!(r0, 9);
+    assert_eq!(counts.get(&(b'a' as u32)), Some(1));
+    Ok(())
+}

@@ -144,7 +144,10 @@ pub fn all() -> Vec<Helper> {
             sig(&[A::MapPtr, A::ReadMem, A::MemSize, A::Scalar], RetKind::Scalar),
             |ctx, a| {
                 let rb = ringbuf(ctx, a[0])?;
-                let len = usize::try_from(a[2]).map_err(|_| invalid(3, "size too large"))?;
+                if a[2] > rb.query(1) {
+                    return Ok(-7i64 as u64); // E2BIG: larger than the whole buffer
+                }
+                let len = a[2] as usize;
                 let data = ctx.read_vec(a[1], len)?;
                 Ok(if rb.output(&data) { 0 } else { EAGAIN })
             }

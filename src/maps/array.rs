@@ -36,6 +36,7 @@ impl ArrayMap {
     }
 
     fn with_cpus(def: MapDef, cpus: usize) -> Result<ArrayMap, MapError> {
+        super::check_def(&def, cpus)?;
         if def.key_size != 4 {
             return Err(MapError::InvalidDef("array keys must be 4 bytes"));
         }

@@ -65,6 +65,7 @@ impl HashMap {
             return Err(MapError::InvalidDef("hash keys, values and capacity must be non-zero"));
         }
         let cpus = if kind == HashKind::PerCpu { MAX_CPUS } else { 1 };
+        super::check_def(&def, cpus)?;
         let n = def.max_entries as usize;
         let slots = Slots::new(def.value_size as usize, n.checked_mul(cpus).ok_or(MapError::InvalidDef("too large"))?)
             .ok_or(MapError::InvalidDef("hash map is too large"))?;

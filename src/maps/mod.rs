@@ -238,6 +238,22 @@ pub fn create(def: MapDef) -> Result<Arc<dyn Map>, MapError> {
     })
 }
 
+/// Largest key a map may have, in bytes.
+pub const MAX_KEY_SIZE: u32 = 512;
+
+/// Checks the limits every map kind shares: key size, and total value storage.
+fn check_def(def: &MapDef, cpus: usize) -> Result<(), MapError> {
+    if def.key_size > MAX_KEY_SIZE {
+        return Err(MapError::InvalidDef("keys are larger than 512 bytes"));
+    }
+    let stride = (def.value_size as usize).div_ceil(8) * 8;
+    let bytes = stride.checked_mul(def.max_entries as usize).and_then(|b| b.checked_mul(cpus));
+    if bytes.is_none_or(|b| b > MAX_MAP_BYTES) || def.max_entries as usize * 4 > MAX_MAP_BYTES {
+        return Err(MapError::InvalidDef("the map is larger than MAX_MAP_BYTES"));
+    }
+    Ok(())
+}
+
 fn check_key(def: &MapDef, key: &[u8]) -> Result<(), MapError> {
     if key.len() != def.key_size as usize {
         return Err(MapError::KeySize { got: key.len(), want: def.key_size });

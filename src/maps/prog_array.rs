@@ -18,6 +18,7 @@ pub struct ProgArrayMap {
 impl ProgArrayMap {
     /// Creates an empty program array.
     pub fn new(def: MapDef) -> Result<ProgArrayMap, MapError> {
+        super::check_def(&def, 1)?;
         if def.key_size != 4 || def.value_size != 4 || def.max_entries == 0 {
             return Err(MapError::InvalidDef("program arrays have 4-byte keys and values"));
         }
