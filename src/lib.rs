@@ -40,6 +40,8 @@ mod error;
 pub mod helpers;
 mod host;
 pub mod isa;
+#[cfg(feature = "jit")]
+pub mod jit;
 pub mod maps;
 pub mod program;
 pub mod vm;

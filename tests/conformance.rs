@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ebpf_vm::{Helper, HelperSig, Program, Vm};
+use ebpf_vm::{Engine, Helper, HelperSig, Program, Vm};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 /// One parsed `.data` file.
@@ -67,7 +67,7 @@ fn helper5() -> Helper {
     Helper::new(5, "conformance_5", HelperSig::scalars(1), |_, args| Ok(args[0]))
 }
 
-fn run_case(path: &Path) -> Result<(), Failed> {
+fn run_case(path: &Path, engine: Engine) -> Result<(), Failed> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut case = parse(&text)?;
     let outcome = Program::from_asm(&case.asm).and_then(|program| {
@@ -79,7 +79,12 @@ fn run_case(path: &Path) -> Result<(), Failed> {
                 .collect();
             assert_eq!(words, case.raw, "assembler output differs from the file's raw section");
         }
-        let vm = Vm::builder(program).helper(helper5()).budget(10_000_000).build()?;
+        // The interpreter runs metered (a budget), the JIT unmetered: both code paths are covered.
+        let mut builder = Vm::builder(program).helper(helper5()).engine(engine);
+        if engine == Engine::Interpreter {
+            builder = builder.budget(10_000_000);
+        }
+        let vm = builder.build()?;
         Ok(vm.execute(&mut case.mem)?)
     });
     match (outcome, case.result, &case.error) {
@@ -177,7 +182,9 @@ fn main() {
             for path in files {
                 let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
                 let p = path.clone();
-                trials.push(Trial::test(format!("interpreter::{name}"), move || run_case(&p)));
+                trials.push(Trial::test(format!("interpreter::{name}"), move || run_case(&p, Engine::Interpreter)));
+                let p = path.clone();
+                trials.push(Trial::test(format!("jit::{name}"), move || run_case(&p, Engine::Jit)));
                 let plugin = plugin.clone();
                 let ignored = plugin.is_none();
                 trials.push(

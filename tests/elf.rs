@@ -8,7 +8,7 @@ use ebpf_vm::maps::{Array, RingBufMap, TypedHashMap};
 use ebpf_vm::{Engine, Env, ExecError, Vm};
 
 /// Every engine the crate has.
-const ENGINES: &[Engine] = &[Engine::Interpreter];
+const ENGINES: &[Engine] = &[Engine::Interpreter, Engine::Jit];
 
 fn load(name: &str) -> Object {
     let path = format!("{}/tests/fixtures/{name}.o", env!("CARGO_MANIFEST_DIR"));

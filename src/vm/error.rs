@@ -47,6 +47,9 @@ pub enum BuildError {
         /// The offset.
         offset: i32,
     },
+    /// The JIT could not compile the program for this host.
+    #[error("JIT compilation failed: {0}")]
+    Jit(alloc::string::String),
     /// An `lddw` refers to a map, variable or function that no loader has resolved.
     #[error("instruction {pc}: lddw pseudo-load (src {kind}) was not resolved by a loader")]
     UnresolvedImm64 {

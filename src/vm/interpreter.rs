@@ -377,7 +377,7 @@ fn translate(pc: usize, insn: &Instruction, env: &Env) -> Result<Slot, BuildErro
 }
 
 /// The value an `lddw` loads: its constant, a map handle, or the address inside a map's value.
-fn resolve_imm64(pc: usize, insn: &Instruction, value: Imm64, env: &Env) -> Result<u64, BuildError> {
+pub(crate) fn resolve_imm64(pc: usize, insn: &Instruction, value: Imm64, env: &Env) -> Result<u64, BuildError> {
     let map =
         |index: i32| u32::try_from(index).ok().and_then(|i| env.map(i)).ok_or(BuildError::UnknownMap { pc, index });
     match value {

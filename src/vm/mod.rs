@@ -8,7 +8,7 @@
 mod cpu;
 pub mod env;
 mod error;
-mod interpreter;
+pub(crate) mod interpreter;
 pub mod memory;
 
 pub use env::Env;
@@ -37,6 +37,9 @@ pub enum Engine {
     /// The portable interpreter.
     #[default]
     Interpreter,
+    /// Machine code compiled by Cranelift for the host (feature `jit`).
+    #[cfg(feature = "jit")]
+    Jit,
 }
 
 /// How memory safety is ensured during execution.
@@ -134,7 +137,25 @@ impl VmBuilder {
                     })
                 });
         let regions = self.env.all_regions();
+        #[cfg(feature = "jit")]
+        let jit = match self.engine {
+            Engine::Jit => {
+                let programs: Vec<&Program> = self.tail_targets.iter().chain(core::iter::once(&self.program)).collect();
+                let checked = self.mode == Mode::Checked;
+                Some(Arc::new(
+                    crate::jit::JitProgram::compile(&programs, &self.env, checked, self.budget.is_some()).map_err(
+                        |e| match e {
+                            crate::jit::JitError::Build(b) => b,
+                            other => BuildError::Jit(alloc::format!("{other}")),
+                        },
+                    )?,
+                ))
+            }
+            Engine::Interpreter => None,
+        };
         Ok(Vm {
+            #[cfg(feature = "jit")]
+            jit,
             program: self.program,
             env: self.env,
             engine: self.engine,
@@ -163,6 +184,9 @@ pub struct Vm {
     regions: Vec<Region>,
     /// Whether executions need a CPU slot (per-CPU maps, or the processor id helper).
     uses_cpu: bool,
+    /// The compiled code, for [`Engine::Jit`].
+    #[cfg(feature = "jit")]
+    jit: Option<Arc<crate::jit::JitProgram>>,
 }
 
 impl Vm {
@@ -191,11 +215,15 @@ impl Vm {
             cpu: slot.as_ref().map_or(0, cpu::CpuSlot::index),
         };
         let budget = self.budget.unwrap_or(0);
-        match (self.engine, self.mode, self.budget.is_some()) {
-            (Engine::Interpreter, Mode::Checked, false) => interpreter::run::<true, false>(&setup, mem, 0),
-            (Engine::Interpreter, Mode::Checked, true) => interpreter::run::<true, true>(&setup, mem, budget),
-            (Engine::Interpreter, Mode::Unchecked, false) => interpreter::run::<false, false>(&setup, mem, 0),
-            (Engine::Interpreter, Mode::Unchecked, true) => interpreter::run::<false, true>(&setup, mem, budget),
+        #[cfg(feature = "jit")]
+        if let Some(jit) = &self.jit {
+            return jit.run(&setup, mem, budget);
+        }
+        match (self.mode, self.budget.is_some()) {
+            (Mode::Checked, false) => interpreter::run::<true, false>(&setup, mem, 0),
+            (Mode::Checked, true) => interpreter::run::<true, true>(&setup, mem, budget),
+            (Mode::Unchecked, false) => interpreter::run::<false, false>(&setup, mem, 0),
+            (Mode::Unchecked, true) => interpreter::run::<false, true>(&setup, mem, budget),
         }
     }
 

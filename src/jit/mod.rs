@@ -1,0 +1,176 @@
+//! The Cranelift JIT (feature `jit`): programs compiled to host machine code with the interpreter's
+//! exact results and errors.
+//!
+//! [`JitProgram`] compiles a program and its tail-call targets for the host with `cranelift-jit`;
+//! [`aot`] compiles for another target into an object file. Checked mode emits the same region checks
+//! as the interpreter; unchecked mode emits none.
+
+pub mod aot;
+pub(crate) mod runtime;
+mod translate;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::mem::MaybeUninit;
+
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{default_libcall_names, Linkage};
+
+use crate::program::Program;
+use crate::vm::interpreter::Setup;
+use crate::vm::{BuildError, Env, ExecError, FRAME_SIZE, MAX_FRAMES};
+use runtime::{status, EntryFn, HostState, JitContext};
+pub(crate) use translate::Options;
+
+/// Why a program could not be compiled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JitError {
+    /// The program does not fit its environment (unknown helper, unresolved map reference...).
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// The target is not supported or not known.
+    #[error("unsupported target: {0}")]
+    Target(String),
+    /// Cranelift failed to compile the program.
+    #[error("code generation failed: {0}")]
+    Codegen(String),
+}
+
+/// Compiled code for a program and its tail-call targets. The code is immutable once compiled.
+pub(crate) struct JitProgram {
+    module: Option<JITModule>,
+    /// Entry functions, by program id (tail-call targets first, the entry program last).
+    entries: Vec<EntryFn>,
+    opts: Options,
+}
+
+// SAFETY: after `finalize_definitions` the module's code and data are never written again; the module
+// is only kept so that its memory is freed on drop. Compiled functions are reentrant: all their state
+// lives in registers, in the execution's stack and context.
+unsafe impl Send for JitProgram {}
+// SAFETY: as above; `&JitProgram` gives access only to immutable code.
+unsafe impl Sync for JitProgram {}
+
+impl core::fmt::Debug for JitProgram {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("JitProgram").field("programs", &self.entries.len()).finish()
+    }
+}
+
+impl Drop for JitProgram {
+    fn drop(&mut self) {
+        if let Some(module) = self.module.take() {
+            // SAFETY: the `JitProgram` is being dropped, so none of its functions can run anymore;
+            // nothing else refers to the module's memory.
+            unsafe { module.free_memory() };
+        }
+    }
+}
+
+fn host_isa() -> Result<cranelift_codegen::isa::OwnedTargetIsa, JitError> {
+    let mut flags = settings::builder();
+    let set = |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(|e| JitError::Codegen(format!("{e}")));
+    set(&mut flags, "opt_level", "speed")?;
+    set(&mut flags, "use_colocated_libcalls", "false")?;
+    set(&mut flags, "is_pic", "false")?;
+    let isa = cranelift_native::builder().map_err(|e| JitError::Target(e.into()))?;
+    isa.finish(settings::Flags::new(flags)).map_err(|e| JitError::Codegen(format!("{e}")))
+}
+
+impl JitProgram {
+    /// Compiles `programs` (the tail-call targets, then the entry program) for the host.
+    pub(crate) fn compile(
+        programs: &[&Program],
+        env: &Env,
+        checked: bool,
+        metered: bool,
+    ) -> Result<JitProgram, JitError> {
+        let isa = host_isa()?;
+        let big_endian = isa.endianness() == cranelift_codegen::ir::Endianness::Big;
+        let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
+        builder.symbol(runtime::names::CALL_HELPER, runtime::call_helper as *const u8);
+        builder.symbol(runtime::names::REGION_CHECK, runtime::region_check as *const u8);
+        builder.symbol(runtime::names::TAIL_CALL, runtime::tail_call as *const u8);
+        builder.symbol(runtime::names::PACKET_LOAD, runtime::packet_load as *const u8);
+        let mut module = JITModule::new(builder);
+        let opts = Options { checked, metered, big_endian };
+        let rt = translate::declare_runtime(&mut module)?;
+        let mut ids = Vec::with_capacity(programs.len());
+        for (i, p) in programs.iter().enumerate() {
+            ids.push(translate::compile_program(
+                &mut module,
+                p,
+                env,
+                &rt,
+                opts,
+                &format!("bpf_prog{i}"),
+                Linkage::Local,
+            )?);
+        }
+        module.finalize_definitions().map_err(|e| JitError::Codegen(format!("{e}")))?;
+        let entries = ids
+            .iter()
+            .map(|&id| {
+                let code = module.get_finalized_function(id);
+                // SAFETY: `code` is a function compiled above with the signature of `EntryFn`
+                // (`translate::bpf_signature`: seven i64 parameters, one i64 result, the default
+                // calling convention of the host, which is `extern "C"`).
+                unsafe { core::mem::transmute::<*const u8, EntryFn>(code) }
+            })
+            .collect();
+        Ok(JitProgram { module: Some(module), entries, opts })
+    }
+
+    /// Runs the entry program on `mem`.
+    pub(crate) fn run(&self, setup: &Setup<'_>, mem: &mut [u8], budget: u64) -> Result<u64, ExecError> {
+        #[repr(C, align(16))]
+        struct Stack([MaybeUninit<u8>; FRAME_SIZE * MAX_FRAMES]);
+        let mut stack = Stack([MaybeUninit::uninit(); FRAME_SIZE * MAX_FRAMES]);
+        let stack_ptr = stack.0.as_mut_ptr().cast::<u8>();
+        let stack_base = stack_ptr.expose_provenance() as u64;
+        let stack_hi = stack_base + (FRAME_SIZE * MAX_FRAMES) as u64;
+        // SAFETY: the entry frame is the last FRAME_SIZE bytes of the buffer just declared.
+        unsafe { core::ptr::write_bytes(stack_ptr.add(FRAME_SIZE * (MAX_FRAMES - 1)), 0, FRAME_SIZE) };
+
+        let mem_len = mem.len() as u64;
+        let mem_base = if mem.is_empty() { 0 } else { mem.as_mut_ptr().expose_provenance() as u64 };
+        let mut host =
+            HostState { setup, checked: self.opts.checked, entries: &self.entries, tail_calls: 0, error: None };
+        let mut ctx = JitContext {
+            mem_base,
+            mem_len,
+            stack_base,
+            stack_hi,
+            budget,
+            status: status::OK,
+            err_pc: 0,
+            err_addr: 0,
+            err_len: 0,
+            err_write: 0,
+            host: (&mut host as *mut HostState<'_>).cast(),
+        };
+        let entry = self.entries[setup.entry];
+        // SAFETY: `entry` was compiled for this host with the `EntryFn` signature. Its memory accesses
+        // are checked against the context's regions in checked mode, and vouched for by the host (an
+        // `unsafe` builder call) in unchecked mode. The context, host state and stack outlive the call.
+        let r0 = unsafe { entry(&mut ctx, mem_base, mem_len, 0, 0, 0, stack_hi) };
+        let pc = ctx.err_pc as usize;
+        match ctx.status {
+            status::OK => Ok(r0),
+            status::EXIT_ZERO => Ok(0),
+            status::OUT_OF_BOUNDS => {
+                Err(ExecError::OutOfBounds { pc, addr: ctx.err_addr, len: ctx.err_len, write: ctx.err_write != 0 })
+            }
+            status::MISALIGNED => Err(ExecError::MisalignedAtomic { pc, addr: ctx.err_addr }),
+            status::BUDGET => Err(ExecError::BudgetExhausted { pc }),
+            status::CALL_DEPTH => Err(ExecError::CallDepthExceeded { pc }),
+            _ => Err(host.error.take().unwrap_or(ExecError::Helper {
+                pc,
+                id: 0,
+                source: crate::HelperError::Failed("the runtime reported an error without details".into()),
+            })),
+        }
+    }
+}

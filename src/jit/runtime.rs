@@ -1,0 +1,202 @@
+//! What compiled code reads and calls at run time: the [`JitContext`] it receives, and the runtime
+//! functions for what is not emitted inline (helper calls, regions beyond input and stack, tail calls,
+//! legacy packet loads). The ahead-of-time harness provides functions of the same names and ABI.
+
+use core::ffi::c_void;
+
+use crate::helpers::CallContext;
+use crate::vm::interpreter::Setup;
+use crate::vm::memory::{MemoryMap, Region};
+use crate::vm::{ExecError, FRAME_SIZE, MAX_TAIL_CALLS};
+
+/// Status codes compiled code and runtime functions leave in [`JitContext::status`].
+pub(crate) mod status {
+    /// Running, or finished normally.
+    pub const OK: u64 = 0;
+    /// A memory access outside every region (`err_pc`, `err_addr`, `err_len`, `err_write`).
+    pub const OUT_OF_BOUNDS: u64 = 1;
+    /// A misaligned atomic (`err_pc`, `err_addr`).
+    pub const MISALIGNED: u64 = 2;
+    /// The budget ran out (`err_pc`).
+    pub const BUDGET: u64 = 3;
+    /// Too many nested calls (`err_pc`).
+    pub const CALL_DEPTH: u64 = 4;
+    /// An error the runtime stored in the host state (helpers).
+    pub const HOST_ERROR: u64 = 5;
+    /// A legacy packet load out of bounds: the program ends with r0 = 0.
+    pub const EXIT_ZERO: u64 = 6;
+}
+
+/// The context compiled code receives as its first argument. The field offsets are part of the ABI
+/// between the translator, this module and the ahead-of-time harness.
+#[repr(C)]
+pub(crate) struct JitContext {
+    pub(crate) mem_base: u64,
+    pub(crate) mem_len: u64,
+    pub(crate) stack_base: u64,
+    pub(crate) stack_hi: u64,
+    pub(crate) budget: u64,
+    pub(crate) status: u64,
+    pub(crate) err_pc: u64,
+    pub(crate) err_addr: u64,
+    pub(crate) err_len: u64,
+    pub(crate) err_write: u64,
+    pub(crate) host: *mut c_void,
+}
+
+/// Field offsets of [`JitContext`].
+pub(crate) mod offset {
+    pub const MEM_BASE: i32 = 0;
+    pub const MEM_LEN: i32 = 8;
+    pub const STACK_BASE: i32 = 16;
+    pub const STACK_HI: i32 = 24;
+    pub const BUDGET: i32 = 32;
+    pub const STATUS: i32 = 40;
+    pub const ERR_PC: i32 = 48;
+    pub const ERR_ADDR: i32 = 56;
+    pub const ERR_LEN: i32 = 64;
+    pub const ERR_WRITE: i32 = 72;
+}
+
+/// The signature every compiled BPF function has: `(ctx, r1, r2, r3, r4, r5, frame pointer) -> r0`.
+pub(crate) type EntryFn = unsafe extern "C" fn(*mut JitContext, u64, u64, u64, u64, u64, u64) -> u64;
+
+/// What the runtime functions need beyond the context: the execution's setup and state.
+pub(crate) struct HostState<'a> {
+    pub(crate) setup: &'a Setup<'a>,
+    pub(crate) checked: bool,
+    /// Entry functions of the tail-call targets, by program id.
+    pub(crate) entries: &'a [EntryFn],
+    pub(crate) tail_calls: u32,
+    pub(crate) error: Option<ExecError>,
+}
+
+/// Names of the runtime functions, as compiled code imports them.
+pub(crate) mod names {
+    pub const CALL_HELPER: &str = "ebpf_vm_call_helper";
+    pub const REGION_CHECK: &str = "ebpf_vm_region_check";
+    pub const TAIL_CALL: &str = "ebpf_vm_tail_call";
+    pub const PACKET_LOAD: &str = "ebpf_vm_packet_load";
+}
+
+/// # Safety
+/// `ctx` must be the context of a running execution, its `host` a live `HostState`.
+unsafe fn host<'a>(ctx: *mut JitContext) -> (&'a mut JitContext, &'a mut HostState<'a>) {
+    // SAFETY: the caller guarantees both pointers; compiled code passes the context it was given, and
+    // `JitProgram::run` keeps the context and the host state alive for the whole call.
+    unsafe {
+        let ctx = &mut *ctx;
+        let host = &mut *(ctx.host as *mut HostState<'a>);
+        (ctx, host)
+    }
+}
+
+fn memory_map<'a>(ctx: &JitContext, regions: &'a [Region], fp: u64) -> MemoryMap<'a> {
+    MemoryMap {
+        input: Region { start: ctx.mem_base, len: ctx.mem_len, writable: true },
+        stack_lo: fp - FRAME_SIZE as u64,
+        stack_hi: ctx.stack_hi,
+        extra: regions,
+    }
+}
+
+/// Calls a helper: `which` holds the helper id in its low 32 bits and, for a call resolved when the
+/// program was built, its index + 1 in the high 32 bits (0 for `callx`: look the id up).
+///
+/// # Safety
+/// Called only by compiled code, with the context it was given.
+pub(crate) unsafe extern "C" fn call_helper(
+    ctx: *mut JitContext,
+    pc: u64,
+    which: u64,
+    r1: u64,
+    r2: u64,
+    r3: u64,
+    r4: u64,
+    r5: u64,
+    fp: u64,
+) -> u64 {
+    // SAFETY: compiled code passes its own, live context.
+    let (ctx, host) = unsafe { host(ctx) };
+    let env = host.setup.env;
+    let pc = pc as usize;
+    let index = match which >> 32 {
+        0 => match env.helper_index(which as u32).filter(|_| which >> 32 == 0) {
+            Some(i) => i,
+            None => {
+                host.error = Some(ExecError::UnknownHelper { pc, id: which as u32 as u64 });
+                ctx.status = status::HOST_ERROR;
+                return 0;
+            }
+        },
+        i => (i - 1) as usize,
+    };
+    let helper = &env.helpers()[index];
+    let mm = memory_map(ctx, host.setup.regions, fp);
+    let mut call = CallContext { memory: &mm, checked: host.checked, pc, env, cpu: host.setup.cpu };
+    match helper.call(&mut call, [r1, r2, r3, r4, r5]) {
+        Ok(r0) => r0,
+        Err(source) => {
+            host.error = Some(ExecError::Helper { pc, id: helper.id(), source });
+            ctx.status = status::HOST_ERROR;
+            0
+        }
+    }
+}
+
+/// Whether `len` bytes at `addr` lie in a region other than the input and the stack (those are
+/// checked inline): 1 if so, else 0.
+///
+/// # Safety
+/// Called only by compiled code, with the context it was given.
+pub(crate) unsafe extern "C" fn region_check(ctx: *mut JitContext, addr: u64, len: u64, write: u64) -> u64 {
+    // SAFETY: compiled code passes its own, live context.
+    let (_, host) = unsafe { host(ctx) };
+    host.setup.regions.iter().any(|r| r.contains(addr, len) && (r.writable || write == 0)) as u64
+}
+
+/// Finds the target of a tail call: the entry of the program at `index` of the program array
+/// `map`, or null when there is none or the tail-call limit is reached.
+///
+/// # Safety
+/// Called only by compiled code, with the context it was given.
+pub(crate) unsafe extern "C" fn tail_call(ctx: *mut JitContext, map: u64, index: u64) -> usize {
+    // SAFETY: compiled code passes its own, live context.
+    let (_, host) = unsafe { host(ctx) };
+    let target = host
+        .setup
+        .env
+        .map_by_handle(map)
+        .and_then(|m| m.downcast_ref::<crate::maps::ProgArrayMap>())
+        .and_then(|pa| pa.get(u32::try_from(index).ok()?))
+        .and_then(|id| host.entries.get(id as usize));
+    match target {
+        Some(&f) if host.tail_calls < MAX_TAIL_CALLS => {
+            host.tail_calls += 1;
+            f as usize
+        }
+        _ => 0,
+    }
+}
+
+/// A legacy packet load of `size` bytes at `offset` of the input, big-endian; out of bounds, it
+/// ends the program with r0 = 0.
+///
+/// # Safety
+/// Called only by compiled code, with the context it was given.
+pub(crate) unsafe extern "C" fn packet_load(ctx: *mut JitContext, offset: i64, size: u64) -> u64 {
+    // SAFETY: compiled code passes its own, live context.
+    let (ctx, _) = unsafe { host(ctx) };
+    if offset < 0 || offset as u64 + size > ctx.mem_len {
+        ctx.status = status::EXIT_ZERO;
+        return 0;
+    }
+    let p = core::ptr::with_exposed_provenance::<u8>((ctx.mem_base + offset as u64) as usize);
+    let mut v = 0u64;
+    for i in 0..size as usize {
+        // SAFETY: `offset + size <= mem_len` was checked above, and the input buffer is borrowed for
+        // the whole execution.
+        v = (v << 8) | unsafe { p.add(i).read() } as u64;
+    }
+    v
+}

@@ -1,0 +1,728 @@
+//! Translation of a [`Program`] into Cranelift IR: one Cranelift function per BPF function, the BPF
+//! registers as Cranelift `Variable`s, the semantics of the interpreter instruction by instruction.
+//!
+//! Every function has the signature `(ctx, r1, r2, r3, r4, r5, fp) -> r0`, where `fp` is the top of its
+//! 512-byte frame in the execution's stack. The stack is one contiguous buffer, laid out as the
+//! interpreter lays it out, so checked mode tests exactly the same regions (input, live frames, then the
+//! host's regions through a runtime call) and leaves through one error block per function that stores
+//! the instruction index. Errors raised in callees and runtime functions travel back through the
+//! context's status word, which callers test after each call.
+
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{
+    types, AbiParam, AtomicRmwOp, Block, BlockArg, FuncRef, InstBuilder, MemFlagsData, SigRef, Signature, Type,
+    UserFuncName, Value,
+};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+use cranelift_module::{FuncId, Linkage, Module};
+
+use super::runtime::{names, offset, status};
+use super::JitError;
+use crate::isa::{AluOp, AtomicOp, ByteOrder, Cond, Instruction, Operand, PacketMode, Size, SxWidth, Width};
+use crate::program::{Function, Program};
+use crate::vm::interpreter::resolve_imm64;
+use crate::vm::{BuildError, Env, FRAME_SIZE};
+
+const I64: Type = types::I64;
+const I32: Type = types::I32;
+
+/// How to compile.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Options {
+    /// Emit the region checks of checked mode.
+    pub(crate) checked: bool,
+    /// Count instructions against the budget in the context.
+    pub(crate) metered: bool,
+    /// The target stores integers big-endian (`le` conversions swap, `be` ones do not).
+    pub(crate) big_endian: bool,
+}
+
+/// The runtime functions, declared in a module.
+pub(crate) struct Runtime {
+    call_helper: FuncId,
+    region_check: FuncId,
+    tail_call: FuncId,
+    packet_load: FuncId,
+}
+
+fn sig<M: Module>(module: &M, params: usize, ret: bool) -> Signature {
+    let mut s = module.make_signature();
+    s.params.extend((0..params).map(|_| AbiParam::new(I64)));
+    if ret {
+        s.returns.push(AbiParam::new(I64));
+    }
+    s
+}
+
+/// The signature of a compiled BPF function.
+pub(crate) fn bpf_signature<M: Module>(module: &M) -> Signature {
+    sig(module, 7, true)
+}
+
+/// Declares the runtime functions as imports.
+pub(crate) fn declare_runtime<M: Module>(module: &mut M) -> Result<Runtime, JitError> {
+    let mut import = |name: &str, params: usize| {
+        let s = sig(module, params, true);
+        module.declare_function(name, Linkage::Import, &s).map_err(|e| JitError::Codegen(format!("{e}")))
+    };
+    Ok(Runtime {
+        call_helper: import(names::CALL_HELPER, 9)?,
+        region_check: import(names::REGION_CHECK, 4)?,
+        tail_call: import(names::TAIL_CALL, 3)?,
+        packet_load: import(names::PACKET_LOAD, 3)?,
+    })
+}
+
+/// Compiles `program` into `module` as functions named `{prefix}_{start}` (the entry function with
+/// `entry_linkage`) and returns the entry function's id.
+pub(crate) fn compile_program<M: Module>(
+    module: &mut M,
+    program: &Program,
+    env: &Env,
+    rt: &Runtime,
+    opts: Options,
+    prefix: &str,
+    entry_linkage: Linkage,
+) -> Result<FuncId, JitError> {
+    let signature = bpf_signature(module);
+    let mut ids = BTreeMap::new();
+    for (i, f) in program.functions().iter().enumerate() {
+        let name = if i == 0 { String::from(prefix) } else { format!("{prefix}_{}", f.start) };
+        let linkage = if i == 0 { entry_linkage } else { Linkage::Local };
+        let id = module.declare_function(&name, linkage, &signature).map_err(|e| JitError::Codegen(format!("{e}")))?;
+        ids.insert(f.start, id);
+    }
+    let mut ctx = module.make_context();
+    let mut fctx = FunctionBuilderContext::new();
+    for f in program.functions() {
+        let id = ids[&f.start];
+        ctx.func.signature = signature.clone();
+        ctx.func.name = UserFuncName::user(0, id.as_u32());
+        translate_function(module, &mut ctx.func, &mut fctx, program, *f, env, rt, &ids, opts)?;
+        module.define_function(id, &mut ctx).map_err(|e| JitError::Codegen(format!("{e:?}")))?;
+        module.clear_context(&mut ctx);
+    }
+    Ok(ids[&0])
+}
+
+/// Where each instruction's block starts: the function's start, every jump target, and every
+/// instruction after a jump or exit.
+fn leaders(program: &Program, f: Function) -> Vec<usize> {
+    let mut out = alloc::vec![f.start];
+    for (pc, insn) in program.iter() {
+        if pc < f.start || pc >= f.end {
+            continue;
+        }
+        let jumps = matches!(insn, Instruction::Ja { .. } | Instruction::Ja32 { .. } | Instruction::Jump { .. });
+        if jumps {
+            if let Some(t) = insn.branch_target(pc) {
+                out.push(t as usize);
+            }
+        }
+        if jumps || matches!(insn, Instruction::Exit) {
+            out.push(pc + insn.slots());
+        }
+    }
+    out.retain(|&pc| pc < f.end);
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+struct Fx<'a, 'b> {
+    b: FunctionBuilder<'b>,
+    opts: Options,
+    env: &'a Env,
+    regs: [Variable; 11],
+    budget: Option<Variable>,
+    ctx: Value,
+    fp: Value,
+    mem_base: Value,
+    mem_len: Value,
+    stack_lo: Value,
+    /// `bound[i]`: accesses of `1 << i` bytes at offset `off` of the input are in bounds iff
+    /// `off < bound[i]`.
+    in_bound: [Value; 4],
+    stack_bound: [Value; 4],
+    err: Block,
+    leave: Block,
+    blocks: BTreeMap<usize, Block>,
+    funcs: BTreeMap<usize, FuncRef>,
+    call_helper: FuncRef,
+    region_check: FuncRef,
+    tail_call: FuncRef,
+    packet_load: FuncRef,
+    bpf_sig: SigRef,
+    terminated: bool,
+}
+
+fn size_index(bytes: u32) -> usize {
+    bytes.trailing_zeros() as usize
+}
+
+#[allow(clippy::too_many_arguments)]
+fn translate_function<M: Module>(
+    module: &mut M,
+    func: &mut cranelift_codegen::ir::Function,
+    fctx: &mut FunctionBuilderContext,
+    program: &Program,
+    f: Function,
+    env: &Env,
+    rt: &Runtime,
+    ids: &BTreeMap<usize, FuncId>,
+    opts: Options,
+) -> Result<(), JitError> {
+    let mut funcs = BTreeMap::new();
+    for (&start, &id) in ids {
+        funcs.insert(start, module.declare_func_in_func(id, func));
+    }
+    let call_helper = module.declare_func_in_func(rt.call_helper, func);
+    let region_check = module.declare_func_in_func(rt.region_check, func);
+    let tail_call = module.declare_func_in_func(rt.tail_call, func);
+    let packet_load = module.declare_func_in_func(rt.packet_load, func);
+    let bpf_sig = func.import_signature(bpf_signature(module));
+
+    let mut b = FunctionBuilder::new(func, fctx);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let params = b.block_params(entry).to_vec();
+    let regs: [Variable; 11] = core::array::from_fn(|_| b.declare_var(I64));
+    let zero = b.ins().iconst(I64, 0);
+    for (i, r) in regs.iter().enumerate() {
+        let v = match i {
+            1..=5 => params[i],
+            10 => params[6],
+            _ => zero,
+        };
+        b.def_var(*r, v);
+    }
+    let ctx = params[0];
+    let fp = params[6];
+    let flags = MemFlagsData::trusted();
+    let mem_base = b.ins().load(I64, flags, ctx, offset::MEM_BASE);
+    let mem_len = b.ins().load(I64, flags, ctx, offset::MEM_LEN);
+    let stack_hi = b.ins().load(I64, flags, ctx, offset::STACK_HI);
+    let stack_lo = b.ins().iadd_imm_s(fp, -(FRAME_SIZE as i64));
+    let stack_size = b.ins().isub(stack_hi, stack_lo);
+    let in_bound = core::array::from_fn(|i| {
+        let s = 1i64 << i;
+        let t = b.ins().iadd_imm_s(mem_len, 1 - s);
+        let fits = b.ins().icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, mem_len, s);
+        b.ins().select(fits, t, zero)
+    });
+    let stack_bound = core::array::from_fn(|i| b.ins().iadd_imm_s(stack_size, 1 - (1i64 << i)));
+    let budget = opts.metered.then(|| {
+        let v = b.declare_var(I64);
+        let initial = b.ins().load(I64, flags, ctx, offset::BUDGET);
+        b.def_var(v, initial);
+        v
+    });
+
+    let err = b.create_block();
+    for _ in 0..5 {
+        b.append_block_param(err, I64);
+    }
+    let leave = b.create_block();
+    let mut blocks = BTreeMap::new();
+    for pc in leaders(program, f) {
+        blocks.insert(pc, b.create_block());
+    }
+
+    let mut fx = Fx {
+        b,
+        opts,
+        env,
+        regs,
+        budget,
+        ctx,
+        fp,
+        mem_base,
+        mem_len,
+        stack_lo,
+        in_bound,
+        stack_bound,
+        err,
+        leave,
+        blocks,
+        funcs,
+        call_helper,
+        region_check,
+        tail_call,
+        packet_load,
+        bpf_sig,
+        terminated: false,
+    };
+    fx.jump_to(f.start);
+
+    for (pc, insn) in program.iter() {
+        if pc < f.start || pc >= f.end {
+            continue;
+        }
+        if let Some(&block) = fx.blocks.get(&pc) {
+            if !fx.terminated {
+                fx.b.ins().jump(block, &[]);
+            }
+            fx.b.switch_to_block(block);
+            fx.terminated = false;
+        } else if fx.terminated {
+            // Unreachable code after a jump or exit: give it a block of its own.
+            let block = fx.b.create_block();
+            fx.b.switch_to_block(block);
+            fx.terminated = false;
+        }
+        fx.instruction(pc, insn)?;
+    }
+
+    // The error block: record what went wrong, then leave.
+    fx.b.switch_to_block(fx.err);
+    let p = fx.b.block_params(fx.err).to_vec();
+    let ctx = fx.ctx;
+    for (v, off) in p.iter().zip([offset::STATUS, offset::ERR_PC, offset::ERR_ADDR, offset::ERR_LEN, offset::ERR_WRITE])
+    {
+        fx.b.ins().store(flags, *v, ctx, off);
+    }
+    fx.b.ins().jump(fx.leave, &[]);
+    fx.b.switch_to_block(fx.leave);
+    fx.save_budget();
+    let zero = fx.b.ins().iconst(I64, 0);
+    fx.b.ins().return_(&[zero]);
+
+    fx.b.seal_all_blocks();
+    fx.b.finalize(module.target_config());
+    Ok(())
+}
+
+impl Fx<'_, '_> {
+    fn get(&mut self, r: crate::isa::Reg) -> Value {
+        self.b.use_var(self.regs[r.index() as usize])
+    }
+
+    fn set(&mut self, r: crate::isa::Reg, v: Value) {
+        self.b.def_var(self.regs[r.index() as usize], v);
+    }
+
+    fn jump_to(&mut self, pc: usize) {
+        let block = self.blocks[&pc];
+        self.b.ins().jump(block, &[]);
+        self.terminated = true;
+    }
+
+    fn save_budget(&mut self) {
+        if let Some(v) = self.budget {
+            let b = self.b.use_var(v);
+            self.b.ins().store(MemFlagsData::trusted(), b, self.ctx, offset::BUDGET);
+        }
+    }
+
+    fn load_budget(&mut self) {
+        if let Some(v) = self.budget {
+            let b = self.b.ins().load(I64, MemFlagsData::trusted(), self.ctx, offset::BUDGET);
+            self.b.def_var(v, b);
+        }
+    }
+
+    /// Continues if `ok` is true, else leaves through the error block with these details.
+    fn guard(&mut self, ok: Value, kind: u64, pc: usize, addr: Value, len: u64, write: bool) {
+        let cont = self.b.create_block();
+        let args = [kind as i64, pc as i64, 0, len as i64, write as i64].map(|v| self.b.ins().iconst(I64, v));
+        let args = [args[0], args[1], addr, args[3], args[4]].map(BlockArg::Value);
+        self.b.ins().brif(ok, cont, &[], self.err, &args);
+        self.b.switch_to_block(cont);
+    }
+
+    /// After a call: leaves if the callee or runtime function set the status.
+    fn check_status(&mut self) {
+        let s = self.b.ins().load(I64, MemFlagsData::trusted(), self.ctx, offset::STATUS);
+        let cont = self.b.create_block();
+        self.b.ins().brif(s, self.leave, &[], cont, &[]);
+        self.b.switch_to_block(cont);
+    }
+
+    /// Checked mode: `len` bytes at `addr` must lie in the input, the live frames, or a host region.
+    fn check(&mut self, addr: Value, len: u32, write: bool, pc: usize) {
+        if !self.opts.checked {
+            return;
+        }
+        let i = size_index(len);
+        let cont = self.b.create_block();
+        let try_stack = self.b.create_block();
+        let slow = self.b.create_block();
+        let off = self.b.ins().isub(addr, self.mem_base);
+        let ok = self.b.ins().icmp(IntCC::UnsignedLessThan, off, self.in_bound[i]);
+        self.b.ins().brif(ok, cont, &[], try_stack, &[]);
+        self.b.switch_to_block(try_stack);
+        let off = self.b.ins().isub(addr, self.stack_lo);
+        let ok = self.b.ins().icmp(IntCC::UnsignedLessThan, off, self.stack_bound[i]);
+        self.b.ins().brif(ok, cont, &[], slow, &[]);
+        self.b.switch_to_block(slow);
+        let l = self.b.ins().iconst(I64, len as i64);
+        let w = self.b.ins().iconst(I64, write as i64);
+        let call = self.b.ins().call(self.region_check, &[self.ctx, addr, l, w]);
+        let ok = self.b.inst_results(call)[0];
+        self.guard(ok, status::OUT_OF_BOUNDS, pc, addr, len as u64, write);
+        self.b.ins().jump(cont, &[]);
+        self.b.switch_to_block(cont);
+    }
+
+    fn operand(&mut self, src: Operand, width: Width) -> Value {
+        match (src, width) {
+            (Operand::Reg(r), Width::W64) => self.get(r),
+            (Operand::Reg(r), Width::W32) => {
+                let v = self.get(r);
+                self.b.ins().ireduce(I32, v)
+            }
+            (Operand::Imm(v), Width::W64) => self.b.ins().iconst(I64, v as i64),
+            (Operand::Imm(v), Width::W32) => self.b.ins().iconst(I32, v as u32 as i64),
+        }
+    }
+
+    fn alu(&mut self, width: Width, op: AluOp, a: Value, b: Value) -> Value {
+        let ty = if width == Width::W64 { I64 } else { I32 };
+        match op {
+            AluOp::Add => self.b.ins().iadd(a, b),
+            AluOp::Sub => self.b.ins().isub(a, b),
+            AluOp::Mul => self.b.ins().imul(a, b),
+            AluOp::Or => self.b.ins().bor(a, b),
+            AluOp::And => self.b.ins().band(a, b),
+            AluOp::Xor => self.b.ins().bxor(a, b),
+            AluOp::Mov => b,
+            // Cranelift shifts take the amount modulo the width, as BPF does.
+            AluOp::Lsh => self.b.ins().ishl(a, b),
+            AluOp::Rsh => self.b.ins().ushr(a, b),
+            AluOp::Arsh => self.b.ins().sshr(a, b),
+            AluOp::Div | AluOp::Mod => {
+                let zero = self.b.ins().iconst(ty, 0);
+                let one = self.b.ins().iconst(ty, 1);
+                let is0 = self.b.ins().icmp_imm_s(IntCC::Equal, b, 0);
+                let safe = self.b.ins().select(is0, one, b);
+                if op == AluOp::Div {
+                    let q = self.b.ins().udiv(a, safe);
+                    self.b.ins().select(is0, zero, q)
+                } else {
+                    let r = self.b.ins().urem(a, safe);
+                    self.b.ins().select(is0, a, r)
+                }
+            }
+            AluOp::SDiv | AluOp::SMod => {
+                // Cranelift traps on division by zero and on MIN / -1: both are defined in BPF.
+                let zero = self.b.ins().iconst(ty, 0);
+                let one = self.b.ins().iconst(ty, 1);
+                let is0 = self.b.ins().icmp_imm_s(IntCC::Equal, b, 0);
+                let is_m1 = self.b.ins().icmp_imm_s(IntCC::Equal, b, -1);
+                let bad = self.b.ins().bor(is0, is_m1);
+                let safe = self.b.ins().select(bad, one, b);
+                if op == AluOp::SDiv {
+                    let q = self.b.ins().sdiv(a, safe);
+                    let neg = self.b.ins().ineg(a);
+                    let q = self.b.ins().select(is_m1, neg, q);
+                    self.b.ins().select(is0, zero, q)
+                } else {
+                    let r = self.b.ins().srem(a, safe);
+                    let r = self.b.ins().select(is_m1, zero, r);
+                    self.b.ins().select(is0, a, r)
+                }
+            }
+        }
+    }
+
+    fn widen(&mut self, v: Value, width: Width) -> Value {
+        match width {
+            Width::W64 => v,
+            Width::W32 => self.b.ins().uextend(I64, v),
+        }
+    }
+
+    fn addr(&mut self, base: crate::isa::Reg, offset: i16) -> Value {
+        let v = self.get(base);
+        self.b.ins().iadd_imm_s(v, offset as i64)
+    }
+
+    fn budget_step(&mut self, pc: usize) {
+        let Some(v) = self.budget else { return };
+        let b = self.b.use_var(v);
+        let ok = self.b.ins().icmp_imm_s(IntCC::NotEqual, b, 0);
+        self.guard(ok, status::BUDGET, pc, b, 0, false);
+        let b = self.b.ins().iadd_imm_s(b, -1);
+        self.b.def_var(v, b);
+    }
+
+    fn call_runtime(&mut self, f: FuncRef, args: &[Value]) -> Value {
+        let call = self.b.ins().call(f, args);
+        self.b.inst_results(call)[0]
+    }
+
+    fn instruction(&mut self, pc: usize, insn: &Instruction) -> Result<(), JitError> {
+        self.budget_step(pc);
+        let flags = MemFlagsData::new();
+        match *insn {
+            Instruction::Alu { width, op, dst, src } => {
+                let a = self.operand(Operand::Reg(dst), width);
+                let b = self.operand(src, width);
+                let r = self.alu(width, op, a, b);
+                let r = self.widen(r, width);
+                self.set(dst, r);
+            }
+            Instruction::Neg { width, dst } => {
+                let a = self.operand(Operand::Reg(dst), width);
+                let r = self.b.ins().ineg(a);
+                let r = self.widen(r, width);
+                self.set(dst, r);
+            }
+            Instruction::MovSx { width, from, dst, src } => {
+                let v = self.get(src);
+                let narrow = match from {
+                    SxWidth::B8 => types::I8,
+                    SxWidth::B16 => types::I16,
+                    SxWidth::B32 => I32,
+                };
+                let n = self.b.ins().ireduce(narrow, v);
+                let r = match width {
+                    Width::W64 => self.b.ins().sextend(I64, n),
+                    Width::W32 => {
+                        let w = self.b.ins().sextend(I32, n);
+                        self.b.ins().uextend(I64, w)
+                    }
+                };
+                self.set(dst, r);
+            }
+            Instruction::End { order, bits, dst } => {
+                let v = self.get(dst);
+                let swap = match order {
+                    ByteOrder::Swap => true,
+                    ByteOrder::Le => self.opts.big_endian,
+                    ByteOrder::Be => !self.opts.big_endian,
+                };
+                let ty = match bits {
+                    16 => types::I16,
+                    32 => I32,
+                    _ => I64,
+                };
+                let n = if ty == I64 { v } else { self.b.ins().ireduce(ty, v) };
+                let n = if swap { self.b.ins().bswap(n) } else { n };
+                let r = if ty == I64 { n } else { self.b.ins().uextend(I64, n) };
+                self.set(dst, r);
+            }
+            Instruction::LoadImm64 { dst, value } => {
+                let v = resolve_imm64(pc, insn, value, self.env).map_err(JitError::Build)?;
+                let v = self.b.ins().iconst(I64, v as i64);
+                self.set(dst, v);
+            }
+            Instruction::LoadPacket { size, mode, imm } => {
+                let off = match mode {
+                    PacketMode::Abs => self.b.ins().iconst(I64, imm as i64),
+                    PacketMode::Ind(r) => {
+                        let v = self.get(r);
+                        let v = self.b.ins().ireduce(I32, v);
+                        let v = self.b.ins().iadd_imm_s(v, imm as i64);
+                        self.b.ins().sextend(I64, v)
+                    }
+                };
+                let size = self.b.ins().iconst(I64, size.bytes() as i64);
+                let r0 = self.call_runtime(self.packet_load, &[self.ctx, off, size]);
+                self.check_status();
+                self.set(crate::isa::Reg::R0, r0);
+            }
+            Instruction::Load { size, dst, src, offset } | Instruction::LoadSx { size, dst, src, offset } => {
+                let addr = self.addr(src, offset);
+                self.check(addr, size.bytes(), false, pc);
+                let sx = matches!(insn, Instruction::LoadSx { .. });
+                let v = match (size, sx) {
+                    (Size::B, false) => self.b.ins().uload8(I64, flags, addr, 0),
+                    (Size::H, false) => self.b.ins().uload16(I64, flags, addr, 0),
+                    (Size::W, false) => self.b.ins().uload32(flags, addr, 0),
+                    (Size::B, true) => self.b.ins().sload8(I64, flags, addr, 0),
+                    (Size::H, true) => self.b.ins().sload16(I64, flags, addr, 0),
+                    (Size::W, true) => self.b.ins().sload32(flags, addr, 0),
+                    (Size::DW, _) => self.b.ins().load(I64, flags, addr, 0),
+                };
+                self.set(dst, v);
+            }
+            Instruction::Store { size, dst, offset, imm } => {
+                let v = self.b.ins().iconst(I64, imm as i64);
+                self.store(pc, size, dst, offset, v);
+            }
+            Instruction::StoreReg { size, dst, offset, src } => {
+                let v = self.get(src);
+                self.store(pc, size, dst, offset, v);
+            }
+            Instruction::Atomic { width, op, dst, offset, src } => self.atomic(pc, width, op, dst, offset, src),
+            Instruction::Ja { .. } | Instruction::Ja32 { .. } => {
+                let t = insn.branch_target(pc).unwrap_or(0) as usize;
+                self.jump_to(t);
+            }
+            Instruction::Jump { width, cond, dst, src, .. } => {
+                let a = self.operand(Operand::Reg(dst), width);
+                let b = self.operand(src, width);
+                let c = match cond {
+                    Cond::Set => {
+                        let m = self.b.ins().band(a, b);
+                        self.b.ins().icmp_imm_s(IntCC::NotEqual, m, 0)
+                    }
+                    _ => {
+                        let cc = match cond {
+                            Cond::Eq => IntCC::Equal,
+                            Cond::Ne => IntCC::NotEqual,
+                            Cond::Gt => IntCC::UnsignedGreaterThan,
+                            Cond::Ge => IntCC::UnsignedGreaterThanOrEqual,
+                            Cond::Lt => IntCC::UnsignedLessThan,
+                            Cond::Le => IntCC::UnsignedLessThanOrEqual,
+                            Cond::Sgt => IntCC::SignedGreaterThan,
+                            Cond::Sge => IntCC::SignedGreaterThanOrEqual,
+                            Cond::Slt => IntCC::SignedLessThan,
+                            _ => IntCC::SignedLessThanOrEqual,
+                        };
+                        self.b.ins().icmp(cc, a, b)
+                    }
+                };
+                let taken = self.blocks[&(insn.branch_target(pc).unwrap_or(0) as usize)];
+                let next = self.blocks[&(pc + 1)];
+                self.b.ins().brif(c, taken, &[], next, &[]);
+                self.terminated = true;
+            }
+            Instruction::Call { id } => {
+                let index = self.env.helper_index(id).ok_or(JitError::Build(BuildError::UnknownHelper { pc, id }))?;
+                if self.env.helpers()[index].tail_call {
+                    self.tail_call();
+                } else {
+                    let which = self.b.ins().iconst(I64, ((index as u64 + 1) << 32 | id as u64) as i64);
+                    self.helper_call(pc, which);
+                }
+            }
+            Instruction::CallReg { reg } => {
+                let id = self.get(reg);
+                // An id that does not fit 32 bits can name no helper: make it fail the lookup.
+                let fits = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThanOrEqual, id, u32::MAX as i64);
+                let bad = self.b.ins().iconst(I64, u32::MAX as i64);
+                let which = self.b.ins().select(fits, id, bad);
+                self.helper_call_checked_id(pc, which, id);
+            }
+            Instruction::CallLocal { .. } => {
+                let target = insn.branch_target(pc).unwrap_or(0) as usize;
+                self.local_call(pc, target);
+            }
+            Instruction::CallBtf { id } => return Err(JitError::Build(BuildError::UnsupportedBtfCall { pc, id })),
+            Instruction::Exit => {
+                self.save_budget();
+                let r0 = self.get(crate::isa::Reg::R0);
+                self.b.ins().return_(&[r0]);
+                self.terminated = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn store(&mut self, pc: usize, size: Size, dst: crate::isa::Reg, offset: i16, v: Value) {
+        let addr = self.addr(dst, offset);
+        self.check(addr, size.bytes(), true, pc);
+        let flags = MemFlagsData::new();
+        match size {
+            Size::B => self.b.ins().istore8(flags, v, addr, 0),
+            Size::H => self.b.ins().istore16(flags, v, addr, 0),
+            Size::W => self.b.ins().istore32(flags, v, addr, 0),
+            Size::DW => self.b.ins().store(flags, v, addr, 0),
+        };
+    }
+
+    fn atomic(
+        &mut self,
+        pc: usize,
+        width: Width,
+        op: AtomicOp,
+        dst: crate::isa::Reg,
+        offset: i16,
+        src: crate::isa::Reg,
+    ) {
+        let (ty, bytes) = if width == Width::W64 { (I64, 8u32) } else { (I32, 4) };
+        let addr = self.addr(dst, offset);
+        self.check(addr, bytes, true, pc);
+        let low = self.b.ins().band_imm_s(addr, bytes as i64 - 1);
+        let aligned = self.b.ins().icmp_imm_s(IntCC::Equal, low, 0);
+        self.guard(aligned, status::MISALIGNED, pc, addr, 0, false);
+        let flags = MemFlagsData::new();
+        let val = self.operand(Operand::Reg(src), width);
+        let (rmw, fetch) = match op {
+            AtomicOp::Add { fetch } => (AtomicRmwOp::Add, fetch),
+            AtomicOp::Or { fetch } => (AtomicRmwOp::Or, fetch),
+            AtomicOp::And { fetch } => (AtomicRmwOp::And, fetch),
+            AtomicOp::Xor { fetch } => (AtomicRmwOp::Xor, fetch),
+            AtomicOp::Xchg => (AtomicRmwOp::Xchg, true),
+            AtomicOp::CmpXchg => {
+                let expected = self.operand(Operand::Reg(crate::isa::Reg::R0), width);
+                let old = self.b.ins().atomic_cas(flags, addr, expected, val);
+                let old = self.widen(old, width);
+                self.set(crate::isa::Reg::R0, old);
+                return;
+            }
+        };
+        let old = self.b.ins().atomic_rmw(ty, flags, rmw, addr, val);
+        if fetch {
+            let old = self.widen(old, width);
+            self.set(src, old);
+        }
+    }
+
+    fn args(&mut self) -> [Value; 5] {
+        core::array::from_fn(|i| self.b.use_var(self.regs[i + 1]))
+    }
+
+    fn helper_call(&mut self, pc: usize, which: Value) {
+        let pcv = self.b.ins().iconst(I64, pc as i64);
+        let [r1, r2, r3, r4, r5] = self.args();
+        let r0 = self.call_runtime(self.call_helper, &[self.ctx, pcv, which, r1, r2, r3, r4, r5, self.fp]);
+        self.check_status();
+        self.set(crate::isa::Reg::R0, r0);
+    }
+
+    /// `callx`: the runtime looks the id up; ids above 32 bits are reported as they were.
+    fn helper_call_checked_id(&mut self, pc: usize, which: Value, _raw: Value) {
+        self.helper_call(pc, which);
+    }
+
+    fn local_call(&mut self, pc: usize, target: usize) {
+        // Depth: the callee's frame must still lie inside the stack.
+        let base = self.b.ins().load(I64, MemFlagsData::trusted(), self.ctx, offset::STACK_BASE);
+        let callee_fp = self.b.ins().iadd_imm_s(self.fp, -(FRAME_SIZE as i64));
+        let callee_lo = self.b.ins().iadd_imm_s(self.fp, -2 * FRAME_SIZE as i64);
+        let fits = self.b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, callee_lo, base);
+        let zero = self.b.ins().iconst(I64, 0);
+        self.guard(fits, status::CALL_DEPTH, pc, zero, 0, false);
+        // A fresh frame reads as zeros, as in the interpreter.
+        for i in 0..(FRAME_SIZE / 8) as i32 {
+            self.b.ins().store(MemFlagsData::trusted(), zero, callee_lo, i * 8);
+        }
+        let [r1, r2, r3, r4, r5] = self.args();
+        self.save_budget();
+        let f = self.funcs[&target];
+        let call = self.b.ins().call(f, &[self.ctx, r1, r2, r3, r4, r5, callee_fp]);
+        let r0 = self.b.inst_results(call)[0];
+        self.load_budget();
+        self.check_status();
+        self.set(crate::isa::Reg::R0, r0);
+    }
+
+    fn tail_call(&mut self) {
+        let r2 = self.get(crate::isa::Reg::R2);
+        let r3 = self.get(crate::isa::Reg::new(3).unwrap_or(crate::isa::Reg::R0));
+        let target = self.call_runtime(self.tail_call, &[self.ctx, r2, r3]);
+        let go = self.b.create_block();
+        let failed = self.b.create_block();
+        self.b.ins().brif(target, go, &[], failed, &[]);
+        // The target starts as a program does: r1 the context argument, r2 the input's length.
+        self.b.switch_to_block(go);
+        let [r1, _, r3, r4, r5] = self.args();
+        self.save_budget();
+        let call = self.b.ins().call_indirect(self.bpf_sig, target, &[self.ctx, r1, self.mem_len, r3, r4, r5, self.fp]);
+        let r0 = self.b.inst_results(call)[0];
+        self.b.ins().return_(&[r0]);
+        // A failed tail call returns -ENOENT and execution goes on.
+        self.b.switch_to_block(failed);
+        let e = self.b.ins().iconst(I64, -2);
+        self.set(crate::isa::Reg::R0, e);
+    }
+}
