@@ -4,7 +4,8 @@
 //! with the program on standard input as hex text (two hex digits per byte, separated by whitespace).
 //! It prints `r0` in hex and exits 0, or prints the error on stderr and exits 1.
 //!
-//! Options: `--engine interpreter` (the default), `--budget N` (stop after N instructions),
+//! Options: `--engine interpreter|jit` (interpreter by default; `--jit` is short for `--engine jit`),
+//! `--budget N` (stop after N instructions),
 //! `--elf` (the input is an ELF object: not supported yet, reported as an error).
 
 use std::io::Read;
@@ -41,9 +42,11 @@ fn run() -> Result<u64, String> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--elf" => return Err("ELF input is not supported by this plugin yet".into()),
+            "--jit" => engine = Engine::Jit,
             "--engine" => match args.next().as_deref() {
                 Some("interpreter") => engine = Engine::Interpreter,
-                Some(other) => return Err(format!("unknown engine {other:?} (available: interpreter)")),
+                Some("jit") => engine = Engine::Jit,
+                Some(other) => return Err(format!("unknown engine {other:?} (available: interpreter, jit)")),
                 None => return Err("--engine needs a value".into()),
             },
             "--budget" => {

@@ -29,7 +29,7 @@ fn run_prints_r0_then_the_maps() {
 
 #[test]
 fn run_selects_a_program_and_reads_memory_from_a_file() {
-    let mem = std::env::temp_dir().join(format!("ebpf-vm-cli-{}.bin", std::process::id()));
+    let mem = std::env::temp_dir().join(format!("ebpf-vm-cli-mem-{}.bin", std::process::id()));
     std::fs::write(&mem, [1u8, 6, 7]).unwrap();
     let out = ebpf_vm(&["run", &fixture("tail_init"), "--section", "first", "--mem-file", mem.to_str().unwrap()]);
     std::fs::remove_file(&mem).ok();
@@ -44,7 +44,7 @@ fn run_assembly_text_and_raw_bytecode() {
     std::fs::write(&asm, "mov %r0, %r2\nadd %r0, 40\nexit\n").unwrap();
     let out = ebpf_vm(&["run", asm.to_str().unwrap(), "--mem-hex", "0102"]);
     assert_eq!(stdout(&out), "0x2a\n");
-    let raw = dir.join(format!("ebpf-vm-cli-{}.bin", std::process::id()));
+    let raw = dir.join(format!("ebpf-vm-cli-raw-{}.bin", std::process::id()));
     let program = ebpf_vm::Program::from_asm("mov %r0, 7\nexit").unwrap();
     std::fs::write(&raw, program.to_bytes()).unwrap();
     let out = ebpf_vm(&["run", raw.to_str().unwrap()]);

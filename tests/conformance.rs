@@ -113,7 +113,7 @@ fn plugin_path() -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
-fn run_plugin_case(path: &Path, plugin: &Path) -> Result<(), Failed> {
+fn run_plugin_case(path: &Path, plugin: &Path, options: &[&str]) -> Result<(), Failed> {
     use std::io::Write;
     use std::process::{Command, Stdio};
 
@@ -124,6 +124,7 @@ fn run_plugin_case(path: &Path, plugin: &Path) -> Result<(), Failed> {
     if !case.mem.is_empty() {
         cmd.arg(runner_hex(&case.mem));
     }
+    cmd.args(options);
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -185,15 +186,18 @@ fn main() {
                 trials.push(Trial::test(format!("interpreter::{name}"), move || run_case(&p, Engine::Interpreter)));
                 let p = path.clone();
                 trials.push(Trial::test(format!("jit::{name}"), move || run_case(&p, Engine::Jit)));
-                let plugin = plugin.clone();
-                let ignored = plugin.is_none();
-                trials.push(
-                    Trial::test(format!("plugin::{name}"), move || match &plugin {
-                        Some(plugin) => run_plugin_case(&path, plugin),
-                        None => Ok(()),
-                    })
-                    .with_ignored_flag(ignored),
-                );
+                for (label, options) in [("plugin", &[][..]), ("plugin-jit", &["--jit"][..])] {
+                    let plugin = plugin.clone();
+                    let ignored = plugin.is_none();
+                    let path = path.clone();
+                    trials.push(
+                        Trial::test(format!("{label}::{name}"), move || match &plugin {
+                            Some(plugin) => run_plugin_case(&path, plugin, options),
+                            None => Ok(()),
+                        })
+                        .with_ignored_flag(ignored),
+                    );
+                }
             }
         }
         None => {

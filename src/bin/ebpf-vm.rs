@@ -108,8 +108,13 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
 
 fn engine(o: &Options) -> Result<Engine, String> {
     match o.engine.as_deref() {
-        None | Some("interpreter") => Ok(Engine::Interpreter),
-        Some("jit") => Err("the JIT engine is not available in this build; use --engine interpreter".into()),
+        Some("interpreter") => Ok(Engine::Interpreter),
+        #[cfg(feature = "jit")]
+        None | Some("jit") => Ok(Engine::Jit),
+        #[cfg(not(feature = "jit"))]
+        None => Ok(Engine::Interpreter),
+        #[cfg(not(feature = "jit"))]
+        Some("jit") => Err("this build has no JIT (feature `jit`); use --engine interpreter".into()),
         Some(e) => Err(format!("unknown engine {e:?} (interpreter, jit)")),
     }
 }

@@ -100,8 +100,9 @@ fn memory_map<'a>(ctx: &JitContext, regions: &'a [Region], fp: u64) -> MemoryMap
     }
 }
 
-/// Calls a helper: `which` holds the helper id in its low 32 bits and, for a call resolved when the
-/// program was built, its index + 1 in the high 32 bits (0 for `callx`: look the id up).
+/// Calls a helper. For a call resolved when the program was built, `which` holds the helper id in its
+/// low 32 bits and its index + 1 in the high 32 bits; for `callx` (`pc` has `CALLX_FLAG` set), `which`
+/// is the register's value, looked up as an id.
 ///
 /// # Safety
 /// Called only by compiled code, with the context it was given.
@@ -119,17 +120,19 @@ pub(crate) unsafe extern "C" fn call_helper(
     // SAFETY: compiled code passes its own, live context.
     let (ctx, host) = unsafe { host(ctx) };
     let env = host.setup.env;
-    let pc = pc as usize;
-    let index = match which >> 32 {
-        0 => match env.helper_index(which as u32).filter(|_| which >> 32 == 0) {
+    let callx = pc as usize & super::translate::CALLX_FLAG != 0;
+    let pc = pc as usize & !super::translate::CALLX_FLAG;
+    let index = if callx {
+        match u32::try_from(which).ok().and_then(|id| env.helper_index(id)) {
             Some(i) => i,
             None => {
-                host.error = Some(ExecError::UnknownHelper { pc, id: which as u32 as u64 });
+                host.error = Some(ExecError::UnknownHelper { pc, id: which });
                 ctx.status = status::HOST_ERROR;
                 return 0;
             }
-        },
-        i => (i - 1) as usize,
+        }
+    } else {
+        (which >> 32) as usize - 1
     };
     let helper = &env.helpers()[index];
     let mm = memory_map(ctx, host.setup.regions, fp);

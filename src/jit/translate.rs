@@ -31,6 +31,9 @@ use crate::vm::{BuildError, Env, FRAME_SIZE};
 const I64: Type = types::I64;
 const I32: Type = types::I32;
 
+/// Set in the `pc` argument of `ebpf_vm_call_helper` for `callx`: `which` is then the register's value.
+pub(crate) const CALLX_FLAG: usize = 1 << 63;
+
 /// How to compile.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Options {
@@ -595,12 +598,9 @@ impl Fx<'_, '_> {
                 }
             }
             Instruction::CallReg { reg } => {
+                // The runtime looks the id up; the flag in the pc marks the full register value as the id.
                 let id = self.get(reg);
-                // An id that does not fit 32 bits can name no helper: make it fail the lookup.
-                let fits = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThanOrEqual, id, u32::MAX as i64);
-                let bad = self.b.ins().iconst(I64, u32::MAX as i64);
-                let which = self.b.ins().select(fits, id, bad);
-                self.helper_call_checked_id(pc, which, id);
+                self.helper_call(pc | CALLX_FLAG, id);
             }
             Instruction::CallLocal { .. } => {
                 let target = insn.branch_target(pc).unwrap_or(0) as usize;
@@ -677,11 +677,6 @@ impl Fx<'_, '_> {
         let r0 = self.call_runtime(self.call_helper, &[self.ctx, pcv, which, r1, r2, r3, r4, r5, self.fp]);
         self.check_status();
         self.set(crate::isa::Reg::R0, r0);
-    }
-
-    /// `callx`: the runtime looks the id up; ids above 32 bits are reported as they were.
-    fn helper_call_checked_id(&mut self, pc: usize, which: Value, _raw: Value) {
-        self.helper_call(pc, which);
     }
 
     fn local_call(&mut self, pc: usize, target: usize) {

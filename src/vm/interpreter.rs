@@ -469,11 +469,12 @@ fn atomic32<'m, const CHECKED: bool>(mm: &MemoryMap<'_>, addr: u64, pc: usize) -
 #[repr(C, align(16))]
 struct Stack([MaybeUninit<u8>; STACK_SIZE]);
 
-/// The state a bpf-to-bpf call saves.
+/// The state a bpf-to-bpf call saves: the return slot and the caller's r1 to r9. BPF leaves r1-r5
+/// undefined after a call; both engines give the caller back its own values.
 #[derive(Clone, Copy, Default)]
 struct Frame {
     ret: usize,
-    saved: [u64; 4],
+    saved: [u64; 9],
 }
 
 /// Zeroes the frame `[lo, lo + FRAME_SIZE)` of the stack.
@@ -818,7 +819,12 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool>(
                 if depth + 1 >= MAX_FRAMES {
                     return Err(ExecError::CallDepthExceeded { pc: at });
                 }
-                frames[depth] = Frame { ret: pc, saved: [r[6], r[7], r[8], r[9]] };
+                let mut saved = [0u64; 9];
+                saved.copy_from_slice(&r[1..10]);
+                frames[depth] = Frame { ret: pc, saved };
+                // The callee starts with its arguments r1-r5; r0 and r6-r9 read as zero.
+                r[0] = 0;
+                r[6..10].fill(0);
                 depth += 1;
                 zero_frame(stack_ptr, depth);
                 mm.stack_lo -= FRAME_SIZE as u64;
@@ -831,7 +837,7 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool>(
                 }
                 depth -= 1;
                 let f = frames[depth];
-                r[6..10].copy_from_slice(&f.saved);
+                r[1..10].copy_from_slice(&f.saved);
                 r[10] = stack_hi - (FRAME_SIZE * depth) as u64;
                 mm.stack_lo += FRAME_SIZE as u64;
                 pc = f.ret;

@@ -1,0 +1,184 @@
+//! Interpreter against JIT on generated programs: the same r0, the same memory afterwards, and the same
+//! error (kind and instruction index), in checked mode, with and without a budget.
+
+mod common;
+
+use ebpf_vm::isa::{Imm64, Instruction, Operand, Reg};
+use ebpf_vm::{Engine, Helper, HelperSig, Program, Vm};
+use proptest::prelude::*;
+
+/// One generated instruction, before jump and call targets are fixed up.
+fn body_instruction() -> impl Strategy<Value = Instruction> {
+    let r = |n: u8| Reg::new(n).expect("register");
+    prop_oneof![
+        // Everything the generic generator makes (ALU of all kinds, jumps, loads, stores, atomics, ...)
+        6 => common::instruction().prop_filter("no calls, no BTF, no pseudo loads", |i| !matches!(i,
+            Instruction::CallLocal { .. } | Instruction::CallBtf { .. } | Instruction::Call { .. }
+            | Instruction::LoadImm64 { value: Imm64::MapFd(_) | Imm64::MapValue { .. } | Imm64::BtfVar { .. }
+                | Imm64::Func(_) | Imm64::MapIdx(_) | Imm64::MapIdxValue { .. }, .. })),
+        // Memory accesses near the stack and the input, in and out of bounds.
+        2 => (common::size(), 0u8..10, prop_oneof![Just(1u8), Just(10u8)], -80i16..80)
+            .prop_map(move |(size, dst, base, k)| {
+                let offset = if base == 10 { -8 * (k.rem_euclid(66)) } else { k };
+                Instruction::Load { size, dst: r(dst), src: r(base), offset }
+            }),
+        2 => (common::size(), 0u8..10, prop_oneof![Just(1u8), Just(10u8)], -80i16..80)
+            .prop_map(move |(size, src, base, k)| {
+                let offset = if base == 10 { -8 * (k.rem_euclid(66)) } else { k };
+                Instruction::StoreReg { size, dst: r(base), offset, src: r(src) }
+            }),
+        1 => (common::width(), common::atomic_op(), prop_oneof![Just(1u8), Just(10u8)], 0i16..72, 0u8..10)
+            .prop_map(move |(width, op, base, k, src)| {
+                let offset = if base == 10 { -(k / 8 + 1) * 8 } else { k - k % 4 };
+                Instruction::Atomic { width, op, dst: r(base), offset, src: r(src) }
+            }),
+        1 => Just(Instruction::Call { id: 5 }),
+        1 => (0u8..10).prop_map(move |n| Instruction::CallReg { reg: r(n) }),
+        1 => (0u8..10, prop_oneof![Just(5i32), Just(6), Just(-1)])
+            .prop_map(move |(n, v)| Instruction::Alu { width: ebpf_vm::isa::Width::W64, op: ebpf_vm::isa::AluOp::Mov, dst: r(n), src: Operand::Imm(v) }),
+    ]
+}
+
+/// A program of 1 to 3 functions. Jumps stay in their function; with `forward_only`, every jump and
+/// call goes forward, so the program terminates; otherwise loops and recursion are possible.
+fn program(forward_only: bool) -> impl Strategy<Value = Vec<Instruction>> {
+    proptest::collection::vec(proptest::collection::vec(body_instruction(), 1..24), 1..4)
+        .prop_flat_map(|fs| (Just(fs), proptest::collection::vec(any::<u16>(), 256)))
+        .prop_map(move |(functions, picks)| {
+            // Lay the functions out, each ending with exit; remember where each starts.
+            let mut insns: Vec<Instruction> = Vec::new();
+            let mut bounds = Vec::new();
+            for (k, mut f) in functions.into_iter().enumerate() {
+                if k > 0 && insns.is_empty() {
+                    break;
+                }
+                f.push(Instruction::Exit);
+                let start = insns.len();
+                insns.extend(f);
+                bounds.push((start, insns.len()));
+            }
+            // Slot positions (lddw takes two).
+            let slot: Vec<usize> = insns
+                .iter()
+                .scan(0, |pc, i| {
+                    let at = *pc;
+                    *pc += i.slots();
+                    Some(at)
+                })
+                .collect();
+            let nfuncs = bounds.len();
+            let mut pick = picks.into_iter().cycle();
+            for (idx, insn) in insns.iter_mut().enumerate() {
+                let (fstart, fend) = *bounds.iter().find(|(s, e)| idx >= *s && idx < *e).expect("in a function");
+                let fi = bounds.iter().position(|b| b.0 == fstart).expect("function");
+                let here = slot[idx] as i64;
+                let choose = |lo: usize, hi: usize, p: u16| lo + (p as usize) % (hi - lo).max(1);
+                match insn {
+                    Instruction::Ja { offset } | Instruction::Jump { offset, .. } => {
+                        let lo = if forward_only { idx + 1 } else { fstart };
+                        let t = choose(lo.min(fend - 1), fend, pick.next().unwrap_or(0));
+                        *offset = (slot[t] as i64 - here - 1) as i16;
+                    }
+                    Instruction::Ja32 { offset } => {
+                        let lo = if forward_only { idx + 1 } else { fstart };
+                        let t = choose(lo.min(fend - 1), fend, pick.next().unwrap_or(0));
+                        *offset = (slot[t] as i64 - here - 1) as i32;
+                    }
+                    _ => {}
+                }
+                // Now and then, turn an instruction into a call of a (later, if forward-only) function.
+                let p = pick.next().unwrap_or(0);
+                if nfuncs > 1 && p % 11 == 0 && !matches!(insn, Instruction::Exit | Instruction::LoadImm64 { .. }) {
+                    let lo = if forward_only { fi + 1 } else { 1 };
+                    if lo < nfuncs {
+                        let target = bounds[choose(lo, nfuncs, p / 11)].0;
+                        *insn = Instruction::CallLocal { offset: (slot[target] as i64 - here - 1) as i32 };
+                    }
+                }
+            }
+            insns
+        })
+}
+
+/// Whether `insn` reads r10 as a value (rather than as a base address): stack addresses differ between
+/// executions, so such programs cannot be compared value for value.
+fn leaks_frame_pointer(insn: &Instruction) -> bool {
+    let r10 = Reg::R10;
+    match *insn {
+        Instruction::Alu { src: Operand::Reg(r), dst, .. } | Instruction::Jump { src: Operand::Reg(r), dst, .. } => {
+            r == r10 || dst == r10
+        }
+        Instruction::Alu { dst, .. }
+        | Instruction::Jump { dst, .. }
+        | Instruction::Neg { dst, .. }
+        | Instruction::End { dst, .. } => dst == r10,
+        Instruction::MovSx { src, dst, .. } => src == r10 || dst == r10,
+        Instruction::StoreReg { src, .. } | Instruction::Atomic { src, .. } => src == r10,
+        Instruction::CallReg { reg } => reg == r10,
+        Instruction::LoadPacket { mode: ebpf_vm::isa::PacketMode::Ind(r), .. } => r == r10,
+        Instruction::Load { dst, .. } | Instruction::LoadSx { dst, .. } | Instruction::LoadImm64 { dst, .. } => {
+            dst == r10
+        }
+        _ => false,
+    }
+}
+
+fn run(program: &Program, engine: Engine, budget: Option<u64>, mem: &mut [u8]) -> Result<u64, ebpf_vm::ExecError> {
+    let echo = Helper::new(5, "echo", HelperSig::scalars(1), |_, a| Ok(a[0].rotate_left(7)));
+    let mut b = Vm::builder(program.clone()).helper(echo).engine(engine);
+    if let Some(n) = budget {
+        b = b.budget(n);
+    }
+    b.build().expect("builds").execute(mem)
+}
+
+/// The error with its address made comparable: relative to the input buffer when near it, else 0.
+fn normalize(r: Result<u64, ebpf_vm::ExecError>, base: u64) -> Result<u64, ebpf_vm::ExecError> {
+    use ebpf_vm::ExecError::*;
+    let rel = |a: u64| {
+        let off = a.wrapping_sub(base) as i64;
+        if (-65536..65536).contains(&off) {
+            off as u64
+        } else {
+            0
+        }
+    };
+    r.map_err(|e| match e {
+        OutOfBounds { pc, addr, len, write } => OutOfBounds { pc, addr: rel(addr), len, write },
+        MisalignedAtomic { pc, addr } => MisalignedAtomic { pc, addr: rel(addr) },
+        other => other,
+    })
+}
+
+fn compare(insns: Vec<Instruction>, mem: Vec<u8>, budget: Option<u64>) -> Result<(), TestCaseError> {
+    if insns.iter().any(leaks_frame_pointer) {
+        return Ok(());
+    }
+    let Ok(program) = Program::from_instructions(insns) else { return Ok(()) };
+    // Both engines run on the same buffer, so that addresses derived from r1 agree.
+    let mut buf = mem.clone();
+    let base = buf.as_ptr() as u64;
+    let a = normalize(run(&program, Engine::Interpreter, budget, &mut buf), base);
+    let after_interpreter = buf.clone();
+    buf.copy_from_slice(&mem);
+    let b = normalize(run(&program, Engine::Jit, budget, &mut buf), base);
+    prop_assert_eq!(&a, &b, "program:\n{}", program.disassemble());
+    prop_assert_eq!(after_interpreter, buf, "memory differs; program:\n{}", program.disassemble());
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1500))]
+
+    /// Terminating programs, no budget.
+    #[test]
+    fn same_results_without_budget(p in program(true), mem in proptest::collection::vec(any::<u8>(), 64)) {
+        compare(p, mem, None)?;
+    }
+
+    /// Loops and recursion, with a budget: also the same instruction where the budget runs out.
+    #[test]
+    fn same_results_with_budget(p in program(false), mem in proptest::collection::vec(any::<u8>(), 64), budget in 1u64..3000) {
+        compare(p, mem, Some(budget))?;
+    }
+}
