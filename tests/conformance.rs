@@ -11,56 +11,8 @@ use std::path::{Path, PathBuf};
 use ebpf_vm::{Engine, Helper, HelperSig, Program, Vm};
 use libtest_mimic::{Arguments, Failed, Trial};
 
-/// One parsed `.data` file.
-#[derive(Default)]
-struct Case {
-    asm: String,
-    mem: Vec<u8>,
-    result: Option<u64>,
-    error: Option<String>,
-    raw: Vec<u64>,
-}
-
-fn parse(text: &str) -> Result<Case, String> {
-    let mut case = Case::default();
-    let mut section = String::new();
-    let mut result = String::new();
-    for line in text.lines() {
-        if let Some(name) = line.strip_prefix("-- ") {
-            section = name.trim().to_string();
-            continue;
-        }
-        match section.as_str() {
-            "asm" => {
-                case.asm.push_str(line);
-                case.asm.push('\n');
-            }
-            "mem" => {
-                for byte in line.split('#').next().unwrap_or("").split_whitespace() {
-                    case.mem.push(u8::from_str_radix(byte, 16).map_err(|e| format!("bad mem byte {byte:?}: {e}"))?);
-                }
-            }
-            "result" => result.push_str(line.split('#').next().unwrap_or("").trim()),
-            "error" => case.error = Some(line.trim().to_string()),
-            "raw" => {
-                let word = line.split('#').next().unwrap_or("").trim();
-                if !word.is_empty() {
-                    let hex = word.trim_start_matches("0x");
-                    case.raw.push(u64::from_str_radix(hex, 16).map_err(|e| format!("bad raw word {word:?}: {e}"))?);
-                }
-            }
-            _ => {}
-        }
-    }
-    if !result.is_empty() {
-        let value = match result.strip_prefix("0x") {
-            Some(hex) => u64::from_str_radix(hex, 16),
-            None => result.parse::<u64>(),
-        };
-        case.result = Some(value.map_err(|e| format!("bad result {result:?}: {e}"))?);
-    }
-    Ok(case)
-}
+mod common;
+use common::suite::{parse, suite_dir};
 
 /// The helper the suite expects at id 5: returns normally when `r1 != 0`.
 fn helper5() -> Helper {
@@ -153,15 +105,6 @@ fn run_plugin_case(path: &Path, plugin: &Path, options: &[&str]) -> Result<(), F
         )
         .into()),
     }
-}
-
-/// Where the suite's `.data` files are, if anywhere.
-fn suite_dir() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("BPF_CONFORMANCE_DIR").map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/tests")),
-    ];
-    candidates.into_iter().flatten().find(|p| p.is_dir())
 }
 
 fn main() {

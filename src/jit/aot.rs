@@ -9,6 +9,7 @@
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::str::FromStr;
 
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_module::{default_libcall_names, Linkage};
@@ -42,7 +43,9 @@ pub fn compile_object(
     let set = |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(|e| JitError::Codegen(format!("{e}")));
     set(&mut flags, "opt_level", "speed")?;
     set(&mut flags, "is_pic", "true")?;
-    let isa = cranelift_codegen::isa::lookup_by_name(target)
+    // `isa::lookup_by_name` panics on a malformed triple: parse it first.
+    let triple = target_lexicon::Triple::from_str(target).map_err(|e| JitError::Target(format!("{target}: {e}")))?;
+    let isa = cranelift_codegen::isa::lookup(triple)
         .map_err(|e| JitError::Target(format!("{target}: {e}")))?
         .finish(settings::Flags::new(flags))
         .map_err(|e| JitError::Codegen(format!("{e}")))?;
@@ -63,7 +66,9 @@ pub fn compile_object(
 pub fn supported_targets() -> Vec<String> {
     ["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu", "riscv64gc-unknown-linux-gnu", "s390x-unknown-linux-gnu"]
         .iter()
-        .filter(|t| cranelift_codegen::isa::lookup_by_name(t).is_ok())
+        .filter(|t| {
+            target_lexicon::Triple::from_str(t).ok().is_some_and(|tr| cranelift_codegen::isa::lookup(tr).is_ok())
+        })
         .map(|t| String::from(*t))
         .collect()
 }

@@ -1,6 +1,8 @@
 //! Shared test support: running assembly text, and proptest strategies for instructions.
 #![allow(dead_code)]
 
+pub mod suite;
+
 use ebpf_vm::isa::{
     AluOp, AtomicOp, ByteOrder, Cond, Imm64, Instruction, Operand, PacketMode, Reg, Size, SxWidth, Width,
 };

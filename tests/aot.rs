@@ -1,0 +1,135 @@
+//! Ahead-of-time compilation tested for real: every conformance program compiled for aarch64 into one
+//! object, linked with `tests/aot/harness.c` by Debian's `aarch64-linux-gnu-gcc`, and run under
+//! `qemu-aarch64`. Without those tools the test says so and checks only that the object is produced.
+//! riscv64 and s390x objects are produced too (not run).
+
+mod common;
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+use ebpf_vm::jit::aot;
+use ebpf_vm::{Env, Helper, HelperSig, Program};
+
+struct Compiled {
+    names: Vec<String>,
+    programs: Vec<Program>,
+    cases: Vec<common::suite::Case>,
+}
+
+fn conformance_programs() -> Option<Compiled> {
+    let files = common::suite::files()?;
+    let mut out = Compiled { names: Vec::new(), programs: Vec::new(), cases: Vec::new() };
+    for (i, f) in files.iter().enumerate() {
+        let case = common::suite::parse(&std::fs::read_to_string(f).expect("readable")).expect("parses");
+        if case.error.is_some() {
+            continue;
+        }
+        out.programs.push(Program::from_asm(&case.asm).expect("assembles"));
+        out.names.push(format!("t{i}_{}", f.file_stem().unwrap().to_string_lossy().replace(['-', '.'], "_")));
+        out.cases.push(case);
+    }
+    Some(out)
+}
+
+fn env() -> Env {
+    let mut env = Env::new();
+    env.add_helper(Helper::new(5, "echo", HelperSig::scalars(1), |_, a| Ok(a[0])));
+    env
+}
+
+fn object(c: &Compiled, target: &str) -> Vec<u8> {
+    let list: Vec<(&str, &Program)> = c.names.iter().map(String::as_str).zip(&c.programs).collect();
+    aot::compile_object(&list, &env(), target, true).unwrap_or_else(|e| panic!("{target}: {e}"))
+}
+
+fn have(tool: &str) -> bool {
+    Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+/// The table of tests the harness runs, as C.
+fn table(c: &Compiled) -> String {
+    let mut s = String::from("#include <stdint.h>\ntypedef struct ctx ctx_t;\n");
+    s.push_str("typedef uint64_t (*entry_t)(ctx_t *, uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, uint64_t);\n");
+    s.push_str(
+        "struct test { const char *name; entry_t entry; const uint8_t *mem; uint64_t mem_len; uint64_t expected; };\n",
+    );
+    for (i, (name, case)) in c.names.iter().zip(&c.cases).enumerate() {
+        writeln!(s, "uint64_t {name}(ctx_t *, uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, uint64_t);").unwrap();
+        let bytes: Vec<String> = case.mem.iter().map(|b| format!("{b}")).collect();
+        writeln!(
+            s,
+            "static const uint8_t mem{i}[] = {{ {} }};",
+            if bytes.is_empty() { "0".into() } else { bytes.join(",") }
+        )
+        .unwrap();
+    }
+    s.push_str("const struct test tests[] = {\n");
+    for (i, (name, case)) in c.names.iter().zip(&c.cases).enumerate() {
+        let expected = case.result.expect("result");
+        writeln!(s, "  {{ \"{name}\", {name}, mem{i}, {}, {expected}ull }},", case.mem.len()).unwrap();
+    }
+    writeln!(s, "}};\nconst unsigned test_count = {};", c.names.len()).unwrap();
+    s
+}
+
+#[test]
+fn conformance_suite_on_aarch64_under_qemu() {
+    let Some(c) = conformance_programs() else {
+        eprintln!("skipped: the bpf_conformance suite is not present");
+        return;
+    };
+    let obj = object(&c, "aarch64-unknown-linux-gnu");
+    assert!(obj.starts_with(b"\x7fELF"));
+    assert_eq!(u16::from_le_bytes([obj[18], obj[19]]), 183, "EM_AARCH64");
+
+    let (gcc, qemu) = ("aarch64-linux-gnu-gcc", "qemu-aarch64");
+    if !have(gcc) || !have(qemu) {
+        let msg = format!("{gcc} or {qemu} is not installed (Debian: gcc-aarch64-linux-gnu, qemu-user)");
+        if std::env::var_os("EBPF_VM_REQUIRE_AARCH64").is_some_and(|v| v == "1") {
+            panic!("{msg}");
+        }
+        eprintln!("skipped running the aarch64 code: {msg}");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("ebpf-vm-aot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("programs.o"), &obj).unwrap();
+    std::fs::write(dir.join("table.c"), table(&c)).unwrap();
+    let harness = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aot/harness.c");
+    let out = Command::new(gcc)
+        .args(["-O1", "-static", "-o"])
+        .arg(dir.join("runner"))
+        .arg(&harness)
+        .arg(dir.join("table.c"))
+        .arg(dir.join("programs.o"))
+        .output()
+        .expect("runs gcc");
+    assert!(out.status.success(), "link failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let run = Command::new(qemu).arg(dir.join("runner")).output().expect("runs qemu");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    std::fs::remove_dir_all(&dir).ok();
+    let failures: Vec<&str> = stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(failures.is_empty(), "{} failed on aarch64:\n{}", failures.len(), failures.join("\n"));
+    let passed = stdout.lines().filter(|l| l.starts_with("ok ")).count();
+    assert_eq!(passed, c.names.len(), "{stdout}");
+    assert!(run.status.success());
+    eprintln!("aarch64 under qemu: {passed} of {} conformance programs passed", c.names.len());
+}
+
+#[test]
+fn objects_for_riscv64_and_s390x() {
+    let Some(c) = conformance_programs() else { return };
+    for (target, machine) in [("riscv64gc-unknown-linux-gnu", 243u16), ("s390x-unknown-linux-gnu", 22)] {
+        let obj = object(&c, target);
+        let m = if target.starts_with("s390x") {
+            u16::from_be_bytes([obj[18], obj[19]])
+        } else {
+            u16::from_le_bytes([obj[18], obj[19]])
+        };
+        assert_eq!(m, machine, "{target}");
+    }
+    assert!(aot::supported_targets().len() >= 4);
+    assert!(aot::compile_object(&[], &env(), "no-such-target", true).is_err());
+}
