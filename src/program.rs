@@ -59,6 +59,7 @@ pub struct Program {
     functions: Vec<Function>,
     slots: usize,
     name: String,
+    uses_frame_pointer: bool,
 }
 
 impl Program {
@@ -132,7 +133,9 @@ impl Program {
                 return Err(ProgramError::FallsOffEnd { pc, function: func.start });
             }
         }
-        Ok(Program { instructions, pcs, functions, slots, name: String::new() })
+        // Register fields of value 10 (r10) in any slot.
+        let uses_frame_pointer = bytes.chunks_exact(isa::INSN_SIZE).any(|s| s[1] & 0x0f == 10 || s[1] >> 4 == 10);
+        Ok(Program { instructions, pcs, functions, slots, name: String::new(), uses_frame_pointer })
     }
 
     /// Sets the program's name (an ELF section or symbol name, for messages).
@@ -159,6 +162,11 @@ impl Program {
     /// The functions, the entry function first, in slot order.
     pub fn functions(&self) -> &[Function] {
         &self.functions
+    }
+
+    /// Whether any instruction names r10, the frame pointer: the only way a program reaches its stack.
+    pub fn uses_frame_pointer(&self) -> bool {
+        self.uses_frame_pointer
     }
 
     /// Number of 8-byte slots.

@@ -124,6 +124,7 @@ impl JitProgram {
     }
 
     /// Runs the entry program on `mem`.
+    #[inline]
     pub(crate) fn run(&self, setup: &Setup<'_>, mem: &mut [u8], budget: u64) -> Result<u64, ExecError> {
         #[repr(C, align(16))]
         struct Stack([MaybeUninit<u8>; FRAME_SIZE * MAX_FRAMES]);
@@ -131,8 +132,10 @@ impl JitProgram {
         let stack_ptr = stack.0.as_mut_ptr().cast::<u8>();
         let stack_base = stack_ptr.expose_provenance() as u64;
         let stack_hi = stack_base + (FRAME_SIZE * MAX_FRAMES) as u64;
-        // SAFETY: the entry frame is the last FRAME_SIZE bytes of the buffer just declared.
-        unsafe { core::ptr::write_bytes(stack_ptr.add(FRAME_SIZE * (MAX_FRAMES - 1)), 0, FRAME_SIZE) };
+        if setup.zero_stack {
+            // SAFETY: the entry frame is the last FRAME_SIZE bytes of the buffer just declared.
+            unsafe { core::ptr::write_bytes(stack_ptr.add(FRAME_SIZE * (MAX_FRAMES - 1)), 0, FRAME_SIZE) };
+        }
 
         let mem_len = mem.len() as u64;
         let mem_base = if mem.is_empty() { 0 } else { mem.as_mut_ptr().expose_provenance() as u64 };

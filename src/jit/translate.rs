@@ -228,10 +228,12 @@ fn translate_function<M: Module>(
     });
 
     let err = b.create_block();
+    b.set_cold_block(err);
     for _ in 0..5 {
         b.append_block_param(err, I64);
     }
     let leave = b.create_block();
+    b.set_cold_block(leave);
     let mut blocks = BTreeMap::new();
     for pc in leaders(program, f) {
         blocks.insert(pc, b.create_block());
@@ -356,6 +358,7 @@ impl Fx<'_, '_> {
         let cont = self.b.create_block();
         let try_stack = self.b.create_block();
         let slow = self.b.create_block();
+        self.b.set_cold_block(slow);
         let off = self.b.ins().isub(addr, self.mem_base);
         let ok = self.b.ins().icmp(IntCC::UnsignedLessThan, off, self.in_bound[i]);
         self.b.ins().brif(ok, cont, &[], try_stack, &[]);

@@ -497,6 +497,8 @@ pub(crate) struct Setup<'a> {
     pub(crate) env: &'a Env,
     pub(crate) regions: &'a [Region],
     pub(crate) cpu: usize,
+    /// Whether the entry frame must be zeroed (some program names r10); otherwise nothing can reach it.
+    pub(crate) zero_stack: bool,
 }
 
 /// Runs the program on `mem`. `budget` is the number of instructions allowed when `METERED`.
@@ -509,7 +511,9 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool>(
     let mut stack = Stack([MaybeUninit::uninit(); STACK_SIZE]);
     let stack_ptr = stack.0.as_mut_ptr().cast::<u8>();
     let stack_hi = stack_ptr.expose_provenance() as u64 + STACK_SIZE as u64;
-    zero_frame(stack_ptr, 0);
+    if setup.zero_stack {
+        zero_frame(stack_ptr, 0);
+    }
 
     let mem_len = mem.len() as u64;
     let mem_addr = if mem.is_empty() { 0 } else { mem.as_mut_ptr().expose_provenance() as u64 };

@@ -137,6 +137,7 @@ impl VmBuilder {
                     })
                 });
         let regions = self.env.all_regions();
+        let uses_stack = core::iter::once(&self.program).chain(&self.tail_targets).any(Program::uses_frame_pointer);
         #[cfg(feature = "jit")]
         let jit = match self.engine {
             Engine::Jit => {
@@ -165,6 +166,7 @@ impl VmBuilder {
             entry,
             regions,
             uses_cpu,
+            uses_stack,
         })
     }
 }
@@ -184,6 +186,8 @@ pub struct Vm {
     regions: Vec<Region>,
     /// Whether executions need a CPU slot (per-CPU maps, or the processor id helper).
     uses_cpu: bool,
+    /// Whether some program names r10 (else the stack is unreachable and is not zeroed).
+    uses_stack: bool,
     /// The compiled code, for [`Engine::Jit`].
     #[cfg(feature = "jit")]
     jit: Option<Arc<crate::jit::JitProgram>>,
@@ -205,6 +209,7 @@ impl Vm {
     /// Runs the program on `mem` and returns `r0` at `exit`.
     ///
     /// This allocates nothing and takes no lock; the stack lives on the caller's stack.
+    #[inline]
     pub fn execute(&self, mem: &mut [u8]) -> Result<u64, ExecError> {
         let slot = self.uses_cpu.then(cpu::CpuSlot::acquire);
         let setup = Setup {
@@ -213,6 +218,7 @@ impl Vm {
             env: &self.env,
             regions: &self.regions,
             cpu: slot.as_ref().map_or(0, cpu::CpuSlot::index),
+            zero_stack: self.uses_stack,
         };
         let budget = self.budget.unwrap_or(0);
         #[cfg(feature = "jit")]

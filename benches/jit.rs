@@ -1,0 +1,159 @@
+//! The JIT against rbpf's JITs (x86_64 template JIT, and its Cranelift JIT), against this crate's
+//! interpreter, and against the same C compiled natively, on clang-compiled programs: hashing, sorting,
+//! packet parsing, arithmetic. Also: compile time per BPF instruction, and the cost of one `execute`
+//! of a trivial program.
+//!
+//! `CC=clang-19 cargo bench --features native-baseline --bench jit` (without the feature, the native
+//! baseline is left out).
+
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use ebpf_vm::elf::Object;
+use ebpf_vm::{Engine, Program, Vm};
+
+const PROGRAMS: &[(&str, &[u8])] = &[
+    ("fnv1a", include_bytes!("programs/fnv1a.o")),
+    ("sort", include_bytes!("programs/sort.o")),
+    ("packets", include_bytes!("programs/packets.o")),
+    ("arith", include_bytes!("programs/arith.o")),
+];
+
+#[cfg(feature = "native-baseline")]
+mod native {
+    unsafe extern "C" {
+        fn native_fnv1a(data: *mut u8, len: u64) -> u64;
+        fn native_sort(data: *mut u8, len: u64) -> u64;
+        fn native_packets(data: *mut u8, len: u64) -> u64;
+        fn native_arith(data: *mut u8, len: u64) -> u64;
+    }
+
+    /// The native build of a benchmark program.
+    pub fn get(name: &str) -> fn(&mut [u8]) -> u64 {
+        match name {
+            // SAFETY (all four): the C functions read and write only the first 4096 bytes of their input,
+            // and every input here has 4096 bytes.
+            "fnv1a" => |m| unsafe { native_fnv1a(m.as_mut_ptr(), m.len() as u64) },
+            "sort" => |m| unsafe { native_sort(m.as_mut_ptr(), m.len() as u64) },
+            "packets" => |m| unsafe { native_packets(m.as_mut_ptr(), m.len() as u64) },
+            _ => |m| unsafe { native_arith(m.as_mut_ptr(), m.len() as u64) },
+        }
+    }
+}
+
+/// 4096 bytes of input: pseudo-random numbers, and 64 frames of Ethernet/IPv4/UDP for `packets`.
+fn input(name: &str) -> Vec<u8> {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut v: Vec<u8> = (0..4096)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    if name == "packets" {
+        for (k, frame) in v.chunks_mut(64).enumerate() {
+            frame[12..14].copy_from_slice(&[0x08, 0x00]);
+            frame[14] = 0x45;
+            frame[23] = if k % 4 == 3 { 6 } else { 17 };
+            frame[36..38].copy_from_slice(&(1000 + k as u16).to_be_bytes());
+        }
+    }
+    v
+}
+
+fn bench_programs(c: &mut Criterion) {
+    for &(name, elf) in PROGRAMS {
+        let object = Object::parse(elf).expect("benchmark object loads");
+        let program = object.program(name).expect("program").program.clone();
+        let bytes = program.to_bytes();
+        let jit = Vm::builder(program.clone()).engine(Engine::Jit).build().expect("JIT compiles");
+        // SAFETY: the benchmark programs access only the first 4096 bytes of their 4096-byte input
+        // (checked mode runs the same programs on the same input above without an error).
+        let jit_unchecked =
+            unsafe { Vm::builder(program.clone()).engine(Engine::Jit).unchecked() }.build().expect("JIT");
+        let interp = Vm::builder(program.clone()).build().expect("builds");
+        let mut rbpf_jit = rbpf::EbpfVmRaw::new(Some(&bytes)).expect("rbpf accepts the program");
+        rbpf_jit.jit_compile().expect("rbpf JIT compiles");
+        let mut rbpf_cl = rbpf::EbpfVmRaw::new(Some(&bytes)).expect("rbpf accepts the program");
+        rbpf_cl.cranelift_compile().expect("rbpf Cranelift compiles");
+
+        // Every engine must compute the same result before anything is timed.
+        let want = interp.execute(&mut input(name)).expect("runs");
+        assert_eq!(jit.execute(&mut input(name)), Ok(want), "{name}: JIT");
+        assert_eq!(jit_unchecked.execute(&mut input(name)), Ok(want), "{name}: unchecked JIT");
+        // SAFETY: rbpf's JIT runs the program on a buffer of the size it expects.
+        assert_eq!(
+            unsafe { rbpf_jit.execute_program_jit(&mut input(name)) }.expect("rbpf JIT runs"),
+            want,
+            "{name}: rbpf JIT"
+        );
+        assert_eq!(
+            rbpf_cl.execute_program_cranelift(&mut input(name)).expect("rbpf Cranelift runs"),
+            want,
+            "{name}: rbpf Cranelift"
+        );
+        #[cfg(feature = "native-baseline")]
+        assert_eq!(native::get(name)(&mut input(name)), want, "{name}: native");
+
+        let mut g = c.benchmark_group(name);
+        g.throughput(Throughput::Elements(1));
+        let data = input(name);
+        let mut run = |id: &str, f: &mut dyn FnMut(&mut Vec<u8>) -> u64| {
+            g.bench_function(BenchmarkId::from_parameter(id), |b| {
+                b.iter_batched_ref(|| data.clone(), |m| f(m), BatchSize::SmallInput)
+            });
+        };
+        run("ebpf-vm-jit-checked", &mut |m| jit.execute(m).expect("runs"));
+        run("ebpf-vm-jit-unchecked", &mut |m| jit_unchecked.execute(m).expect("runs"));
+        run("ebpf-vm-interpreter", &mut |m| interp.execute(m).expect("runs"));
+        // SAFETY: as above.
+        run("rbpf-jit", &mut |m| unsafe { rbpf_jit.execute_program_jit(m) }.expect("runs"));
+        run("rbpf-cranelift", &mut |m| rbpf_cl.execute_program_cranelift(m).expect("runs"));
+        #[cfg(feature = "native-baseline")]
+        {
+            let f = native::get(name);
+            run("native-c", &mut |m| f(m));
+        }
+        g.finish();
+    }
+}
+
+fn bench_compile(c: &mut Criterion) {
+    let mut g = c.benchmark_group("compile");
+    for &(name, elf) in PROGRAMS {
+        let object = Object::parse(elf).expect("loads");
+        let program = object.program(name).expect("program").program.clone();
+        g.throughput(Throughput::Elements(program.slot_count() as u64));
+        g.bench_function(BenchmarkId::new("jit", name), |b| {
+            b.iter(|| Vm::builder(program.clone()).engine(Engine::Jit).build().expect("compiles"))
+        });
+    }
+    g.finish();
+}
+
+fn bench_call(c: &mut Criterion) {
+    let trivial = Program::from_asm("mov %r0, 1\nexit").expect("assembles");
+    let bytes = trivial.to_bytes();
+    let jit = Vm::builder(trivial.clone()).engine(Engine::Jit).build().expect("JIT");
+    let interp = Vm::builder(trivial).build().expect("builds");
+    let mut rbpf_jit = rbpf::EbpfVmRaw::new(Some(&bytes)).expect("rbpf");
+    rbpf_jit.jit_compile().expect("rbpf JIT");
+    let mut g = c.benchmark_group("execute-trivial");
+    let mut mem = [0u8; 64];
+    g.bench_function("ebpf-vm-jit", |b| b.iter(|| jit.execute(std::hint::black_box(&mut mem)).expect("runs")));
+    g.bench_function("ebpf-vm-interpreter", |b| {
+        b.iter(|| interp.execute(std::hint::black_box(&mut mem)).expect("runs"))
+    });
+    // SAFETY: the trivial program touches no memory.
+    g.bench_function("rbpf-jit", |b| {
+        b.iter(|| unsafe { rbpf_jit.execute_program_jit(std::hint::black_box(&mut mem)) }.expect("runs"))
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(2)).warm_up_time(std::time::Duration::from_millis(500));
+    targets = bench_programs, bench_compile, bench_call
+}
+criterion_main!(benches);
