@@ -15,5 +15,5 @@ typedef uint64_t u64;
 typedef uint32_t u32;
 typedef uint16_t u16;
 typedef uint8_t u8;
-#define PROG(name) u64 native_##name(void *data, __attribute__((unused)) u64 len)
+#define PROG(name) u64 native_##name(__attribute__((unused)) void *data, __attribute__((unused)) u64 len)
 #endif
