@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use ebpf_vm::elf::Object;
 use ebpf_vm::maps::TypedHashMap;
+use ebpf_vm::Engine;
 
 /// The object, as `clang-19 -O2 -g -target bpf` built it from `tests/fixtures/hash_count.c`.
 const OBJECT: &[u8] = include_bytes!("../tests/fixtures/hash_count.o");
@@ -20,9 +21,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         object.license()
     );
 
-    // The best engine this build has is the interpreter, in checked mode: every memory access of the
-    // program is checked against the memory it owns.
-    let vm = object.vm_builder("count_bytes")?.build()?;
+    // The best engine this build has: the Cranelift JIT, in checked mode (every memory access of the
+    // program is checked against the memory it owns), with the interpreter's exact semantics.
+    let vm = object.vm_builder("count_bytes")?.engine(Engine::Jit).build()?;
     let mut input = b"hello, eBPF world".to_vec();
     let r0 = vm.execute(&mut input)?;
     println!(

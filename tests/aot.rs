@@ -132,4 +132,12 @@ fn objects_for_riscv64_and_s390x() {
     }
     assert!(aot::supported_targets().len() >= 4);
     assert!(aot::compile_object(&[], &env(), "no-such-target", true).is_err());
+    assert!(ebpf_vm::jit::JitBuilder::target("aarch64-unknown-linux-gnu").is_ok());
+    assert!(ebpf_vm::jit::JitBuilder::target("not a triple").is_err());
+    let obj = ebpf_vm::jit::JitBuilder::target("aarch64-unknown-linux-gnu")
+        .unwrap()
+        .checked(false)
+        .compile_object(&[("prog", &c.programs[0])], &env())
+        .unwrap();
+    assert!(obj.starts_with(b"\x7fELF"));
 }

@@ -18,7 +18,7 @@ fn readme_elf_example() -> Result<(), Box<dyn std::error::Error>> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hash_count.o");
     let mut packet = b"abc".to_vec();
     let object = Object::parse(&std::fs::read(path)?)?;
-    let vm = object.vm_builder("count_bytes")?.budget(1_000_000).build()?;
+    let vm = object.vm_builder("count_bytes")?.engine(ebpf_vm::Engine::Jit).build()?;
     let r0 = vm.execute(&mut packet)?;
     let counts = TypedHashMap::<u32, u64>::new(object.map("counts").unwrap().clone())?;
     assert_eq!(r0, 9);

@@ -19,7 +19,6 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage};
 
 use crate::program::Program;
-use crate::vm::interpreter::Setup;
 use crate::vm::{BuildError, Env, ExecError, FRAME_SIZE, MAX_FRAMES};
 use runtime::{status, EntryFn, HostState, JitContext};
 pub(crate) use translate::Options;
@@ -38,12 +37,22 @@ pub enum JitError {
     Codegen(String),
 }
 
+/// What one JIT execution runs with, besides its input.
+pub(crate) struct JitSetup<'a> {
+    pub(crate) env: &'a Env,
+    pub(crate) regions: &'a [crate::vm::Region],
+    pub(crate) cpu: usize,
+    pub(crate) zero_stack: bool,
+}
+
 /// Compiled code for a program and its tail-call targets. The code is immutable once compiled.
 pub(crate) struct JitProgram {
     module: Option<JITModule>,
     /// Entry functions, by program id (tail-call targets first, the entry program last).
     entries: Vec<EntryFn>,
     opts: Options,
+    /// No program makes bpf-to-bpf calls: one frame of stack is enough.
+    single_frame: bool,
 }
 
 // SAFETY: after `finalize_definitions` the module's code and data are never written again; the module
@@ -120,27 +129,41 @@ impl JitProgram {
                 unsafe { core::mem::transmute::<*const u8, EntryFn>(code) }
             })
             .collect();
-        Ok(JitProgram { module: Some(module), entries, opts })
+        let single_frame = programs.iter().all(|p| p.functions().len() == 1);
+        Ok(JitProgram { module: Some(module), entries, opts, single_frame })
     }
 
     /// Runs the entry program on `mem`.
     #[inline]
-    pub(crate) fn run(&self, setup: &Setup<'_>, mem: &mut [u8], budget: u64) -> Result<u64, ExecError> {
+    pub(crate) fn run(&self, setup: &JitSetup<'_>, mem: &mut [u8], budget: u64) -> Result<u64, ExecError> {
+        if self.single_frame {
+            self.run_with_stack::<FRAME_SIZE>(setup, mem, budget)
+        } else {
+            self.run_with_stack::<{ FRAME_SIZE * MAX_FRAMES }>(setup, mem, budget)
+        }
+    }
+
+    /// Runs with a stack of `STACK` bytes (whole frames; the entry frame at the top).
+    #[inline]
+    fn run_with_stack<const STACK: usize>(
+        &self,
+        setup: &JitSetup<'_>,
+        mem: &mut [u8],
+        budget: u64,
+    ) -> Result<u64, ExecError> {
         #[repr(C, align(16))]
-        struct Stack([MaybeUninit<u8>; FRAME_SIZE * MAX_FRAMES]);
-        let mut stack = Stack([MaybeUninit::uninit(); FRAME_SIZE * MAX_FRAMES]);
+        struct Stack<const N: usize>([MaybeUninit<u8>; N]);
+        let mut stack = Stack::<STACK>([MaybeUninit::uninit(); STACK]);
         let stack_ptr = stack.0.as_mut_ptr().cast::<u8>();
         let stack_base = stack_ptr.expose_provenance() as u64;
-        let stack_hi = stack_base + (FRAME_SIZE * MAX_FRAMES) as u64;
+        let stack_hi = stack_base + STACK as u64;
         if setup.zero_stack {
             // SAFETY: the entry frame is the last FRAME_SIZE bytes of the buffer just declared.
-            unsafe { core::ptr::write_bytes(stack_ptr.add(FRAME_SIZE * (MAX_FRAMES - 1)), 0, FRAME_SIZE) };
+            unsafe { core::ptr::write_bytes(stack_ptr.add(STACK - FRAME_SIZE), 0, FRAME_SIZE) };
         }
 
         let mem_len = mem.len() as u64;
         let mem_base = if mem.is_empty() { 0 } else { mem.as_mut_ptr().expose_provenance() as u64 };
-        let mut host =
-            HostState { setup, checked: self.opts.checked, entries: &self.entries, tail_calls: 0, error: None };
         let mut ctx = JitContext {
             mem_base,
             mem_len,
@@ -152,9 +175,17 @@ impl JitProgram {
             err_addr: 0,
             err_len: 0,
             err_write: 0,
-            host: (&mut host as *mut HostState<'_>).cast(),
+            host: HostState {
+                env: setup.env,
+                regions: setup.regions,
+                cpu: setup.cpu,
+                checked: self.opts.checked,
+                entries: &self.entries,
+                tail_calls: 0,
+                error: None,
+            },
         };
-        let entry = self.entries[setup.entry];
+        let entry = self.entries[self.entries.len() - 1];
         // SAFETY: `entry` was compiled for this host with the `EntryFn` signature. Its memory accesses
         // are checked against the context's regions in checked mode, and vouched for by the host (an
         // `unsafe` builder call) in unchecked mode. The context, host state and stack outlive the call.
@@ -169,11 +200,62 @@ impl JitProgram {
             status::MISALIGNED => Err(ExecError::MisalignedAtomic { pc, addr: ctx.err_addr }),
             status::BUDGET => Err(ExecError::BudgetExhausted { pc }),
             status::CALL_DEPTH => Err(ExecError::CallDepthExceeded { pc }),
-            _ => Err(host.error.take().unwrap_or(ExecError::Helper {
+            _ => Err(ctx.host.error.take().unwrap_or(ExecError::Helper {
                 pc,
                 id: 0,
                 source: crate::HelperError::Failed("the runtime reported an error without details".into()),
             })),
         }
+    }
+}
+
+/// Compiles programs ahead of time for a chosen target: `JitBuilder::target("aarch64-unknown-linux-gnu")`,
+/// or [`JitBuilder::host`] for this machine's triple.
+#[derive(Debug, Clone)]
+pub struct JitBuilder {
+    target: String,
+    checked: bool,
+}
+
+impl JitBuilder {
+    /// Compiles for the machine this runs on.
+    pub fn host() -> JitBuilder {
+        JitBuilder { target: String::from(host_triple()), checked: true }
+    }
+
+    /// Compiles for `triple` (x86_64, aarch64, riscv64gc or s390x Linux triples, for example).
+    pub fn target(triple: &str) -> Result<JitBuilder, JitError> {
+        let b = JitBuilder { target: String::from(triple), checked: true };
+        b.compile_object(&[], &Env::new())?;
+        Ok(b)
+    }
+
+    /// Whether the code checks memory accesses (the default), or trusts the programs.
+    pub fn checked(mut self, checked: bool) -> JitBuilder {
+        self.checked = checked;
+        self
+    }
+
+    /// The target triple.
+    pub fn triple(&self) -> &str {
+        &self.target
+    }
+
+    /// Compiles `programs` (exported as their names) into an object file; see [`aot`].
+    pub fn compile_object(&self, programs: &[(&str, &Program)], env: &Env) -> Result<Vec<u8>, JitError> {
+        aot::compile_object(programs, env, &self.target, self.checked)
+    }
+}
+
+/// The triple of the machine this runs on, as far as this build knows it.
+fn host_triple() -> &'static str {
+    if cfg!(target_arch = "aarch64") {
+        "aarch64-unknown-linux-gnu"
+    } else if cfg!(target_arch = "riscv64") {
+        "riscv64gc-unknown-linux-gnu"
+    } else if cfg!(target_arch = "s390x") {
+        "s390x-unknown-linux-gnu"
+    } else {
+        "x86_64-unknown-linux-gnu"
     }
 }

@@ -2,10 +2,7 @@
 //! functions for what is not emitted inline (helper calls, regions beyond input and stack, tail calls,
 //! legacy packet loads). The ahead-of-time harness provides functions of the same names and ABI.
 
-use core::ffi::c_void;
-
 use crate::helpers::CallContext;
-use crate::vm::interpreter::Setup;
 use crate::vm::memory::{MemoryMap, Region};
 use crate::vm::{ExecError, FRAME_SIZE, MAX_TAIL_CALLS};
 
@@ -30,7 +27,7 @@ pub(crate) mod status {
 /// The context compiled code receives as its first argument. The field offsets are part of the ABI
 /// between the translator, this module and the ahead-of-time harness.
 #[repr(C)]
-pub(crate) struct JitContext {
+pub(crate) struct JitContext<'a> {
     pub(crate) mem_base: u64,
     pub(crate) mem_len: u64,
     pub(crate) stack_base: u64,
@@ -41,7 +38,8 @@ pub(crate) struct JitContext {
     pub(crate) err_addr: u64,
     pub(crate) err_len: u64,
     pub(crate) err_write: u64,
-    pub(crate) host: *mut c_void,
+    /// What only the runtime functions read (the ahead-of-time ABI has a `void *` here).
+    pub(crate) host: HostState<'a>,
 }
 
 /// Field offsets of [`JitContext`].
@@ -59,11 +57,14 @@ pub(crate) mod offset {
 }
 
 /// The signature every compiled BPF function has: `(ctx, r1, r2, r3, r4, r5, frame pointer) -> r0`.
-pub(crate) type EntryFn = unsafe extern "C" fn(*mut JitContext, u64, u64, u64, u64, u64, u64) -> u64;
+pub(crate) type EntryFn = unsafe extern "C" fn(*mut JitContext<'_>, u64, u64, u64, u64, u64, u64) -> u64;
 
-/// What the runtime functions need beyond the context: the execution's setup and state.
+/// What the runtime functions need beyond the context: the environment, the host's regions, the CPU
+/// slot, and the execution's state.
 pub(crate) struct HostState<'a> {
-    pub(crate) setup: &'a Setup<'a>,
+    pub(crate) env: &'a crate::vm::Env,
+    pub(crate) regions: &'a [Region],
+    pub(crate) cpu: usize,
     pub(crate) checked: bool,
     /// Entry functions of the tail-call targets, by program id.
     pub(crate) entries: &'a [EntryFn],
@@ -80,18 +81,14 @@ pub(crate) mod names {
 }
 
 /// # Safety
-/// `ctx` must be the context of a running execution, its `host` a live `HostState`.
-unsafe fn host<'a>(ctx: *mut JitContext) -> (&'a mut JitContext, &'a mut HostState<'a>) {
-    // SAFETY: the caller guarantees both pointers; compiled code passes the context it was given, and
-    // `JitProgram::run` keeps the context and the host state alive for the whole call.
-    unsafe {
-        let ctx = &mut *ctx;
-        let host = &mut *(ctx.host as *mut HostState<'a>);
-        (ctx, host)
-    }
+/// `ctx` must be the context of a running execution.
+unsafe fn context<'c, 'a>(ctx: *mut JitContext<'a>) -> &'c mut JitContext<'a> {
+    // SAFETY: compiled code passes the context it was given, which `JitProgram::run` keeps alive (and
+    // does not otherwise touch) for the whole call.
+    unsafe { &mut *ctx }
 }
 
-fn memory_map<'a>(ctx: &JitContext, regions: &'a [Region], fp: u64) -> MemoryMap<'a> {
+fn memory_map<'a>(ctx: &JitContext<'_>, regions: &'a [Region], fp: u64) -> MemoryMap<'a> {
     MemoryMap {
         input: Region { start: ctx.mem_base, len: ctx.mem_len, writable: true },
         stack_lo: fp - FRAME_SIZE as u64,
@@ -107,7 +104,7 @@ fn memory_map<'a>(ctx: &JitContext, regions: &'a [Region], fp: u64) -> MemoryMap
 /// # Safety
 /// Called only by compiled code, with the context it was given.
 pub(crate) unsafe extern "C" fn call_helper(
-    ctx: *mut JitContext,
+    ctx: *mut JitContext<'_>,
     pc: u64,
     which: u64,
     r1: u64,
@@ -118,15 +115,15 @@ pub(crate) unsafe extern "C" fn call_helper(
     fp: u64,
 ) -> u64 {
     // SAFETY: compiled code passes its own, live context.
-    let (ctx, host) = unsafe { host(ctx) };
-    let env = host.setup.env;
+    let ctx = unsafe { context(ctx) };
+    let env = ctx.host.env;
     let callx = pc as usize & super::translate::CALLX_FLAG != 0;
     let pc = pc as usize & !super::translate::CALLX_FLAG;
     let index = if callx {
         match u32::try_from(which).ok().and_then(|id| env.helper_index(id)) {
             Some(i) => i,
             None => {
-                host.error = Some(ExecError::UnknownHelper { pc, id: which });
+                ctx.host.error = Some(ExecError::UnknownHelper { pc, id: which });
                 ctx.status = status::HOST_ERROR;
                 return 0;
             }
@@ -135,12 +132,12 @@ pub(crate) unsafe extern "C" fn call_helper(
         (which >> 32) as usize - 1
     };
     let helper = &env.helpers()[index];
-    let mm = memory_map(ctx, host.setup.regions, fp);
-    let mut call = CallContext { memory: &mm, checked: host.checked, pc, env, cpu: host.setup.cpu };
+    let mm = memory_map(ctx, ctx.host.regions, fp);
+    let mut call = CallContext { memory: &mm, checked: ctx.host.checked, pc, env, cpu: ctx.host.cpu };
     match helper.call(&mut call, [r1, r2, r3, r4, r5]) {
         Ok(r0) => r0,
         Err(source) => {
-            host.error = Some(ExecError::Helper { pc, id: helper.id(), source });
+            ctx.host.error = Some(ExecError::Helper { pc, id: helper.id(), source });
             ctx.status = status::HOST_ERROR;
             0
         }
@@ -152,10 +149,10 @@ pub(crate) unsafe extern "C" fn call_helper(
 ///
 /// # Safety
 /// Called only by compiled code, with the context it was given.
-pub(crate) unsafe extern "C" fn region_check(ctx: *mut JitContext, addr: u64, len: u64, write: u64) -> u64 {
+pub(crate) unsafe extern "C" fn region_check(ctx: *mut JitContext<'_>, addr: u64, len: u64, write: u64) -> u64 {
     // SAFETY: compiled code passes its own, live context.
-    let (_, host) = unsafe { host(ctx) };
-    host.setup.regions.iter().any(|r| r.contains(addr, len) && (r.writable || write == 0)) as u64
+    let host = &unsafe { context(ctx) }.host;
+    host.regions.iter().any(|r| r.contains(addr, len) && (r.writable || write == 0)) as u64
 }
 
 /// Finds the target of a tail call: the entry of the program at `index` of the program array
@@ -163,11 +160,10 @@ pub(crate) unsafe extern "C" fn region_check(ctx: *mut JitContext, addr: u64, le
 ///
 /// # Safety
 /// Called only by compiled code, with the context it was given.
-pub(crate) unsafe extern "C" fn tail_call(ctx: *mut JitContext, map: u64, index: u64) -> usize {
+pub(crate) unsafe extern "C" fn tail_call(ctx: *mut JitContext<'_>, map: u64, index: u64) -> usize {
     // SAFETY: compiled code passes its own, live context.
-    let (_, host) = unsafe { host(ctx) };
+    let host = &mut unsafe { context(ctx) }.host;
     let target = host
-        .setup
         .env
         .map_by_handle(map)
         .and_then(|m| m.downcast_ref::<crate::maps::ProgArrayMap>())
@@ -187,9 +183,9 @@ pub(crate) unsafe extern "C" fn tail_call(ctx: *mut JitContext, map: u64, index:
 ///
 /// # Safety
 /// Called only by compiled code, with the context it was given.
-pub(crate) unsafe extern "C" fn packet_load(ctx: *mut JitContext, offset: i64, size: u64) -> u64 {
+pub(crate) unsafe extern "C" fn packet_load(ctx: *mut JitContext<'_>, offset: i64, size: u64) -> u64 {
     // SAFETY: compiled code passes its own, live context.
-    let (ctx, _) = unsafe { host(ctx) };
+    let ctx = unsafe { context(ctx) };
     if offset < 0 || offset as u64 + size > ctx.mem_len {
         ctx.status = status::EXIT_ZERO;
         return 0;

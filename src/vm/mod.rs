@@ -212,19 +212,22 @@ impl Vm {
     #[inline]
     pub fn execute(&self, mem: &mut [u8]) -> Result<u64, ExecError> {
         let slot = self.uses_cpu.then(cpu::CpuSlot::acquire);
+        let cpu = slot.as_ref().map_or(0, cpu::CpuSlot::index);
+        let budget = self.budget.unwrap_or(0);
+        #[cfg(feature = "jit")]
+        if let Some(jit) = &self.jit {
+            let setup =
+                crate::jit::JitSetup { env: &self.env, regions: &self.regions, cpu, zero_stack: self.uses_stack };
+            return jit.run(&setup, mem, budget);
+        }
         let setup = Setup {
             codes: &self.codes,
             entry: self.entry,
             env: &self.env,
             regions: &self.regions,
-            cpu: slot.as_ref().map_or(0, cpu::CpuSlot::index),
+            cpu,
             zero_stack: self.uses_stack,
         };
-        let budget = self.budget.unwrap_or(0);
-        #[cfg(feature = "jit")]
-        if let Some(jit) = &self.jit {
-            return jit.run(&setup, mem, budget);
-        }
         match (self.mode, self.budget.is_some()) {
             (Mode::Checked, false) => interpreter::run::<true, false>(&setup, mem, 0),
             (Mode::Checked, true) => interpreter::run::<true, true>(&setup, mem, budget),
