@@ -182,3 +182,29 @@ proptest! {
         compare(p, mem, Some(budget))?;
     }
 }
+
+/// With more host regions than are checked inline, the JIT asks the runtime; both paths agree with
+/// the interpreter on in-bounds and out-of-bounds accesses to map values.
+#[test]
+fn host_regions_inline_and_through_the_runtime() {
+    use ebpf_vm::maps::{self, MapDef, MapType};
+    for count in [1usize, 12] {
+        let mut env = ebpf_vm::Env::new();
+        for _ in 0..count {
+            let def = MapDef { map_type: MapType::Array, key_size: 4, value_size: 16, max_entries: 1, flags: 0 };
+            env.add_map(maps::create(def).expect("map"));
+        }
+        let last = count - 1;
+        for (offset, ok) in [(0, true), (8, true), (9, false)] {
+            let text =
+                format!("lddw %r1, map_value({last}, 0)\nstdw [%r1+{offset}], 7\nldxdw %r0, [%r1+{offset}]\nexit");
+            let program = Program::from_asm(&text).expect("assembles");
+            let run = |engine| {
+                Vm::builder(program.clone()).env(env.clone()).engine(engine).build().expect("builds").execute(&mut [])
+            };
+            let (a, b) = (run(Engine::Interpreter), run(Engine::Jit));
+            assert_eq!(a.is_ok(), ok, "{count} maps, offset {offset}: {a:?}");
+            assert_eq!(a, b, "{count} maps, offset {offset}");
+        }
+    }
+}

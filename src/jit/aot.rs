@@ -56,7 +56,7 @@ pub fn compile_object(
     let rt = translate::declare_runtime(&mut module)?;
     let opts = Options { checked, metered: false, big_endian };
     for (name, program) in programs {
-        translate::compile_program(&mut module, program, env, &rt, opts, name, Linkage::Export)?;
+        translate::compile_program(&mut module, program, env, None, &rt, opts, name, Linkage::Export)?;
     }
     let product = module.finish();
     product.emit().map_err(|e| JitError::Codegen(format!("{e}")))

@@ -37,6 +37,9 @@ pub enum JitError {
     Codegen(String),
 }
 
+/// Up to this many host regions (map storage, granted memory), checked mode tests them inline.
+const MAX_INLINE_REGIONS: usize = 8;
+
 /// What one JIT execution runs with, besides its input.
 pub(crate) struct JitSetup<'a> {
     pub(crate) env: &'a Env,
@@ -106,15 +109,19 @@ impl JitProgram {
         let mut module = JITModule::new(builder);
         let opts = Options { checked, metered, big_endian };
         let rt = translate::declare_runtime(&mut module)?;
+        let regions = env.all_regions();
         let mut ids = Vec::with_capacity(programs.len());
         for (i, p) in programs.iter().enumerate() {
+            let name = format!("bpf_prog{i}");
             ids.push(translate::compile_program(
                 &mut module,
                 p,
                 env,
+                // Few regions are checked inline; many would bloat every check site: the runtime does those.
+                (regions.len() <= MAX_INLINE_REGIONS).then_some(&regions[..]),
                 &rt,
                 opts,
-                &format!("bpf_prog{i}"),
+                &name,
                 Linkage::Local,
             )?);
         }

@@ -26,7 +26,7 @@ use super::JitError;
 use crate::isa::{AluOp, AtomicOp, ByteOrder, Cond, Instruction, Operand, PacketMode, Size, SxWidth, Width};
 use crate::program::{Function, Program};
 use crate::vm::interpreter::resolve_imm64;
-use crate::vm::{BuildError, Env, FRAME_SIZE};
+use crate::vm::{BuildError, Env, Region, FRAME_SIZE};
 
 const I64: Type = types::I64;
 const I32: Type = types::I32;
@@ -83,10 +83,14 @@ pub(crate) fn declare_runtime<M: Module>(module: &mut M) -> Result<Runtime, JitE
 
 /// Compiles `program` into `module` as functions named `{prefix}_{start}` (the entry function with
 /// `entry_linkage`) and returns the entry function's id.
+/// `regions`: the host regions of checked mode, when known at compile time (the JIT; they are then checked
+/// inline), or `None` to ask the runtime function (ahead-of-time code).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn compile_program<M: Module>(
     module: &mut M,
     program: &Program,
     env: &Env,
+    regions: Option<&[Region]>,
     rt: &Runtime,
     opts: Options,
     prefix: &str,
@@ -106,8 +110,14 @@ pub(crate) fn compile_program<M: Module>(
         let id = ids[&f.start];
         ctx.func.signature = signature.clone();
         ctx.func.name = UserFuncName::user(0, id.as_u32());
-        translate_function(module, &mut ctx.func, &mut fctx, program, *f, env, rt, &ids, opts)?;
+        translate_function(module, &mut ctx.func, &mut fctx, program, *f, env, regions, rt, &ids, opts)?;
+        // EBPF_VM_JIT_DISASM=1 prints the machine code of every compiled function (for debugging).
+        let disasm = std::env::var_os("EBPF_VM_JIT_DISASM").is_some_and(|v| v == "1");
+        ctx.set_disasm(disasm);
         module.define_function(id, &mut ctx).map_err(|e| JitError::Codegen(format!("{e:?}")))?;
+        if let Some(code) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()).filter(|_| disasm) {
+            std::eprintln!("; {prefix} function at slot {}\n{code}", f.start);
+        }
         module.clear_context(&mut ctx);
     }
     Ok(ids[&0])
@@ -141,6 +151,8 @@ struct Fx<'a, 'b> {
     b: FunctionBuilder<'b>,
     opts: Options,
     env: &'a Env,
+    /// Host regions known at compile time (checked inline), or `None` (ask the runtime).
+    regions: Option<&'a [Region]>,
     regs: [Variable; 11],
     budget: Option<Variable>,
     ctx: Value,
@@ -176,6 +188,7 @@ fn translate_function<M: Module>(
     program: &Program,
     f: Function,
     env: &Env,
+    regions: Option<&[Region]>,
     rt: &Runtime,
     ids: &BTreeMap<usize, FuncId>,
     opts: Options,
@@ -243,6 +256,7 @@ fn translate_function<M: Module>(
         b,
         opts,
         env,
+        regions,
         regs,
         budget,
         ctx,
@@ -367,11 +381,29 @@ impl Fx<'_, '_> {
         let ok = self.b.ins().icmp(IntCC::UnsignedLessThan, off, self.stack_bound[i]);
         self.b.ins().brif(ok, cont, &[], slow, &[]);
         self.b.switch_to_block(slow);
-        let l = self.b.ins().iconst(I64, len as i64);
-        let w = self.b.ins().iconst(I64, write as i64);
-        let call = self.b.ins().call(self.region_check, &[self.ctx, addr, l, w]);
-        let ok = self.b.inst_results(call)[0];
-        self.guard(ok, status::OUT_OF_BOUNDS, pc, addr, len as u64, write);
+        match self.regions {
+            Some(regions) => {
+                // The regions never move while the Vm lives: compare against constants, with no call (a
+                // call here would make every BPF register live across it and spill the hot loop).
+                for r in regions.iter().filter(|r| (r.writable || !write) && r.len >= len as u64) {
+                    let next = self.b.create_block();
+                    self.b.set_cold_block(next);
+                    let off = self.b.ins().iadd_imm_s(addr, (r.start as i64).wrapping_neg());
+                    let ok = self.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, off, (r.len + 1 - len as u64) as i64);
+                    self.b.ins().brif(ok, cont, &[], next, &[]);
+                    self.b.switch_to_block(next);
+                }
+                let no = self.b.ins().iconst(I64, 0);
+                self.guard(no, status::OUT_OF_BOUNDS, pc, addr, len as u64, write);
+            }
+            None => {
+                let l = self.b.ins().iconst(I64, len as i64);
+                let w = self.b.ins().iconst(I64, write as i64);
+                let call = self.b.ins().call(self.region_check, &[self.ctx, addr, l, w]);
+                let ok = self.b.inst_results(call)[0];
+                self.guard(ok, status::OUT_OF_BOUNDS, pc, addr, len as u64, write);
+            }
+        }
         self.b.ins().jump(cont, &[]);
         self.b.switch_to_block(cont);
     }
