@@ -23,8 +23,8 @@ use crate::vm::Env;
 /// The context compiled code receives, as a C struct of `uint64_t` fields in this order: `mem_base`,
 /// `mem_len`, `stack_base` (lowest address of the 4096-byte stack), `stack_hi` (one past its highest;
 /// the entry's `fp`), `budget`, `status` (0 = ok; 1 out of bounds, 2 misaligned atomic, 3 budget, 4 call
-/// depth, 5 host error, 6 exit with r0 = 0), `err_pc`, `err_addr`, `err_len`, `err_write`, then a `void *`
-/// for the host. The runtime functions: `u64 ebpf_vm_call_helper(ctx, pc, which, r1..r5, fp)` (helper
+/// depth, 5 host error, 6 exit with r0 = 0), `err_pc`, `err_addr`, `err_len`, `err_write`; compiled code
+/// reads and writes only these ten fields, so the host may append whatever its runtime functions need. The runtime functions: `u64 ebpf_vm_call_helper(ctx, pc, which, r1..r5, fp)` (helper
 /// id in the low 32 bits of `which`), `u64 ebpf_vm_region_check(ctx, addr, len, write)` (1 if allowed),
 /// `u64 ebpf_vm_tail_call(ctx, map, index)` (the target's entry, or 0), and
 /// `u64 ebpf_vm_packet_load(ctx, offset, size)`.

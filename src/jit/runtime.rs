@@ -38,7 +38,7 @@ pub(crate) struct JitContext<'a> {
     pub(crate) err_addr: u64,
     pub(crate) err_len: u64,
     pub(crate) err_write: u64,
-    /// What only the runtime functions read (the ahead-of-time ABI has a `void *` here).
+    /// What only the runtime functions read; compiled code never looks past `err_write`.
     pub(crate) host: HostState<'a>,
 }
 
