@@ -100,6 +100,128 @@ fn program(forward_only: bool) -> impl Strategy<Value = Vec<Instruction>> {
         })
 }
 
+/// An instruction that cannot fail or touch memory, on r0..r5 (what the JIT may turn into selects).
+fn pure_instruction() -> impl Strategy<Value = Instruction> {
+    use ebpf_vm::isa::{AluOp, ByteOrder, SxWidth};
+    let r = |n: u8| Reg::new(n).expect("register");
+    let reg = (0u8..6).prop_map(r);
+    let ops = proptest::sample::select(vec![
+        AluOp::Add,
+        AluOp::Sub,
+        AluOp::Mul,
+        AluOp::Or,
+        AluOp::And,
+        AluOp::Xor,
+        AluOp::Mov,
+        AluOp::Lsh,
+        AluOp::Rsh,
+        AluOp::Arsh,
+    ]);
+    let operand = prop_oneof![
+        reg.clone().prop_map(Operand::Reg),
+        any::<i32>().prop_map(Operand::Imm),
+        (0i32..5).prop_map(Operand::Imm)
+    ];
+    prop_oneof![
+        6 => (common::width(), ops, reg.clone(), operand).prop_map(|(width, op, dst, src)| Instruction::Alu { width, op, dst, src }),
+        1 => (common::width(), reg.clone()).prop_map(|(width, dst)| Instruction::Neg { width, dst }),
+        1 => (common::width(), proptest::sample::select(vec![SxWidth::B8, SxWidth::B16, SxWidth::B32]), reg.clone(), reg.clone())
+            .prop_map(|(width, from, dst, src)| {
+                // 32-bit sign extension from 32 bits is not an instruction.
+                let from = if width == ebpf_vm::isa::Width::W32 && from == SxWidth::B32 { SxWidth::B16 } else { from };
+                Instruction::MovSx { width, from, dst, src }
+            }),
+        1 => (proptest::sample::select(vec![ByteOrder::Le, ByteOrder::Be, ByteOrder::Swap]), proptest::sample::select(vec![16u8, 32, 64]), reg.clone())
+            .prop_map(|(order, bits, dst)| Instruction::End { order, bits, dst }),
+        1 => (reg, any::<u64>()).prop_map(|(dst, v)| Instruction::LoadImm64 { dst, value: Imm64::Const(v) }),
+    ]
+}
+
+/// Conditional jumps around short pure sides, in the three shapes the JIT turns into selects (a forward
+/// skip, an if/else, and a loop whose body jumps back over a pure side), plus longer sides it leaves as
+/// branches; the result mixes every register, so a wrong pick shows in r0.
+fn diamonds() -> impl Strategy<Value = Vec<Instruction>> {
+    let side = || proptest::collection::vec(pure_instruction(), 0..6);
+    let part = (
+        0u8..3,
+        common::cond(),
+        common::width(),
+        0u8..6,
+        prop_oneof![
+            (0u8..6).prop_map(|n| Operand::Reg(Reg::new(n).expect("register"))),
+            (-3i32..3).prop_map(Operand::Imm)
+        ],
+        side(),
+        side(),
+        1i32..6,
+    );
+    (proptest::collection::vec(any::<u64>(), 6), proptest::collection::vec(part, 1..4)).prop_map(|(init, parts)| {
+        use ebpf_vm::isa::{AluOp, Width};
+        let r = |n: u8| Reg::new(n).expect("register");
+        let slots = |v: &[Instruction]| -> i16 { v.iter().map(|i| i.slots()).sum::<usize>() as i16 };
+        let mut out: Vec<Instruction> = init
+            .iter()
+            .enumerate()
+            .map(|(k, &v)| Instruction::LoadImm64 { dst: r(k as u8), value: Imm64::Const(v) })
+            .collect();
+        for (shape, cond, width, dst, src, fall, taken, count) in parts {
+            let jump = |offset: i16| Instruction::Jump { width, cond, dst: r(dst), src, offset };
+            match shape {
+                0 => {
+                    out.push(jump(slots(&fall)));
+                    out.extend(fall);
+                }
+                1 => {
+                    out.push(jump(slots(&fall) + 1));
+                    out.extend(fall);
+                    out.push(Instruction::Ja { offset: slots(&taken) });
+                    out.extend(taken);
+                }
+                _ => {
+                    // r6 counts the iterations: `top: taken; r6 -= 1; if r6 == 0 goto out; if c goto top; fall; goto top; out:`
+                    out.push(Instruction::Alu {
+                        width: Width::W64,
+                        op: AluOp::Mov,
+                        dst: r(6),
+                        src: Operand::Imm(count),
+                    });
+                    let top = out.len();
+                    out.extend(taken);
+                    out.push(Instruction::Alu { width: Width::W64, op: AluOp::Add, dst: r(6), src: Operand::Imm(-1) });
+                    let exit_jump = out.len();
+                    out.push(Instruction::Jump {
+                        width: Width::W64,
+                        cond: ebpf_vm::isa::Cond::Eq,
+                        dst: r(6),
+                        src: Operand::Imm(0),
+                        offset: 0,
+                    });
+                    let slot_of = |v: &[Instruction], i: usize| slots(&v[..i]);
+                    let back = slot_of(&out, top) - slot_of(&out, out.len()) - 1;
+                    out.push(jump(back));
+                    out.extend(fall);
+                    let back = slot_of(&out, top) - slot_of(&out, out.len()) - 1;
+                    out.push(Instruction::Ja { offset: back });
+                    let skip = slot_of(&out, out.len()) - slot_of(&out, exit_jump) - 1;
+                    out[exit_jump] = Instruction::Jump {
+                        width: Width::W64,
+                        cond: ebpf_vm::isa::Cond::Eq,
+                        dst: r(6),
+                        src: Operand::Imm(0),
+                        offset: skip,
+                    };
+                }
+            }
+        }
+        for k in 1..7 {
+            out.push(Instruction::Alu { width: Width::W64, op: AluOp::Lsh, dst: r(0), src: Operand::Imm(7) });
+            out.push(Instruction::Alu { width: Width::W64, op: AluOp::Xor, dst: r(0), src: Operand::Reg(r(k)) });
+        }
+        out.push(Instruction::Exit);
+        out
+    })
+}
+
 /// Whether `insn` reads r10 as a value (rather than as a base address): stack addresses differ between
 /// executions, so such programs cannot be compared value for value.
 fn leaks_frame_pointer(insn: &Instruction) -> bool {
@@ -174,6 +296,16 @@ proptest! {
     #[test]
     fn same_results_without_budget(p in program(true), mem in proptest::collection::vec(any::<u8>(), 64)) {
         compare(p, mem, None)?;
+    }
+
+    /// Branches over pure code, which the JIT compiles into conditional moves.
+    #[test]
+    fn same_results_across_if_converted_branches(p in diamonds()) {
+        let mut buf = vec![0u8; 8];
+        let program = Program::from_instructions(p).expect("valid");
+        let a = run(&program, Engine::Interpreter, None, &mut buf);
+        let b = run(&program, Engine::Jit, None, &mut buf);
+        prop_assert_eq!(a, b, "program:\n{}", program.disassemble());
     }
 
     /// Loops and recursion, with a budget: also the same instruction where the budget runs out.

@@ -21,9 +21,10 @@ use cranelift_codegen::ir::{
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_module::{FuncId, Linkage, Module};
 
+use super::ifconv::{self, Diamond};
 use super::runtime::{names, offset, status};
 use super::JitError;
-use crate::isa::{AluOp, AtomicOp, ByteOrder, Cond, Instruction, Operand, PacketMode, Size, SxWidth, Width};
+use crate::isa::{AluOp, AtomicOp, ByteOrder, Cond, Instruction, Operand, PacketMode, Reg, Size, SxWidth, Width};
 use crate::program::{Function, Program};
 use crate::vm::interpreter::resolve_imm64;
 use crate::vm::{BuildError, Env, Region, FRAME_SIZE};
@@ -147,6 +148,19 @@ fn leaders(program: &Program, f: Function) -> Vec<usize> {
     out
 }
 
+/// The input's and the live frames' bounds, computed once per function for checked mode.
+#[derive(Clone, Copy)]
+struct Bounds {
+    mem_base: Value,
+    /// The lowest address of the live frames (the current frame's bottom).
+    stack_lo: Value,
+    /// `in_bound[i]`: an access of `1 << i` bytes at offset `off` of the input is in bounds iff
+    /// `off < in_bound[i]` (unsigned).
+    in_bound: [Value; 4],
+    /// The same for offsets from `stack_lo`.
+    stack_bound: [Value; 4],
+}
+
 struct Fx<'a, 'b> {
     b: FunctionBuilder<'b>,
     opts: Options,
@@ -157,16 +171,13 @@ struct Fx<'a, 'b> {
     budget: Option<Variable>,
     ctx: Value,
     fp: Value,
-    mem_base: Value,
-    mem_len: Value,
-    stack_lo: Value,
-    /// `bound[i]`: accesses of `1 << i` bytes at offset `off` of the input are in bounds iff
-    /// `off < bound[i]`.
-    in_bound: [Value; 4],
-    stack_bound: [Value; 4],
+    /// What checked mode compares against (`None` in unchecked mode).
+    bounds: Option<Bounds>,
     err: Block,
     leave: Block,
     blocks: BTreeMap<usize, Block>,
+    /// Conditional jumps translated into selects, by slot.
+    diamonds: BTreeMap<usize, Diamond>,
     funcs: BTreeMap<usize, FuncRef>,
     call_helper: FuncRef,
     region_check: FuncRef,
@@ -221,18 +232,21 @@ fn translate_function<M: Module>(
     let ctx = params[0];
     let fp = params[6];
     let flags = MemFlagsData::trusted();
-    let mem_base = b.ins().load(I64, flags, ctx, offset::MEM_BASE);
-    let mem_len = b.ins().load(I64, flags, ctx, offset::MEM_LEN);
-    let stack_hi = b.ins().load(I64, flags, ctx, offset::STACK_HI);
-    let stack_lo = b.ins().iadd_imm_s(fp, -(FRAME_SIZE as i64));
-    let stack_size = b.ins().isub(stack_hi, stack_lo);
-    let in_bound = core::array::from_fn(|i| {
-        let s = 1i64 << i;
-        let t = b.ins().iadd_imm_s(mem_len, 1 - s);
-        let fits = b.ins().icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, mem_len, s);
-        b.ins().select(fits, t, zero)
+    let bounds = opts.checked.then(|| {
+        let mem_base = b.ins().load(I64, flags, ctx, offset::MEM_BASE);
+        let mem_len = b.ins().load(I64, flags, ctx, offset::MEM_LEN);
+        let stack_hi = b.ins().load(I64, flags, ctx, offset::STACK_HI);
+        let stack_lo = b.ins().iadd_imm_s(fp, -(FRAME_SIZE as i64));
+        let stack_size = b.ins().isub(stack_hi, stack_lo);
+        let in_bound = core::array::from_fn(|i| {
+            let s = 1i64 << i;
+            let t = b.ins().iadd_imm_s(mem_len, 1 - s);
+            let fits = b.ins().icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, mem_len, s);
+            b.ins().select(fits, t, zero)
+        });
+        let stack_bound = core::array::from_fn(|i| b.ins().iadd_imm_s(stack_size, 1 - (1i64 << i)));
+        Bounds { mem_base, stack_lo, in_bound, stack_bound }
     });
-    let stack_bound = core::array::from_fn(|i| b.ins().iadd_imm_s(stack_size, 1 - (1i64 << i)));
     let budget = opts.metered.then(|| {
         let v = b.declare_var(I64);
         let initial = b.ins().load(I64, flags, ctx, offset::BUDGET);
@@ -247,9 +261,19 @@ fn translate_function<M: Module>(
     }
     let leave = b.create_block();
     b.set_cold_block(leave);
+    // The budget counts the instructions of the path taken, so metered code keeps its branches.
+    let diamonds = if opts.metered { BTreeMap::new() } else { ifconv::find(program, f) };
+    let mut absorbed = alloc::vec![false; f.end - f.start];
+    for d in diamonds.values() {
+        for pc in d.absorbed.clone().chain(d.absorbed_taken.clone()) {
+            absorbed[pc - f.start] = true;
+        }
+    }
     let mut blocks = BTreeMap::new();
     for pc in leaders(program, f) {
-        blocks.insert(pc, b.create_block());
+        if !absorbed[pc - f.start] {
+            blocks.insert(pc, b.create_block());
+        }
     }
 
     let mut fx = Fx {
@@ -261,14 +285,11 @@ fn translate_function<M: Module>(
         budget,
         ctx,
         fp,
-        mem_base,
-        mem_len,
-        stack_lo,
-        in_bound,
-        stack_bound,
+        bounds,
         err,
         leave,
         blocks,
+        diamonds,
         funcs,
         call_helper,
         region_check,
@@ -280,7 +301,7 @@ fn translate_function<M: Module>(
     fx.jump_to(f.start);
 
     for (pc, insn) in program.iter() {
-        if pc < f.start || pc >= f.end {
+        if pc < f.start || pc >= f.end || absorbed[pc - f.start] {
             continue;
         }
         if let Some(&block) = fx.blocks.get(&pc) {
@@ -318,11 +339,11 @@ fn translate_function<M: Module>(
 }
 
 impl Fx<'_, '_> {
-    fn get(&mut self, r: crate::isa::Reg) -> Value {
+    fn get(&mut self, r: Reg) -> Value {
         self.b.use_var(self.regs[r.index() as usize])
     }
 
-    fn set(&mut self, r: crate::isa::Reg, v: Value) {
+    fn set(&mut self, r: Reg, v: Value) {
         self.b.def_var(self.regs[r.index() as usize], v);
     }
 
@@ -363,23 +384,41 @@ impl Fx<'_, '_> {
         self.b.switch_to_block(cont);
     }
 
-    /// Checked mode: `len` bytes at `addr` must lie in the input, the live frames, or a host region.
-    fn check(&mut self, addr: Value, len: u32, write: bool, pc: usize) {
-        if !self.opts.checked {
+    /// Checked mode: `len` bytes at `addr` (`base + offset`) must lie in the input, the live frames, or
+    /// a host region.
+    ///
+    /// An access through r10 inside the current frame is in bounds by construction (r10 is read-only
+    /// and its frame is live while the function runs), so it is not tested. Other accesses through r10
+    /// test the frames first, the rest the input first; the second test and the host regions are out of
+    /// line, so the expected case costs one compare and one branch not taken.
+    fn check(&mut self, base: Reg, offset: i16, addr: Value, len: u32, write: bool, pc: usize) {
+        let Some(bounds) = self.bounds else { return };
+        let in_frame = -(FRAME_SIZE as i64)..=-(len as i64);
+        if base == Reg::R10 && in_frame.contains(&(offset as i64)) {
             return;
         }
         let i = size_index(len);
+        let input = (bounds.mem_base, bounds.in_bound[i]);
+        let stack = (bounds.stack_lo, bounds.stack_bound[i]);
+        let (first, second) = if base == Reg::R10 { (stack, input) } else { (input, stack) };
         let cont = self.b.create_block();
-        let try_stack = self.b.create_block();
+        let try_second = self.b.create_block();
+        self.b.set_cold_block(try_second);
         let slow = self.b.create_block();
         self.b.set_cold_block(slow);
-        let off = self.b.ins().isub(addr, self.mem_base);
-        let ok = self.b.ins().icmp(IntCC::UnsignedLessThan, off, self.in_bound[i]);
-        self.b.ins().brif(ok, cont, &[], try_stack, &[]);
-        self.b.switch_to_block(try_stack);
-        let off = self.b.ins().isub(addr, self.stack_lo);
-        let ok = self.b.ins().icmp(IntCC::UnsignedLessThan, off, self.stack_bound[i]);
-        self.b.ins().brif(ok, cont, &[], slow, &[]);
+        let off = self.b.ins().isub(addr, first.0);
+        let ok = self.b.ins().icmp(IntCC::UnsignedLessThan, off, first.1);
+        self.b.ins().brif(ok, cont, &[], try_second, &[]);
+        self.b.switch_to_block(try_second);
+        // Out-of-line successes come back through a cold block of their own, so that the edge split
+        // for them is not laid out between the hot check and its continuation.
+        let back = self.b.create_block();
+        self.b.set_cold_block(back);
+        let off = self.b.ins().isub(addr, second.0);
+        let ok = self.b.ins().icmp(IntCC::UnsignedLessThan, off, second.1);
+        self.b.ins().brif(ok, back, &[], slow, &[]);
+        self.b.switch_to_block(back);
+        self.b.ins().jump(cont, &[]);
         self.b.switch_to_block(slow);
         match self.regions {
             Some(regions) => {
@@ -390,7 +429,7 @@ impl Fx<'_, '_> {
                     self.b.set_cold_block(next);
                     let off = self.b.ins().iadd_imm_s(addr, (r.start as i64).wrapping_neg());
                     let ok = self.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, off, (r.len + 1 - len as u64) as i64);
-                    self.b.ins().brif(ok, cont, &[], next, &[]);
+                    self.b.ins().brif(ok, back, &[], next, &[]);
                     self.b.switch_to_block(next);
                 }
                 let no = self.b.ins().iconst(I64, 0);
@@ -404,7 +443,10 @@ impl Fx<'_, '_> {
                 self.guard(ok, status::OUT_OF_BOUNDS, pc, addr, len as u64, write);
             }
         }
-        self.b.ins().jump(cont, &[]);
+        if let Some(block) = self.b.current_block() {
+            self.b.set_cold_block(block);
+        }
+        self.b.ins().jump(back, &[]);
         self.b.switch_to_block(cont);
     }
 
@@ -425,7 +467,7 @@ impl Fx<'_, '_> {
         match op {
             AluOp::Add => self.b.ins().iadd(a, b),
             AluOp::Sub => self.b.ins().isub(a, b),
-            AluOp::Mul => self.b.ins().imul(a, b),
+            AluOp::Mul => self.mul(a, b),
             AluOp::Or => self.b.ins().bor(a, b),
             AluOp::And => self.b.ins().band(a, b),
             AluOp::Xor => self.b.ins().bxor(a, b),
@@ -469,6 +511,26 @@ impl Fx<'_, '_> {
         }
     }
 
+    /// `a * b`; a constant `b` of the form 2^k or 2^k + 1 (clang's `x * 3`, `x * 5`, `x * 9`) becomes a
+    /// shift and an add, one cycle where a multiplication takes three and sits on loop-carried chains.
+    fn mul(&mut self, a: Value, b: Value) -> Value {
+        let ty = self.b.func.dfg.value_type(a);
+        let bits = ty.bits();
+        let c = self.b.func.dfg.value_def(b).inst().and_then(|i| match self.b.func.dfg.insts[i] {
+            cranelift_codegen::ir::InstructionData::UnaryImm { imm, .. } => Some(imm.bits() as u64),
+            _ => None,
+        });
+        let c = c.map(|c| if bits == 32 { c & 0xffff_ffff } else { c });
+        match c {
+            Some(c) if c.is_power_of_two() => self.b.ins().ishl_imm_u(a, c.trailing_zeros() as i64),
+            Some(c) if c > 2 && (c - 1).is_power_of_two() && (c - 1).trailing_zeros() < bits => {
+                let s = self.b.ins().ishl_imm_u(a, (c - 1).trailing_zeros() as i64);
+                self.b.ins().iadd(a, s)
+            }
+            _ => self.b.ins().imul(a, b),
+        }
+    }
+
     fn widen(&mut self, v: Value, width: Width) -> Value {
         match width {
             Width::W64 => v,
@@ -476,7 +538,7 @@ impl Fx<'_, '_> {
         }
     }
 
-    fn addr(&mut self, base: crate::isa::Reg, offset: i16) -> Value {
+    fn addr(&mut self, base: Reg, offset: i16) -> Value {
         let v = self.get(base);
         self.b.ins().iadd_imm_s(v, offset as i64)
     }
@@ -564,11 +626,11 @@ impl Fx<'_, '_> {
                 let size = self.b.ins().iconst(I64, size.bytes() as i64);
                 let r0 = self.call_runtime(self.packet_load, &[self.ctx, off, size]);
                 self.check_status();
-                self.set(crate::isa::Reg::R0, r0);
+                self.set(Reg::R0, r0);
             }
             Instruction::Load { size, dst, src, offset } | Instruction::LoadSx { size, dst, src, offset } => {
                 let addr = self.addr(src, offset);
-                self.check(addr, size.bytes(), false, pc);
+                self.check(src, offset, addr, size.bytes(), false, pc);
                 let sx = matches!(insn, Instruction::LoadSx { .. });
                 let v = match (size, sx) {
                     (Size::B, false) => self.b.ins().uload8(I64, flags, addr, 0),
@@ -618,6 +680,9 @@ impl Fx<'_, '_> {
                         self.b.ins().icmp(cc, a, b)
                     }
                 };
+                if let Some(d) = self.diamonds.remove(&pc) {
+                    return self.select_sides(c, &d);
+                }
                 let taken = self.blocks[&(insn.branch_target(pc).unwrap_or(0) as usize)];
                 let next = self.blocks[&(pc + 1)];
                 self.b.ins().brif(c, taken, &[], next, &[]);
@@ -644,7 +709,7 @@ impl Fx<'_, '_> {
             Instruction::CallBtf { id } => return Err(JitError::Build(BuildError::UnsupportedBtfCall { pc, id })),
             Instruction::Exit => {
                 self.save_budget();
-                let r0 = self.get(crate::isa::Reg::R0);
+                let r0 = self.get(Reg::R0);
                 self.b.ins().return_(&[r0]);
                 self.terminated = true;
             }
@@ -652,9 +717,35 @@ impl Fx<'_, '_> {
         Ok(())
     }
 
-    fn store(&mut self, pc: usize, size: Size, dst: crate::isa::Reg, offset: i16, v: Value) {
+    /// An if-converted jump: both sides run, each register they write takes the value of the side the
+    /// condition `c` picks (true: the jump's target side), then execution continues at the join.
+    fn select_sides(&mut self, c: Value, d: &Diamond) -> Result<(), JitError> {
+        let mut regs: Vec<Reg> = d.fall.iter().chain(&d.taken).filter_map(|(_, i)| ifconv::written(i)).collect();
+        regs.sort_unstable_by_key(|r| r.index());
+        regs.dedup();
+        let before: Vec<Value> = regs.iter().map(|&r| self.get(r)).collect();
+        for (pc, insn) in &d.fall {
+            self.instruction(*pc, insn)?;
+        }
+        let fall: Vec<Value> = regs.iter().map(|&r| self.get(r)).collect();
+        for (&r, &v) in regs.iter().zip(&before) {
+            self.set(r, v);
+        }
+        for (pc, insn) in &d.taken {
+            self.instruction(*pc, insn)?;
+        }
+        for (&r, &f) in regs.iter().zip(&fall) {
+            let t = self.get(r);
+            let v = self.b.ins().select(c, t, f);
+            self.set(r, v);
+        }
+        self.jump_to(d.join);
+        Ok(())
+    }
+
+    fn store(&mut self, pc: usize, size: Size, dst: Reg, offset: i16, v: Value) {
         let addr = self.addr(dst, offset);
-        self.check(addr, size.bytes(), true, pc);
+        self.check(dst, offset, addr, size.bytes(), true, pc);
         let flags = MemFlagsData::new();
         match size {
             Size::B => self.b.ins().istore8(flags, v, addr, 0),
@@ -664,18 +755,10 @@ impl Fx<'_, '_> {
         };
     }
 
-    fn atomic(
-        &mut self,
-        pc: usize,
-        width: Width,
-        op: AtomicOp,
-        dst: crate::isa::Reg,
-        offset: i16,
-        src: crate::isa::Reg,
-    ) {
+    fn atomic(&mut self, pc: usize, width: Width, op: AtomicOp, dst: Reg, offset: i16, src: Reg) {
         let (ty, bytes) = if width == Width::W64 { (I64, 8u32) } else { (I32, 4) };
         let addr = self.addr(dst, offset);
-        self.check(addr, bytes, true, pc);
+        self.check(dst, offset, addr, bytes, true, pc);
         let low = self.b.ins().band_imm_s(addr, bytes as i64 - 1);
         let aligned = self.b.ins().icmp_imm_s(IntCC::Equal, low, 0);
         self.guard(aligned, status::MISALIGNED, pc, addr, 0, false);
@@ -688,10 +771,10 @@ impl Fx<'_, '_> {
             AtomicOp::Xor { fetch } => (AtomicRmwOp::Xor, fetch),
             AtomicOp::Xchg => (AtomicRmwOp::Xchg, true),
             AtomicOp::CmpXchg => {
-                let expected = self.operand(Operand::Reg(crate::isa::Reg::R0), width);
+                let expected = self.operand(Operand::Reg(Reg::R0), width);
                 let old = self.b.ins().atomic_cas(flags, addr, expected, val);
                 let old = self.widen(old, width);
-                self.set(crate::isa::Reg::R0, old);
+                self.set(Reg::R0, old);
                 return;
             }
         };
@@ -711,7 +794,7 @@ impl Fx<'_, '_> {
         let [r1, r2, r3, r4, r5] = self.args();
         let r0 = self.call_runtime(self.call_helper, &[self.ctx, pcv, which, r1, r2, r3, r4, r5, self.fp]);
         self.check_status();
-        self.set(crate::isa::Reg::R0, r0);
+        self.set(Reg::R0, r0);
     }
 
     fn local_call(&mut self, pc: usize, target: usize) {
@@ -733,12 +816,12 @@ impl Fx<'_, '_> {
         let r0 = self.b.inst_results(call)[0];
         self.load_budget();
         self.check_status();
-        self.set(crate::isa::Reg::R0, r0);
+        self.set(Reg::R0, r0);
     }
 
     fn tail_call(&mut self) {
-        let r2 = self.get(crate::isa::Reg::R2);
-        let r3 = self.get(crate::isa::Reg::new(3).unwrap_or(crate::isa::Reg::R0));
+        let r2 = self.get(Reg::R2);
+        let r3 = self.get(Reg::new(3).unwrap_or(Reg::R0));
         let target = self.call_runtime(self.tail_call, &[self.ctx, r2, r3]);
         let go = self.b.create_block();
         let failed = self.b.create_block();
@@ -747,12 +830,13 @@ impl Fx<'_, '_> {
         self.b.switch_to_block(go);
         let [r1, _, r3, r4, r5] = self.args();
         self.save_budget();
-        let call = self.b.ins().call_indirect(self.bpf_sig, target, &[self.ctx, r1, self.mem_len, r3, r4, r5, self.fp]);
+        let mem_len = self.b.ins().load(I64, MemFlagsData::trusted(), self.ctx, offset::MEM_LEN);
+        let call = self.b.ins().call_indirect(self.bpf_sig, target, &[self.ctx, r1, mem_len, r3, r4, r5, self.fp]);
         let r0 = self.b.inst_results(call)[0];
         self.b.ins().return_(&[r0]);
         // A failed tail call returns -ENOENT and execution goes on.
         self.b.switch_to_block(failed);
         let e = self.b.ins().iconst(I64, -2);
-        self.set(crate::isa::Reg::R0, e);
+        self.set(Reg::R0, e);
     }
 }
