@@ -459,3 +459,19 @@ fn registers_are_numbered() {
     assert_eq!(Reg::new(10), Some(Reg::R10));
     assert_eq!(Reg::new(11), None);
 }
+
+/// A helper that panics stops the program, and the panic reaches the caller of `execute`, on both
+/// engines (compiled code cannot be unwound through: the JIT resumes the panic after it returns).
+#[test]
+fn a_panicking_helper_panics_in_the_caller_on_both_engines() {
+    for engine in [ebpf_vm::Engine::Interpreter, ebpf_vm::Engine::Jit] {
+        let boom = Helper::new(1, "boom", HelperSig::scalars(0), |_, _| panic!("helper bug"));
+        let program = Program::from_asm("call 1\nmov %r0, 7\nexit").expect("assembles");
+        let vm = Vm::builder(program).helper(boom).engine(engine).build().expect("builds");
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| vm.execute(&mut [])));
+        let message = caught.expect_err("the panic propagates");
+        assert_eq!(message.downcast_ref::<&str>(), Some(&"helper bug"), "{engine:?}");
+        // The Vm stays usable.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| vm.execute(&mut [])));
+    }
+}

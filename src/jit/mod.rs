@@ -191,6 +191,7 @@ impl JitProgram {
                 entries: &self.entries,
                 tail_calls: 0,
                 error: None,
+                panic: None,
             },
         };
         let entry = self.entries[self.entries.len() - 1];
@@ -198,6 +199,9 @@ impl JitProgram {
         // are checked against the context's regions in checked mode, and vouched for by the host (an
         // `unsafe` builder call) in unchecked mode. The context, host state and stack outlive the call.
         let r0 = unsafe { entry(&mut ctx, mem_base, mem_len, 0, 0, 0, stack_hi) };
+        if let Some(panic) = ctx.host.panic.take() {
+            std::panic::resume_unwind(panic);
+        }
         let pc = ctx.err_pc as usize;
         match ctx.status {
             status::OK => Ok(r0),

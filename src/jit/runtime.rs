@@ -2,6 +2,8 @@
 //! functions for what is not emitted inline (helper calls, regions beyond input and stack, tail calls,
 //! legacy packet loads). The ahead-of-time harness provides functions of the same names and ABI.
 
+use alloc::boxed::Box;
+
 use crate::helpers::CallContext;
 use crate::vm::memory::{MemoryMap, Region};
 use crate::vm::{ExecError, FRAME_SIZE, MAX_TAIL_CALLS};
@@ -70,6 +72,9 @@ pub(crate) struct HostState<'a> {
     pub(crate) entries: &'a [EntryFn],
     pub(crate) tail_calls: u32,
     pub(crate) error: Option<ExecError>,
+    /// A panic caught in a helper, resumed once compiled code has returned (unwinding through
+    /// compiled code and `extern "C"` functions is not possible).
+    pub(crate) panic: Option<Box<dyn core::any::Any + Send + 'static>>,
 }
 
 /// Names of the runtime functions, as compiled code imports them.
@@ -134,10 +139,19 @@ pub(crate) unsafe extern "C" fn call_helper(
     let helper = &env.helpers()[index];
     let mm = memory_map(ctx, ctx.host.regions, fp);
     let mut call = CallContext { memory: &mm, checked: ctx.host.checked, pc, env, cpu: ctx.host.cpu };
-    match helper.call(&mut call, [r1, r2, r3, r4, r5]) {
-        Ok(r0) => r0,
-        Err(source) => {
+    // A panicking helper (or a map it calls) must not unwind into compiled code: the panic is kept,
+    // the program stops, and the panic goes on in the caller of `execute`, as with the interpreter.
+    let result =
+        std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| helper.call(&mut call, [r1, r2, r3, r4, r5])));
+    match result {
+        Ok(Ok(r0)) => r0,
+        Ok(Err(source)) => {
             ctx.host.error = Some(ExecError::Helper { pc, id: helper.id(), source });
+            ctx.status = status::HOST_ERROR;
+            0
+        }
+        Err(panic) => {
+            ctx.host.panic = Some(panic);
             ctx.status = status::HOST_ERROR;
             0
         }
