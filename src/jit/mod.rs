@@ -202,6 +202,9 @@ impl JitProgram {
         if let Some(panic) = ctx.host.panic.take() {
             std::panic::resume_unwind(panic);
         }
+        if ctx.status == status::OK {
+            return Ok(r0);
+        }
         let pc = ctx.err_pc as usize;
         match ctx.status {
             status::OK => Ok(r0),

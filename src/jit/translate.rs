@@ -232,7 +232,19 @@ fn translate_function<M: Module>(
     let ctx = params[0];
     let fp = params[6];
     let flags = MemFlagsData::trusted();
-    let bounds = opts.checked.then(|| {
+    // Only functions that access memory need the bounds (Cranelift keeps loads it does not use).
+    let accesses_memory = program.iter().any(|(pc, insn)| {
+        (f.start..f.end).contains(&pc)
+            && matches!(
+                insn,
+                Instruction::Load { .. }
+                    | Instruction::LoadSx { .. }
+                    | Instruction::Store { .. }
+                    | Instruction::StoreReg { .. }
+                    | Instruction::Atomic { .. }
+            )
+    });
+    let bounds = (opts.checked && accesses_memory).then(|| {
         let mem_base = b.ins().load(I64, flags, ctx, offset::MEM_BASE);
         let mem_len = b.ins().load(I64, flags, ctx, offset::MEM_LEN);
         let stack_hi = b.ins().load(I64, flags, ctx, offset::STACK_HI);
