@@ -222,6 +222,40 @@ fn diamonds() -> impl Strategy<Value = Vec<Instruction>> {
     })
 }
 
+/// Straight-line field accesses through r1 and copies of it moved by constants, some past the end of
+/// the 64-byte input, with conditional exits between them: the JIT tests such accesses together (one
+/// test of their hull, then a flag), and must still fail at the same instruction as the interpreter.
+fn field_accesses() -> impl Strategy<Value = Vec<Instruction>> {
+    use ebpf_vm::isa::{AluOp, Cond, Width};
+    let r = |n: u8| Reg::new(n).expect("register");
+    let step = prop_oneof![
+        4 => (common::size(), 2u8..5, prop_oneof![Just(1u8), Just(3u8)], -8i16..72, any::<bool>()).prop_map(move |(size, v, base, offset, store)| {
+            if store {
+                vec![Instruction::StoreReg { size, dst: r(base), offset, src: r(v) }]
+            } else {
+                vec![Instruction::Load { size, dst: r(v), src: r(base), offset }]
+            }
+        }),
+        1 => (-8i32..24).prop_map(move |k| vec![
+            Instruction::Alu { width: Width::W64, op: AluOp::Mov, dst: r(3), src: Operand::Reg(r(1)) },
+            Instruction::Alu { width: Width::W64, op: AluOp::Add, dst: r(3), src: Operand::Imm(k) },
+        ]),
+        1 => (2u8..5, 0i32..4).prop_map(move |(v, k)| vec![
+            // Leaves the chain when the value is k (a jump over the next instruction).
+            Instruction::Jump { width: Width::W64, cond: Cond::Eq, dst: r(v), src: Operand::Imm(k), offset: 1 },
+        ]),
+    ];
+    proptest::collection::vec(step, 1..12).prop_map(move |steps| {
+        let mut out = vec![Instruction::Alu { width: Width::W64, op: AluOp::Mov, dst: r(3), src: Operand::Reg(r(1)) }];
+        for s in steps {
+            out.extend(s);
+        }
+        out.push(Instruction::Alu { width: Width::W64, op: AluOp::Mov, dst: r(0), src: Operand::Reg(r(2)) });
+        out.push(Instruction::Exit);
+        out
+    })
+}
+
 /// Whether `insn` reads r10 as a value (rather than as a base address): stack addresses differ between
 /// executions, so such programs cannot be compared value for value.
 fn leaks_frame_pointer(insn: &Instruction) -> bool {
@@ -306,6 +340,12 @@ proptest! {
         let a = run(&program, Engine::Interpreter, None, &mut buf);
         let b = run(&program, Engine::Jit, None, &mut buf);
         prop_assert_eq!(a, b, "program:\n{}", program.disassemble());
+    }
+
+    /// Accesses whose checks the JIT shares: the same results, errors and memory.
+    #[test]
+    fn same_results_across_shared_checks(p in field_accesses(), mem in proptest::collection::vec(any::<u8>(), 64)) {
+        compare(p, mem, None)?;
     }
 
     /// Loops and recursion, with a budget: also the same instruction where the budget runs out.

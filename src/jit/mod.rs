@@ -6,6 +6,7 @@
 //! as the interpreter; unchecked mode emits none.
 
 pub mod aot;
+mod groups;
 mod ifconv;
 pub(crate) mod runtime;
 mod translate;

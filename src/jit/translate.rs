@@ -21,6 +21,7 @@ use cranelift_codegen::ir::{
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_module::{FuncId, Linkage, Module};
 
+use super::groups::{self, Plan};
 use super::ifconv::{self, Diamond};
 use super::runtime::{names, offset, status};
 use super::JitError;
@@ -152,6 +153,7 @@ fn leaders(program: &Program, f: Function) -> Vec<usize> {
 #[derive(Clone, Copy)]
 struct Bounds {
     mem_base: Value,
+    mem_len: Value,
     /// The lowest address of the live frames (the current frame's bottom).
     stack_lo: Value,
     /// `in_bound[i]`: an access of `1 << i` bytes at offset `off` of the input is in bounds iff
@@ -178,6 +180,10 @@ struct Fx<'a, 'b> {
     blocks: BTreeMap<usize, Block>,
     /// Conditional jumps translated into selects, by slot.
     diamonds: BTreeMap<usize, Diamond>,
+    /// Accesses whose bounds checks are shared (checked mode), by slot.
+    plans: BTreeMap<usize, Plan>,
+    /// Per group of shared checks: 1 if the hull test passed.
+    group_flags: Vec<Variable>,
     funcs: BTreeMap<usize, FuncRef>,
     call_helper: FuncRef,
     region_check: FuncRef,
@@ -257,7 +263,7 @@ fn translate_function<M: Module>(
             b.ins().select(fits, t, zero)
         });
         let stack_bound = core::array::from_fn(|i| b.ins().iadd_imm_s(stack_size, 1 - (1i64 << i)));
-        Bounds { mem_base, stack_lo, in_bound, stack_bound }
+        Bounds { mem_base, mem_len, stack_lo, in_bound, stack_bound }
     });
     let budget = opts.metered.then(|| {
         let v = b.declare_var(I64);
@@ -281,6 +287,8 @@ fn translate_function<M: Module>(
             absorbed[pc - f.start] = true;
         }
     }
+    let (plans, groups) = if bounds.is_some() { groups::plan(program, f, &absorbed) } else { (BTreeMap::new(), 0) };
+    let group_flags = (0..groups).map(|_| b.declare_var(I64)).collect();
     let mut blocks = BTreeMap::new();
     for pc in leaders(program, f) {
         if !absorbed[pc - f.start] {
@@ -302,6 +310,8 @@ fn translate_function<M: Module>(
         leave,
         blocks,
         diamonds,
+        plans,
+        group_flags,
         funcs,
         call_helper,
         region_check,
@@ -409,6 +419,54 @@ impl Fx<'_, '_> {
         if base == Reg::R10 && in_frame.contains(&(offset as i64)) {
             return;
         }
+        match self.plans.get(&pc).copied() {
+            None => self.precise_check(base, addr, len, write, pc, bounds),
+            // The hull of the group, against the input; if it is not all there, the full check.
+            Some(Plan::Leader { group, from, len: hull, write: _ }) => {
+                let flag = self.group_flags[group];
+                let pass = self.b.create_block();
+                let fail = self.b.create_block();
+                self.b.set_cold_block(fail);
+                let cont = self.b.create_block();
+                let lo = self.b.ins().iadd_imm_s(addr, from);
+                let off = self.b.ins().isub(lo, bounds.mem_base);
+                let mem_len = bounds.mem_len;
+                // off + hull <= mem_len, without overflow: off < mem_len - hull + 1 if hull <= mem_len.
+                let room = self.b.ins().iadd_imm_s(mem_len, 1 - hull as i64);
+                let fits = self.b.ins().icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, mem_len, hull as i64);
+                let zero = self.b.ins().iconst(I64, 0);
+                let bound = self.b.ins().select(fits, room, zero);
+                let ok = self.b.ins().icmp(IntCC::UnsignedLessThan, off, bound);
+                self.b.ins().brif(ok, pass, &[], fail, &[]);
+                self.b.switch_to_block(pass);
+                let one = self.b.ins().iconst(I64, 1);
+                self.b.def_var(flag, one);
+                self.b.ins().jump(cont, &[]);
+                self.b.switch_to_block(fail);
+                let zero = self.b.ins().iconst(I64, 0);
+                self.b.def_var(flag, zero);
+                self.precise_check(base, addr, len, write, pc, bounds);
+                self.b.set_cold_block(self.b.current_block().unwrap_or(fail));
+                self.b.ins().jump(cont, &[]);
+                self.b.switch_to_block(cont);
+            }
+            Some(Plan::Member { group }) => {
+                let flag = self.b.use_var(self.group_flags[group]);
+                let full = self.b.create_block();
+                self.b.set_cold_block(full);
+                let cont = self.b.create_block();
+                self.b.ins().brif(flag, cont, &[], full, &[]);
+                self.b.switch_to_block(full);
+                self.precise_check(base, addr, len, write, pc, bounds);
+                self.b.set_cold_block(self.b.current_block().unwrap_or(full));
+                self.b.ins().jump(cont, &[]);
+                self.b.switch_to_block(cont);
+            }
+        }
+    }
+
+    /// The check of one access: the input, the live frames, then the host's regions.
+    fn precise_check(&mut self, base: Reg, addr: Value, len: u32, write: bool, pc: usize, bounds: Bounds) {
         let i = size_index(len);
         let input = (bounds.mem_base, bounds.in_bound[i]);
         let stack = (bounds.stack_lo, bounds.stack_bound[i]);
