@@ -184,27 +184,19 @@ impl JitProgram {
             err_addr: 0,
             err_len: 0,
             err_write: 0,
-            host: HostState {
-                env: setup.env,
-                regions: setup.regions,
-                cpu: setup.cpu,
-                checked: self.opts.checked,
-                entries: &self.entries,
-                tail_calls: 0,
-                error: None,
-                panic: None,
-            },
+            host: HostState { setup, program: self, tail_calls: 0, error: None, panic: None },
         };
         let entry = self.entries[self.entries.len() - 1];
         // SAFETY: `entry` was compiled for this host with the `EntryFn` signature. Its memory accesses
         // are checked against the context's regions in checked mode, and vouched for by the host (an
         // `unsafe` builder call) in unchecked mode. The context, host state and stack outlive the call.
         let r0 = unsafe { entry(&mut ctx, mem_base, mem_len, 0, 0, 0, stack_hi) };
-        if let Some(panic) = ctx.host.panic.take() {
-            std::panic::resume_unwind(panic);
-        }
         if ctx.status == status::OK {
             return Ok(r0);
+        }
+        // A caught panic always comes with a status (HOST_ERROR).
+        if let Some(panic) = ctx.host.panic.take() {
+            std::panic::resume_unwind(panic);
         }
         let pc = ctx.err_pc as usize;
         match ctx.status {

@@ -64,12 +64,10 @@ pub(crate) type EntryFn = unsafe extern "C" fn(*mut JitContext<'_>, u64, u64, u6
 /// What the runtime functions need beyond the context: the environment, the host's regions, the CPU
 /// slot, and the execution's state.
 pub(crate) struct HostState<'a> {
-    pub(crate) env: &'a crate::vm::Env,
-    pub(crate) regions: &'a [Region],
-    pub(crate) cpu: usize,
-    pub(crate) checked: bool,
-    /// Entry functions of the tail-call targets, by program id.
-    pub(crate) entries: &'a [EntryFn],
+    /// The environment, regions and CPU slot of this execution.
+    pub(crate) setup: &'a super::JitSetup<'a>,
+    /// The compiled code: the mode, and the entry functions of the tail-call targets by program id.
+    pub(crate) program: &'a super::JitProgram,
     pub(crate) tail_calls: u32,
     pub(crate) error: Option<ExecError>,
     /// A panic caught in a helper, resumed once compiled code has returned (unwinding through
@@ -121,7 +119,7 @@ pub(crate) unsafe extern "C" fn call_helper(
 ) -> u64 {
     // SAFETY: compiled code passes its own, live context.
     let ctx = unsafe { context(ctx) };
-    let env = ctx.host.env;
+    let env = ctx.host.setup.env;
     let callx = pc as usize & super::translate::CALLX_FLAG != 0;
     let pc = pc as usize & !super::translate::CALLX_FLAG;
     let index = if callx {
@@ -137,8 +135,9 @@ pub(crate) unsafe extern "C" fn call_helper(
         (which >> 32) as usize - 1
     };
     let helper = &env.helpers()[index];
-    let mm = memory_map(ctx, ctx.host.regions, fp);
-    let mut call = CallContext { memory: &mm, checked: ctx.host.checked, pc, env, cpu: ctx.host.cpu };
+    let mm = memory_map(ctx, ctx.host.setup.regions, fp);
+    let checked = ctx.host.program.opts.checked;
+    let mut call = CallContext { memory: &mm, checked, pc, env, cpu: ctx.host.setup.cpu };
     // A panicking helper (or a map it calls) must not unwind into compiled code: the panic is kept,
     // the program stops, and the panic goes on in the caller of `execute`, as with the interpreter.
     let result =
@@ -166,7 +165,7 @@ pub(crate) unsafe extern "C" fn call_helper(
 pub(crate) unsafe extern "C" fn region_check(ctx: *mut JitContext<'_>, addr: u64, len: u64, write: u64) -> u64 {
     // SAFETY: compiled code passes its own, live context.
     let host = &unsafe { context(ctx) }.host;
-    host.regions.iter().any(|r| r.contains(addr, len) && (r.writable || write == 0)) as u64
+    host.setup.regions.iter().any(|r| r.contains(addr, len) && (r.writable || write == 0)) as u64
 }
 
 /// Finds the target of a tail call: the entry of the program at `index` of the program array
@@ -178,11 +177,12 @@ pub(crate) unsafe extern "C" fn tail_call(ctx: *mut JitContext<'_>, map: u64, in
     // SAFETY: compiled code passes its own, live context.
     let host = &mut unsafe { context(ctx) }.host;
     let target = host
+        .setup
         .env
         .map_by_handle(map)
         .and_then(|m| m.downcast_ref::<crate::maps::ProgArrayMap>())
         .and_then(|pa| pa.get(u32::try_from(index).ok()?))
-        .and_then(|id| host.entries.get(id as usize));
+        .and_then(|id| host.program.entries.get(id as usize));
     match target {
         Some(&f) if host.tail_calls < MAX_TAIL_CALLS => {
             host.tail_calls += 1;
