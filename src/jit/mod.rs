@@ -22,7 +22,7 @@ use cranelift_module::{default_libcall_names, Linkage};
 
 use crate::program::Program;
 use crate::vm::{BuildError, Env, ExecError, FRAME_SIZE, MAX_FRAMES};
-use runtime::{status, EntryFn, HostState, JitContext};
+use runtime::{status, EntryFn, Failure, HostState, JitContext};
 pub(crate) use translate::Options;
 
 /// Why a program could not be compiled.
@@ -184,7 +184,7 @@ impl JitProgram {
             err_addr: 0,
             err_len: 0,
             err_write: 0,
-            host: HostState { setup, program: self, tail_calls: 0, error: None, panic: None },
+            host: HostState { setup, program: self, tail_calls: 0, failure: None },
         };
         let entry = self.entries[self.entries.len() - 1];
         // SAFETY: `entry` was compiled for this host with the `EntryFn` signature. Its memory accesses
@@ -193,10 +193,6 @@ impl JitProgram {
         let r0 = unsafe { entry(&mut ctx, mem_base, mem_len, 0, 0, 0, stack_hi) };
         if ctx.status == status::OK {
             return Ok(r0);
-        }
-        // A caught panic always comes with a status (HOST_ERROR).
-        if let Some(panic) = ctx.host.panic.take() {
-            std::panic::resume_unwind(panic);
         }
         let pc = ctx.err_pc as usize;
         match ctx.status {
@@ -208,11 +204,15 @@ impl JitProgram {
             status::MISALIGNED => Err(ExecError::MisalignedAtomic { pc, addr: ctx.err_addr }),
             status::BUDGET => Err(ExecError::BudgetExhausted { pc }),
             status::CALL_DEPTH => Err(ExecError::CallDepthExceeded { pc }),
-            _ => Err(ctx.host.error.take().unwrap_or(ExecError::Helper {
-                pc,
-                id: 0,
-                source: crate::HelperError::Failed("the runtime reported an error without details".into()),
-            })),
+            _ => Err(match ctx.host.failure.take() {
+                Some(Failure::Error(e)) => e,
+                Some(Failure::Panic(panic)) => std::panic::resume_unwind(panic),
+                None => ExecError::Helper {
+                    pc,
+                    id: 0,
+                    source: crate::HelperError::Failed("the runtime reported an error without details".into()),
+                },
+            }),
         }
     }
 }

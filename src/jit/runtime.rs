@@ -69,10 +69,17 @@ pub(crate) struct HostState<'a> {
     /// The compiled code: the mode, and the entry functions of the tail-call targets by program id.
     pub(crate) program: &'a super::JitProgram,
     pub(crate) tail_calls: u32,
-    pub(crate) error: Option<ExecError>,
-    /// A panic caught in a helper, resumed once compiled code has returned (unwinding through
-    /// compiled code and `extern "C"` functions is not possible).
-    pub(crate) panic: Option<Box<dyn core::any::Any + Send + 'static>>,
+    /// Why a runtime function stopped the program (with status `HOST_ERROR`).
+    pub(crate) failure: Option<Failure>,
+}
+
+/// What a runtime function leaves behind when it stops the program.
+pub(crate) enum Failure {
+    /// An error to return from `execute`.
+    Error(ExecError),
+    /// A panic caught in a helper, resumed once compiled code has returned (unwinding through compiled
+    /// code and `extern "C"` functions is not possible).
+    Panic(Box<dyn core::any::Any + Send + 'static>),
 }
 
 /// Names of the runtime functions, as compiled code imports them.
@@ -126,7 +133,7 @@ pub(crate) unsafe extern "C" fn call_helper(
         match u32::try_from(which).ok().and_then(|id| env.helper_index(id)) {
             Some(i) => i,
             None => {
-                ctx.host.error = Some(ExecError::UnknownHelper { pc, id: which });
+                ctx.host.failure = Some(Failure::Error(ExecError::UnknownHelper { pc, id: which }));
                 ctx.status = status::HOST_ERROR;
                 return 0;
             }
@@ -145,12 +152,12 @@ pub(crate) unsafe extern "C" fn call_helper(
     match result {
         Ok(Ok(r0)) => r0,
         Ok(Err(source)) => {
-            ctx.host.error = Some(ExecError::Helper { pc, id: helper.id(), source });
+            ctx.host.failure = Some(Failure::Error(ExecError::Helper { pc, id: helper.id(), source }));
             ctx.status = status::HOST_ERROR;
             0
         }
         Err(panic) => {
-            ctx.host.panic = Some(panic);
+            ctx.host.failure = Some(Failure::Panic(panic));
             ctx.status = status::HOST_ERROR;
             0
         }
