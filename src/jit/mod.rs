@@ -1,9 +1,11 @@
 //! The Cranelift JIT (feature `jit`): programs compiled to host machine code with the interpreter's
 //! exact results and errors.
 //!
-//! [`JitProgram`] compiles a program and its tail-call targets for the host with `cranelift-jit`;
-//! [`aot`] compiles for another target into an object file. Checked mode emits the same region checks
-//! as the interpreter; unchecked mode emits none.
+//! A [`Vm`](crate::Vm) built with [`Engine::Jit`](crate::Engine::Jit) compiles its program and the
+//! program's tail-call targets for the host with `cranelift-jit`; [`aot`] compiles for another target
+//! into an object file. Checked mode accepts and refuses exactly the accesses the interpreter does
+//! (some tests are shared between accesses or settled at compile time, see `groups`); unchecked mode
+//! tests nothing.
 
 pub mod aot;
 mod groups;
