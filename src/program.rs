@@ -3,7 +3,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::isa::{self, AtomicOp, DecodeError, Imm64, Instruction, Reg};
+use crate::isa::{self, DecodeError, Imm64, Instruction, Reg};
 
 /// Most slots a program may have (the kernel's limit for privileged programs).
 pub const MAX_SLOTS: usize = 1 << 20;
@@ -44,29 +44,6 @@ pub enum ProgramError {
         /// First slot of the jump's function.
         function: usize,
     },
-}
-
-/// Whether `insn` writes register `r`.
-fn writes(insn: &Instruction, r: Reg) -> bool {
-    match *insn {
-        Instruction::Alu { dst, .. }
-        | Instruction::Neg { dst, .. }
-        | Instruction::MovSx { dst, .. }
-        | Instruction::End { dst, .. }
-        | Instruction::LoadImm64 { dst, .. }
-        | Instruction::Load { dst, .. }
-        | Instruction::LoadSx { dst, .. } => dst == r,
-        Instruction::Atomic { op: AtomicOp::CmpXchg, .. } => r == Reg::R0,
-        Instruction::Atomic { op: AtomicOp::Xchg, src, .. } => src == r,
-        Instruction::Atomic {
-            op: AtomicOp::Add { fetch } | AtomicOp::Or { fetch } | AtomicOp::And { fetch } | AtomicOp::Xor { fetch },
-            src,
-            ..
-        } => fetch && src == r,
-        Instruction::LoadPacket { .. } | Instruction::Call { .. } | Instruction::CallReg { .. } => r == Reg::R0,
-        Instruction::CallLocal { .. } | Instruction::CallBtf { .. } => r == Reg::R0,
-        _ => false,
-    }
 }
 
 /// One function of a program (the entry function, or a bpf-to-bpf call target): slots `start..end`.
@@ -157,7 +134,7 @@ impl Program {
                     return Err(ProgramError::JumpAcrossFunction { pc, target: t, function: func.start });
                 }
             }
-            if writes(insn, Reg::R10) {
+            if insn.written() == Some(Reg::R10) {
                 return Err(ProgramError::WritesFramePointer { pc });
             }
             let last_of_function = pcs.get(i + 1).is_none_or(|&next| next >= func.end);

@@ -471,6 +471,45 @@ impl Instruction {
         Some(pc as i64 + 1 + rel)
     }
 
+    /// The register this instruction writes, if any: the destination of ALU operations, moves, byte
+    /// swaps and loads; the register an atomic fetches into (r0 for compare-and-exchange); r0 for calls
+    /// and legacy packet loads.
+    pub const fn written(&self) -> Option<Reg> {
+        match *self {
+            Instruction::Alu { dst, .. }
+            | Instruction::Neg { dst, .. }
+            | Instruction::MovSx { dst, .. }
+            | Instruction::End { dst, .. }
+            | Instruction::LoadImm64 { dst, .. }
+            | Instruction::Load { dst, .. }
+            | Instruction::LoadSx { dst, .. } => Some(dst),
+            Instruction::Atomic { op: AtomicOp::CmpXchg, .. } => Some(Reg::R0),
+            Instruction::Atomic { op: AtomicOp::Xchg, src, .. } => Some(src),
+            Instruction::Atomic {
+                op: AtomicOp::Add { fetch } | AtomicOp::Or { fetch } | AtomicOp::And { fetch } | AtomicOp::Xor { fetch },
+                src,
+                ..
+            } => {
+                if fetch {
+                    Some(src)
+                } else {
+                    None
+                }
+            }
+            Instruction::LoadPacket { .. }
+            | Instruction::Call { .. }
+            | Instruction::CallReg { .. }
+            | Instruction::CallLocal { .. }
+            | Instruction::CallBtf { .. } => Some(Reg::R0),
+            Instruction::Store { .. }
+            | Instruction::StoreReg { .. }
+            | Instruction::Ja { .. }
+            | Instruction::Ja32 { .. }
+            | Instruction::Jump { .. }
+            | Instruction::Exit => None,
+        }
+    }
+
     /// Whether execution can continue with the next slot.
     pub const fn falls_through(&self) -> bool {
         !matches!(self, Instruction::Exit | Instruction::Ja { .. } | Instruction::Ja32 { .. })

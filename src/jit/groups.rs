@@ -26,9 +26,9 @@ const MAX_HULL: i128 = 4096;
 /// What the check of one access does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Plan {
-    /// The group's first access: test `len` bytes from `from` bytes after (usually before) its own
-    /// address, for writing if `write`, and set the group's flag.
-    Leader { group: usize, from: i64, len: u64, write: bool },
+    /// The group's first access: test that `len` bytes from `from` bytes after (usually before) its own
+    /// address lie in the input (which is writable), and set the group's flag.
+    Leader { group: usize, from: i64, len: u64 },
     /// A later access of the group: a full check only if the flag says the hull test failed.
     Member { group: usize },
 }
@@ -45,7 +45,6 @@ struct Access {
     /// Distance of the accessed bytes from the group's opaque part.
     at: i128,
     len: u64,
-    write: bool,
 }
 
 /// The plans of the accesses of `f` that are grouped (at least two accesses per group), and the number
@@ -94,10 +93,9 @@ pub(crate) fn plan(program: &Program, f: Function, skip: &[bool]) -> (BTreeMap<u
             }
             let group = groups;
             groups += 1;
-            let write = members.iter().any(|a| a.write);
             let leader = &members[0];
             let from = (lo - leader.at) as i64;
-            plans.insert(leader.pc, Plan::Leader { group, from, len: (hi - lo) as u64, write });
+            plans.insert(leader.pc, Plan::Leader { group, from, len: (hi - lo) as u64 });
             for m in &members[1..] {
                 plans.insert(m.pc, Plan::Member { group });
             }
@@ -116,20 +114,20 @@ pub(crate) fn plan(program: &Program, f: Function, skip: &[bool]) -> (BTreeMap<u
         }
         let access = match *insn {
             Instruction::Load { size, src, offset, .. } | Instruction::LoadSx { size, src, offset, .. } => {
-                Some((src, offset, size.bytes(), false))
+                Some((src, offset, size.bytes()))
             }
             Instruction::Store { size, dst, offset, .. } | Instruction::StoreReg { size, dst, offset, .. } => {
-                Some((dst, offset, size.bytes(), true))
+                Some((dst, offset, size.bytes()))
             }
             Instruction::Atomic { width, dst, offset, .. } => {
-                Some((dst, offset, if width == Width::W64 { 8 } else { 4 }, true))
+                Some((dst, offset, if width == Width::W64 { 8 } else { 4 }))
             }
             _ => None,
         };
-        if let Some((base, offset, size, write)) = access.filter(|a| a.0 != Reg::R10) {
+        if let Some((base, offset, size)) = access.filter(|a| a.0 != Reg::R10) {
             let sum = &regs[base.index() as usize];
             let at = sum.constant as i128 + offset as i128;
-            accesses.entry(sum.terms.clone()).or_default().push(Access { pc, at, len: size as u64, write });
+            accesses.entry(sum.terms.clone()).or_default().push(Access { pc, at, len: size as u64 });
         }
         // What the instruction leaves in registers.
         let idx = |r: Reg| r.index() as usize;
@@ -156,21 +154,12 @@ pub(crate) fn plan(program: &Program, f: Function, skip: &[bool]) -> (BTreeMap<u
             Instruction::LoadImm64 { dst, value: Imm64::Const(v) } => {
                 regs[idx(dst)] = Sum { terms: Vec::new(), constant: v as i64 };
             }
-            Instruction::Alu { dst, .. }
-            | Instruction::Neg { dst, .. }
-            | Instruction::MovSx { dst, .. }
-            | Instruction::End { dst, .. }
-            | Instruction::LoadImm64 { dst, .. }
-            | Instruction::Load { dst, .. }
-            | Instruction::LoadSx { dst, .. } => regs[idx(dst)] = fresh(),
-            Instruction::Atomic { src, .. } => {
-                regs[idx(src)] = fresh();
-                regs[0] = fresh();
+            // Anything else that writes a register gives it a value of its own.
+            _ => {
+                if let Some(r) = insn.written() {
+                    regs[idx(r)] = fresh();
+                }
             }
-            Instruction::LoadPacket { .. } | Instruction::Call { .. } | Instruction::CallReg { .. } => {
-                regs[0] = fresh()
-            }
-            _ => {}
         }
     }
     close(&mut accesses, &mut plans);
@@ -193,7 +182,7 @@ mod tests {
             "mov %r3, %r1\nadd %r3, %r2\nldxb %r4, [%r3+12]\njne %r4, 8, +5\n\
              mov %r5, %r1\nadd %r5, %r2\nldxh %r4, [%r5+20]\nstxb [%r3+10], %r4\nexit\nexit",
         );
-        assert_eq!(p[&2], Plan::Leader { group: 0, from: -2, len: 12, write: true });
+        assert_eq!(p[&2], Plan::Leader { group: 0, from: -2, len: 12 });
         assert_eq!((p[&6], p[&7]), (Plan::Member { group: 0 }, Plan::Member { group: 0 }));
     }
 

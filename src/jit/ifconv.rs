@@ -14,7 +14,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use crate::isa::{AluOp, Instruction, Reg};
+use crate::isa::{AluOp, Instruction};
 use crate::program::{Function, Program};
 
 /// At most this many instructions on each side.
@@ -43,18 +43,6 @@ fn is_pure(insn: &Instruction) -> bool {
         Instruction::Neg { .. } | Instruction::MovSx { .. } | Instruction::End { .. } => true,
         Instruction::LoadImm64 { .. } => true,
         _ => false,
-    }
-}
-
-/// The register `insn` writes, for the instructions [`is_pure`] accepts.
-pub(crate) fn written(insn: &Instruction) -> Option<Reg> {
-    match *insn {
-        Instruction::Alu { dst, .. }
-        | Instruction::Neg { dst, .. }
-        | Instruction::MovSx { dst, .. }
-        | Instruction::End { dst, .. }
-        | Instruction::LoadImm64 { dst, .. } => Some(dst),
-        _ => None,
     }
 }
 

@@ -422,7 +422,7 @@ impl Fx<'_, '_> {
         match self.plans.get(&pc).copied() {
             None => self.precise_check(base, addr, len, write, pc, bounds),
             // The hull of the group, against the input; if it is not all there, the full check.
-            Some(Plan::Leader { group, from, len: hull, write: _ }) => {
+            Some(Plan::Leader { group, from, len: hull }) => {
                 let flag = self.group_flags[group];
                 let pass = self.b.create_block();
                 let fail = self.b.create_block();
@@ -445,10 +445,7 @@ impl Fx<'_, '_> {
                 self.b.switch_to_block(fail);
                 let zero = self.b.ins().iconst(I64, 0);
                 self.b.def_var(flag, zero);
-                self.precise_check(base, addr, len, write, pc, bounds);
-                self.b.set_cold_block(self.b.current_block().unwrap_or(fail));
-                self.b.ins().jump(cont, &[]);
-                self.b.switch_to_block(cont);
+                self.precise_check_out_of_line(base, addr, len, write, pc, bounds, cont);
             }
             Some(Plan::Member { group }) => {
                 let flag = self.b.use_var(self.group_flags[group]);
@@ -457,12 +454,29 @@ impl Fx<'_, '_> {
                 let cont = self.b.create_block();
                 self.b.ins().brif(flag, cont, &[], full, &[]);
                 self.b.switch_to_block(full);
-                self.precise_check(base, addr, len, write, pc, bounds);
-                self.b.set_cold_block(self.b.current_block().unwrap_or(full));
-                self.b.ins().jump(cont, &[]);
-                self.b.switch_to_block(cont);
+                self.precise_check_out_of_line(base, addr, len, write, pc, bounds, cont);
             }
         }
+    }
+
+    /// The full check of one access in a cold block, then on to `cont`, where translation goes on.
+    #[allow(clippy::too_many_arguments)]
+    fn precise_check_out_of_line(
+        &mut self,
+        base: Reg,
+        addr: Value,
+        len: u32,
+        write: bool,
+        pc: usize,
+        bounds: Bounds,
+        cont: Block,
+    ) {
+        self.precise_check(base, addr, len, write, pc, bounds);
+        if let Some(block) = self.b.current_block() {
+            self.b.set_cold_block(block);
+        }
+        self.b.ins().jump(cont, &[]);
+        self.b.switch_to_block(cont);
     }
 
     /// The check of one access: the input, the live frames, then the host's regions.
@@ -790,7 +804,7 @@ impl Fx<'_, '_> {
     /// An if-converted jump: both sides run, each register they write takes the value of the side the
     /// condition `c` picks (true: the jump's target side), then execution continues at the join.
     fn select_sides(&mut self, c: Value, d: &Diamond) -> Result<(), JitError> {
-        let mut regs: Vec<Reg> = d.fall.iter().chain(&d.taken).filter_map(|(_, i)| ifconv::written(i)).collect();
+        let mut regs: Vec<Reg> = d.fall.iter().chain(&d.taken).filter_map(|(_, i)| i.written()).collect();
         regs.sort_unstable_by_key(|r| r.index());
         regs.dedup();
         let before: Vec<Value> = regs.iter().map(|&r| self.get(r)).collect();
