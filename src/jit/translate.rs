@@ -13,16 +13,19 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::control::ControlPlane;
+use cranelift_codegen::ir::condcodes::{CondCode, IntCC};
 use cranelift_codegen::ir::{
-    types, AbiParam, AtomicRmwOp, Block, BlockArg, FuncRef, InstBuilder, MemFlagsData, SigRef, Signature, Type,
-    UserFuncName, Value,
+    types, AbiParam, AtomicRmwOp, Block, BlockArg, DebugTag, FuncRef, InstBuilder, MemFlagsData, SigRef, Signature,
+    Type, UserFuncName, Value,
 };
+use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
-use cranelift_module::{FuncId, Linkage, Module};
+use cranelift_module::{FuncId, Linkage, Module, ModuleReloc, ModuleRelocTarget};
 
 use super::groups::{self, Plan};
 use super::ifconv::{self, Diamond};
+use super::placement;
 use super::runtime::{names, offset, status};
 use super::JitError;
 use crate::isa::{AluOp, AtomicOp, ByteOrder, Cond, Instruction, Operand, PacketMode, Reg, Size, SxWidth, Width};
@@ -116,13 +119,48 @@ pub(crate) fn compile_program<M: Module>(
         // EBPF_VM_JIT_DISASM=1 prints the machine code of every compiled function (for debugging).
         let disasm = std::env::var_os("EBPF_VM_JIT_DISASM").is_some_and(|v| v == "1");
         ctx.set_disasm(disasm);
-        module.define_function(id, &mut ctx).map_err(|e| JitError::Codegen(format!("{e:?}")))?;
+        define_placed(module, id, &mut ctx)?;
         if let Some(code) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()).filter(|_| disasm) {
             std::eprintln!("; {prefix} function at slot {}\n{code}", f.start);
         }
         module.clear_context(&mut ctx);
     }
     Ok(ids[&0])
+}
+
+/// Compiles `ctx` and defines it as `id`, placed so that its hottest loop touches as few cache lines
+/// as it can (see `placement`).
+fn define_placed<M: Module>(module: &mut M, id: FuncId, ctx: &mut Context) -> Result<(), JitError> {
+    let arch = module.isa().triple().architecture;
+    ctx.compile(module.isa(), &mut ControlPlane::default()).map_err(|e| JitError::Codegen(format!("{}", e.inner)))?;
+    let code = ctx.compiled_code().ok_or_else(|| JitError::Codegen("no compiled code".into()))?;
+    let mark = |tag| code.buffer.debug_tags().find(|t| t.tags.contains(&DebugTag::User(tag))).map(|t| t.offset);
+    let pad = match (mark(placement::HEAD_TAG), mark(placement::END_TAG)) {
+        (Some(head), Some(end)) => placement::padding(head, end + placement::JUMP_ALLOWANCE),
+        _ => 0,
+    };
+    // Padding must keep the alignment the code's constants need, and have NOPs of its length.
+    let nops = placement::nops(arch, pad).filter(|_| pad % code.buffer.alignment.max(1) == 0);
+    let (pad, mut out) = match nops {
+        Some(nops) => (pad, nops),
+        None => (0, Vec::new()),
+    };
+    out.extend_from_slice(code.code_buffer());
+    let relocs: Vec<ModuleReloc> = code
+        .buffer
+        .relocs()
+        .iter()
+        .map(|r| {
+            let mut m = ModuleReloc::from_mach_reloc(r, &ctx.func, id);
+            m.offset += pad;
+            if let ModuleRelocTarget::FunctionOffset(_, off) = &mut m.name {
+                *off += pad;
+            }
+            m
+        })
+        .collect();
+    let align = u64::from(code.buffer.alignment).max(u64::from(placement::LINE));
+    module.define_function_bytes(id, align, &out, &relocs).map_err(|e| JitError::Codegen(format!("{e:?}")))
 }
 
 /// Where each instruction's block starts: the function's start, every jump target, and every
@@ -165,6 +203,8 @@ struct Bounds {
 
 struct Fx<'a, 'b> {
     b: FunctionBuilder<'b>,
+    /// The loop to place (header, backward jump), if any.
+    hot_loop: Option<(usize, usize)>,
     opts: Options,
     env: &'a Env,
     /// Host regions known at compile time (checked inline), or `None` (ask the runtime).
@@ -296,8 +336,10 @@ fn translate_function<M: Module>(
         }
     }
 
+    let hot_loop = placement::hot_loop(program, f);
     let mut fx = Fx {
         b,
+        hot_loop,
         opts,
         env,
         regions,
@@ -332,6 +374,9 @@ fn translate_function<M: Module>(
             }
             fx.b.switch_to_block(block);
             fx.terminated = false;
+            if fx.hot_loop.map(|l| l.0) == Some(pc) {
+                fx.mark(placement::HEAD_TAG);
+            }
         } else if fx.terminated {
             // Unreachable code after a jump or exit: give it a block of its own.
             let block = fx.b.create_block();
@@ -367,6 +412,19 @@ impl Fx<'_, '_> {
 
     fn set(&mut self, r: Reg, v: Value) {
         self.b.def_var(self.regs[r.index() as usize], v);
+    }
+
+    /// Marks this point of the code for `placement` with `tag`.
+    fn mark(&mut self, tag: u32) {
+        let mark = self.b.ins().sequence_point();
+        self.b.func.debug_tags.set(mark, [DebugTag::User(tag)]);
+    }
+
+    /// Marks the way back of the backward jump at `pc` if it closes the loop to place.
+    fn mark_loop_end(&mut self, pc: usize) {
+        if self.hot_loop.map(|l| l.1) == Some(pc) {
+            self.mark(placement::END_TAG);
+        }
     }
 
     fn jump_to(&mut self, pc: usize) {
@@ -738,15 +796,23 @@ impl Fx<'_, '_> {
             Instruction::Atomic { width, op, dst, offset, src } => self.atomic(pc, width, op, dst, offset, src),
             Instruction::Ja { .. } | Instruction::Ja32 { .. } => {
                 let t = insn.branch_target(pc).unwrap_or(0) as usize;
+                if t <= pc {
+                    self.mark_loop_end(pc);
+                }
                 self.jump_to(t);
             }
             Instruction::Jump { width, cond, dst, src, .. } => {
                 let a = self.operand(Operand::Reg(dst), width);
                 let b = self.operand(src, width);
+                let target = insn.branch_target(pc).unwrap_or(0) as usize;
+                // A backward jump leaves the loop when its condition fails: that is the branch the
+                // code tests, so that the way back to the header falls through.
+                let backward = target <= pc && !self.diamonds.contains_key(&pc);
                 let c = match cond {
                     Cond::Set => {
                         let m = self.b.ins().band(a, b);
-                        self.b.ins().icmp_imm_s(IntCC::NotEqual, m, 0)
+                        let cc = if backward { IntCC::Equal } else { IntCC::NotEqual };
+                        self.b.ins().icmp_imm_s(cc, m, 0)
                     }
                     _ => {
                         let cc = match cond {
@@ -761,15 +827,29 @@ impl Fx<'_, '_> {
                             Cond::Slt => IntCC::SignedLessThan,
                             _ => IntCC::SignedLessThanOrEqual,
                         };
-                        self.b.ins().icmp(cc, a, b)
+                        self.b.ins().icmp(if backward { cc.complement() } else { cc }, a, b)
                     }
                 };
                 if let Some(d) = self.diamonds.remove(&pc) {
                     return self.select_sides(c, &d);
                 }
-                let taken = self.blocks[&(insn.branch_target(pc).unwrap_or(0) as usize)];
+                let taken = self.blocks[&target];
                 let next = self.blocks[&(pc + 1)];
-                self.b.ins().brif(c, taken, &[], next, &[]);
+                // Both ways out of a conditional jump go through blocks of their own, so that no edge is
+                // critical: Cranelift places the block for a critical edge, and the register moves in it,
+                // right after the branch, where they would push the other way out of line. Cranelift lays
+                // out a branch's second target right after it: the fall-through for a forward jump,
+                // the way back for a backward one.
+                let (first, second) = (self.b.create_block(), self.b.create_block());
+                self.b.ins().brif(c, first, &[], second, &[]);
+                let (to_first, to_second) = if backward { (next, taken) } else { (taken, next) };
+                self.b.switch_to_block(first);
+                self.b.ins().jump(to_first, &[]);
+                self.b.switch_to_block(second);
+                if backward {
+                    self.mark_loop_end(pc);
+                }
+                self.b.ins().jump(to_second, &[]);
                 self.terminated = true;
             }
             Instruction::Call { id } => {

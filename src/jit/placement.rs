@@ -1,0 +1,149 @@
+//! Loop placement: where a function's hottest loop lands relative to cache-line boundaries.
+//!
+//! Cranelift lays blocks out back to back and aligns nothing inside a function, so the address of a
+//! loop header is an accident of the code before it, and the speed of a small loop with it (how many
+//! cache lines and decode windows one iteration touches). Native compilers align loop headers; a JIT
+//! can get the same effect for one loop per function by moving the whole function: it is placed at
+//! a cache-line boundary behind as many bytes of NOPs as make the chosen loop's header start a line.
+//!
+//! The loop chosen is the innermost loop of the deepest nest (the earliest of equals), found on the
+//! BPF program: a backward jump at `pc` to `head` makes the loop `head..=pc`. The translator marks
+//! the header's block and the backward jump with `sequence_point`s carrying [`HEAD_TAG`] and
+//! [`END_TAG`]: immovable markers that emit no code and whose offsets Cranelift reports with the
+//! compiled code. The function is moved only if that makes the loop touch fewer lines.
+
+use alloc::vec::Vec;
+
+use crate::isa::Instruction;
+use crate::program::{Function, Program};
+
+/// The alignment functions get, and the boundary the chosen loop's header is aligned to.
+pub(crate) const LINE: u32 = 64;
+
+/// The debug tag of the sequence point that marks the header of the loop to place.
+pub(crate) const HEAD_TAG: u32 = 0x6c6f_6f70;
+
+/// The debug tag of the sequence point just before that loop's backward jump.
+pub(crate) const END_TAG: u32 = 0x6c6f_6f71;
+
+/// The loop of `f` to place, as its first instruction and its backward jump, if `f` has a loop.
+pub(crate) fn hot_loop(program: &Program, f: Function) -> Option<(usize, usize)> {
+    let loops: Vec<(usize, usize)> = program
+        .iter()
+        .filter(|&(pc, insn)| {
+            pc >= f.start
+                && pc < f.end
+                && matches!(insn, Instruction::Ja { .. } | Instruction::Ja32 { .. } | Instruction::Jump { .. })
+        })
+        .filter_map(|(pc, insn)| {
+            let head = usize::try_from(insn.branch_target(pc)?).ok()?;
+            (head <= pc && head >= f.start).then_some((head, pc))
+        })
+        .collect();
+    innermost(&loops)
+}
+
+/// Of loops given as (header, backward jump), the one inside the most others, the earliest of
+/// equals (and of those the shortest).
+fn innermost(loops: &[(usize, usize)]) -> Option<(usize, usize)> {
+    let depth = |&(h, e): &(usize, usize)| loops.iter().filter(|&&(oh, oe)| oh <= h && e <= oe).count();
+    loops.iter().copied().max_by(|a, b| depth(a).cmp(&depth(b)).then(b.0.cmp(&a.0)).then(b.1.cmp(&a.1)))
+}
+
+/// Bytes allowed after the backward jump's marker for the jump itself: a compare, a conditional
+/// branch, and the moves and jump of an edge back to the header.
+pub(crate) const JUMP_ALLOWANCE: u32 = 24;
+
+/// How many bytes to put in front of a function placed at a multiple of [`LINE`] so that the loop
+/// at offsets `head..end` touches as few lines as it can: none if it already does, else as many
+/// as move the header to the next line.
+pub(crate) fn padding(head: u32, end: u32) -> u32 {
+    let len = end.saturating_sub(head).max(1);
+    let fewest = len.div_ceil(LINE);
+    let lines = (head % LINE + len).div_ceil(LINE);
+    if lines <= fewest {
+        0
+    } else {
+        LINE - head % LINE
+    }
+}
+
+/// `n` bytes of no-operation instructions for `arch`, or `None` if there are none of that length.
+pub(crate) fn nops(arch: target_lexicon::Architecture, n: u32) -> Option<Vec<u8>> {
+    use target_lexicon::Architecture;
+    // The recommended multi-byte NOP encodings of x86-64, one to nine bytes long.
+    const X86: [&[u8]; 9] = [
+        &[0x90],
+        &[0x66, 0x90],
+        &[0x0f, 0x1f, 0x00],
+        &[0x0f, 0x1f, 0x40, 0x00],
+        &[0x0f, 0x1f, 0x44, 0x00, 0x00],
+        &[0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00],
+        &[0x0f, 0x1f, 0x80, 0x00, 0x00, 0x00, 0x00],
+        &[0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00],
+        &[0x66, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00],
+    ];
+    let mut out = Vec::with_capacity(n as usize);
+    match arch {
+        Architecture::X86_64 => {
+            let mut left = n as usize;
+            while left > 0 {
+                let k = left.min(X86.len());
+                out.extend_from_slice(X86[k - 1]);
+                left -= k;
+            }
+        }
+        // `nop` is 0xd503201f, stored little-endian like every AArch64 instruction.
+        Architecture::Aarch64(_) if n % 4 == 0 => {
+            for _ in 0..n / 4 {
+                out.extend_from_slice(&0xd503_201fu32.to_le_bytes());
+            }
+        }
+        _ => return None,
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_innermost_loop_of_the_deepest_nest_is_chosen() {
+        assert_eq!(innermost(&[]), None);
+        // An outer loop 2..=20 around an inner loop 5..=9.
+        assert_eq!(innermost(&[(5, 9), (2, 20)]), Some((5, 9)));
+        // A lone loop first, then a nest: the nest's inner loop.
+        assert_eq!(innermost(&[(1, 3), (10, 30), (12, 14)]), Some((12, 14)));
+        // Two loops side by side: the first. Two back edges to one header: the shorter loop.
+        assert_eq!(innermost(&[(8, 9), (1, 4)]), Some((1, 4)));
+        assert_eq!(innermost(&[(4, 9), (4, 6)]), Some((4, 6)));
+    }
+
+    #[test]
+    fn loops_are_found_in_bpf_code() {
+        let p = Program::from_asm("mov %r0, 0\nadd %r0, 1\njlt %r0, 10, -2\nexit").unwrap();
+        assert_eq!(hot_loop(&p, Function { start: 0, end: p.slot_count() }), Some((1, 2)));
+        let p = Program::from_asm("mov %r0, 0\nja +0\nexit").unwrap();
+        assert_eq!(hot_loop(&p, Function { start: 0, end: p.slot_count() }), None);
+    }
+
+    #[test]
+    fn padding_and_nops() {
+        // 55 bytes fit one line from offsets 0 to 9 of a line.
+        assert_eq!(padding(0, 55), 0);
+        assert_eq!(padding(73, 128), 0);
+        assert_eq!(padding(54, 109), 10);
+        // 91 bytes take two lines from offsets 0 to 37.
+        assert_eq!(padding(158, 249), 0);
+        assert_eq!(padding(101, 192), 0);
+        assert_eq!(padding(102, 193), 26);
+        assert_eq!(padding(5, 5), 0);
+        for n in 0..LINE {
+            assert_eq!(nops(target_lexicon::Architecture::X86_64, n).unwrap().len(), n as usize);
+        }
+        let arm = target_lexicon::Architecture::Aarch64(target_lexicon::Aarch64Architecture::Aarch64);
+        assert_eq!(nops(arm, 8).unwrap(), [0x1f, 0x20, 0x03, 0xd5, 0x1f, 0x20, 0x03, 0xd5]);
+        assert_eq!(nops(arm, 6), None);
+    }
+}
