@@ -10,6 +10,7 @@
 pub mod aot;
 mod groups;
 mod ifconv;
+mod loops;
 mod placement;
 pub(crate) mod runtime;
 mod translate;

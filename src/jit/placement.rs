@@ -6,16 +6,12 @@
 //! can get the same effect for one loop per function by moving the whole function: it is placed at
 //! a cache-line boundary behind as many bytes of NOPs as make the chosen loop's header start a line.
 //!
-//! The loop chosen is the innermost loop of the deepest nest (the earliest of equals), found on the
-//! BPF program: a backward jump at `pc` to `head` makes the loop `head..=pc`. The translator marks
-//! the header's block and the backward jump with `sequence_point`s carrying [`HEAD_TAG`] and
+//! The loop chosen is the one nested deepest (`loops`). The translator marks its header's block
+//! and the way back of its last backward jump with `sequence_point`s carrying [`HEAD_TAG`] and
 //! [`END_TAG`]: immovable markers that emit no code and whose offsets Cranelift reports with the
 //! compiled code. The function is moved only if that makes the loop touch fewer lines.
 
 use alloc::vec::Vec;
-
-use crate::isa::Instruction;
-use crate::program::{Function, Program};
 
 /// The alignment functions get, and the boundary the chosen loop's header is aligned to.
 pub(crate) const LINE: u32 = 64;
@@ -25,30 +21,6 @@ pub(crate) const HEAD_TAG: u32 = 0x6c6f_6f70;
 
 /// The debug tag of the sequence point just before that loop's backward jump.
 pub(crate) const END_TAG: u32 = 0x6c6f_6f71;
-
-/// The loop of `f` to place, as its first instruction and its backward jump, if `f` has a loop.
-pub(crate) fn hot_loop(program: &Program, f: Function) -> Option<(usize, usize)> {
-    let loops: Vec<(usize, usize)> = program
-        .iter()
-        .filter(|&(pc, insn)| {
-            pc >= f.start
-                && pc < f.end
-                && matches!(insn, Instruction::Ja { .. } | Instruction::Ja32 { .. } | Instruction::Jump { .. })
-        })
-        .filter_map(|(pc, insn)| {
-            let head = usize::try_from(insn.branch_target(pc)?).ok()?;
-            (head <= pc && head >= f.start).then_some((head, pc))
-        })
-        .collect();
-    innermost(&loops)
-}
-
-/// Of loops given as (header, backward jump), the one inside the most others, the earliest of
-/// equals (and of those the shortest).
-fn innermost(loops: &[(usize, usize)]) -> Option<(usize, usize)> {
-    let depth = |&(h, e): &(usize, usize)| loops.iter().filter(|&&(oh, oe)| oh <= h && e <= oe).count();
-    loops.iter().copied().max_by(|a, b| depth(a).cmp(&depth(b)).then(b.0.cmp(&a.0)).then(b.1.cmp(&a.1)))
-}
 
 /// Bytes allowed after the backward jump's marker for the jump itself: a compare, a conditional
 /// branch, and the moves and jump of an edge back to the header.
@@ -107,26 +79,6 @@ pub(crate) fn nops(arch: target_lexicon::Architecture, n: u32) -> Option<Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_innermost_loop_of_the_deepest_nest_is_chosen() {
-        assert_eq!(innermost(&[]), None);
-        // An outer loop 2..=20 around an inner loop 5..=9.
-        assert_eq!(innermost(&[(5, 9), (2, 20)]), Some((5, 9)));
-        // A lone loop first, then a nest: the nest's inner loop.
-        assert_eq!(innermost(&[(1, 3), (10, 30), (12, 14)]), Some((12, 14)));
-        // Two loops side by side: the first. Two back edges to one header: the shorter loop.
-        assert_eq!(innermost(&[(8, 9), (1, 4)]), Some((1, 4)));
-        assert_eq!(innermost(&[(4, 9), (4, 6)]), Some((4, 6)));
-    }
-
-    #[test]
-    fn loops_are_found_in_bpf_code() {
-        let p = Program::from_asm("mov %r0, 0\nadd %r0, 1\njlt %r0, 10, -2\nexit").unwrap();
-        assert_eq!(hot_loop(&p, Function { start: 0, end: p.slot_count() }), Some((1, 2)));
-        let p = Program::from_asm("mov %r0, 0\nja +0\nexit").unwrap();
-        assert_eq!(hot_loop(&p, Function { start: 0, end: p.slot_count() }), None);
-    }
 
     #[test]
     fn padding_and_nops() {

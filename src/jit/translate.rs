@@ -25,6 +25,7 @@ use cranelift_module::{FuncId, Linkage, Module, ModuleReloc, ModuleRelocTarget};
 
 use super::groups::{self, Plan};
 use super::ifconv::{self, Diamond};
+use super::loops::Loops;
 use super::placement;
 use super::runtime::{names, offset, status};
 use super::JitError;
@@ -165,7 +166,7 @@ fn define_placed<M: Module>(module: &mut M, id: FuncId, ctx: &mut Context) -> Re
 
 /// Where each instruction's block starts: the function's start, every jump target, and every
 /// instruction after a jump or exit.
-fn leaders(program: &Program, f: Function) -> Vec<usize> {
+pub(crate) fn leaders(program: &Program, f: Function) -> Vec<usize> {
     let mut out = alloc::vec![f.start];
     for (pc, insn) in program.iter() {
         if pc < f.start || pc >= f.end {
@@ -203,8 +204,9 @@ struct Bounds {
 
 struct Fx<'a, 'b> {
     b: FunctionBuilder<'b>,
-    /// The loop to place (header, backward jump), if any.
-    hot_loop: Option<(usize, usize)>,
+    loops: Loops,
+    /// The loop to place (header, last backward jump), if any.
+    hot_loop: Option<(usize, Option<usize>)>,
     opts: Options,
     env: &'a Env,
     /// Host regions known at compile time (checked inline), or `None` (ask the runtime).
@@ -329,16 +331,19 @@ fn translate_function<M: Module>(
     }
     let (plans, groups) = if bounds.is_some() { groups::plan(program, f, &absorbed) } else { (BTreeMap::new(), 0) };
     let group_flags = (0..groups).map(|_| b.declare_var(I64)).collect();
+    let starts = leaders(program, f);
+    let loops = Loops::analyse(program, f, &starts);
     let mut blocks = BTreeMap::new();
-    for pc in leaders(program, f) {
+    for pc in starts {
         if !absorbed[pc - f.start] {
             blocks.insert(pc, b.create_block());
         }
     }
 
-    let hot_loop = placement::hot_loop(program, f);
+    let hot_loop = loops.deepest();
     let mut fx = Fx {
         b,
+        loops,
         hot_loop,
         opts,
         env,
@@ -422,7 +427,7 @@ impl Fx<'_, '_> {
 
     /// Marks the way back of the backward jump at `pc` if it closes the loop to place.
     fn mark_loop_end(&mut self, pc: usize) {
-        if self.hot_loop.map(|l| l.1) == Some(pc) {
+        if self.hot_loop.is_some_and(|l| l.1 == Some(pc)) {
             self.mark(placement::END_TAG);
         }
     }
@@ -796,22 +801,22 @@ impl Fx<'_, '_> {
             Instruction::Atomic { width, op, dst, offset, src } => self.atomic(pc, width, op, dst, offset, src),
             Instruction::Ja { .. } | Instruction::Ja32 { .. } => {
                 let t = insn.branch_target(pc).unwrap_or(0) as usize;
-                if t <= pc {
-                    self.mark_loop_end(pc);
-                }
+                self.mark_loop_end(pc);
                 self.jump_to(t);
             }
             Instruction::Jump { width, cond, dst, src, .. } => {
                 let a = self.operand(Operand::Reg(dst), width);
                 let b = self.operand(src, width);
                 let target = insn.branch_target(pc).unwrap_or(0) as usize;
-                // A backward jump leaves the loop when its condition fails: that is the branch the
-                // code tests, so that the way back to the header falls through.
-                let backward = target <= pc && !self.diamonds.contains_key(&pc);
+                // Where the jump goes when taken leaves the loop and the next instruction stays (as at
+                // the end of a loop): the code tests the opposite condition, so that staying falls
+                // through.
+                let swap =
+                    !self.diamonds.contains_key(&pc) && self.loops.stays(pc, target) && !self.loops.stays(pc, pc + 1);
                 let c = match cond {
                     Cond::Set => {
                         let m = self.b.ins().band(a, b);
-                        let cc = if backward { IntCC::Equal } else { IntCC::NotEqual };
+                        let cc = if swap { IntCC::Equal } else { IntCC::NotEqual };
                         self.b.ins().icmp_imm_s(cc, m, 0)
                     }
                     _ => {
@@ -827,7 +832,7 @@ impl Fx<'_, '_> {
                             Cond::Slt => IntCC::SignedLessThan,
                             _ => IntCC::SignedLessThanOrEqual,
                         };
-                        self.b.ins().icmp(if backward { cc.complement() } else { cc }, a, b)
+                        self.b.ins().icmp(if swap { cc.complement() } else { cc }, a, b)
                     }
                 };
                 if let Some(d) = self.diamonds.remove(&pc) {
@@ -838,15 +843,17 @@ impl Fx<'_, '_> {
                 // Both ways out of a conditional jump go through blocks of their own, so that no edge is
                 // critical: Cranelift places the block for a critical edge, and the register moves in it,
                 // right after the branch, where they would push the other way out of line. Cranelift lays
-                // out a branch's second target right after it: the fall-through for a forward jump,
-                // the way back for a backward one.
+                // out a branch's second target right after it: the way that stays in the loop.
                 let (first, second) = (self.b.create_block(), self.b.create_block());
                 self.b.ins().brif(c, first, &[], second, &[]);
-                let (to_first, to_second) = if backward { (next, taken) } else { (taken, next) };
+                let (to_first, to_second) = if swap { (next, taken) } else { (taken, next) };
                 self.b.switch_to_block(first);
+                if !swap {
+                    self.mark_loop_end(pc);
+                }
                 self.b.ins().jump(to_first, &[]);
                 self.b.switch_to_block(second);
-                if backward {
+                if swap {
                     self.mark_loop_end(pc);
                 }
                 self.b.ins().jump(to_second, &[]);
