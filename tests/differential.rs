@@ -100,6 +100,83 @@ fn program(forward_only: bool) -> impl Strategy<Value = Vec<Instruction>> {
         })
 }
 
+/// Two counted loops, one inside the other, around generated code that never writes their counters
+/// (r8, r9). Jumps in the code go forward within their stretch, to its end, out of the inner loop,
+/// or to the exit: every program ends, so the JIT runs without a budget and lays the loops out as a
+/// host gets them (selects, shared checks, exits of loops out of line).
+fn nested_loops() -> impl Strategy<Value = Vec<Instruction>> {
+    let body = || {
+        proptest::collection::vec(
+            body_instruction().prop_filter("keeps the counters", |i| {
+                !matches!(i.written(), Some(r) if r.index() >= 8) && i.slots() == 1
+            }),
+            0..8,
+        )
+    };
+    (body(), body(), body(), 1i32..5, 1i32..6, proptest::collection::vec(any::<u16>(), 32)).prop_map(
+        |(a, b, c, outer, inner, picks)| {
+            use ebpf_vm::isa::{AluOp, Cond, Width};
+            let reg = |n: u8| Reg::new(n).expect("register");
+            let mov = |r: u8, v: i32| Instruction::Alu {
+                width: Width::W64,
+                op: AluOp::Mov,
+                dst: reg(r),
+                src: Operand::Imm(v),
+            };
+            let dec =
+                |r: u8| Instruction::Alu { width: Width::W64, op: AluOp::Add, dst: reg(r), src: Operand::Imm(-1) };
+            let again = |r: u8| Instruction::Jump {
+                width: Width::W64,
+                cond: Cond::Ne,
+                dst: reg(r),
+                src: Operand::Imm(0),
+                offset: 0,
+            };
+            // 0: r9 = outer; A; r8 = inner; B; r8 -= 1; if r8 != 0 goto B; C; r9 -= 1; if r9 != 0 goto A; exit
+            let a_start = 1;
+            let b_start = a_start + a.len() + 1;
+            let c_start = b_start + b.len() + 2;
+            let exit = c_start + c.len() + 2;
+            let mut insns = vec![mov(9, outer)];
+            insns.extend(a);
+            insns.push(mov(8, inner));
+            insns.extend(b);
+            insns.extend([dec(8), again(8)]);
+            insns.extend(c);
+            insns.extend([dec(9), again(9), Instruction::Exit]);
+            // Where a jump may go from each stretch: forward inside it, to its end, out of the inner
+            // loop (from B), or to the exit.
+            let stretches = [(a_start, b_start - 1), (b_start, c_start - 2), (c_start, exit - 2)];
+            let mut pick = picks.into_iter().cycle();
+            for (idx, insn) in insns.iter_mut().enumerate() {
+                let Some(&(_, end)) = stretches.iter().find(|(s, e)| idx >= *s && idx < *e) else {
+                    continue;
+                };
+                let mut targets: Vec<usize> = (idx + 1..=end).collect();
+                targets.push(exit);
+                if end == c_start - 2 {
+                    targets.push(c_start);
+                }
+                let t = targets[pick.next().unwrap_or(0) as usize % targets.len()];
+                let rel = t as i64 - idx as i64 - 1;
+                match insn {
+                    Instruction::Ja { offset } | Instruction::Jump { offset, .. } => *offset = rel as i16,
+                    Instruction::Ja32 { offset } => *offset = rel as i32,
+                    _ => {}
+                }
+            }
+            let (b_end, c_end) = (c_start - 1, exit - 1);
+            if let Instruction::Jump { offset, .. } = &mut insns[b_end] {
+                *offset = (b_start as i64 - b_end as i64 - 1) as i16;
+            }
+            if let Instruction::Jump { offset, .. } = &mut insns[c_end] {
+                *offset = (a_start as i64 - c_end as i64 - 1) as i16;
+            }
+            insns
+        },
+    )
+}
+
 /// An instruction that cannot fail or touch memory, on r0..r5 (what the JIT may turn into selects).
 fn pure_instruction() -> impl Strategy<Value = Instruction> {
     use ebpf_vm::isa::{AluOp, ByteOrder, SxWidth};
@@ -345,6 +422,12 @@ proptest! {
     /// Accesses whose checks the JIT shares: the same results, errors and memory.
     #[test]
     fn same_results_across_shared_checks(p in field_accesses(), mem in proptest::collection::vec(any::<u8>(), 64)) {
+        compare(p, mem, None)?;
+    }
+
+    /// Nested loops with exits and breaks, no budget.
+    #[test]
+    fn same_results_in_nested_loops(p in nested_loops(), mem in proptest::collection::vec(any::<u8>(), 64)) {
         compare(p, mem, None)?;
     }
 
