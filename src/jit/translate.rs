@@ -117,8 +117,13 @@ pub(crate) fn compile_program<M: Module>(
         ctx.func.signature = signature.clone();
         ctx.func.name = UserFuncName::user(0, id.as_u32());
         translate_function(module, &mut ctx.func, &mut fctx, program, *f, env, regions, rt, &ids, opts)?;
-        // EBPF_VM_JIT_DISASM=1 prints the machine code of every compiled function (for debugging).
-        let disasm = std::env::var_os("EBPF_VM_JIT_DISASM").is_some_and(|v| v == "1");
+        // EBPF_VM_JIT_DISASM=1 prints the machine code of every compiled function, `ir` its Cranelift
+        // IR before optimisation (for debugging).
+        let knob = std::env::var_os("EBPF_VM_JIT_DISASM");
+        let disasm = knob.as_ref().is_some_and(|v| v == "1");
+        if knob.is_some_and(|v| v == "ir") {
+            std::eprintln!("; {prefix} function at slot {}\n{}", f.start, ctx.func.display());
+        }
         ctx.set_disasm(disasm);
         define_placed(module, id, &mut ctx)?;
         if let Some(code) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()).filter(|_| disasm) {
@@ -709,9 +714,15 @@ impl Fx<'_, '_> {
         let flags = MemFlagsData::new();
         match *insn {
             Instruction::Alu { width, op, dst, src } => {
-                let a = self.operand(Operand::Reg(dst), width);
+                // A move does not read its destination: reading it anyway would keep the register's
+                // old value alive, as a block parameter through every loop around the move.
                 let b = self.operand(src, width);
-                let r = self.alu(width, op, a, b);
+                let r = if op == AluOp::Mov {
+                    b
+                } else {
+                    let a = self.operand(Operand::Reg(dst), width);
+                    self.alu(width, op, a, b)
+                };
                 let r = self.widen(r, width);
                 self.set(dst, r);
             }
