@@ -98,4 +98,46 @@ mod tests {
         assert_eq!(nops(arm, 8).unwrap(), [0x1f, 0x20, 0x03, 0xd5, 0x1f, 0x20, 0x03, 0xd5]);
         assert_eq!(nops(arm, 6), None);
     }
+
+    /// The loop of a program compiled for AArch64 (fixed-size instructions, so branches can be read
+    /// back): its header, the target of the backward `b`, starts a line.
+    #[cfg(feature = "elf")]
+    #[test]
+    fn the_loop_of_a_compiled_function_starts_a_line() {
+        use object::read::elf::ElfFile64;
+        use object::{LittleEndian, Object as _, ObjectSection as _, ObjectSymbol as _};
+        // Six loads (which cannot be folded away) before a loop of ten instructions: the loop would
+        // straddle a line where the code before it puts it.
+        let asm = "mov %r0, 0\nmov %r2, 0\nldxdw %r3, [%r1+0]\nldxdw %r4, [%r1+8]\nldxdw %r5, [%r1+16]\n\
+                   ldxdw %r6, [%r1+24]\nldxdw %r7, [%r1+32]\nldxdw %r8, [%r1+40]\nadd %r0, %r2\nxor %r0, %r8\n\
+                   mul %r0, %r3\nrsh %r0, 1\nadd %r0, %r4\nxor %r0, %r5\nadd %r0, %r6\nsub %r0, %r7\nadd %r2, 1\n\
+                   jlt %r2, 1000, -10\nexit";
+        let p = crate::Program::from_asm(asm).unwrap();
+        let obj = crate::jit::aot::compile_object(
+            &[("prog", &p)],
+            &crate::vm::Env::new(),
+            "aarch64-unknown-linux-gnu",
+            false,
+        )
+        .unwrap();
+        let file = ElfFile64::<LittleEndian>::parse(&*obj).unwrap();
+        let sym = file.symbols().find(|s| s.name() == Ok("prog")).unwrap();
+        let section = file.section_by_index(sym.section_index().unwrap()).unwrap();
+        assert_eq!(section.align() % u64::from(LINE), 0);
+        let start = sym.address() as usize;
+        let code = &section.data().unwrap()[start..start + sym.size() as usize];
+        let words: Vec<u32> = code.chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])).collect();
+        // `b` is 0b000101 followed by a signed 26-bit word offset.
+        let back: Vec<i64> = words
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| *w & 0xfc00_0000 == 0x1400_0000)
+            .map(|(i, w)| (i as i64, i as i64 + (((*w << 6) as i32) >> 6) as i64))
+            .filter(|&(i, target)| target >= 0 && target < i)
+            .map(|(_, target)| target)
+            .collect();
+        assert!(words[0] == 0xd503_201f, "the function is padded with nops");
+        let head = *back.iter().min().unwrap() as usize * 4;
+        assert_eq!((start + head) % LINE as usize, 0, "loop header at offset {head}");
+    }
 }
