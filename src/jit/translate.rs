@@ -17,7 +17,7 @@ use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::condcodes::{CondCode, IntCC};
 use cranelift_codegen::ir::{
     types, AbiParam, AtomicRmwOp, Block, BlockArg, DebugTag, FuncRef, InstBuilder, MemFlagsData, SigRef, Signature,
-    Type, UserFuncName, Value,
+    StackSlot, StackSlotData, StackSlotKind, Type, UserFuncName, Value,
 };
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
@@ -198,13 +198,11 @@ pub(crate) fn leaders(program: &Program, f: Function) -> Vec<usize> {
 struct Bounds {
     mem_base: Value,
     mem_len: Value,
-    /// The lowest address of the live frames (the current frame's bottom).
-    stack_lo: Value,
+    /// The context and the frame pointer, saved at entry for cold code (see `stack_bounds`).
+    saved: StackSlot,
     /// `in_bound[i]`: an access of `1 << i` bytes at offset `off` of the input is in bounds iff
     /// `off < in_bound[i]` (unsigned).
     in_bound: [Value; 4],
-    /// The same for offsets from `stack_lo`.
-    stack_bound: [Value; 4],
 }
 
 struct Fx<'a, 'b> {
@@ -300,17 +298,16 @@ fn translate_function<M: Module>(
     let bounds = (opts.checked && accesses_memory).then(|| {
         let mem_base = b.ins().load(I64, flags, ctx, offset::MEM_BASE);
         let mem_len = b.ins().load(I64, flags, ctx, offset::MEM_LEN);
-        let stack_hi = b.ins().load(I64, flags, ctx, offset::STACK_HI);
-        let stack_lo = b.ins().iadd_imm_s(fp, -(FRAME_SIZE as i64));
-        let stack_size = b.ins().isub(stack_hi, stack_lo);
+        let saved = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 16, 3));
+        b.ins().stack_store(I64, ctx, saved, 0);
+        b.ins().stack_store(I64, fp, saved, 8);
         let in_bound = core::array::from_fn(|i| {
             let s = 1i64 << i;
             let t = b.ins().iadd_imm_s(mem_len, 1 - s);
             let fits = b.ins().icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, mem_len, s);
             b.ins().select(fits, t, zero)
         });
-        let stack_bound = core::array::from_fn(|i| b.ins().iadd_imm_s(stack_size, 1 - (1i64 << i)));
-        Bounds { mem_base, mem_len, stack_lo, in_bound, stack_bound }
+        Bounds { mem_base, mem_len, saved, in_bound }
     });
     let budget = opts.metered.then(|| {
         let v = b.declare_var(I64);
@@ -547,21 +544,35 @@ impl Fx<'_, '_> {
         self.b.switch_to_block(cont);
     }
 
+    /// The lowest address of the live frames (the current frame's bottom), and the bound an access of
+    /// `len` bytes at an offset from it must stay below. Computed where they are tested, from the
+    /// context and frame pointer saved on the stack: Cranelift's register allocator weighs a use in a
+    /// cold block inside a loop like a use in the loop, so values kept for cold code would take the
+    /// hot code's registers.
+    fn stack_bounds(&mut self, bounds: Bounds, len: u32) -> (Value, Value) {
+        let ctx = self.b.ins().stack_load(I64, I64, bounds.saved, 0);
+        let fp = self.b.ins().stack_load(I64, I64, bounds.saved, 8);
+        let stack_hi = self.b.ins().load(I64, MemFlagsData::trusted(), ctx, offset::STACK_HI);
+        let lo = self.b.ins().iadd_imm_s(fp, -(FRAME_SIZE as i64));
+        let size = self.b.ins().isub(stack_hi, lo);
+        (lo, self.b.ins().iadd_imm_s(size, 1 - len as i64))
+    }
+
     /// The check of one access: the input, the live frames, then the host's regions.
     fn precise_check(&mut self, base: Reg, addr: Value, len: u32, write: bool, pc: usize, bounds: Bounds) {
         let i = size_index(len);
         let input = (bounds.mem_base, bounds.in_bound[i]);
-        let stack = (bounds.stack_lo, bounds.stack_bound[i]);
-        let (first, second) = if base == Reg::R10 { (stack, input) } else { (input, stack) };
         let cont = self.b.create_block();
         let try_second = self.b.create_block();
         self.b.set_cold_block(try_second);
         let slow = self.b.create_block();
         self.b.set_cold_block(slow);
+        let first = if base == Reg::R10 { self.stack_bounds(bounds, len) } else { input };
         let off = self.b.ins().isub(addr, first.0);
         let ok = self.b.ins().icmp(IntCC::UnsignedLessThan, off, first.1);
         self.b.ins().brif(ok, cont, &[], try_second, &[]);
         self.b.switch_to_block(try_second);
+        let second = if base == Reg::R10 { input } else { self.stack_bounds(bounds, len) };
         // Out-of-line successes come back through a cold block of their own, so that the edge split
         // for them is not laid out between the hot check and its continuation.
         let back = self.b.create_block();
@@ -590,7 +601,8 @@ impl Fx<'_, '_> {
             None => {
                 let l = self.b.ins().iconst(I64, len as i64);
                 let w = self.b.ins().iconst(I64, write as i64);
-                let call = self.b.ins().call(self.region_check, &[self.ctx, addr, l, w]);
+                let ctx = self.b.ins().stack_load(I64, I64, bounds.saved, 0);
+                let call = self.b.ins().call(self.region_check, &[ctx, addr, l, w]);
                 let ok = self.b.inst_results(call)[0];
                 self.guard(ok, status::OUT_OF_BOUNDS, pc, addr, len as u64, write);
             }
