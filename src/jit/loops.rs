@@ -41,7 +41,7 @@ impl Loops {
         if n == 0 || n > MAX_BLOCKS {
             return none;
         }
-        let block_of = |pc: usize| starts.partition_point(|&s| s <= pc).checked_sub(1);
+        let block_of = |pc: usize| block_of(starts, pc);
 
         // Successors, from each block's last instruction.
         let mut last: Vec<Option<(usize, &Instruction)>> = vec![None; n];
@@ -159,14 +159,10 @@ impl Loops {
         Loops { starts: starts.to_vec(), loops, innermost }
     }
 
-    fn block_of(&self, pc: usize) -> Option<usize> {
-        self.starts.partition_point(|&s| s <= pc).checked_sub(1)
-    }
-
     /// Whether control going from the instruction at `from` to the one at `to` stays inside the
     /// innermost loop `from` is in (always, if it is in none).
     pub(crate) fn stays(&self, from: usize, to: usize) -> bool {
-        let (Some(a), Some(b)) = (self.block_of(from), self.block_of(to)) else { return true };
+        let (Some(a), Some(b)) = (block_of(&self.starts, from), block_of(&self.starts, to)) else { return true };
         match self.innermost.get(a).copied().flatten() {
             Some(k) => self.loops[k].body.get(b).copied().unwrap_or(false),
             None => true,
@@ -182,6 +178,11 @@ impl Loops {
             .max_by(|a, b| depth(a).cmp(&depth(b)).then(b.head.cmp(&a.head)))
             .map(|l| (self.starts[l.head], l.latch))
     }
+}
+
+/// The basic block (index into `starts`) holding the instruction at `pc`.
+fn block_of(starts: &[usize], pc: usize) -> Option<usize> {
+    starts.partition_point(|&s| s <= pc).checked_sub(1)
 }
 
 /// The nearest common dominator of `a` and `b`, walking up the dominator tree by reverse-postorder
