@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use ebpf_vm::elf::Object;
 use ebpf_vm::maps::TypedHashMap;
-use ebpf_vm::Engine;
+use ebpf_vm::{Engine, Instance};
 
 /// The object, as `clang-19 -O2 -g -target bpf` built it from `tests/fixtures/hash_count.c`.
 const OBJECT: &[u8] = include_bytes!("../tests/fixtures/hash_count.o");
@@ -21,9 +21,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         object.license()
     );
 
+    // The maps and global variables, created within the default memory budget.
+    let instance = Instance::new(&object)?;
+
     // The best engine this build has: the Cranelift JIT, in checked mode (every memory access of the
     // program is checked against the memory it owns), with the interpreter's exact semantics.
-    let vm = object.vm_builder("count_bytes")?.engine(Engine::Jit).build()?;
+    let vm = instance.vm_builder("count_bytes")?.engine(Engine::Jit).build()?;
     let mut input = b"hello, eBPF world".to_vec();
     let r0 = vm.execute(&mut input)?;
     println!(
@@ -31,7 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         String::from_utf8_lossy(&input)
     );
 
-    let counts = TypedHashMap::<u32, u64>::new(Arc::clone(object.map("counts").ok_or("no map `counts`")?))?;
+    let counts = TypedHashMap::<u32, u64>::new(Arc::clone(instance.map("counts").ok_or("no map `counts`")?))?;
     let mut entries = counts.entries();
     entries.sort();
     println!("map `counts` ({} entries):", entries.len());
@@ -39,7 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("  {:?} => {n}", char::from(byte as u8));
     }
     for name in [".data", ".bss"] {
-        let value = object.map(name).and_then(|m| m.get(&0u32.to_ne_bytes(), 0)).ok_or("no global data")?;
+        let value = instance.map(name).and_then(|m| m.get(&0u32.to_ne_bytes(), 0)).ok_or("no global data")?;
         println!("global data {name}: {:02x?}", value);
     }
     Ok(())

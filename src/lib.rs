@@ -39,14 +39,20 @@ pub mod elf;
 mod error;
 pub mod helpers;
 mod host;
+mod interpreter;
 pub mod isa;
 #[cfg(feature = "jit")]
 pub mod jit;
+pub mod link;
 pub mod maps;
+pub mod memory;
 pub mod program;
 pub mod vm;
 
 pub use error::Error;
 pub use helpers::{CallContext, Helper, HelperError, HelperSig};
+pub use link::{Env, ExecError, LinkError};
 pub use program::{Program, ProgramError};
-pub use vm::{BuildError, Engine, Env, ExecError, Mode, Vm, VmBuilder};
+#[cfg(feature = "elf")]
+pub use vm::Instance;
+pub use vm::{BuildError, Engine, Mode, Vm, VmBuilder};

@@ -22,7 +22,7 @@ fn helper5() -> Helper {
 fn run_case(path: &Path, engine: Engine) -> Result<(), Failed> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut case = parse(&text)?;
-    let outcome = Program::from_asm(&case.asm).and_then(|program| {
+    let outcome = Program::from_asm(&case.asm).map_err(ebpf_vm::Error::from).and_then(|program| {
         if !case.raw.is_empty() {
             let words: Vec<u64> = program
                 .to_bytes()

@@ -5,18 +5,20 @@ use std::sync::{Arc, Mutex};
 
 use ebpf_vm::elf::{MapOrigin, Object};
 use ebpf_vm::maps::{Array, RingBufMap, TypedHashMap};
+use ebpf_vm::Instance;
 use ebpf_vm::{Engine, Env, ExecError, Vm};
 
 /// Every engine the crate has.
 const ENGINES: &[Engine] = &[Engine::Interpreter, Engine::Jit];
 
-fn load(name: &str) -> Object {
+fn load(name: &str) -> Instance {
     let path = format!("{}/tests/fixtures/{name}.o", env!("CARGO_MANIFEST_DIR"));
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    Object::parse(&bytes).unwrap_or_else(|e| panic!("{path}: {e}"))
+    let object = Object::parse(&bytes).unwrap_or_else(|e| panic!("{path}: {e}"));
+    Instance::new(&object).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-fn vm(obj: &Object, program: &str, engine: Engine) -> Vm {
+fn vm(obj: &Instance, program: &str, engine: Engine) -> Vm {
     obj.vm_builder(program).expect("program exists").engine(engine).budget(10_000_000).build().expect("builds")
 }
 

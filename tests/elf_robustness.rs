@@ -17,6 +17,7 @@ const FIXTURES: &[&[u8]] = &[
 
 fn exercise(bytes: &[u8]) {
     let Ok(obj) = Object::parse(bytes) else { return };
+    let Ok(obj) = ebpf_vm::Instance::new(&obj) else { return };
     for p in obj.programs() {
         if let Ok(b) = obj.vm_builder(&p.name) {
             if let Ok(vm) = b.budget(10_000).build() {

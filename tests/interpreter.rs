@@ -265,7 +265,7 @@ fn helpers_by_id_and_by_register() {
     assert_eq!(err, ExecError::UnknownHelper { pc: 1, id: 6 });
     // An unknown helper id is found when the Vm is built.
     let err = Vm::builder(Program::from_asm("call 77\nexit").unwrap()).build().unwrap_err();
-    assert_eq!(err, ebpf_vm::BuildError::UnknownHelper { pc: 0, id: 77 });
+    assert_eq!(err, ebpf_vm::BuildError::Link(ebpf_vm::LinkError::UnknownHelper { pc: 0, id: 77 }));
 }
 
 #[test]
@@ -353,11 +353,11 @@ fn unchecked_mode_gives_the_same_results() {
 #[test]
 fn unresolved_pseudo_loads_are_build_errors() {
     let err = Vm::builder(Program::from_asm("lddw %r1, map_fd(3)\nexit").unwrap()).build().unwrap_err();
-    assert_eq!(err, ebpf_vm::BuildError::UnknownMap { pc: 0, index: 3 });
+    assert_eq!(err, ebpf_vm::BuildError::Link(ebpf_vm::LinkError::UnknownMap { pc: 0, index: 3 }));
     let err = Vm::builder(Program::from_asm("lddw %r1, btf_var(3, 0)\nexit").unwrap()).build().unwrap_err();
-    assert_eq!(err, ebpf_vm::BuildError::UnresolvedImm64 { pc: 0, kind: 3 });
+    assert_eq!(err, ebpf_vm::BuildError::Link(ebpf_vm::LinkError::UnresolvedImm64 { pc: 0, kind: 3 }));
     let err = Vm::builder(Program::from_asm("call runtime 9\nexit").unwrap()).build().unwrap_err();
-    assert_eq!(err, ebpf_vm::BuildError::UnsupportedBtfCall { pc: 0, id: 9 });
+    assert_eq!(err, ebpf_vm::BuildError::Link(ebpf_vm::LinkError::UnsupportedBtfCall { pc: 0, id: 9 }));
 }
 
 #[test]

@@ -120,7 +120,7 @@ fn program_structure() {
     assert_eq!(err, ProgramError::FallsOffEnd { pc: 1, function: 0 });
     // A jump from the entry function into a callee.
     let err = Program::from_asm("call local f\nja f\nexit\nf:\nexit").unwrap_err();
-    assert!(matches!(err, ebpf_vm::Error::Program(ProgramError::JumpAcrossFunction { pc: 1, target: 3, function: 0 })));
+    assert!(matches!(err, ProgramError::JumpAcrossFunction { pc: 1, target: 3, function: 0 }));
     // r10 is read-only: no instruction may write it (as a destination, or as the register an atomic
     // fetches into); reading it is fine.
     for (text, pc) in [
@@ -131,10 +131,7 @@ fn program_structure() {
         ("lock xchg [%r1+0], %r10\nexit", 0),
     ] {
         let err = Program::from_asm(text).unwrap_err();
-        assert!(
-            matches!(err, ebpf_vm::Error::Program(ProgramError::WritesFramePointer { pc: p }) if p == pc),
-            "{text}"
-        );
+        assert!(matches!(err, ProgramError::WritesFramePointer { pc: p } if p == pc), "{text}");
     }
     assert!(Program::from_asm("lock add [%r1+0], %r10\nmov %r1, %r10\nstxdw [%r10-8], %r10\nexit").is_ok());
     // Functions are found from local calls.

@@ -13,14 +13,16 @@ fn readme_api_example() -> Result<(), ebpf_vm::Error> {
 }
 
 #[test]
-fn readme_elf_example() -> Result<(), Box<dyn std::error::Error>> {
-    use ebpf_vm::{elf::Object, maps::TypedHashMap};
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hash_count.o");
+fn readme_elf_example() -> Result<(), ebpf_vm::Error> {
+    use ebpf_vm::{elf::Object, maps::TypedHashMap, Engine, Instance};
+    let bytes = include_bytes!("fixtures/hash_count.o");
     let mut packet = b"abc".to_vec();
-    let object = Object::parse(&std::fs::read(path)?)?;
-    let vm = object.vm_builder("count_bytes")?.engine(ebpf_vm::Engine::Jit).build()?;
+
+    let object = Object::parse(bytes)?; // definitions only: programs, maps, data
+    let instance = Instance::new(&object)?; // live maps and globals, within a memory budget
+    let vm = instance.vm_builder("count_bytes")?.engine(Engine::Jit).build()?;
     let r0 = vm.execute(&mut packet)?;
-    let counts = TypedHashMap::<u32, u64>::new(object.map("counts").unwrap().clone())?;
+    let counts = TypedHashMap::<u32, u64>::new(instance.map("counts").expect("defined").clone())?;
     assert_eq!(r0, 9);
     assert_eq!(counts.get(&(b'a' as u32)), Some(1));
     Ok(())

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use ebpf_vm::elf::Object;
 use ebpf_vm::maps::{Map, MapType, ProgArrayMap};
-use ebpf_vm::{Engine, Program, Vm};
+use ebpf_vm::{Engine, Instance, Program, Vm};
 
 const USAGE: &str = "usage:
   ebpf-vm run FILE [--section NAME] [--engine interpreter|jit] [--mode verified|checked]
@@ -140,8 +140,9 @@ fn prepare(input: &Input, o: &Options) -> Result<(Vm, NamedMaps), String> {
                 Some(s) => s.clone(),
                 None => obj.programs().first().ok_or("the object has no programs")?.name.clone(),
             };
-            let maps = obj.maps().iter().map(|m| (m.name.clone(), Arc::clone(&m.map))).collect();
-            (obj.vm_builder(&name).map_err(|e| e.to_string())?, maps)
+            let instance = Instance::new(obj).map_err(|e| e.to_string())?;
+            let maps = instance.maps().iter().map(|m| (m.name.clone(), Arc::clone(&m.map))).collect();
+            (instance.vm_builder(&name).map_err(|e| e.to_string())?, maps)
         }
         Input::Program(p) => {
             if o.section.is_some() {
@@ -164,14 +165,10 @@ fn dump_maps(maps: &NamedMaps) {
             continue;
         }
         if let Some(pa) = map.downcast_ref::<ProgArrayMap>() {
-            for i in 0..def.max_entries {
-                if let Some(id) = pa.get(i) {
-                    println!(
-                        "{{\"map\":\"{name}\",\"key\":\"{}\",\"value\":\"{}\"}}",
-                        hex(&i.to_ne_bytes()),
-                        hex(&id.to_ne_bytes())
-                    );
-                }
+            // Only the indices that are set (the array may be huge and sparse).
+            for key in map.keys() {
+                let Some(id) = pa.get(u32::from_ne_bytes([key[0], key[1], key[2], key[3]])) else { continue };
+                println!("{{\"map\":\"{name}\",\"key\":\"{}\",\"value\":\"{}\"}}", hex(&key), hex(&id.to_ne_bytes()));
             }
             continue;
         }
@@ -250,7 +247,7 @@ fn run(args: &[String]) -> Result<(), String> {
                         println!("program {id}: {} section={} slots={}", p.name, p.section, p.program.slot_count());
                     }
                     for (i, m) in obj.maps().iter().enumerate() {
-                        let d = m.map.def();
+                        let d = m.def;
                         println!(
                             "map {i}: {} type={:?} key_size={} value_size={} max_entries={} origin={:?}",
                             m.name, d.map_type, d.key_size, d.value_size, d.max_entries, m.origin

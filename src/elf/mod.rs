@@ -1,30 +1,37 @@
-//! The loader for BPF objects as clang emits them with libbpf's `bpf_helpers.h`.
+//! The reader for BPF objects as clang emits them with libbpf's `bpf_helpers.h`.
 //!
-//! It finds programs by `SEC()` name (one per global function of an executable section), links `.text`
-//! subprograms into the programs that call them, creates the maps defined in `.maps` (BTF-defined) and
-//! `maps` (legacy `struct bpf_map_def`), turns global data (`.data*`, `.rodata*`, `.bss*`) into
-//! one-entry array maps, fills program arrays from their declarative initialisers, and resolves the
-//! `lddw` relocations to those maps. Every malformed object is an [`ElfError`], never a panic.
+//! [`Object::parse`] finds programs by `SEC()` name (one per global function of an executable
+//! section), links `.text` subprograms into the programs that call them, reads the map definitions of
+//! `.maps` (BTF-defined) and `maps` (legacy `struct bpf_map_def`), turns global data (`.data*`,
+//! `.rodata*`, `.bss*`) into definitions of one-entry array maps with their initial bytes (`.rodata`
+//! read-only for programs, as libbpf freezes it), reads the declarative initialisers of program arrays,
+//! and resolves the `lddw` relocations to map indices. It creates nothing: live maps are made from these
+//! definitions in a separate step ([`Instance`](crate::vm::Instance)), within a memory budget the host
+//! sets. Every malformed object is an [`ElfError`], never a panic, and no size the object declares
+//! allocates memory before it has been checked against the file or a limit.
 
 mod btf;
 
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::{String, ToString};
-use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use object::read::elf::ElfFile64;
 use object::{LittleEndian, Object as _, ObjectSection, ObjectSymbol, RelocationTarget, SectionIndex, SymbolKind};
 
 use crate::isa::{opcode, Insn, INSN_SIZE};
-use crate::maps::{self, Map, MapDef, MapError, MapType, ProgArrayMap};
-use crate::program::{Program, ProgramError};
-use crate::vm::{Env, Vm, VmBuilder};
+use crate::maps::{MapDef, MapType, BPF_F_RDONLY_PROG};
+use crate::program::{Program, ProgramError, MAX_SLOTS};
 use btf::{Btf, Kind};
+
+/// Most instruction slots all the programs of one object may have together, after `.text` is linked
+/// into each program that calls it.
+pub const MAX_OBJECT_SLOTS: usize = 4 * MAX_SLOTS;
 
 /// Why an object cannot be loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ElfError {
     /// Not a well-formed ELF file.
     #[error("not a valid ELF object: {0}")]
@@ -35,7 +42,7 @@ pub enum ElfError {
     /// The BTF is malformed.
     #[error("malformed BTF: {0}")]
     Btf(&'static str),
-    /// A map definition is malformed or cannot be created.
+    /// A map definition is malformed.
     #[error("map `{name}`: {reason}")]
     Map {
         /// The map's name.
@@ -61,6 +68,9 @@ pub enum ElfError {
         /// The structural error.
         error: ProgramError,
     },
+    /// The programs, once linked, are larger than [`MAX_OBJECT_SLOTS`] together.
+    #[error("the object's programs have more than {MAX_OBJECT_SLOTS} slots together once linked")]
+    TooLarge,
     /// No program of that name or section.
     #[error("no program named `{0}` (by function or section name)")]
     NoProgram(String),
@@ -77,18 +87,24 @@ pub enum MapOrigin {
     GlobalData,
 }
 
-/// A map of an object.
-#[derive(Clone)]
-pub struct ObjectMap {
+/// A map an object defines: what to create, and what to put in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapSpec {
     /// The map's name (the variable, or the data section's name).
     pub name: String,
     /// Where it was defined.
     pub origin: MapOrigin,
-    /// The map.
-    pub map: Arc<dyn Map>,
+    /// The definition.
+    pub def: MapDef,
+    /// The initial bytes of value 0 (global data; `None` for `.bss` and every other map).
+    pub data: Option<Vec<u8>>,
+    /// Initial entries of a program array: (index, program id).
+    pub prog_inits: Vec<(u32, u32)>,
     section: SectionIndex,
     offset: u64,
     size: u64,
+    /// Byte offset of the `values` member of a BTF definition (program array initialisers).
+    values_offset: Option<u64>,
 }
 
 /// A program of an object.
@@ -102,11 +118,12 @@ pub struct ObjectProgram {
     pub program: Program,
 }
 
-/// A loaded BPF object: its programs, its maps (shared by all its programs), and its license.
-#[derive(Clone)]
+/// A parsed BPF object: its programs, the definitions of its maps (shared by all its programs, by
+/// index), and its license.
+#[derive(Debug, Clone)]
 pub struct Object {
     programs: Vec<ObjectProgram>,
-    maps: Vec<ObjectMap>,
+    maps: Vec<MapSpec>,
     license: String,
 }
 
@@ -121,19 +138,54 @@ fn map_err(name: &str, reason: impl ToString) -> ElfError {
 }
 
 fn is_global_data(name: &str) -> bool {
-    [".data", ".rodata", ".bss"].iter().any(|p| name == *p || name.starts_with(&format!("{p}.")))
+    [".data", ".rodata", ".bss"].iter().any(|p| name == *p || name.strip_prefix(p).is_some_and(|r| r.starts_with('.')))
 }
 
-/// What a BTF map definition says.
-#[derive(Default)]
-struct BtfMapDef {
-    def: Option<MapDef>,
-    /// Byte offset of the `values` member (initial values of program arrays).
-    values_offset: Option<u64>,
+type File<'a> = ElfFile64<'a, LittleEndian>;
+
+/// A symbol: name, address (offset in its section), size.
+type Symbol = (String, u64, u64);
+
+/// The symbols of each section, sorted by address, read once.
+struct Symbols {
+    by_section: BTreeMap<usize, Vec<(Symbol, SymbolKind, bool)>>,
+}
+
+impl Symbols {
+    fn read(file: &File<'_>) -> Symbols {
+        let mut by_section: BTreeMap<usize, Vec<(Symbol, SymbolKind, bool)>> = BTreeMap::new();
+        for s in file.symbols() {
+            let (Some(section), kind) = (s.section_index(), s.kind()) else { continue };
+            if kind == SymbolKind::Section {
+                continue;
+            }
+            let name = s.name().unwrap_or("").to_string();
+            by_section.entry(section.0).or_default().push(((name, s.address(), s.size()), kind, s.is_global()));
+        }
+        for list in by_section.values_mut() {
+            list.sort_by_key(|s| s.0 .1);
+        }
+        Symbols { by_section }
+    }
+
+    /// The symbols of `section`, one per address.
+    fn in_section(&self, section: SectionIndex) -> Vec<Symbol> {
+        let mut out: Vec<Symbol> =
+            self.by_section.get(&section.0).into_iter().flatten().map(|(s, _, _)| s.clone()).collect();
+        out.dedup_by_key(|s| s.1);
+        out
+    }
+
+    /// The global functions of `section`.
+    fn functions(&self, section: SectionIndex) -> Vec<Symbol> {
+        let list = self.by_section.get(&section.0).into_iter().flatten();
+        list.filter(|(_, kind, global)| *kind == SymbolKind::Text && *global).map(|(s, _, _)| s.clone()).collect()
+    }
 }
 
 impl Object {
-    /// Parses and loads an object: creates its maps and links its programs.
+    /// Parses an object: its programs (linked with the `.text` functions they call), its map
+    /// definitions and initial data, and its license.
     pub fn parse(bytes: &[u8]) -> Result<Object, ElfError> {
         // The ELF reader needs 8-byte aligned data; copy into an aligned buffer.
         let mut aligned = alloc::vec![0u64; bytes.len().div_ceil(8)];
@@ -159,14 +211,15 @@ impl Object {
             None => String::new(),
         };
 
+        let symbols = Symbols::read(&file);
         let mut maps = Vec::new();
-        load_btf_maps(&file, btf.as_ref(), &mut maps)?;
-        load_legacy_maps(&file, &mut maps)?;
-        load_global_data(&file, &mut maps)?;
+        btf_maps(&file, &symbols, btf.as_ref(), &mut maps)?;
+        legacy_maps(&file, &symbols, &mut maps)?;
+        global_data(&file, &mut maps)?;
 
         let mut programs = Vec::new();
-        link_programs(&file, &maps, &mut programs)?;
-        init_prog_arrays(&file, btf.as_ref(), &maps, &programs)?;
+        link_programs(&file, &symbols, &maps, &mut programs)?;
+        prog_array_inits(&file, &mut maps, &programs)?;
         Ok(Object { programs, maps, license })
     }
 
@@ -186,42 +239,21 @@ impl Object {
         by_name.or_else(|| self.programs.iter().position(|p| p.section == name)).map(|i| i as u32)
     }
 
-    /// The maps, in the order of their indices.
-    pub fn maps(&self) -> &[ObjectMap] {
+    /// The map definitions, in the order of their indices (what `lddw` map references hold).
+    pub fn maps(&self) -> &[MapSpec] {
         &self.maps
     }
 
-    /// The map with this name.
-    pub fn map(&self, name: &str) -> Option<&Arc<dyn Map>> {
-        self.maps.iter().find(|m| m.name == name).map(|m| &m.map)
+    /// The definition of the map with this name.
+    pub fn map(&self, name: &str) -> Option<&MapSpec> {
+        self.maps.iter().find(|m| m.name == name)
     }
 
     /// The license string.
     pub fn license(&self) -> &str {
         &self.license
     }
-
-    /// An environment with the object's maps (by index) and the standard helpers.
-    pub fn env(&self) -> Env {
-        let mut env = Env::new();
-        env.add_standard_helpers();
-        for m in &self.maps {
-            env.add_map(Arc::clone(&m.map));
-        }
-        env
-    }
-
-    /// A builder for a `Vm` running program `name`, with [`env`](Object::env) and every program of
-    /// the object as a tail-call target (by id).
-    pub fn vm_builder(&self, name: &str) -> Result<VmBuilder, ElfError> {
-        let p = self.program(name).ok_or_else(|| ElfError::NoProgram(name.to_string()))?;
-        Ok(Vm::builder(p.program.clone())
-            .env(self.env())
-            .tail_call_targets(self.programs.iter().map(|p| p.program.clone()).collect()))
-    }
 }
-
-type File<'a> = ElfFile64<'a, LittleEndian>;
 
 /// The bytes of a `u64` buffer.
 fn bytemuck_bytes(words: &mut [u64]) -> &mut [u8] {
@@ -231,28 +263,39 @@ fn bytemuck_bytes(words: &mut [u64]) -> &mut [u8] {
     unsafe { core::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), len) }
 }
 
-/// The symbols defined in a section, sorted by address: (name, address, size).
-fn symbols_in(file: &File<'_>, section: SectionIndex, kind: Option<SymbolKind>) -> Vec<(String, u64, u64)> {
-    let mut out: Vec<(String, u64, u64)> = file
-        .symbols()
-        .filter(|s| s.section_index() == Some(section) && kind.is_none_or(|k| s.kind() == k))
-        .filter(|s| s.kind() != SymbolKind::Section)
-        .map(|s| (s.name().unwrap_or("").to_string(), s.address(), s.size()))
-        .collect();
-    out.sort_by_key(|s| s.1);
-    out.dedup_by_key(|s| s.1);
-    out
-}
-
 /// Reads `.maps`: each variable's BTF struct of pointer-encoded fields.
-fn load_btf_maps(file: &File<'_>, btf: Option<&Btf>, out: &mut Vec<ObjectMap>) -> Result<(), ElfError> {
+fn btf_maps(file: &File<'_>, symbols: &Symbols, btf: Option<&Btf>, out: &mut Vec<MapSpec>) -> Result<(), ElfError> {
     let Some(section) = file.section_by_name(".maps") else { return Ok(()) };
     let btf = btf.ok_or(ElfError::Btf("the object has .maps but no .BTF"))?;
-    for (name, offset, size) in symbols_in(file, section.index(), None) {
-        let parsed = btf_map_def(btf, &name)?;
-        let def = parsed.def.ok_or_else(|| map_err(&name, "no BTF definition"))?;
-        let map = maps::create(def).map_err(|e| map_err(&name, e))?;
-        out.push(ObjectMap { name, origin: MapOrigin::Btf, map, section: section.index(), offset, size });
+    // The map variables: VARs listed in the `.maps` DATASEC, by name (looked up once, not per map).
+    let mut vars: BTreeMap<&str, u32> = BTreeMap::new();
+    for t in btf.types() {
+        if let Kind::DataSec { vars: list, .. } = &t.kind {
+            if t.name == ".maps" {
+                for v in list {
+                    if let Ok(var) = btf.get(v.var) {
+                        if let Kind::Var { target } = var.kind {
+                            vars.entry(var.name.as_str()).or_insert(target);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (name, offset, size) in symbols.in_section(section.index()) {
+        let var_type = *vars.get(name.as_str()).ok_or_else(|| map_err(&name, "not described in BTF"))?;
+        let (def, values_offset) = btf_map_def(btf, &name, var_type)?;
+        out.push(MapSpec {
+            name,
+            origin: MapOrigin::Btf,
+            def,
+            data: None,
+            prog_inits: Vec::new(),
+            section: section.index(),
+            offset,
+            size,
+            values_offset,
+        });
     }
     Ok(())
 }
@@ -268,24 +311,8 @@ fn btf_uint(btf: &Btf, ptr: u32) -> Result<u32, ElfError> {
     }
 }
 
-fn btf_map_def(btf: &Btf, name: &str) -> Result<BtfMapDef, ElfError> {
-    // The map variable: a VAR of that name listed in the `.maps` DATASEC.
-    let var_type = btf
-        .types()
-        .iter()
-        .filter_map(|t| match &t.kind {
-            Kind::DataSec { vars, .. } if t.name == ".maps" => Some(vars),
-            _ => None,
-        })
-        .flatten()
-        .find_map(|v| match btf.get(v.var) {
-            Ok(t) if t.name == name => match t.kind {
-                Kind::Var { target } => Some(target),
-                _ => None,
-            },
-            _ => None,
-        })
-        .ok_or_else(|| map_err(name, "not described in BTF"))?;
+/// A BTF map definition: the map's definition and the offset of its `values` member.
+fn btf_map_def(btf: &Btf, name: &str, var_type: u32) -> Result<(MapDef, Option<u64>), ElfError> {
     let Kind::Struct { members, .. } = &btf.resolve(var_type)?.kind else {
         return Err(map_err(name, "BTF definition is not a struct"));
     };
@@ -328,18 +355,20 @@ fn btf_map_def(btf: &Btf, name: &str) -> Result<BtfMapDef, ElfError> {
         ),
     };
     let max_entries = max_entries.ok_or_else(|| map_err(name, "no max_entries"))?;
-    Ok(BtfMapDef { def: Some(MapDef { map_type: ty, key_size, value_size, max_entries, flags }), values_offset })
+    Ok((MapDef { map_type: ty, key_size, value_size, max_entries, flags }, values_offset))
 }
 
 /// Reads the legacy `maps` section: consecutive `struct bpf_map_def { type, key_size, value_size,
 /// max_entries, map_flags }` of 4-byte fields.
-fn load_legacy_maps(file: &File<'_>, out: &mut Vec<ObjectMap>) -> Result<(), ElfError> {
+fn legacy_maps(file: &File<'_>, symbols: &Symbols, out: &mut Vec<MapSpec>) -> Result<(), ElfError> {
     let Some(section) = file.section_by_name("maps") else { return Ok(()) };
     let data = section.data().map_err(parse_err)?;
-    for (name, offset, size) in symbols_in(file, section.index(), None) {
+    for (name, offset, size) in symbols.in_section(section.index()) {
         let field = |i: usize| -> Result<u32, ElfError> {
             let at = usize::try_from(offset).ok().and_then(|o| o.checked_add(i * 4));
-            let b = at.and_then(|a| data.get(a..a + 4)).ok_or_else(|| map_err(&name, "definition is truncated"))?;
+            let b = at
+                .and_then(|a| data.get(a..a.checked_add(4)?))
+                .ok_or_else(|| map_err(&name, "definition is truncated"))?;
             Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         };
         let def = MapDef {
@@ -349,33 +378,54 @@ fn load_legacy_maps(file: &File<'_>, out: &mut Vec<ObjectMap>) -> Result<(), Elf
             max_entries: field(3)?,
             flags: field(4)?,
         };
-        let map = maps::create(def).map_err(|e| map_err(&name, e))?;
-        out.push(ObjectMap { name, origin: MapOrigin::Legacy, map, section: section.index(), offset, size });
+        let (section, values_offset) = (section.index(), None);
+        let spec = MapSpec {
+            name,
+            origin: MapOrigin::Legacy,
+            def,
+            data: None,
+            prog_inits: Vec::new(),
+            section,
+            offset,
+            size,
+            values_offset,
+        };
+        out.push(spec);
     }
     Ok(())
 }
 
-/// Turns each global data section into a one-entry array map holding its bytes.
-fn load_global_data(file: &File<'_>, out: &mut Vec<ObjectMap>) -> Result<(), ElfError> {
+/// Turns each global data section into the definition of a one-entry array map holding its bytes;
+/// `.rodata*` is read-only for programs.
+fn global_data(file: &File<'_>, out: &mut Vec<MapSpec>) -> Result<(), ElfError> {
     for section in file.sections() {
         let name = section.name().map_err(parse_err)?.to_string();
         if !is_global_data(&name) || section.size() == 0 {
             continue;
         }
         let size = u32::try_from(section.size()).map_err(|_| map_err(&name, "section is too large"))?;
-        let def = MapDef { map_type: MapType::Array, key_size: 4, value_size: size, max_entries: 1, flags: 0 };
-        let map = maps::create(def).map_err(|e| map_err(&name, e))?;
-        if section.kind() != object::SectionKind::UninitializedData {
-            let data = section.data().map_err(parse_err)?;
-            map.update(&0u32.to_ne_bytes(), data, maps::BPF_ANY, 0).map_err(|e: MapError| map_err(&name, e))?;
-        }
-        out.push(ObjectMap {
+        let flags = if name.starts_with(".rodata") { BPF_F_RDONLY_PROG } else { 0 };
+        let def = MapDef { map_type: MapType::Array, key_size: 4, value_size: size, max_entries: 1, flags };
+        // Initial bytes come from the file (so they are as large as the file allows); `.bss` has none.
+        let data = if section.kind() == object::SectionKind::UninitializedData {
+            None
+        } else {
+            let d = section.data().map_err(parse_err)?;
+            if d.len() != size as usize {
+                return Err(map_err(&name, "section data does not match its size"));
+            }
+            Some(d.to_vec())
+        };
+        out.push(MapSpec {
             name,
             origin: MapOrigin::GlobalData,
-            map,
+            def,
+            data,
+            prog_inits: Vec::new(),
             section: section.index(),
             offset: 0,
             size: section.size(),
+            values_offset: None,
         });
     }
     Ok(())
@@ -415,12 +465,19 @@ fn relocations(
 }
 
 /// Builds every program: its function's slots, `.text` appended when called, relocations applied.
-fn link_programs(file: &File<'_>, maps: &[ObjectMap], out: &mut Vec<ObjectProgram>) -> Result<(), ElfError> {
+fn link_programs(
+    file: &File<'_>,
+    symbols: &Symbols,
+    maps: &[MapSpec],
+    out: &mut Vec<ObjectProgram>,
+) -> Result<(), ElfError> {
     let text = file.section_by_name(".text");
     let (text_slots, text_relocs, text_index) = match &text {
         Some(t) => (slots_of(t.data().map_err(parse_err)?), relocations(file, t)?, Some(t.index())),
         None => (Vec::new(), BTreeMap::new(), None),
     };
+    let index = MapIndex::new(maps);
+    let mut total = 0usize;
     for section in file.sections() {
         let sec_name = section.name().map_err(parse_err)?.to_string();
         let exec = matches!(section.flags(), object::SectionFlags::Elf { sh_flags } if sh_flags & SHF_EXECINSTR != 0);
@@ -430,12 +487,7 @@ fn link_programs(file: &File<'_>, maps: &[ObjectMap], out: &mut Vec<ObjectProgra
         let data = section.data().map_err(parse_err)?;
         let slots = slots_of(data);
         let relocs = relocations(file, &section)?;
-        let funcs: Vec<_> = file
-            .symbols()
-            .filter(|s| s.section_index() == Some(section.index()) && s.kind() == SymbolKind::Text && s.is_global())
-            .map(|s| (s.name().unwrap_or("").to_string(), s.address(), s.size()))
-            .collect();
-        for (name, addr, size) in funcs {
+        for (name, addr, size) in symbols.functions(section.index()) {
             let (start, len) = ((addr / 8) as usize, (size / 8) as usize);
             let Some(own) = slots.get(start..start.saturating_add(len)) else {
                 return Err(ElfError::Relocation {
@@ -447,16 +499,24 @@ fn link_programs(file: &File<'_>, maps: &[ObjectMap], out: &mut Vec<ObjectProgra
             let mut code = own.to_vec();
             let text_base = code.len();
             let mut need_text = false;
-            for (&off, target) in relocs.range(addr..addr + size) {
+            for (&off, target) in relocs.range(addr..addr.saturating_add(size)) {
                 let at = ((off - addr) / 8) as usize;
-                need_text |= apply(&mut code, at, target, maps, text_index, text_base, &sec_name, off)?;
+                need_text |= apply(&mut code, at, target, &index, text_index, text_base, &sec_name, off)?;
             }
             if need_text {
+                total = total.saturating_add(text_slots.len());
+                if total > MAX_OBJECT_SLOTS {
+                    return Err(ElfError::TooLarge);
+                }
                 code.extend_from_slice(&text_slots);
                 for (&off, target) in &text_relocs {
-                    let at = text_base + (off / 8) as usize;
-                    apply(&mut code, at, target, maps, text_index, text_base, ".text", off)?;
+                    let at = text_base.saturating_add(usize::try_from(off / 8).unwrap_or(usize::MAX));
+                    apply(&mut code, at, target, &index, text_index, text_base, ".text", off)?;
                 }
+            }
+            total = total.saturating_add(own.len());
+            if total > MAX_OBJECT_SLOTS {
+                return Err(ElfError::TooLarge);
             }
             let bytes: Vec<u8> = code.iter().flat_map(|i| i.to_bytes()).collect();
             let program = Program::from_bytes(&bytes)
@@ -468,13 +528,40 @@ fn link_programs(file: &File<'_>, maps: &[ObjectMap], out: &mut Vec<ObjectProgra
     Ok(())
 }
 
+/// The maps by where their symbols are: a global data section, or a section and offset.
+struct MapIndex<'m> {
+    maps: &'m [MapSpec],
+    data: BTreeMap<usize, usize>,
+    defs: BTreeMap<(usize, u64), usize>,
+}
+
+impl<'m> MapIndex<'m> {
+    fn new(maps: &'m [MapSpec]) -> MapIndex<'m> {
+        let (mut data, mut defs) = (BTreeMap::new(), BTreeMap::new());
+        for (i, m) in maps.iter().enumerate() {
+            if m.origin == MapOrigin::GlobalData {
+                data.entry(m.section.0).or_insert(i);
+            } else {
+                defs.entry((m.section.0, m.offset)).or_insert(i);
+            }
+        }
+        MapIndex { maps, data, defs }
+    }
+
+    /// The map a symbol at `addr` of `section` names, with its index.
+    fn find(&self, section: SectionIndex, addr: u64) -> Option<(usize, &'m MapSpec)> {
+        let i = *self.data.get(&section.0).or_else(|| self.defs.get(&(section.0, addr)))?;
+        Some((i, &self.maps[i]))
+    }
+}
+
 /// Applies one relocation to the slot `at` of `code`. Returns whether it calls into `.text`.
 #[allow(clippy::too_many_arguments)]
 fn apply(
     code: &mut [Insn],
     at: usize,
     (sym_section, sym_addr, sym_name): &(Option<SectionIndex>, u64, String),
-    maps: &[ObjectMap],
+    maps: &MapIndex<'_>,
     text_index: Option<SectionIndex>,
     text_base: usize,
     section: &str,
@@ -483,13 +570,10 @@ fn apply(
     let fail = |reason: String| ElfError::Relocation { section: section.to_string(), offset, reason };
     let insn = *code.get(at).ok_or_else(|| fail("relocation outside the code".into()))?;
     if insn.opcode == opcode::LDDW {
-        let (index, m) = maps
-            .iter()
-            .enumerate()
-            .find(|(_, m)| {
-                Some(m.section) == *sym_section && (m.origin == MapOrigin::GlobalData || m.offset == *sym_addr)
-            })
+        let (index, m) = sym_section
+            .and_then(|s| maps.find(s, *sym_addr))
             .ok_or_else(|| fail(format!("lddw refers to `{sym_name}`, which is no map or global variable")))?;
+        let index = i32::try_from(index).map_err(|_| fail("too many maps".into()))?;
         let next = code.get_mut(at + 1).ok_or_else(|| fail("lddw is cut in half".into()))?;
         if m.origin == MapOrigin::GlobalData {
             // Address of a global variable: map value + symbol offset + addend in imm.
@@ -503,7 +587,7 @@ fn apply(
             next.imm = 0;
             code[at].src = opcode::PSEUDO_MAP_FD;
         }
-        code[at].imm = index as i32;
+        code[at].imm = index;
         return Ok(false);
     }
     if insn.opcode == opcode::CALL && insn.src == opcode::CALL_LOCAL {
@@ -519,40 +603,43 @@ fn apply(
     Err(fail(format!("unsupported relocation against `{sym_name}` on opcode {:#04x}", insn.opcode)))
 }
 
-/// Fills program arrays from `.maps` relocations of their `values` member.
-fn init_prog_arrays(
-    file: &File<'_>,
-    btf: Option<&Btf>,
-    maps: &[ObjectMap],
-    programs: &[ObjectProgram],
-) -> Result<(), ElfError> {
-    let (Some(section), Some(btf)) = (file.section_by_name(".maps"), btf) else { return Ok(()) };
+/// Reads the initial entries of program arrays from `.maps` relocations of their `values` member.
+fn prog_array_inits(file: &File<'_>, maps: &mut [MapSpec], programs: &[ObjectProgram]) -> Result<(), ElfError> {
+    let Some(section) = file.section_by_name(".maps") else { return Ok(()) };
+    // BTF maps by offset in `.maps` (they come in that order), to find each relocation's map at once.
+    let mut btf: Vec<usize> = (0..maps.len()).filter(|&i| maps[i].origin == MapOrigin::Btf).collect();
+    btf.sort_by_key(|&i| maps[i].offset);
+    let mut ids: BTreeMap<&str, usize> = BTreeMap::new();
+    for (id, p) in programs.iter().enumerate() {
+        ids.entry(p.name.as_str()).or_insert(id);
+    }
     for (offset, (_, _, target)) in relocations(file, &section)? {
-        let m = maps
-            .iter()
-            .find(|m| m.origin == MapOrigin::Btf && m.offset <= offset && offset < m.offset + m.size)
+        let k = btf.partition_point(|&i| maps[i].offset <= offset);
+        let m = k
+            .checked_sub(1)
+            .map(|k| &mut maps[btf[k]])
+            .filter(|m| offset < m.offset.saturating_add(m.size))
             .ok_or_else(|| ElfError::Relocation {
                 section: ".maps".into(),
                 offset,
                 reason: "relocation outside every map".into(),
             })?;
-        let values = btf_map_def(btf, &m.name)?
-            .values_offset
-            .ok_or_else(|| map_err(&m.name, "initial values without a `values` member"))?;
-        let pa = m
-            .map
-            .downcast_ref::<ProgArrayMap>()
-            .ok_or_else(|| map_err(&m.name, "only program arrays can have initial values"))?;
+        let values = m.values_offset.ok_or_else(|| map_err(&m.name, "initial values without a `values` member"))?;
+        if m.def.map_type != MapType::ProgArray {
+            return Err(map_err(&m.name, "only program arrays can have initial values"));
+        }
         let rel = offset - m.offset;
         if rel < values || (rel - values) % 8 != 0 {
             return Err(map_err(&m.name, "initial value at a misaligned offset"));
         }
-        let index = ((rel - values) / 8) as u32;
-        let id = programs
-            .iter()
-            .position(|p| p.name == target)
+        let index = u32::try_from((rel - values) / 8)
+            .ok()
+            .filter(|&i| i < m.def.max_entries)
+            .ok_or_else(|| map_err(&m.name, "initial value past the end of the array"))?;
+        let id = *ids
+            .get(target.as_str())
             .ok_or_else(|| map_err(&m.name, format!("initial value `{target}` is no program")))?;
-        pa.set(index, id as u32).map_err(|e| map_err(&m.name, e))?;
+        m.prog_inits.push((index, id as u32));
     }
     Ok(())
 }

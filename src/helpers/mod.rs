@@ -8,11 +8,12 @@ pub mod standard;
 
 use alloc::borrow::Cow;
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 use core::fmt;
 
 use crate::maps::Map;
-use crate::vm::memory::MemoryMap;
-use crate::vm::Env;
+use crate::memory::access::{self, Access};
+use crate::memory::{Grant, Grants, MemoryMap, Region};
 
 /// The kind of one helper argument, as the verifier will check it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,24 +146,25 @@ impl fmt::Debug for Helper {
     }
 }
 
-/// What a helper sees of the running program: its memory, under the execution's rules.
+/// A sink for `bpf_trace_printk` output.
+pub type PrintSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// What a helper sees of the running program: its memory, under the execution's rules, the maps of its
+/// environment, and where it prints.
 pub struct CallContext<'a> {
     pub(crate) memory: &'a MemoryMap<'a>,
+    pub(crate) grants: &'a mut Grants,
     pub(crate) checked: bool,
     pub(crate) pc: usize,
-    pub(crate) env: &'a Env,
+    pub(crate) maps: &'a [Arc<dyn Map>],
+    pub(crate) print: Option<&'a PrintSink>,
     pub(crate) cpu: usize,
 }
 
-impl CallContext<'_> {
+impl<'a> CallContext<'a> {
     /// Slot index of the calling instruction.
     pub fn pc(&self) -> usize {
         self.pc
-    }
-
-    /// The environment: maps, and the print sink.
-    pub fn env(&self) -> &Env {
-        self.env
     }
 
     /// The CPU slot this execution holds (0 unless it uses per-CPU maps or asks for it).
@@ -170,58 +172,80 @@ impl CallContext<'_> {
         self.cpu
     }
 
+    /// The maps of the environment, by index.
+    pub fn maps(&self) -> &'a [Arc<dyn Map>] {
+        self.maps
+    }
+
     /// The map a register value (from a map pseudo-load) refers to; `arg` (1 to 5) names the argument
     /// in the error.
-    pub fn map(&self, handle: u64, arg: u8) -> Result<&alloc::sync::Arc<dyn Map>, HelperError> {
-        self.env
-            .map_by_handle(handle)
+    pub fn map(&self, handle: u64, arg: u8) -> Result<&'a Arc<dyn Map>, HelperError> {
+        crate::maps::handle_index(handle)
+            .and_then(|i| self.maps.get(i as usize))
             .ok_or(HelperError::InvalidArgument { arg, reason: Cow::Borrowed("not a map reference") })
     }
 
+    /// Writes a `bpf_trace_printk` line to the environment's sink (by default standard error with
+    /// `std`, nowhere without).
+    pub fn print(&self, line: &str) {
+        match self.print {
+            Some(sink) => sink(line),
+            None => crate::host::print_line(line),
+        }
+    }
+
+    /// Checks that the program may access `len` bytes at `addr` (for writing if `write`), and says
+    /// whether they are private to the execution or shared. An empty range is always allowed.
+    pub fn check(&self, addr: u64, len: u64, write: bool) -> Result<Access, HelperError> {
+        if !self.checked {
+            return Ok(self.memory.classify_unchecked(addr, len));
+        }
+        if len == 0 {
+            return Ok(Access::Private);
+        }
+        self.memory.classify(addr, len, write, self.grants).ok_or(HelperError::OutOfBounds { addr, len })
+    }
+
     /// Reads `len` bytes of program memory at `addr` into a new vector.
-    pub fn read_vec(&self, addr: u64, len: usize) -> Result<alloc::vec::Vec<u8>, HelperError> {
+    pub fn read_vec(&self, addr: u64, len: usize) -> Result<Vec<u8>, HelperError> {
         self.check(addr, len as u64, false)?;
         let mut buf = alloc::vec![0u8; len];
         self.read(addr, &mut buf)?;
         Ok(buf)
     }
 
-    /// Checks that the program may access `len` bytes at `addr` (for writing if `write`).
-    pub fn check(&self, addr: u64, len: u64, write: bool) -> Result<(), HelperError> {
-        if !self.checked || self.memory.allows(addr, len, write) {
-            Ok(())
-        } else {
-            Err(HelperError::OutOfBounds { addr, len })
-        }
-    }
-
     /// Copies program memory at `addr` into `buf`.
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), HelperError> {
-        self.check(addr, buf.len() as u64, false)?;
-        // SAFETY: in checked mode `check` proved the range lies inside a region the execution owns;
-        // in unchecked mode the host vouched for every address the program computes. `buf` is a
-        // separate Rust buffer, so the ranges do not overlap.
-        unsafe {
-            core::ptr::copy_nonoverlapping(
-                core::ptr::with_exposed_provenance::<u8>(addr as usize),
-                buf.as_mut_ptr(),
-                buf.len(),
-            )
-        };
+        let access = self.check(addr, buf.len() as u64, false)?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: in checked mode `check` found the range inside memory the execution may read, with
+        // its kind; in unchecked mode the host vouched (an `unsafe` call) for every address the program
+        // computes. `buf` is a host buffer, so the ranges do not overlap.
+        unsafe { access::copy_out(core::ptr::with_exposed_provenance::<u8>(addr as usize), buf, access) };
         Ok(())
     }
 
     /// Copies `data` into program memory at `addr`.
     pub fn write(&self, addr: u64, data: &[u8]) -> Result<(), HelperError> {
-        self.check(addr, data.len() as u64, true)?;
+        let access = self.check(addr, data.len() as u64, true)?;
+        if data.is_empty() {
+            return Ok(());
+        }
         // SAFETY: as in `read`, with the range checked (or vouched for) as writable.
-        unsafe {
-            core::ptr::copy_nonoverlapping(
-                data.as_ptr(),
-                core::ptr::with_exposed_provenance_mut::<u8>(addr as usize),
-                data.len(),
-            )
-        };
+        unsafe { access::copy_in(core::ptr::with_exposed_provenance_mut::<u8>(addr as usize), data, access) };
         Ok(())
+    }
+
+    /// Hands `region` to the running execution until it is revoked or the execution ends; `false` if
+    /// the execution holds too many regions already.
+    pub(crate) fn grant(&mut self, region: Region, owner: u32) -> bool {
+        self.grants.push(Grant { region, owner })
+    }
+
+    /// Takes back the region granted at `start`.
+    pub(crate) fn revoke(&mut self, start: u64) -> Option<Grant> {
+        self.grants.remove(start)
     }
 }

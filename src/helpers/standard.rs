@@ -1,5 +1,6 @@
 //! The standard helpers, by their kernel ids: maps, time, randomness, printing, process identity,
-//! tail calls and the ring buffer. [`all`] lists them for [`Env::add_standard_helpers`](crate::Env).
+//! tail calls and the ring buffer. [`all`] lists them for
+//! [`Env::add_standard_helpers`](crate::link::Env::add_standard_helpers).
 
 use alloc::borrow::Cow;
 use alloc::string::String;
@@ -7,8 +8,11 @@ use alloc::vec::Vec;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use alloc::sync::Arc;
+
 use super::{ArgKind as A, CallContext, Helper, HelperError, HelperSig, RetKind};
-use crate::maps::RingBufMap;
+use crate::maps::{Map, MapType, RingBufMap, MAX_KEY_SIZE};
+use crate::memory::{Grants, Region};
 
 /// `bpf_map_lookup_elem`
 pub const MAP_LOOKUP_ELEM: u32 = 1;
@@ -65,8 +69,10 @@ pub fn all() -> Vec<Helper> {
             sig(&[A::MapPtr, A::MapKey], RetKind::MapValueOrNull),
             |ctx, a| {
                 let map = ctx.map(a[0], 1)?;
-                let key = ctx.read_vec(a[1], map.def().key_size as usize)?;
-                Ok(map.lookup(&key, ctx.cpu()).map_or(0, |p| p.expose_provenance() as u64))
+                let mut buf = [0u8; MAX_KEY_SIZE as usize];
+                let key = key_buffer(&mut buf, map.as_ref())?;
+                ctx.read(a[1], key)?;
+                Ok(map.lookup(key, ctx.cpu()).map_or(0, |p| p.expose_provenance() as u64))
             }
         ),
         Helper::new(
@@ -74,20 +80,23 @@ pub fn all() -> Vec<Helper> {
             "map_update_elem",
             sig(&[A::MapPtr, A::MapKey, A::MapValue, A::Scalar], RetKind::Scalar),
             |ctx, a| {
-                let map = ctx.map(a[0], 1)?;
-                let def = map.def();
-                let key = ctx.read_vec(a[1], def.key_size as usize)?;
-                let value = ctx.read_vec(a[2], def.value_size as usize)?;
-                Ok(match map.update(&key, &value, a[3], ctx.cpu()) {
+                let map = writable_map(ctx, a[0])?;
+                let mut buf = [0u8; MAX_KEY_SIZE as usize];
+                let key = key_buffer(&mut buf, map.as_ref())?;
+                ctx.read(a[1], key)?;
+                let value = ctx.read_vec(a[2], map.def().value_size as usize)?;
+                Ok(match map.update(key, &value, a[3], ctx.cpu()) {
                     Ok(()) => 0,
                     Err(e) => e.errno() as u64,
                 })
             }
         ),
         Helper::new(MAP_DELETE_ELEM, "map_delete_elem", sig(&[A::MapPtr, A::MapKey], RetKind::Scalar), |ctx, a| {
-            let map = ctx.map(a[0], 1)?;
-            let key = ctx.read_vec(a[1], map.def().key_size as usize)?;
-            Ok(match map.delete(&key) {
+            let map = writable_map(ctx, a[0])?;
+            let mut buf = [0u8; MAX_KEY_SIZE as usize];
+            let key = key_buffer(&mut buf, map.as_ref())?;
+            ctx.read(a[1], key)?;
+            Ok(match map.delete(key) {
                 Ok(()) => 0,
                 Err(e) => e.errno() as u64,
             })
@@ -156,7 +165,7 @@ pub fn all() -> Vec<Helper> {
             RINGBUF_RESERVE,
             "ringbuf_reserve",
             sig(&[A::MapPtr, A::Scalar, A::Scalar], RetKind::MemOrNull),
-            |ctx, a| { Ok(ringbuf(ctx, a[0])?.reserve(a[1]).unwrap_or(0)) }
+            ringbuf_reserve
         ),
         Helper::new(RINGBUF_SUBMIT, "ringbuf_submit", sig(&[A::Scalar, A::Scalar], RetKind::Scalar), |ctx, a| {
             commit(ctx, a[0], false)
@@ -170,19 +179,71 @@ pub fn all() -> Vec<Helper> {
     ]
 }
 
-fn ringbuf<'a>(ctx: &'a CallContext<'_>, handle: u64) -> Result<&'a RingBufMap, HelperError> {
+fn ringbuf<'a>(ctx: &CallContext<'a>, handle: u64) -> Result<&'a RingBufMap, HelperError> {
     ctx.map(handle, 1)?.downcast_ref::<RingBufMap>().ok_or(invalid(1, "not a ring buffer"))
 }
 
-fn commit(ctx: &CallContext<'_>, addr: u64, discard: bool) -> Result<u64, HelperError> {
-    for map in ctx.env().maps() {
-        if let Some(rb) = map.downcast_ref::<RingBufMap>() {
-            if rb.contains(addr) {
-                return if rb.commit(addr, discard) { Ok(0) } else { Err(invalid(1, "record is not reserved")) };
-            }
+/// The part of `buf` a key of `map` takes.
+fn key_buffer<'b>(buf: &'b mut [u8; MAX_KEY_SIZE as usize], map: &dyn Map) -> Result<&'b mut [u8], HelperError> {
+    buf.get_mut(..map.def().key_size as usize).ok_or(invalid(1, "the map's keys are larger than MAX_KEY_SIZE"))
+}
+
+/// The map a handle refers to, if programs may change it: not a program array or ring buffer (which
+/// programs only tail-call through or reserve in), and not read-only for programs.
+fn writable_map<'a>(ctx: &CallContext<'a>, handle: u64) -> Result<&'a Arc<dyn Map>, HelperError> {
+    let map = ctx.map(handle, 1)?;
+    let def = map.def();
+    if matches!(def.map_type, MapType::ProgArray | MapType::RingBuf) {
+        return Err(invalid(1, "programs cannot change program arrays or ring buffers through map helpers"));
+    }
+    if def.read_only_for_programs() {
+        return Err(invalid(1, "the map is read-only for programs"));
+    }
+    Ok(map)
+}
+
+/// `bpf_ringbuf_reserve(map, size, flags)`: a record of `size` bytes, which only this execution may
+/// access until it submits or discards it (or ends: records left reserved are discarded).
+fn ringbuf_reserve(ctx: &mut CallContext<'_>, a: [u64; 5]) -> Result<u64, HelperError> {
+    let index = crate::maps::handle_index(a[0]).ok_or(invalid(1, "not a map reference"))?;
+    let rb = ringbuf(ctx, a[0])?;
+    if a[2] != 0 {
+        return Ok(0); // no flags are defined: the kernel returns NULL
+    }
+    let Some(addr) = rb.reserve(a[1]) else { return Ok(0) };
+    let region = Region { start: addr, len: a[1], writable: true };
+    if ctx.grant(region, index) {
+        Ok(addr)
+    } else {
+        // Too many records held at once: give this one back, and fail as when the buffer is full.
+        rb.commit(addr, true);
+        Ok(0)
+    }
+}
+
+/// `bpf_ringbuf_submit` / `_discard`: the record must be one this execution reserved and still holds.
+fn commit(ctx: &mut CallContext<'_>, addr: u64, discard: bool) -> Result<u64, HelperError> {
+    let grant = ctx.revoke(addr).ok_or(invalid(1, "not a ring buffer record this program holds"))?;
+    let rb = ctx
+        .maps()
+        .get(grant.owner as usize)
+        .and_then(|m| m.downcast_ref::<RingBufMap>())
+        .ok_or(invalid(1, "not a ring buffer record"))?;
+    if rb.commit(addr, discard) {
+        Ok(0)
+    } else {
+        Err(invalid(1, "record is not reserved"))
+    }
+}
+
+/// Discards every record an execution still holds when it ends, so that the consumer is never blocked
+/// by a record nobody will submit.
+pub(crate) fn release_grants(grants: &mut Grants, maps: &[Arc<dyn Map>]) {
+    while let Some(g) = grants.pop() {
+        if let Some(rb) = maps.get(g.owner as usize).and_then(|m| m.downcast_ref::<RingBufMap>()) {
+            rb.commit(g.region.start, true);
         }
     }
-    Err(invalid(1, "not a ring buffer record"))
 }
 
 /// A xorshift64* generator shared by all executions.
@@ -257,6 +318,6 @@ fn trace_printk(ctx: &mut CallContext<'_>, a: [u64; 5]) -> Result<u64, HelperErr
         };
     }
     let len = out.len() as u64;
-    ctx.env().print(out.trim_end_matches('\n'));
+    ctx.print(out.trim_end_matches('\n'));
     Ok(len)
 }

@@ -17,8 +17,8 @@ use cranelift_object::{ObjectBuilder, ObjectModule};
 
 use super::translate::{self, Options};
 use super::JitError;
+use crate::link::{Env, Linked};
 use crate::program::Program;
-use crate::vm::Env;
 
 /// The context compiled code receives, as a C struct of `uint64_t` fields in this order: `mem_base`,
 /// `mem_len`, `stack_base` (lowest address of the 4096-byte stack), `stack_hi` (one past its highest;
@@ -54,9 +54,12 @@ pub fn compile_object(
         .map_err(|e| JitError::Codegen(format!("{e}")))?;
     let mut module = ObjectModule::new(builder);
     let rt = translate::declare_runtime(&mut module)?;
-    let opts = Options { checked, metered: false, big_endian };
     for (name, program) in programs {
-        translate::compile_program(&mut module, program, env, None, &rt, opts, name, Linkage::Export)?;
+        let linked = Linked::new((*program).clone(), alloc::vec::Vec::new(), env.clone())?;
+        // The host's runtime functions decide about host regions and granted memory.
+        let opts = Options { checked, metered: false, big_endian, uses_stack: linked.uses_stack(), may_grant: false };
+        let program = linked.entry_program();
+        translate::compile_program(&mut module, program, None, &rt, opts, name, Linkage::Export)?;
     }
     let product = module.finish();
     product.emit().map_err(|e| JitError::Codegen(format!("{e}")))

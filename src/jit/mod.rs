@@ -24,17 +24,20 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage};
 
+use crate::helpers::standard::release_grants;
+use crate::link::{Env, ExecError, LinkError, Linked};
+use crate::memory::{Grants, FRAME_SIZE, MAX_FRAMES};
 use crate::program::Program;
-use crate::vm::{BuildError, Env, ExecError, FRAME_SIZE, MAX_FRAMES};
 use runtime::{status, EntryFn, Failure, HostState, JitContext};
 pub(crate) use translate::Options;
 
 /// Why a program could not be compiled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum JitError {
     /// The program does not fit its environment (unknown helper, unresolved map reference...).
     #[error(transparent)]
-    Build(#[from] BuildError),
+    Link(#[from] LinkError),
     /// The target is not supported or not known.
     #[error("unsupported target: {0}")]
     Target(String),
@@ -48,17 +51,17 @@ const MAX_INLINE_REGIONS: usize = 8;
 
 /// What one JIT execution runs with, besides its input.
 pub(crate) struct JitSetup<'a> {
-    pub(crate) env: &'a Env,
-    pub(crate) regions: &'a [crate::vm::Region],
+    pub(crate) linked: &'a Linked,
     pub(crate) cpu: usize,
-    pub(crate) zero_stack: bool,
 }
 
 /// Compiled code for a program and its tail-call targets. The code is immutable once compiled.
 pub(crate) struct JitProgram {
     module: Option<JITModule>,
-    /// Entry functions, by program id (tail-call targets first, the entry program last).
+    /// Entry functions, by program id.
     entries: Vec<EntryFn>,
+    /// The id of the entry program.
+    entry: usize,
     opts: Options,
     /// No program makes bpf-to-bpf calls: one frame of stack is enough.
     single_frame: bool,
@@ -98,13 +101,8 @@ fn host_isa() -> Result<cranelift_codegen::isa::OwnedTargetIsa, JitError> {
 }
 
 impl JitProgram {
-    /// Compiles `programs` (the tail-call targets, then the entry program) for the host.
-    pub(crate) fn compile(
-        programs: &[&Program],
-        env: &Env,
-        checked: bool,
-        metered: bool,
-    ) -> Result<JitProgram, JitError> {
+    /// Compiles the programs of `linked` for the host.
+    pub(crate) fn compile(linked: &Linked, checked: bool, metered: bool) -> Result<JitProgram, JitError> {
         let isa = host_isa()?;
         let big_endian = isa.endianness() == cranelift_codegen::ir::Endianness::Big;
         let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
@@ -113,18 +111,18 @@ impl JitProgram {
         builder.symbol(runtime::names::TAIL_CALL, runtime::tail_call as *const u8);
         builder.symbol(runtime::names::PACKET_LOAD, runtime::packet_load as *const u8);
         let mut module = JITModule::new(builder);
-        let opts = Options { checked, metered, big_endian };
+        let opts =
+            Options { checked, metered, big_endian, uses_stack: linked.uses_stack(), may_grant: linked.may_grant() };
         let rt = translate::declare_runtime(&mut module)?;
-        let regions = env.all_regions();
-        let mut ids = Vec::with_capacity(programs.len());
-        for (i, p) in programs.iter().enumerate() {
+        let regions = linked.regions();
+        let mut ids = Vec::with_capacity(linked.programs().len());
+        for (i, p) in linked.programs().iter().enumerate() {
             let name = format!("bpf_prog{i}");
             ids.push(translate::compile_program(
                 &mut module,
                 p,
-                env,
                 // Few regions are checked inline; many would bloat every check site: the runtime does those.
-                (regions.len() <= MAX_INLINE_REGIONS).then_some(&regions[..]),
+                (regions.len() <= MAX_INLINE_REGIONS).then_some(regions),
                 &rt,
                 opts,
                 &name,
@@ -142,8 +140,8 @@ impl JitProgram {
                 unsafe { core::mem::transmute::<*const u8, EntryFn>(code) }
             })
             .collect();
-        let single_frame = programs.iter().all(|p| p.functions().len() == 1);
-        Ok(JitProgram { module: Some(module), entries, opts, single_frame })
+        let single_frame = linked.programs().iter().all(|p| p.program().functions().len() == 1);
+        Ok(JitProgram { module: Some(module), entries, entry: linked.entry(), opts, single_frame })
     }
 
     /// Runs the entry program on `mem`.
@@ -170,7 +168,7 @@ impl JitProgram {
         let stack_ptr = stack.0.as_mut_ptr().cast::<u8>();
         let stack_base = stack_ptr.expose_provenance() as u64;
         let stack_hi = stack_base + STACK as u64;
-        if setup.zero_stack {
+        if setup.linked.uses_stack() {
             // SAFETY: the entry frame is the last FRAME_SIZE bytes of the buffer just declared.
             unsafe { core::ptr::write_bytes(stack_ptr.add(STACK - FRAME_SIZE), 0, FRAME_SIZE) };
         }
@@ -188,13 +186,17 @@ impl JitProgram {
             err_addr: 0,
             err_len: 0,
             err_write: 0,
-            host: HostState { setup, program: self, tail_calls: 0, failure: None },
+            host: HostState { setup, program: self, tail_calls: 0, grants: Grants::new(), failure: None },
         };
-        let entry = self.entries[self.entries.len() - 1];
+        let entry = self.entries[self.entry];
         // SAFETY: `entry` was compiled for this host with the `EntryFn` signature. Its memory accesses
         // are checked against the context's regions in checked mode, and vouched for by the host (an
         // `unsafe` builder call) in unchecked mode. The context, host state and stack outlive the call.
         let r0 = unsafe { entry(&mut ctx, mem_base, mem_len, 0, 0, 0, stack_hi) };
+        if !ctx.host.grants.is_empty() {
+            // Records the program still holds are discarded, so that they never block the consumer.
+            release_grants(&mut ctx.host.grants, setup.linked.env().maps());
+        }
         if ctx.status == status::OK {
             return Ok(r0);
         }

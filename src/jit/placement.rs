@@ -115,7 +115,7 @@ mod tests {
         let p = crate::Program::from_asm(asm).unwrap();
         let obj = crate::jit::aot::compile_object(
             &[("prog", &p)],
-            &crate::vm::Env::new(),
+            &crate::link::Env::new(),
             "aarch64-unknown-linux-gnu",
             false,
         )

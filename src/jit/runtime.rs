@@ -3,10 +3,12 @@
 //! legacy packet loads). The ahead-of-time harness provides functions of the same names and ABI.
 
 use alloc::boxed::Box;
+use core::mem::offset_of;
 
 use crate::helpers::CallContext;
-use crate::vm::memory::{MemoryMap, Region};
-use crate::vm::{ExecError, FRAME_SIZE, MAX_TAIL_CALLS};
+use crate::link::{ExecError, MAX_TAIL_CALLS};
+use crate::maps::{self, ProgArrayMap};
+use crate::memory::{Grants, MemoryMap, Region, FRAME_SIZE};
 
 /// Status codes compiled code and runtime functions leave in [`JitContext::status`].
 pub(crate) mod status {
@@ -44,18 +46,24 @@ pub(crate) struct JitContext<'a> {
     pub(crate) host: HostState<'a>,
 }
 
-/// Field offsets of [`JitContext`].
+/// Field offsets of [`JitContext`], as compiled code addresses them.
 pub(crate) mod offset {
-    pub const MEM_BASE: i32 = 0;
-    pub const MEM_LEN: i32 = 8;
-    pub const STACK_BASE: i32 = 16;
-    pub const STACK_HI: i32 = 24;
-    pub const BUDGET: i32 = 32;
-    pub const STATUS: i32 = 40;
-    pub const ERR_PC: i32 = 48;
-    pub const ERR_ADDR: i32 = 56;
-    pub const ERR_LEN: i32 = 64;
-    pub const ERR_WRITE: i32 = 72;
+    use super::{offset_of, JitContext};
+
+    pub const MEM_BASE: i32 = offset_of!(JitContext<'static>, mem_base) as i32;
+    pub const MEM_LEN: i32 = offset_of!(JitContext<'static>, mem_len) as i32;
+    pub const STACK_BASE: i32 = offset_of!(JitContext<'static>, stack_base) as i32;
+    pub const STACK_HI: i32 = offset_of!(JitContext<'static>, stack_hi) as i32;
+    pub const BUDGET: i32 = offset_of!(JitContext<'static>, budget) as i32;
+    pub const STATUS: i32 = offset_of!(JitContext<'static>, status) as i32;
+    pub const ERR_PC: i32 = offset_of!(JitContext<'static>, err_pc) as i32;
+    pub const ERR_ADDR: i32 = offset_of!(JitContext<'static>, err_addr) as i32;
+    pub const ERR_LEN: i32 = offset_of!(JitContext<'static>, err_len) as i32;
+    pub const ERR_WRITE: i32 = offset_of!(JitContext<'static>, err_write) as i32;
+
+    // The ahead-of-time harness (C) relies on these ten `uint64_t` fields, in this order.
+    const _: () = assert!(MEM_BASE == 0 && MEM_LEN == 8 && STACK_BASE == 16 && STACK_HI == 24 && BUDGET == 32);
+    const _: () = assert!(STATUS == 40 && ERR_PC == 48 && ERR_ADDR == 56 && ERR_LEN == 64 && ERR_WRITE == 72);
 }
 
 /// The signature every compiled BPF function has: `(ctx, r1, r2, r3, r4, r5, frame pointer) -> r0`.
@@ -64,11 +72,13 @@ pub(crate) type EntryFn = unsafe extern "C" fn(*mut JitContext<'_>, u64, u64, u6
 /// What the runtime functions need beyond the context: the environment, the host's regions, the CPU
 /// slot, and the execution's state.
 pub(crate) struct HostState<'a> {
-    /// The environment, regions and CPU slot of this execution.
+    /// The linked programs and CPU slot of this execution.
     pub(crate) setup: &'a super::JitSetup<'a>,
     /// The compiled code: the mode, and the entry functions of the tail-call targets by program id.
     pub(crate) program: &'a super::JitProgram,
     pub(crate) tail_calls: u32,
+    /// Memory helpers handed to this execution (reserved ring-buffer records).
+    pub(crate) grants: Grants,
     /// Why a runtime function stopped the program (with status `HOST_ERROR`).
     pub(crate) failure: Option<Failure>,
 }
@@ -98,12 +108,15 @@ unsafe fn context<'c, 'a>(ctx: *mut JitContext<'a>) -> &'c mut JitContext<'a> {
     unsafe { &mut *ctx }
 }
 
-fn memory_map<'a>(ctx: &JitContext<'_>, regions: &'a [Region], fp: u64) -> MemoryMap<'a> {
+/// The execution's memory map as seen from the function whose frame pointer is `fp`.
+fn memory_map<'a>(ctx: &JitContext<'_>, regions: &'a [Region], uses_stack: bool, fp: u64) -> MemoryMap<'a> {
+    // Without r10 no program can reach the stack: the stack region is then empty.
+    let stack_lo = if uses_stack { fp - FRAME_SIZE as u64 } else { ctx.stack_hi };
     MemoryMap {
         input: Region { start: ctx.mem_base, len: ctx.mem_len, writable: true },
-        stack_lo: fp - FRAME_SIZE as u64,
+        stack_lo,
         stack_hi: ctx.stack_hi,
-        extra: regions,
+        shared: regions,
     }
 }
 
@@ -126,7 +139,8 @@ pub(crate) unsafe extern "C" fn call_helper(
 ) -> u64 {
     // SAFETY: compiled code passes its own, live context.
     let ctx = unsafe { context(ctx) };
-    let env = ctx.host.setup.env;
+    let linked = ctx.host.setup.linked;
+    let env = linked.env();
     let callx = pc as usize & super::translate::CALLX_FLAG != 0;
     let pc = pc as usize & !super::translate::CALLX_FLAG;
     let index = if callx {
@@ -139,12 +153,24 @@ pub(crate) unsafe extern "C" fn call_helper(
             }
         }
     } else {
-        (which >> 32) as usize - 1
+        ((which >> 32) as usize).wrapping_sub(1)
     };
-    let helper = &env.helpers()[index];
-    let mm = memory_map(ctx, ctx.host.setup.regions, fp);
+    let Some(helper) = env.helpers().get(index) else {
+        ctx.host.failure = Some(Failure::Error(ExecError::UnknownHelper { pc, id: which & 0xffff_ffff }));
+        ctx.status = status::HOST_ERROR;
+        return 0;
+    };
+    let mm = memory_map(ctx, linked.regions(), linked.uses_stack(), fp);
     let checked = ctx.host.program.opts.checked;
-    let mut call = CallContext { memory: &mm, checked, pc, env, cpu: ctx.host.setup.cpu };
+    let mut call = CallContext {
+        memory: &mm,
+        grants: &mut ctx.host.grants,
+        checked,
+        pc,
+        maps: env.maps(),
+        print: env.print_sink(),
+        cpu: ctx.host.setup.cpu,
+    };
     // A panicking helper (or a map it calls) must not unwind into compiled code: the panic is kept,
     // the program stops, and the panic goes on in the caller of `execute`, as with the interpreter.
     let result =
@@ -165,14 +191,16 @@ pub(crate) unsafe extern "C" fn call_helper(
 }
 
 /// Whether `len` bytes at `addr` lie in a region other than the input and the stack (those are
-/// checked inline): 1 if so, else 0.
+/// checked inline): a host region, or memory a helper handed to this execution. 1 if so, else 0.
 ///
 /// # Safety
 /// Called only by compiled code, with the context it was given.
 pub(crate) unsafe extern "C" fn region_check(ctx: *mut JitContext<'_>, addr: u64, len: u64, write: u64) -> u64 {
     // SAFETY: compiled code passes its own, live context.
     let host = &unsafe { context(ctx) }.host;
-    host.setup.regions.iter().any(|r| r.contains(addr, len) && (r.writable || write == 0)) as u64
+    let write = write != 0;
+    (host.setup.linked.regions().iter().any(|r| r.allows(addr, len, write)) || host.grants.allows(addr, len, write))
+        as u64
 }
 
 /// Finds the target of a tail call: the entry of the program at `index` of the program array
@@ -183,11 +211,9 @@ pub(crate) unsafe extern "C" fn region_check(ctx: *mut JitContext<'_>, addr: u64
 pub(crate) unsafe extern "C" fn tail_call(ctx: *mut JitContext<'_>, map: u64, index: u64) -> usize {
     // SAFETY: compiled code passes its own, live context.
     let host = &mut unsafe { context(ctx) }.host;
-    let target = host
-        .setup
-        .env
-        .map_by_handle(map)
-        .and_then(|m| m.downcast_ref::<crate::maps::ProgArrayMap>())
+    let target = maps::handle_index(map)
+        .and_then(|i| host.setup.linked.env().map(i))
+        .and_then(|m| m.downcast_ref::<ProgArrayMap>())
         .and_then(|pa| pa.get(u32::try_from(index).ok()?))
         .and_then(|id| host.program.entries.get(id as usize));
     match target {
@@ -207,7 +233,7 @@ pub(crate) unsafe extern "C" fn tail_call(ctx: *mut JitContext<'_>, map: u64, in
 pub(crate) unsafe extern "C" fn packet_load(ctx: *mut JitContext<'_>, offset: i64, size: u64) -> u64 {
     // SAFETY: compiled code passes its own, live context.
     let ctx = unsafe { context(ctx) };
-    if offset < 0 || offset as u64 + size > ctx.mem_len {
+    if offset < 0 || (offset as u64).saturating_add(size) > ctx.mem_len {
         ctx.status = status::EXIT_ZERO;
         return 0;
     }

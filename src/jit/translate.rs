@@ -30,9 +30,9 @@ use super::placement;
 use super::runtime::{names, offset, status};
 use super::JitError;
 use crate::isa::{AluOp, AtomicOp, ByteOrder, Cond, Instruction, Operand, PacketMode, Reg, Size, SxWidth, Width};
+use crate::link::{LinkedProgram, Resolved};
+use crate::memory::{Region, FRAME_SIZE};
 use crate::program::{Function, Program};
-use crate::vm::interpreter::resolve_imm64;
-use crate::vm::{BuildError, Env, Region, FRAME_SIZE};
 
 const I64: Type = types::I64;
 const I32: Type = types::I32;
@@ -49,6 +49,12 @@ pub(crate) struct Options {
     pub(crate) metered: bool,
     /// The target stores integers big-endian (`le` conversions swap, `be` ones do not).
     pub(crate) big_endian: bool,
+    /// Some program names r10: the stack is reachable, and frames are zeroed. Otherwise no access may
+    /// go to the stack.
+    pub(crate) uses_stack: bool,
+    /// Helpers may hand the execution memory (ring-buffer records): checked accesses outside the known
+    /// regions ask the runtime before failing.
+    pub(crate) may_grant: bool,
 }
 
 /// The runtime functions, declared in a module.
@@ -94,14 +100,14 @@ pub(crate) fn declare_runtime<M: Module>(module: &mut M) -> Result<Runtime, JitE
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn compile_program<M: Module>(
     module: &mut M,
-    program: &Program,
-    env: &Env,
+    linked: &LinkedProgram,
     regions: Option<&[Region]>,
     rt: &Runtime,
     opts: Options,
     prefix: &str,
     entry_linkage: Linkage,
 ) -> Result<FuncId, JitError> {
+    let program = linked.program();
     let signature = bpf_signature(module);
     let mut ids = BTreeMap::new();
     for (i, f) in program.functions().iter().enumerate() {
@@ -116,7 +122,7 @@ pub(crate) fn compile_program<M: Module>(
         let id = ids[&f.start];
         ctx.func.signature = signature.clone();
         ctx.func.name = UserFuncName::user(0, id.as_u32());
-        translate_function(module, &mut ctx.func, &mut fctx, program, *f, env, regions, rt, &ids, opts)?;
+        translate_function(module, &mut ctx.func, &mut fctx, linked, *f, regions, rt, &ids, opts)?;
         // EBPF_VM_JIT_DISASM=1 prints the machine code of every compiled function, `ir` its Cranelift
         // IR before optimisation (for debugging).
         let knob = std::env::var_os("EBPF_VM_JIT_DISASM");
@@ -173,10 +179,7 @@ fn define_placed<M: Module>(module: &mut M, id: FuncId, ctx: &mut Context) -> Re
 /// instruction after a jump or exit.
 pub(crate) fn leaders(program: &Program, f: Function) -> Vec<usize> {
     let mut out = alloc::vec![f.start];
-    for (pc, insn) in program.iter() {
-        if pc < f.start || pc >= f.end {
-            continue;
-        }
+    for (pc, insn) in program.function_iter(f) {
         let jumps = matches!(insn, Instruction::Ja { .. } | Instruction::Ja32 { .. } | Instruction::Jump { .. });
         if jumps {
             if let Some(t) = insn.branch_target(pc) {
@@ -211,7 +214,7 @@ struct Fx<'a, 'b> {
     /// The loop to place (header, last backward jump), if any.
     hot_loop: Option<(usize, Option<usize>)>,
     opts: Options,
-    env: &'a Env,
+    linked: &'a LinkedProgram,
     /// Host regions known at compile time (checked inline), or `None` (ask the runtime).
     regions: Option<&'a [Region]>,
     regs: [Variable; 11],
@@ -247,14 +250,14 @@ fn translate_function<M: Module>(
     module: &mut M,
     func: &mut cranelift_codegen::ir::Function,
     fctx: &mut FunctionBuilderContext,
-    program: &Program,
+    linked: &LinkedProgram,
     f: Function,
-    env: &Env,
     regions: Option<&[Region]>,
     rt: &Runtime,
     ids: &BTreeMap<usize, FuncId>,
     opts: Options,
 ) -> Result<(), JitError> {
+    let program = linked.program();
     let mut funcs = BTreeMap::new();
     for (&start, &id) in ids {
         funcs.insert(start, module.declare_func_in_func(id, func));
@@ -284,16 +287,15 @@ fn translate_function<M: Module>(
     let fp = params[6];
     let flags = MemFlagsData::trusted();
     // Only functions that access memory need the bounds (Cranelift keeps loads it does not use).
-    let accesses_memory = program.iter().any(|(pc, insn)| {
-        (f.start..f.end).contains(&pc)
-            && matches!(
-                insn,
-                Instruction::Load { .. }
-                    | Instruction::LoadSx { .. }
-                    | Instruction::Store { .. }
-                    | Instruction::StoreReg { .. }
-                    | Instruction::Atomic { .. }
-            )
+    let accesses_memory = program.function_iter(f).any(|(_, insn)| {
+        matches!(
+            insn,
+            Instruction::Load { .. }
+                | Instruction::LoadSx { .. }
+                | Instruction::Store { .. }
+                | Instruction::StoreReg { .. }
+                | Instruction::Atomic { .. }
+        )
     });
     let bounds = (opts.checked && accesses_memory).then(|| {
         let mem_base = b.ins().load(I64, flags, ctx, offset::MEM_BASE);
@@ -348,7 +350,7 @@ fn translate_function<M: Module>(
         loops,
         hot_loop,
         opts,
-        env,
+        linked,
         regions,
         regs,
         budget,
@@ -371,8 +373,8 @@ fn translate_function<M: Module>(
     };
     fx.jump_to(f.start);
 
-    for (pc, insn) in program.iter() {
-        if pc < f.start || pc >= f.end || absorbed[pc - f.start] {
+    for (pc, insn, resolved) in linked.function_iter(f) {
+        if absorbed[pc - f.start] {
             continue;
         }
         if let Some(&block) = fx.blocks.get(&pc) {
@@ -390,7 +392,7 @@ fn translate_function<M: Module>(
             fx.b.switch_to_block(block);
             fx.terminated = false;
         }
-        fx.instruction(pc, insn)?;
+        fx.instruction(pc, insn, resolved)?;
     }
 
     // The error block: record what went wrong, then leave.
@@ -558,32 +560,40 @@ impl Fx<'_, '_> {
         (lo, self.b.ins().iadd_imm_s(size, 1 - len as i64))
     }
 
-    /// The check of one access: the input, the live frames, then the host's regions.
+    /// The check of one access: the input, the live frames (when programs use the stack), then the
+    /// host's regions, then (when helpers may hand out memory) the runtime.
     fn precise_check(&mut self, base: Reg, addr: Value, len: u32, write: bool, pc: usize, bounds: Bounds) {
         let i = size_index(len);
         let input = (bounds.mem_base, bounds.in_bound[i]);
         let cont = self.b.create_block();
-        let try_second = self.b.create_block();
-        self.b.set_cold_block(try_second);
         let slow = self.b.create_block();
         self.b.set_cold_block(slow);
-        let first = if base == Reg::R10 { self.stack_bounds(bounds, len) } else { input };
-        let off = self.b.ins().isub(addr, first.0);
-        let ok = self.b.ins().icmp(IntCC::UnsignedLessThan, off, first.1);
-        self.b.ins().brif(ok, cont, &[], try_second, &[]);
-        self.b.switch_to_block(try_second);
-        let second = if base == Reg::R10 { input } else { self.stack_bounds(bounds, len) };
         // Out-of-line successes come back through a cold block of their own, so that the edge split
         // for them is not laid out between the hot check and its continuation.
         let back = self.b.create_block();
         self.b.set_cold_block(back);
-        let off = self.b.ins().isub(addr, second.0);
-        let ok = self.b.ins().icmp(IntCC::UnsignedLessThan, off, second.1);
-        self.b.ins().brif(ok, back, &[], slow, &[]);
+        if self.opts.uses_stack {
+            let try_second = self.b.create_block();
+            self.b.set_cold_block(try_second);
+            let first = if base == Reg::R10 { self.stack_bounds(bounds, len) } else { input };
+            let off = self.b.ins().isub(addr, first.0);
+            let ok = self.b.ins().icmp(IntCC::UnsignedLessThan, off, first.1);
+            self.b.ins().brif(ok, cont, &[], try_second, &[]);
+            self.b.switch_to_block(try_second);
+            let second = if base == Reg::R10 { input } else { self.stack_bounds(bounds, len) };
+            let off = self.b.ins().isub(addr, second.0);
+            let ok = self.b.ins().icmp(IntCC::UnsignedLessThan, off, second.1);
+            self.b.ins().brif(ok, back, &[], slow, &[]);
+        } else {
+            // No program names r10: nothing may reach the stack.
+            let off = self.b.ins().isub(addr, input.0);
+            let ok = self.b.ins().icmp(IntCC::UnsignedLessThan, off, input.1);
+            self.b.ins().brif(ok, cont, &[], slow, &[]);
+        }
         self.b.switch_to_block(back);
         self.b.ins().jump(cont, &[]);
         self.b.switch_to_block(slow);
-        match self.regions {
+        let ask_runtime = match self.regions {
             Some(regions) => {
                 // The regions never move while the Vm lives: compare against constants, with no call (a
                 // call here would make every BPF register live across it and spill the hot loop).
@@ -595,17 +605,21 @@ impl Fx<'_, '_> {
                     self.b.ins().brif(ok, back, &[], next, &[]);
                     self.b.switch_to_block(next);
                 }
-                let no = self.b.ins().iconst(I64, 0);
-                self.guard(no, status::OUT_OF_BOUNDS, pc, addr, len as u64, write);
+                // Memory helpers handed to this execution is known only at run time.
+                self.opts.may_grant
             }
-            None => {
-                let l = self.b.ins().iconst(I64, len as i64);
-                let w = self.b.ins().iconst(I64, write as i64);
-                let ctx = self.b.ins().stack_load(I64, I64, bounds.saved, 0);
-                let call = self.b.ins().call(self.region_check, &[ctx, addr, l, w]);
-                let ok = self.b.inst_results(call)[0];
-                self.guard(ok, status::OUT_OF_BOUNDS, pc, addr, len as u64, write);
-            }
+            None => true,
+        };
+        if ask_runtime {
+            let l = self.b.ins().iconst(I64, len as i64);
+            let w = self.b.ins().iconst(I64, write as i64);
+            let ctx = self.b.ins().stack_load(I64, I64, bounds.saved, 0);
+            let call = self.b.ins().call(self.region_check, &[ctx, addr, l, w]);
+            let ok = self.b.inst_results(call)[0];
+            self.guard(ok, status::OUT_OF_BOUNDS, pc, addr, len as u64, write);
+        } else {
+            let no = self.b.ins().iconst(I64, 0);
+            self.guard(no, status::OUT_OF_BOUNDS, pc, addr, len as u64, write);
         }
         if let Some(block) = self.b.current_block() {
             self.b.set_cold_block(block);
@@ -721,7 +735,7 @@ impl Fx<'_, '_> {
         self.b.inst_results(call)[0]
     }
 
-    fn instruction(&mut self, pc: usize, insn: &Instruction) -> Result<(), JitError> {
+    fn instruction(&mut self, pc: usize, insn: &Instruction, resolved: Resolved) -> Result<(), JitError> {
         self.budget_step(pc);
         let flags = MemFlagsData::new();
         match *insn {
@@ -778,8 +792,11 @@ impl Fx<'_, '_> {
                 let r = if ty == I64 { n } else { self.b.ins().uextend(I64, n) };
                 self.set(dst, r);
             }
-            Instruction::LoadImm64 { dst, value } => {
-                let v = resolve_imm64(pc, insn, value, self.env).map_err(JitError::Build)?;
+            Instruction::LoadImm64 { dst, .. } => {
+                let v = match resolved {
+                    Resolved::Imm64(v) => v.value(),
+                    _ => return Err(JitError::Codegen(format!("instruction {pc}: lddw was not linked"))),
+                };
                 let v = self.b.ins().iconst(I64, v as i64);
                 self.set(dst, v);
             }
@@ -882,15 +899,14 @@ impl Fx<'_, '_> {
                 self.b.ins().jump(to_second, &[]);
                 self.terminated = true;
             }
-            Instruction::Call { id } => {
-                let index = self.env.helper_index(id).ok_or(JitError::Build(BuildError::UnknownHelper { pc, id }))?;
-                if self.env.helpers()[index].tail_call {
-                    self.tail_call();
-                } else {
+            Instruction::Call { id } => match resolved {
+                Resolved::TailCall => self.tail_call(),
+                Resolved::Helper { index } => {
                     let which = self.b.ins().iconst(I64, ((index as u64 + 1) << 32 | id as u64) as i64);
                     self.helper_call(pc, which);
                 }
-            }
+                _ => return Err(JitError::Codegen(format!("instruction {pc}: call was not linked"))),
+            },
             Instruction::CallReg { reg } => {
                 // The runtime looks the id up; the flag in the pc marks the full register value as the id.
                 let id = self.get(reg);
@@ -900,7 +916,9 @@ impl Fx<'_, '_> {
                 let target = insn.branch_target(pc).unwrap_or(0) as usize;
                 self.local_call(pc, target);
             }
-            Instruction::CallBtf { id } => return Err(JitError::Build(BuildError::UnsupportedBtfCall { pc, id })),
+            Instruction::CallBtf { id } => {
+                return Err(JitError::Link(crate::link::LinkError::UnsupportedBtfCall { pc, id }))
+            }
             Instruction::Exit => {
                 self.save_budget();
                 let r0 = self.get(Reg::R0);
@@ -919,14 +937,14 @@ impl Fx<'_, '_> {
         regs.dedup();
         let before: Vec<Value> = regs.iter().map(|&r| self.get(r)).collect();
         for (pc, insn) in &d.fall {
-            self.instruction(*pc, insn)?;
+            self.instruction(*pc, insn, self.linked.resolved_at(*pc))?;
         }
         let fall: Vec<Value> = regs.iter().map(|&r| self.get(r)).collect();
         for (&r, &v) in regs.iter().zip(&before) {
             self.set(r, v);
         }
         for (pc, insn) in &d.taken {
-            self.instruction(*pc, insn)?;
+            self.instruction(*pc, insn, self.linked.resolved_at(*pc))?;
         }
         for (&r, &f) in regs.iter().zip(&fall) {
             let t = self.get(r);
@@ -999,9 +1017,10 @@ impl Fx<'_, '_> {
         let fits = self.b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, callee_lo, base);
         let zero = self.b.ins().iconst(I64, 0);
         self.guard(fits, status::CALL_DEPTH, pc, zero, 0, false);
-        // A fresh frame reads as zeros, as in the interpreter.
-        for i in 0..(FRAME_SIZE / 8) as i32 {
-            self.b.ins().store(MemFlagsData::trusted(), zero, callee_lo, i * 8);
+        // A fresh frame reads as zeros, as in the interpreter (programs that never name r10 cannot
+        // reach it).
+        if self.opts.uses_stack {
+            self.zero_frame(callee_lo);
         }
         let [r1, r2, r3, r4, r5] = self.args();
         self.save_budget();
@@ -1013,6 +1032,16 @@ impl Fx<'_, '_> {
         self.set(Reg::R0, r0);
     }
 
+    /// Stores zeros over the 512-byte frame whose lowest address is `lo`.
+    fn zero_frame(&mut self, lo: Value) {
+        let zero = self.b.ins().iconst(I64, 0);
+        for i in 0..(FRAME_SIZE / 8) as i32 {
+            self.b.ins().store(MemFlagsData::trusted(), zero, lo, i * 8);
+        }
+    }
+
+    /// A tail call: the target replaces this function, in its frame (zeroed, when programs use the
+    /// stack), and what it returns is what this function returns.
     fn tail_call(&mut self) {
         let r2 = self.get(Reg::R2);
         let r3 = self.get(Reg::new(3).unwrap_or(Reg::R0));
@@ -1020,12 +1049,19 @@ impl Fx<'_, '_> {
         let go = self.b.create_block();
         let failed = self.b.create_block();
         self.b.ins().brif(target, go, &[], failed, &[]);
-        // The target starts as a program does: r1 the context argument, r2 the input's length.
+        // The target starts as a program does: r1 the context argument, r2 the input's length, the
+        // other registers zero.
         self.b.switch_to_block(go);
-        let [r1, _, r3, r4, r5] = self.args();
+        let r1 = self.get(Reg::R1);
         self.save_budget();
+        if self.opts.uses_stack {
+            let lo = self.b.ins().iadd_imm_s(self.fp, -(FRAME_SIZE as i64));
+            self.zero_frame(lo);
+        }
         let mem_len = self.b.ins().load(I64, MemFlagsData::trusted(), self.ctx, offset::MEM_LEN);
-        let call = self.b.ins().call_indirect(self.bpf_sig, target, &[self.ctx, r1, mem_len, r3, r4, r5, self.fp]);
+        let zero = self.b.ins().iconst(I64, 0);
+        let call =
+            self.b.ins().call_indirect(self.bpf_sig, target, &[self.ctx, r1, mem_len, zero, zero, zero, self.fp]);
         let r0 = self.b.inst_results(call)[0];
         self.b.ins().return_(&[r0]);
         // A failed tail call returns -ENOENT and execution goes on.

@@ -6,7 +6,7 @@ use core::any::Any;
 
 use super::storage::{copy_in, Slots};
 use super::{check_flags, check_key, check_value, Map, MapDef, MapError, BPF_NOEXIST, MAX_CPUS};
-use crate::vm::Region;
+use crate::memory::Region;
 
 /// `BPF_MAP_TYPE_ARRAY`: one shared value per index.
 pub struct ArrayMap {
@@ -43,8 +43,8 @@ impl ArrayMap {
         if def.value_size == 0 || def.max_entries == 0 {
             return Err(MapError::InvalidDef("array values and capacity must be non-zero"));
         }
-        let slots = Slots::new(def.value_size as usize, def.max_entries as usize * cpus)
-            .ok_or(MapError::InvalidDef("array is too large"))?;
+        let count = (def.max_entries as usize).checked_mul(cpus).ok_or(MapError::InvalidDef("array is too large"))?;
+        let slots = Slots::new(def.value_size as usize, count)?;
         Ok(ArrayMap { def, slots, cpus })
     }
 
@@ -56,7 +56,9 @@ impl ArrayMap {
     }
 }
 
-impl Map for ArrayMap {
+// SAFETY: `lookup` returns slots of `slots`, which live as long as the map and are accessed only through
+// `storage`; `regions` is exactly that storage.
+unsafe impl Map for ArrayMap {
     fn def(&self) -> MapDef {
         self.def
     }
@@ -76,7 +78,10 @@ impl Map for ArrayMap {
         if flags == BPF_NOEXIST {
             return Err(MapError::Exists);
         }
-        copy_in(self.value_ptr(i, cpu).ok_or(MapError::OutOfRange(i))?, value);
+        let dst = self.value_ptr(i, cpu).ok_or(MapError::OutOfRange(i))?;
+        // SAFETY: `dst` is the slot of index `i` for `cpu`: `value_size` bytes of this map's storage, and
+        // `value` has `value_size` bytes (checked above).
+        unsafe { copy_in(dst, value) };
         Ok(())
     }
 
@@ -97,7 +102,7 @@ impl Map for ArrayMap {
     }
 
     fn regions(&self) -> Vec<Region> {
-        vec![self.slots.region()]
+        vec![self.slots.region(!self.def.read_only_for_programs())]
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -112,7 +117,8 @@ impl PerCpuArrayMap {
     }
 }
 
-impl Map for PerCpuArrayMap {
+// SAFETY: every method forwards to the inner `ArrayMap`.
+unsafe impl Map for PerCpuArrayMap {
     fn def(&self) -> MapDef {
         self.0.def
     }

@@ -1,5 +1,6 @@
 //! Hash maps: plain, least-recently-used, and per-CPU. Values live in preallocated slots; an index
-//! from key to slot sits behind a spin lock.
+//! from key to slot sits behind a spin lock. Every operation takes constant time (amortised), whatever
+//! the map's size: LRU order is a linked list through the slots, and iteration goes in slot order.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -9,43 +10,112 @@ use spin::Mutex;
 
 use super::storage::{copy_in, zero, Slots};
 use super::{check_flags, check_key, check_value, Map, MapDef, MapError, BPF_EXIST, BPF_NOEXIST, MAX_CPUS};
-use crate::vm::Region;
+use crate::memory::Region;
 
 /// Which hash map behaviour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HashKind {
     /// `BPF_MAP_TYPE_HASH`: inserts fail when full.
     Plain,
-    /// `BPF_MAP_TYPE_LRU_HASH`: when full, an insert evicts the least recently used entry.
+    /// `BPF_MAP_TYPE_LRU_HASH`: when full, an insert evicts the least recently used entry (lookups and
+    /// updates count as uses).
     Lru,
     /// `BPF_MAP_TYPE_PERCPU_HASH`: one value per CPU slot.
     PerCpu,
 }
 
+/// No slot (end of a list).
+const NIL: u32 = u32::MAX;
+
 /// Key to slot. Slots are handed out in order, then reused from the free list; the per-slot vectors
 /// grow as slots are first used, so an empty map of large capacity costs little.
 struct Index {
     slot_of: hashbrown::HashMap<Box<[u8]>, u32>,
+    /// The key held by each slot used so far.
+    key_of: Vec<Option<Box<[u8]>>>,
     /// Slots freed by deletions.
     free: Vec<u32>,
-    /// Last use of each slot (LRU only).
-    used: Vec<u64>,
-    key_of: Vec<Option<Box<[u8]>>>,
-    clock: u64,
+    /// Occupied slots from most to least recently used (LRU maps only): links by slot.
+    newer: Vec<u32>,
+    older: Vec<u32>,
+    newest: u32,
+    oldest: u32,
 }
 
 impl Index {
+    fn new() -> Index {
+        Index {
+            slot_of: hashbrown::HashMap::new(),
+            key_of: Vec::new(),
+            free: Vec::new(),
+            newer: Vec::new(),
+            older: Vec::new(),
+            newest: NIL,
+            oldest: NIL,
+        }
+    }
+
     /// A slot for a new key, if there is one.
-    fn take_slot(&mut self, capacity: u32) -> Option<u32> {
+    fn take_slot(&mut self, capacity: u32) -> Result<Option<u32>, MapError> {
         if let Some(s) = self.free.pop() {
-            return Some(s);
+            return Ok(Some(s));
         }
         let next = self.key_of.len() as u32;
-        (next < capacity).then(|| {
-            self.key_of.push(None);
-            self.used.push(0);
-            next
-        })
+        if next >= capacity {
+            return Ok(None);
+        }
+        let grow = |v: &mut Vec<u32>| v.try_reserve(1).map_err(|_| MapError::NoMemory(4));
+        self.key_of.try_reserve(1).map_err(|_| MapError::NoMemory(16))?;
+        grow(&mut self.newer)?;
+        grow(&mut self.older)?;
+        self.key_of.push(None);
+        self.newer.push(NIL);
+        self.older.push(NIL);
+        Ok(Some(next))
+    }
+
+    /// Takes `slot` out of the use list.
+    fn unlink(&mut self, slot: u32) {
+        let (newer, older) = (self.newer[slot as usize], self.older[slot as usize]);
+        match newer {
+            NIL => self.newest = older,
+            n => self.older[n as usize] = older,
+        }
+        match older {
+            NIL => self.oldest = newer,
+            o => self.newer[o as usize] = newer,
+        }
+        self.newer[slot as usize] = NIL;
+        self.older[slot as usize] = NIL;
+    }
+
+    /// Puts `slot` (not in the list) at the most recently used end.
+    fn push_newest(&mut self, slot: u32) {
+        self.older[slot as usize] = self.newest;
+        self.newer[slot as usize] = NIL;
+        match self.newest {
+            NIL => self.oldest = slot,
+            n => self.newer[n as usize] = slot,
+        }
+        self.newest = slot;
+    }
+
+    /// Marks `slot` (in the list) as just used.
+    fn touch(&mut self, slot: u32) {
+        if self.newest != slot {
+            self.unlink(slot);
+            self.push_newest(slot);
+        }
+    }
+
+    /// Removes the key of `slot` from the index; the slot is then free to reuse.
+    fn forget(&mut self, slot: u32, lru: bool) {
+        if let Some(key) = self.key_of[slot as usize].take() {
+            self.slot_of.remove(&key);
+        }
+        if lru {
+            self.unlink(slot);
+        }
     }
 }
 
@@ -67,16 +137,8 @@ impl HashMap {
         let cpus = if kind == HashKind::PerCpu { MAX_CPUS } else { 1 };
         super::check_def(&def, cpus)?;
         let n = def.max_entries as usize;
-        let slots = Slots::new(def.value_size as usize, n.checked_mul(cpus).ok_or(MapError::InvalidDef("too large"))?)
-            .ok_or(MapError::InvalidDef("hash map is too large"))?;
-        let index = Index {
-            slot_of: hashbrown::HashMap::new(),
-            free: Vec::new(),
-            used: Vec::new(),
-            key_of: Vec::new(),
-            clock: 0,
-        };
-        Ok(HashMap { def, kind, cpus, slots, index: Mutex::new(index) })
+        let slots = Slots::new(def.value_size as usize, n.checked_mul(cpus).ok_or(MapError::InvalidDef("too large"))?)?;
+        Ok(HashMap { def, kind, cpus, slots, index: Mutex::new(Index::new()) })
     }
 
     fn ptr(&self, slot: u32, cpu: usize) -> *mut u8 {
@@ -91,6 +153,10 @@ impl HashMap {
         }
     }
 
+    fn lru(&self) -> bool {
+        self.kind == HashKind::Lru
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.index.lock().slot_of.len()
@@ -102,7 +168,10 @@ impl HashMap {
     }
 }
 
-impl Map for HashMap {
+// SAFETY: `lookup` returns slots of `slots`, which live as long as the map (deleted keys free their slot
+// for reuse but never the memory) and are accessed only through `storage`; `regions` is exactly that
+// storage.
+unsafe impl Map for HashMap {
     fn def(&self) -> MapDef {
         self.def
     }
@@ -118,10 +187,8 @@ impl Map for HashMap {
         }
         let mut ix = self.index.lock();
         let slot = *ix.slot_of.get(key)?;
-        if self.kind == HashKind::Lru {
-            ix.clock += 1;
-            let now = ix.clock;
-            ix.used[slot as usize] = now;
+        if self.lru() {
+            ix.touch(slot);
         }
         Some(self.ptr(slot, cpu))
     }
@@ -132,46 +199,56 @@ impl Map for HashMap {
         check_value(&self.def, value)?;
         let cpu = self.cpu_slot(cpu).ok_or(MapError::OutOfRange(cpu as u32))?;
         let mut ix = self.index.lock();
-        ix.clock += 1;
-        let now = ix.clock;
         let slot = match ix.slot_of.get(key).copied() {
             Some(_) if flags == BPF_NOEXIST => return Err(MapError::Exists),
-            Some(slot) => slot,
+            Some(slot) => {
+                if self.lru() {
+                    ix.touch(slot);
+                }
+                slot
+            }
             None if flags == BPF_EXIST => return Err(MapError::NotFound),
             None => {
-                let slot = match ix.take_slot(self.def.max_entries) {
+                let slot = match ix.take_slot(self.def.max_entries)? {
                     Some(s) => s,
-                    None if self.kind == HashKind::Lru => {
+                    None if self.lru() && ix.oldest != NIL => {
                         // Evict the least recently used entry.
-                        let victim = (0..ix.used.len()).min_by_key(|&i| ix.used[i]).ok_or(MapError::Full)? as u32;
-                        if let Some(old) = ix.key_of[victim as usize].take() {
-                            ix.slot_of.remove(&old);
-                        }
+                        let victim = ix.oldest;
+                        ix.forget(victim, true);
                         victim
                     }
                     None => return Err(MapError::Full),
                 };
-                ix.slot_of.insert(key.into(), slot);
-                ix.key_of[slot as usize] = Some(key.into());
+                let mut owned = Vec::new();
+                owned.try_reserve_exact(key.len()).map_err(|_| MapError::NoMemory(key.len() as u64))?;
+                owned.extend_from_slice(key);
+                let owned = owned.into_boxed_slice();
+                if ix.slot_of.try_reserve(1).is_err() {
+                    ix.free.push(slot);
+                    return Err(MapError::NoMemory(key.len() as u64));
+                }
+                ix.slot_of.insert(owned.clone(), slot);
+                ix.key_of[slot as usize] = Some(owned);
+                if self.lru() {
+                    ix.push_newest(slot);
+                }
                 for c in 0..self.cpus {
-                    zero(self.ptr(slot, c), self.def.value_size as usize);
+                    // SAFETY: `ptr(slot, c)` is a slot of this map's storage of `value_size` bytes.
+                    unsafe { zero(self.ptr(slot, c), self.def.value_size as usize) };
                 }
                 slot
             }
         };
-        if self.kind == HashKind::Lru {
-            ix.used[slot as usize] = now;
-        }
-        copy_in(self.ptr(slot, cpu), value);
+        // SAFETY: a slot of this map's storage; `value` has `value_size` bytes (checked above).
+        unsafe { copy_in(self.ptr(slot, cpu), value) };
         Ok(())
     }
 
     fn delete(&self, key: &[u8]) -> Result<(), MapError> {
         check_key(&self.def, key)?;
         let mut ix = self.index.lock();
-        let slot = ix.slot_of.remove(key).ok_or(MapError::NotFound)?;
-        ix.key_of[slot as usize] = None;
-        ix.used[slot as usize] = 0;
+        let slot = *ix.slot_of.get(key).ok_or(MapError::NotFound)?;
+        ix.forget(slot, self.lru());
         ix.free.push(slot);
         Ok(())
     }
@@ -181,25 +258,74 @@ impl Map for HashMap {
             return Err(MapError::KeySize { got: out.len(), want: self.def.key_size });
         }
         let ix = self.index.lock();
-        let mut keys = ix.slot_of.keys();
-        let next = match key {
-            // A key that is not in the map restarts from the first key, as in the kernel.
-            Some(k) if ix.slot_of.contains_key(k) => {
-                let mut it = keys.by_ref().skip_while(|x| &***x != k);
-                it.next();
-                it.next()
-            }
-            _ => keys.next(),
+        // Keys go in slot order. A key that is not in the map restarts from the first key, as in the
+        // kernel.
+        let from = match key.and_then(|k| ix.slot_of.get(k)) {
+            Some(&slot) => slot as usize + 1,
+            None => 0,
         };
-        out.copy_from_slice(next.ok_or(MapError::NotFound)?);
+        let next = ix.key_of.get(from..).unwrap_or(&[]).iter().flatten().next().ok_or(MapError::NotFound)?;
+        out.copy_from_slice(next);
         Ok(())
     }
 
     fn regions(&self) -> Vec<Region> {
-        alloc::vec![self.slots.region()]
+        alloc::vec![self.slots.region(!self.def.read_only_for_programs())]
     }
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::maps::MapType;
+
+    fn lru(max: u32) -> HashMap {
+        let def = MapDef { map_type: MapType::LruHash, key_size: 4, value_size: 8, max_entries: max, flags: 0 };
+        HashMap::new(def, HashKind::Lru).expect("valid")
+    }
+
+    fn keys(m: &HashMap) -> Vec<u32> {
+        let mut out = Vec::new();
+        for k in (m as &dyn Map).keys() {
+            out.push(u32::from_ne_bytes([k[0], k[1], k[2], k[3]]));
+        }
+        out.sort_unstable();
+        out
+    }
+
+    #[test]
+    fn lru_evicts_the_least_recently_used_key() {
+        let m = lru(3);
+        for k in 1u32..=3 {
+            m.update(&k.to_ne_bytes(), &[0; 8], 0, 0).expect("room");
+        }
+        m.lookup(&1u32.to_ne_bytes(), 0).expect("present"); // 2 is now the oldest
+        m.update(&4u32.to_ne_bytes(), &[0; 8], 0, 0).expect("evicts");
+        assert_eq!(keys(&m), [1, 3, 4]);
+        m.update(&3u32.to_ne_bytes(), &[1; 8], 0, 0).expect("replace"); // 1 is now the oldest
+        m.update(&5u32.to_ne_bytes(), &[0; 8], 0, 0).expect("evicts");
+        assert_eq!(keys(&m), [3, 4, 5]);
+        m.delete(&4u32.to_ne_bytes()).expect("present");
+        m.update(&6u32.to_ne_bytes(), &[0; 8], 0, 0).expect("free slot, no eviction");
+        assert_eq!(keys(&m), [3, 5, 6]);
+    }
+
+    #[test]
+    fn iteration_visits_every_key_once_in_linear_time() {
+        let def = MapDef { map_type: MapType::Hash, key_size: 4, value_size: 8, max_entries: 50_000, flags: 0 };
+        let m = HashMap::new(def, HashKind::Plain).expect("valid");
+        for k in 0u32..50_000 {
+            m.update(&k.to_ne_bytes(), &[0; 8], 0, 0).expect("room");
+        }
+        for k in (0u32..50_000).step_by(3) {
+            m.delete(&k.to_ne_bytes()).expect("present");
+        }
+        let all = keys(&m);
+        assert_eq!(all.len(), 50_000 - 50_000usize.div_ceil(3));
+        assert!(all.iter().all(|k| k % 3 != 0));
     }
 }

@@ -23,7 +23,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::any::Any;
 
-use crate::vm::Region;
+use crate::memory::Region;
 
 /// Most bytes of value storage one map may have (all CPU slots together); larger definitions are
 /// rejected with [`MapError::InvalidDef`].
@@ -99,6 +99,17 @@ pub struct MapDef {
     pub flags: u32,
 }
 
+/// Map creation flag: programs may read the map's values but not change them (libbpf sets it on
+/// `.rodata`).
+pub const BPF_F_RDONLY_PROG: u32 = 1 << 7;
+
+impl MapDef {
+    /// Whether programs may only read this map's values ([`BPF_F_RDONLY_PROG`]).
+    pub const fn read_only_for_programs(&self) -> bool {
+        self.flags & BPF_F_RDONLY_PROG != 0
+    }
+}
+
 /// `update` flag: create or replace.
 pub const BPF_ANY: u64 = 0;
 /// `update` flag: create only.
@@ -108,6 +119,7 @@ pub const BPF_EXIST: u64 = 2;
 
 /// Why a map operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum MapError {
     /// The definition cannot be created.
     #[error("invalid map definition: {0}")]
@@ -146,23 +158,52 @@ pub enum MapError {
     /// The map kind does not support the operation.
     #[error("operation not supported by this map kind")]
     Unsupported,
+    /// The map type has no built-in implementation.
+    #[error("map type {0} is not supported")]
+    UnsupportedType(u32),
+    /// Creating the map would pass the memory budget of its maps.
+    #[error("the map needs up to {need} bytes, and only {remaining} bytes of the map budget remain")]
+    OverBudget {
+        /// Most bytes the map can take.
+        need: u64,
+        /// Bytes left in the budget.
+        remaining: u64,
+    },
+    /// The host could not allocate the memory.
+    #[error("out of memory allocating {0} bytes")]
+    NoMemory(u64),
 }
 
 impl MapError {
     /// The negative errno a BPF helper returns for this error.
     pub fn errno(&self) -> i64 {
         match self {
-            MapError::NotFound => -2,     // ENOENT
-            MapError::Exists => -17,      // EEXIST
-            MapError::Full => -7,         // E2BIG
-            MapError::Unsupported => -95, // EOPNOTSUPP
-            _ => -22,                     // EINVAL
+            MapError::NotFound => -2,                                   // ENOENT
+            MapError::Exists => -17,                                    // EEXIST
+            MapError::Full => -7,                                       // E2BIG
+            MapError::NoMemory(_) | MapError::OverBudget { .. } => -12, // ENOMEM
+            MapError::Unsupported => -95,                               // EOPNOTSUPP
+            _ => -22,                                                   // EINVAL
         }
     }
 }
 
 /// A map, as programs and hosts use it. `cpu` selects the slot of per-CPU kinds (0 for the others).
-pub trait Map: Send + Sync + Any {
+///
+/// # Safety
+/// The engines and helpers trust what a map reports, without checking it:
+/// - [`def`](Map::def) returns the same definition for the whole life of the map, with a key size of at
+///   most [`MAX_KEY_SIZE`].
+/// - [`lookup`](Map::lookup) returns `None` or the address of `def().value_size` bytes of storage the map
+///   owns, valid for reads and writes for as long as the map lives: value storage never moves or
+///   shrinks, not even when its key is deleted. The map's own code accesses that storage only through
+///   [`memory::access`](crate::memory::access) with [`Access::Shared`](crate::memory::Access), because
+///   programs on other threads may access it at the same time.
+/// - [`regions`](Map::regions) returns regions covering value storage of that kind and nothing else
+///   (memory the map owns for its whole life), and every range `lookup` returns lies inside one of
+///   them; a region is writable only if programs may store into it.
+/// - [`as_any`](Map::as_any) returns `self`.
+pub unsafe trait Map: Send + Sync + Any {
     /// The definition.
     fn def(&self) -> MapDef;
 
@@ -199,7 +240,9 @@ impl dyn Map {
     pub fn get(&self, key: &[u8], cpu: usize) -> Option<Vec<u8>> {
         let p = self.lookup(key, cpu)?;
         let mut out = alloc::vec![0u8; self.def().value_size as usize];
-        storage::copy_out(p, &mut out);
+        // SAFETY: `Map`'s contract: `p` addresses `value_size` bytes of live value storage, which everything
+        // else accesses atomically.
+        unsafe { storage::copy_out(p, &mut out) };
         Some(out)
     }
 
@@ -209,7 +252,7 @@ impl dyn Map {
         let mut cur = alloc::vec![0u8; self.def().key_size as usize];
         let mut prev: Option<Vec<u8>> = None;
         while self.next_key(prev.as_deref(), &mut cur).is_ok() {
-            if keys.len() > self.def().max_entries as usize {
+            if keys.len() >= self.def().max_entries as usize {
                 break; // a host map with a broken next_key must not loop forever
             }
             keys.push(cur.clone());
@@ -224,9 +267,86 @@ impl dyn Map {
     }
 }
 
-/// Creates a built-in map for a definition.
+/// A limit on the memory maps take together. Each map created with [`create_within`] is charged the
+/// most its kind can ever hold (value storage of every CPU slot, keys and index entries), and creation
+/// fails with [`MapError::OverBudget`] once the limit would be passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapBudget {
+    limit: u64,
+    used: u64,
+}
+
+impl Default for MapBudget {
+    fn default() -> MapBudget {
+        MapBudget::new(MapBudget::DEFAULT)
+    }
+}
+
+impl MapBudget {
+    /// The default limit for the maps of one object: 1 GiB.
+    pub const DEFAULT: u64 = 1 << 30;
+
+    /// A budget of `limit` bytes.
+    pub const fn new(limit: u64) -> MapBudget {
+        MapBudget { limit, used: 0 }
+    }
+
+    /// Bytes charged so far.
+    pub fn used(&self) -> u64 {
+        self.used
+    }
+
+    /// Bytes still available.
+    pub fn remaining(&self) -> u64 {
+        self.limit - self.used
+    }
+
+    /// Charges `bytes`, or fails without charging anything.
+    pub fn charge(&mut self, bytes: u64) -> Result<(), MapError> {
+        if bytes > self.remaining() {
+            return Err(MapError::OverBudget { need: bytes, remaining: self.remaining() });
+        }
+        self.used += bytes;
+        Ok(())
+    }
+}
+
+/// Bytes of bookkeeping a hash map keeps per entry besides key and value (index, key copy, use clock).
+const HASH_ENTRY_OVERHEAD: u64 = 64;
+
+/// The most memory the built-in kind for `def` can ever take, in bytes.
+pub fn footprint(def: &MapDef) -> u64 {
+    let stride = (def.value_size as u64).div_ceil(8) * 8;
+    let entries = def.max_entries as u64;
+    let cpus = MAX_CPUS as u64;
+    let key = def.key_size as u64 + HASH_ENTRY_OVERHEAD;
+    match def.map_type {
+        MapType::Array => stride.saturating_mul(entries),
+        MapType::PerCpuArray => stride.saturating_mul(entries).saturating_mul(cpus),
+        MapType::Hash | MapType::LruHash => entries.saturating_mul(stride + key),
+        MapType::PerCpuHash => entries.saturating_mul(stride.saturating_mul(cpus) + key),
+        // Sparse: entries are set by the host (programs cannot update program arrays).
+        MapType::ProgArray => 64,
+        MapType::RingBuf => entries,
+        MapType::Other(_) => 0,
+    }
+}
+
+/// Creates a built-in map for a definition, on its own (see [`create_within`] to share a budget).
 pub fn create(def: MapDef) -> Result<Arc<dyn Map>, MapError> {
-    Ok(match def.map_type {
+    create_within(def, &mut MapBudget::default())
+}
+
+/// Creates a built-in map for a definition, charging `budget` for the most it can take.
+pub fn create_within(def: MapDef, budget: &mut MapBudget) -> Result<Arc<dyn Map>, MapError> {
+    if let MapType::Other(n) = def.map_type {
+        return Err(MapError::UnsupportedType(n));
+    }
+    let need = footprint(&def);
+    if need > budget.remaining() {
+        return Err(MapError::OverBudget { need, remaining: budget.remaining() });
+    }
+    let map: Arc<dyn Map> = match def.map_type {
         MapType::Array => Arc::new(ArrayMap::new(def)?),
         MapType::PerCpuArray => Arc::new(PerCpuArrayMap::new(def)?),
         MapType::Hash => Arc::new(HashMap::new(def, HashKind::Plain)?),
@@ -234,8 +354,27 @@ pub fn create(def: MapDef) -> Result<Arc<dyn Map>, MapError> {
         MapType::PerCpuHash => Arc::new(HashMap::new(def, HashKind::PerCpu)?),
         MapType::ProgArray => Arc::new(ProgArrayMap::new(def)?),
         MapType::RingBuf => Arc::new(RingBufMap::new(def)?),
-        MapType::Other(_) => return Err(MapError::InvalidDef("unsupported map type")),
-    })
+        MapType::Other(n) => return Err(MapError::UnsupportedType(n)),
+    };
+    budget.charge(need)?;
+    Ok(map)
+}
+
+/// Map references are loaded into registers as `MAP_HANDLE_BASE | index`: a value no program can
+/// dereference, which helpers turn back into the map at that index of the environment.
+pub const MAP_HANDLE_BASE: u64 = 0xffff_ff00_0000_0000;
+
+/// The handle a program holds for the map at `index` of its environment.
+pub const fn handle(index: u32) -> u64 {
+    MAP_HANDLE_BASE | index as u64
+}
+
+/// The index of the map a handle refers to, if the value is a handle.
+pub fn handle_index(handle: u64) -> Option<u32> {
+    if handle & MAP_HANDLE_BASE != MAP_HANDLE_BASE {
+        return None;
+    }
+    u32::try_from(handle & !MAP_HANDLE_BASE).ok()
 }
 
 /// Largest key a map may have, in bytes.

@@ -1,41 +1,52 @@
 //! Program arrays: indices to program ids, the targets of tail calls.
 
-use alloc::vec::Vec;
+use alloc::collections::BTreeMap;
 use core::any::Any;
-use core::sync::atomic::{AtomicU32, Ordering};
+
+use spin::RwLock;
 
 use super::{check_flags, check_key, Map, MapDef, MapError, BPF_EXIST, BPF_NOEXIST};
 
-const EMPTY: u32 = u32::MAX;
-
 /// `BPF_MAP_TYPE_PROG_ARRAY`: 4-byte keys, 4-byte values naming programs of the same object (their
-/// position in the program set the `Vm` was built with). Programs cannot read it, only tail-call.
+/// position in the program set the `Vm` was built with). Programs cannot read or change it, only
+/// tail-call through it. Sparse: it takes memory only for the indices that are set, whatever its
+/// capacity.
 pub struct ProgArrayMap {
     def: MapDef,
-    entries: Vec<AtomicU32>,
+    entries: RwLock<BTreeMap<u32, u32>>,
 }
 
 impl ProgArrayMap {
     /// Creates an empty program array.
     pub fn new(def: MapDef) -> Result<ProgArrayMap, MapError> {
-        super::check_def(&def, 1)?;
         if def.key_size != 4 || def.value_size != 4 || def.max_entries == 0 {
             return Err(MapError::InvalidDef("program arrays have 4-byte keys and values"));
         }
-        Ok(ProgArrayMap { def, entries: (0..def.max_entries).map(|_| AtomicU32::new(EMPTY)).collect() })
+        Ok(ProgArrayMap { def, entries: RwLock::new(BTreeMap::new()) })
     }
 
     /// Sets `index` to program `id`.
     pub fn set(&self, index: u32, id: u32) -> Result<(), MapError> {
-        let e = self.entries.get(index as usize).ok_or(MapError::OutOfRange(index))?;
-        e.store(id, Ordering::Release);
+        if index >= self.def.max_entries {
+            return Err(MapError::OutOfRange(index));
+        }
+        self.entries.write().insert(index, id);
         Ok(())
     }
 
     /// The program id at `index`, if set.
     pub fn get(&self, index: u32) -> Option<u32> {
-        let id = self.entries.get(index as usize)?.load(Ordering::Acquire);
-        (id != EMPTY).then_some(id)
+        self.entries.read().get(&index).copied()
+    }
+
+    /// Number of indices set.
+    pub fn len(&self) -> usize {
+        self.entries.read().len()
+    }
+
+    /// Whether no index is set.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn key(&self, key: &[u8]) -> Result<u32, MapError> {
@@ -44,7 +55,8 @@ impl ProgArrayMap {
     }
 }
 
-impl Map for ProgArrayMap {
+// SAFETY: `lookup` never returns a pointer and `regions` is empty: programs reach no memory through it.
+unsafe impl Map for ProgArrayMap {
     fn def(&self) -> MapDef {
         self.def
     }
@@ -57,30 +69,40 @@ impl Map for ProgArrayMap {
         check_flags(flags)?;
         let index = self.key(key)?;
         let id = self.key(value).map_err(|_| MapError::ValueSize { got: value.len(), want: 4 })?;
-        match (self.get(index), flags) {
-            (Some(_), BPF_NOEXIST) => Err(MapError::Exists),
-            (None, BPF_EXIST) => Err(MapError::NotFound),
-            _ => self.set(index, id),
+        if index >= self.def.max_entries {
+            return Err(MapError::OutOfRange(index));
+        }
+        let mut entries = self.entries.write();
+        match (entries.contains_key(&index), flags) {
+            (true, BPF_NOEXIST) => Err(MapError::Exists),
+            (false, BPF_EXIST) => Err(MapError::NotFound),
+            _ => {
+                entries.insert(index, id);
+                Ok(())
+            }
         }
     }
 
     fn delete(&self, key: &[u8]) -> Result<(), MapError> {
         let index = self.key(key)?;
-        let e = self.entries.get(index as usize).ok_or(MapError::OutOfRange(index))?;
-        if e.swap(EMPTY, Ordering::AcqRel) == EMPTY {
-            return Err(MapError::NotFound);
+        if index >= self.def.max_entries {
+            return Err(MapError::OutOfRange(index));
         }
-        Ok(())
+        self.entries.write().remove(&index).map(|_| ()).ok_or(MapError::NotFound)
     }
 
+    /// Keys go over the indices that are set, in order (the kernel also lists unset indices; a sparse
+    /// array of billions of entries would make that endless).
     fn next_key(&self, key: Option<&[u8]>, out: &mut [u8]) -> Result<(), MapError> {
-        let next = match key.map(|k| self.key(k)) {
-            Some(Ok(i)) => i + 1,
+        if out.len() != 4 {
+            return Err(MapError::KeySize { got: out.len(), want: 4 });
+        }
+        let from = match key.map(|k| self.key(k)) {
+            Some(Ok(i)) => i.checked_add(1).ok_or(MapError::NotFound)?,
             _ => 0,
         };
-        if next >= self.def.max_entries || out.len() != 4 {
-            return Err(MapError::NotFound);
-        }
+        let entries = self.entries.read();
+        let (&next, _) = entries.range(from..).next().ok_or(MapError::NotFound)?;
         out.copy_from_slice(&next.to_ne_bytes());
         Ok(())
     }

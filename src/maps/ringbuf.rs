@@ -5,17 +5,21 @@
 //! bit. Records are 8-byte aligned and contiguous; one that would cross the end of the buffer is
 //! preceded by a discarded padding record that fills the rest, so every record a program receives is
 //! one contiguous range.
+//!
+//! A program reaches only the records it has reserved and not yet submitted or discarded: the buffer
+//! reports no region of its own, and the engines grant each reserved record to the execution that
+//! reserved it (see [`Grants`](crate::memory::Grants)), so headers are never program memory. The
+//! consumer still checks every header it reads against the positions it knows, and stops for good
+//! (see [`RingBufMap::is_corrupted`]) rather than follow one that does not fit.
 
-use alloc::vec;
 use alloc::vec::Vec;
 use core::any::Any;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use spin::Mutex;
 
-use super::storage::{copy_out, Slots};
+use super::storage::{copy_in, copy_out, Slots};
 use super::{Map, MapDef, MapError};
-use crate::vm::Region;
 
 const BUSY: u32 = 1 << 31;
 const DISCARD: u32 = 1 << 30;
@@ -31,8 +35,10 @@ pub struct RingBufMap {
     producer: Mutex<u64>,
     /// Published producer position, for the consumer.
     prod_pos: AtomicU64,
-    /// Next byte the consumer reads (monotonic).
+    /// Next byte the consumer reads (monotonic, never past `prod_pos`).
     cons_pos: AtomicU64,
+    /// A header that does not fit was found: nothing more is consumed or reserved.
+    corrupted: AtomicBool,
 }
 
 fn round8(n: u64) -> u64 {
@@ -49,7 +55,7 @@ impl RingBufMap {
         if def.key_size != 0 || def.value_size != 0 {
             return Err(MapError::InvalidDef("ring buffers have no keys or values"));
         }
-        let data = Slots::new(size as usize, 1).ok_or(MapError::InvalidDef("ring buffer is too large"))?;
+        let data = Slots::new(size as usize, 1)?;
         Ok(RingBufMap {
             def,
             data,
@@ -57,21 +63,27 @@ impl RingBufMap {
             producer: Mutex::new(0),
             prod_pos: AtomicU64::new(0),
             cons_pos: AtomicU64::new(0),
+            corrupted: AtomicBool::new(false),
         })
     }
 
+    /// The header at position `pos`.
     fn header(&self, pos: u64) -> &AtomicU32 {
         let p = self.data.ptr(0).wrapping_add((pos % self.size) as usize);
-        // SAFETY: `pos % size` is 8-aligned and at least 8 bytes before the end of the buffer (records
-        // and their headers are 8-aligned and the size is a multiple of 8); the buffer lives as long as
-        // `self`, and headers are only accessed atomically.
+        // SAFETY: positions of headers are multiples of 8 (records and headers are 8-aligned and the
+        // size is a multiple of 8), so `pos % size` is 4-aligned and at least 8 bytes before the end of
+        // the buffer; the buffer lives as long as `self`, and headers are only accessed atomically (and
+        // never granted to programs).
         unsafe { AtomicU32::from_ptr(p.cast::<u32>()) }
     }
 
     /// Reserves a record of `len` bytes and returns the address of its data, or `None` if the buffer
-    /// has no room.
-    pub fn reserve(&self, len: u64) -> Option<u64> {
+    /// has no room. The record must be passed to [`commit`](RingBufMap::commit) once.
+    pub(crate) fn reserve(&self, len: u64) -> Option<u64> {
         if len == 0 || len > (LEN_MASK as u64) || round8(len) + HEADER > self.size / 2 {
+            return None;
+        }
+        if self.corrupted.load(Ordering::Acquire) {
             return None;
         }
         let total = round8(len) + HEADER;
@@ -79,7 +91,8 @@ impl RingBufMap {
         let cons = self.cons_pos.load(Ordering::Acquire);
         let offset = *prod % self.size;
         let pad = if offset + total > self.size { self.size - offset } else { 0 };
-        if *prod + pad + total - cons > self.size {
+        // `cons <= prod` always: the consumer never passes the published producer position.
+        if (*prod - cons) + pad + total > self.size {
             return None;
         }
         if pad > 0 {
@@ -93,7 +106,7 @@ impl RingBufMap {
         Some(self.data.ptr(0).expose_provenance() as u64 + (at % self.size) + HEADER)
     }
 
-    /// The header of the record whose data starts at `addr`, if `addr` is a record of this buffer.
+    /// The header of the record whose data starts at `addr`, if `addr` is one of this buffer.
     fn header_of(&self, addr: u64) -> Option<&AtomicU32> {
         let base = self.data.ptr(0).expose_provenance() as u64;
         let off = addr.checked_sub(base)?.checked_sub(HEADER)?;
@@ -102,7 +115,7 @@ impl RingBufMap {
 
     /// Publishes (or, if `discard`, drops) a reserved record given by its data address. Returns
     /// `false` if the address is not a reserved record of this buffer.
-    pub fn commit(&self, addr: u64, discard: bool) -> bool {
+    pub(crate) fn commit(&self, addr: u64, discard: bool) -> bool {
         let Some(h) = self.header_of(addr) else { return false };
         let v = h.load(Ordering::Acquire);
         if v & BUSY == 0 {
@@ -113,15 +126,12 @@ impl RingBufMap {
         true
     }
 
-    /// Whether `addr` lies inside this buffer's data.
-    pub fn contains(&self, addr: u64) -> bool {
-        self.header_of(addr).is_some()
-    }
-
     /// Copies `data` into a new record and submits it. Returns `false` if there is no room.
     pub fn output(&self, data: &[u8]) -> bool {
         let Some(at) = self.reserve(data.len() as u64) else { return false };
-        super::storage::copy_in(core::ptr::with_exposed_provenance_mut(at as usize), data);
+        // SAFETY: `at` is the data of a record of `data.len()` bytes just reserved in this buffer's
+        // storage; nothing else writes it until it is committed.
+        unsafe { copy_in(core::ptr::with_exposed_provenance_mut(at as usize), data) };
         self.commit(at, false)
     }
 
@@ -131,7 +141,7 @@ impl RingBufMap {
         let prod = self.prod_pos.load(Ordering::Acquire);
         let cons = self.cons_pos.load(Ordering::Acquire);
         match flags {
-            0 => prod - cons,
+            0 => prod.saturating_sub(cons),
             1 => self.size,
             2 => cons,
             3 => prod,
@@ -141,12 +151,19 @@ impl RingBufMap {
 
     /// Consumes submitted records in order, passing each one's bytes to `f`; stops at the first
     /// record still reserved. Returns the number of records passed to `f`.
+    ///
+    /// A header that does not fit the buffer (a length past the producer position or the end of the
+    /// buffer) marks the buffer corrupted: it is not followed, and nothing more is consumed.
     pub fn consume(&self, mut f: impl FnMut(&[u8])) -> usize {
         let mut count = 0;
         let mut buf = Vec::new();
         loop {
+            if self.corrupted.load(Ordering::Acquire) {
+                return count;
+            }
             let cons = self.cons_pos.load(Ordering::Acquire);
-            if cons == self.prod_pos.load(Ordering::Acquire) {
+            let prod = self.prod_pos.load(Ordering::Acquire);
+            if cons >= prod {
                 return count;
             }
             let h = self.header(cons).load(Ordering::Acquire);
@@ -154,14 +171,23 @@ impl RingBufMap {
                 return count;
             }
             let len = (h & LEN_MASK) as u64;
+            let total = round8(len) + HEADER;
+            let fits = total <= prod - cons && cons % self.size + total <= self.size;
+            if !fits {
+                self.corrupted.store(true, Ordering::Release);
+                return count;
+            }
             if h & DISCARD == 0 {
+                buf.clear();
                 buf.resize(len as usize, 0);
                 let start = self.data.ptr(0).wrapping_add((cons % self.size + HEADER) as usize);
-                copy_out(start, &mut buf);
+                // SAFETY: `start .. start + len` lies inside the buffer (`fits`), in a record that is
+                // committed, so no producer writes it until the consumer position passes it.
+                unsafe { copy_out(start, &mut buf) };
                 f(&buf);
                 count += 1;
             }
-            self.cons_pos.store(cons + round8(len) + HEADER, Ordering::Release);
+            self.cons_pos.store(cons + total, Ordering::Release);
         }
     }
 
@@ -171,9 +197,17 @@ impl RingBufMap {
         self.consume(|r| out.push(r.to_vec()));
         out
     }
+
+    /// Whether the consumer found a header that does not fit (only possible if code the host vouched
+    /// for, in unchecked mode, wrote into the buffer): the buffer then stops producing and consuming.
+    pub fn is_corrupted(&self) -> bool {
+        self.corrupted.load(Ordering::Acquire)
+    }
 }
 
-impl Map for RingBufMap {
+// SAFETY: `lookup` never returns a pointer and `regions` is empty: programs reach only records granted
+// to them one by one while reserved.
+unsafe impl Map for RingBufMap {
     fn def(&self) -> MapDef {
         self.def
     }
@@ -194,11 +228,51 @@ impl Map for RingBufMap {
         Err(MapError::NotFound)
     }
 
-    fn regions(&self) -> Vec<Region> {
-        vec![self.data.region()]
-    }
-
     fn as_any(&self) -> &dyn Any {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::maps::MapType;
+
+    fn ring(size: u32) -> RingBufMap {
+        RingBufMap::new(MapDef { map_type: MapType::RingBuf, key_size: 0, value_size: 0, max_entries: size, flags: 0 })
+            .expect("valid")
+    }
+
+    /// A header overwritten with a length past the buffer stops the consumer: nothing is read outside
+    /// the buffer, the consumer does not loop, and the queries do not underflow.
+    #[test]
+    fn a_forged_header_is_not_followed() {
+        let rb = ring(4096);
+        let at = rb.reserve(16).expect("room");
+        // Forge the header the way code with raw access could: 12 KiB, not busy.
+        rb.header_of(at).expect("a record").store(12 * 1024, Ordering::Release);
+        let mut seen = 0;
+        assert_eq!(rb.consume(|_| seen += 1), 0);
+        assert_eq!(seen, 0);
+        assert!(rb.is_corrupted());
+        assert_eq!(rb.query(0), 24);
+        assert!(rb.reserve(8).is_none(), "a corrupted buffer reserves nothing more");
+        assert_eq!(rb.consume(|_| seen += 1), 0);
+    }
+
+    #[test]
+    fn records_wrap_and_stay_in_order() {
+        let rb = ring(64);
+        let mut n = 0u8;
+        for round in 0..50u8 {
+            let len = 1 + (round as usize * 7) % 20;
+            assert!(rb.output(&vec![round; len]), "room in round {round}");
+            let got = rb.drain();
+            assert_eq!(got, vec![vec![round; len]]);
+            n += 1;
+        }
+        assert_eq!(n, 50);
+        assert_eq!(rb.query(0), 0);
+        assert!(!rb.is_corrupted());
     }
 }

@@ -96,7 +96,9 @@ impl<K: Pod, V: Pod> TypedHashMap<K, V> {
             .filter_map(|k| {
                 let p = self.map.lookup(&k, 0)?;
                 let mut v = alloc::vec![0u8; core::mem::size_of::<V>()];
-                copy_out(p, &mut v);
+                // SAFETY: `Map`'s contract: `p` addresses `value_size` (= `size_of::<V>()`, checked in
+                // `new`) bytes of live value storage.
+                unsafe { copy_out(p, &mut v) };
                 Some((from_bytes(&k), from_bytes(&v)))
             })
             .collect()

@@ -3,14 +3,18 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::isa::{self, DecodeError, Imm64, Instruction, Reg};
+use crate::isa::{self, AsmError, DecodeError, Imm64, Instruction, Reg};
 
 /// Most slots a program may have (the kernel's limit for privileged programs).
 pub const MAX_SLOTS: usize = 1 << 20;
 
 /// Why instructions do not form a valid program; every variant names the slot index `pc`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProgramError {
+    /// Assembly text is invalid.
+    #[error("assembly: {0}")]
+    Asm(#[from] AsmError),
     /// An instruction is not validly encoded.
     #[error(transparent)]
     Decode(#[from] DecodeError),
@@ -78,9 +82,8 @@ impl Program {
     }
 
     /// Assembles text (see [`isa::asm`]) and validates the result.
-    pub fn from_asm(text: &str) -> Result<Program, crate::Error> {
-        let instructions = isa::assemble(text)?;
-        Ok(Program::from_instructions(instructions)?)
+    pub fn from_asm(text: &str) -> Result<Program, ProgramError> {
+        Program::from_instructions(isa::assemble(text)?)
     }
 
     /// Validates decoded instructions. Their encoding is re-checked, so any `Instruction` values can be
@@ -171,6 +174,24 @@ impl Program {
     /// The functions, the entry function first, in slot order.
     pub fn functions(&self) -> &[Function] {
         &self.functions
+    }
+
+    /// The positions (in [`instructions`](Program::instructions), not slots) of the instructions of
+    /// function `f`.
+    pub fn instruction_range(&self, f: Function) -> core::ops::Range<usize> {
+        self.pcs.partition_point(|&pc| pc < f.start)..self.pcs.partition_point(|&pc| pc < f.end)
+    }
+
+    /// The position (in [`instructions`](Program::instructions)) of the instruction at slot `pc`, if an
+    /// instruction starts there.
+    pub fn index_of(&self, pc: usize) -> Option<usize> {
+        self.pcs.binary_search(&pc).ok()
+    }
+
+    /// The instructions of function `f` with their slot indices.
+    pub fn function_iter(&self, f: Function) -> impl Iterator<Item = (usize, &Instruction)> {
+        let range = self.instruction_range(f);
+        self.pcs[range.clone()].iter().copied().zip(&self.instructions[range])
     }
 
     /// Whether any instruction names r10, the frame pointer: the only way a program reaches its stack.

@@ -1,4 +1,4 @@
-//! The embedding API: a [`Vm`] holds a program prepared for an engine in an [`Env`], and
+//! The embedding API: a [`VmBuilder`] links a program to its [`Env`] and prepares it for an engine, and
 //! [`Vm::execute`] runs it on a memory buffer.
 //!
 //! At entry `r1` points to the buffer (0 when it is empty), `r2` holds its length, and `r10` points to
@@ -6,29 +6,22 @@
 //! threads at once.
 
 mod cpu;
-pub mod env;
 mod error;
-pub(crate) mod interpreter;
-pub mod memory;
+#[cfg(feature = "elf")]
+mod instance;
 
-pub use env::Env;
-pub use error::{BuildError, ExecError};
-pub use memory::Region;
+pub use error::BuildError;
+#[cfg(feature = "elf")]
+pub use instance::{Instance, InstanceError, InstanceMap};
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use crate::helpers::Helper;
+use crate::interpreter::{self, Code, Setup};
+use crate::link::{Env, ExecError, Linked};
 use crate::maps::Map;
 use crate::program::Program;
-use interpreter::{Code, Setup};
-
-pub use interpreter::MAX_TAIL_CALLS;
-
-/// Bytes of stack in each frame.
-pub const FRAME_SIZE: usize = 512;
-/// Most stack frames of one execution (the entry function and nested bpf-to-bpf calls).
-pub const MAX_FRAMES: usize = 8;
 
 /// Which engine executes the program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,6 +37,7 @@ pub enum Engine {
 
 /// How memory safety is ensured during execution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Mode {
     /// Every load, store and helper pointer argument is checked against the regions the execution owns;
     /// a miss stops the program with [`ExecError::OutOfBounds`].
@@ -113,84 +107,48 @@ impl VmBuilder {
     ///
     /// # Safety
     /// Every memory access the program makes, on every input it will be given, must be valid: inside
-    /// the input buffer, the live stack frames, or regions granted through [`Env::grant`]. Helpers then
-    /// trust pointer arguments too.
+    /// the input buffer, the live stack frames, map values, reserved ring-buffer records, or regions
+    /// granted through [`Env::grant`]. Helpers then trust pointer arguments too.
     pub unsafe fn unchecked(mut self) -> VmBuilder {
         self.mode = Mode::Unchecked;
         self
     }
 
-    /// Prepares the program for the engine: resolves every helper call against the environment.
+    /// Links the program (and the tail-call targets, if it can tail-call) to the environment and
+    /// prepares it for the engine.
     pub fn build(self) -> Result<Vm, BuildError> {
-        let mut codes = Vec::with_capacity(self.tail_targets.len() + 1);
-        for p in &self.tail_targets {
-            codes.push(Code::compile(p, &self.env)?);
-        }
-        let entry = codes.len();
-        codes.push(Code::compile(&self.program, &self.env)?);
-        let uses_cpu = self.env.has_per_cpu_maps()
-            || self.env.helper(crate::helpers::standard::GET_SMP_PROCESSOR_ID).is_some()
-                && core::iter::once(&self.program).chain(&self.tail_targets).any(|p| {
-                    p.instructions().iter().any(|i| {
-                        matches!(i, crate::isa::Instruction::Call { id } if *id == crate::helpers::standard::GET_SMP_PROCESSOR_ID)
-                            || matches!(i, crate::isa::Instruction::CallReg { .. })
-                    })
-                });
-        let regions = self.env.all_regions();
-        let uses_stack = core::iter::once(&self.program).chain(&self.tail_targets).any(Program::uses_frame_pointer);
-        #[cfg(feature = "jit")]
-        let jit = match self.engine {
-            Engine::Jit => {
-                let programs: Vec<&Program> = self.tail_targets.iter().chain(core::iter::once(&self.program)).collect();
-                let checked = self.mode == Mode::Checked;
-                Some(Arc::new(
-                    crate::jit::JitProgram::compile(&programs, &self.env, checked, self.budget.is_some()).map_err(
-                        |e| match e {
-                            crate::jit::JitError::Build(b) => b,
-                            other => BuildError::Jit(alloc::format!("{other}")),
-                        },
-                    )?,
-                ))
-            }
-            Engine::Interpreter => None,
-        };
-        Ok(Vm {
+        let linked = Arc::new(Linked::new(self.program, self.tail_targets, self.env)?);
+        let prepared = match self.engine {
+            Engine::Interpreter => Prepared::Interpreter(Code::compile_all(&linked).into()),
             #[cfg(feature = "jit")]
-            jit,
-            program: self.program,
-            env: self.env,
-            engine: self.engine,
-            mode: self.mode,
-            budget: self.budget,
-            codes,
-            entry,
-            regions,
-            uses_cpu,
-            uses_stack,
-        })
+            Engine::Jit => Prepared::Jit(Arc::new(crate::jit::JitProgram::compile(
+                &linked,
+                self.mode == Mode::Checked,
+                self.budget.is_some(),
+            )?)),
+        };
+        Ok(Vm { linked, prepared, engine: self.engine, mode: self.mode, budget: self.budget })
     }
+}
+
+/// The program as an engine runs it.
+#[derive(Debug, Clone)]
+enum Prepared {
+    /// The interpreter's form, by program id.
+    Interpreter(Arc<[Code]>),
+    /// Compiled code.
+    #[cfg(feature = "jit")]
+    Jit(Arc<crate::jit::JitProgram>),
 }
 
 /// A program ready to run.
 #[derive(Debug, Clone)]
 pub struct Vm {
-    program: Program,
-    env: Env,
+    linked: Arc<Linked>,
+    prepared: Prepared,
     engine: Engine,
     mode: Mode,
     budget: Option<u64>,
-    /// Tail-call targets by id, then the entry program.
-    codes: Vec<Code>,
-    entry: usize,
-    /// Granted regions and map memory, for checked mode.
-    regions: Vec<Region>,
-    /// Whether executions need a CPU slot (per-CPU maps, or the processor id helper).
-    uses_cpu: bool,
-    /// Whether some program names r10 (else the stack is unreachable and is not zeroed).
-    uses_stack: bool,
-    /// The compiled code, for [`Engine::Jit`].
-    #[cfg(feature = "jit")]
-    jit: Option<Arc<crate::jit::JitProgram>>,
 }
 
 impl Vm {
@@ -211,39 +169,37 @@ impl Vm {
     /// This allocates nothing and takes no lock; the stack lives on the caller's stack.
     #[inline]
     pub fn execute(&self, mem: &mut [u8]) -> Result<u64, ExecError> {
-        let slot = self.uses_cpu.then(cpu::CpuSlot::acquire);
+        let slot = self.linked.uses_cpu().then(cpu::CpuSlot::acquire);
         let cpu = slot.as_ref().map_or(0, cpu::CpuSlot::index);
         let budget = self.budget.unwrap_or(0);
-        #[cfg(feature = "jit")]
-        if let Some(jit) = &self.jit {
-            let setup =
-                crate::jit::JitSetup { env: &self.env, regions: &self.regions, cpu, zero_stack: self.uses_stack };
-            return jit.run(&setup, mem, budget);
-        }
-        let setup = Setup {
-            codes: &self.codes,
-            entry: self.entry,
-            env: &self.env,
-            regions: &self.regions,
-            cpu,
-            zero_stack: self.uses_stack,
-        };
-        match (self.mode, self.budget.is_some()) {
-            (Mode::Checked, false) => interpreter::run::<true, false>(&setup, mem, 0),
-            (Mode::Checked, true) => interpreter::run::<true, true>(&setup, mem, budget),
-            (Mode::Unchecked, false) => interpreter::run::<false, false>(&setup, mem, 0),
-            (Mode::Unchecked, true) => interpreter::run::<false, true>(&setup, mem, budget),
+        match &self.prepared {
+            #[cfg(feature = "jit")]
+            Prepared::Jit(jit) => jit.run(&crate::jit::JitSetup { linked: &self.linked, cpu }, mem, budget),
+            Prepared::Interpreter(codes) => {
+                let setup = Setup { linked: &self.linked, codes, cpu };
+                match (self.mode, self.budget.is_some()) {
+                    (Mode::Checked, false) => interpreter::run::<true, false>(&setup, mem, 0),
+                    (Mode::Checked, true) => interpreter::run::<true, true>(&setup, mem, budget),
+                    (Mode::Unchecked, false) => interpreter::run::<false, false>(&setup, mem, 0),
+                    (Mode::Unchecked, true) => interpreter::run::<false, true>(&setup, mem, budget),
+                }
+            }
         }
     }
 
-    /// The program.
+    /// The entry program.
     pub fn program(&self) -> &Program {
-        &self.program
+        self.linked.entry_program().program()
+    }
+
+    /// The programs as linked to the environment.
+    pub fn linked(&self) -> &Linked {
+        &self.linked
     }
 
     /// The environment.
     pub fn env(&self) -> &Env {
-        &self.env
+        self.linked.env()
     }
 
     /// The engine.

@@ -5,16 +5,9 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 
-use super::memory::Region;
-use crate::helpers::Helper;
+use crate::helpers::{Helper, PrintSink};
 use crate::maps::Map;
-
-/// A sink for `bpf_trace_printk` output.
-pub type PrintSink = Arc<dyn Fn(&str) + Send + Sync>;
-
-/// Map references are loaded into registers as `MAP_HANDLE_BASE | index`: a value no program can
-/// dereference, which helpers turn back into the map.
-pub const MAP_HANDLE_BASE: u64 = 0xffff_ff00_0000_0000;
+use crate::memory::Region;
 
 /// The environment a program runs in: helpers by id, maps by index, extra memory regions granted by the
 /// host, and where `bpf_trace_printk` writes.
@@ -76,8 +69,10 @@ impl Env {
     /// Lets programs access a range of host memory.
     ///
     /// # Safety
-    /// The range must stay valid (and, if `writable`, writable and not otherwise borrowed) for every
-    /// execution in this environment, for as long as the environment or a `Vm` built from it lives.
+    /// The range must stay valid for reads (and, if `writable`, for writes) for as long as the
+    /// environment or a `Vm` built from it lives, and while executions may run, nothing else may access
+    /// it except atomically (programs on several threads may access it at once; no Rust reference to
+    /// it may exist).
     pub unsafe fn grant(&mut self, region: Region) {
         self.regions.push(region);
     }
@@ -105,10 +100,7 @@ impl Env {
 
     /// The map a register value made by a map pseudo-load refers to.
     pub fn map_by_handle(&self, handle: u64) -> Option<&Arc<dyn Map>> {
-        if handle & MAP_HANDLE_BASE != MAP_HANDLE_BASE {
-            return None;
-        }
-        self.map(u32::try_from(handle & !MAP_HANDLE_BASE).ok()?)
+        self.map(crate::maps::handle_index(handle)?)
     }
 
     /// Sends `bpf_trace_printk` output to `sink` (by default it goes to standard error with `std`,
@@ -117,12 +109,9 @@ impl Env {
         self.print = Some(sink);
     }
 
-    /// Writes a `bpf_trace_printk` line.
-    pub fn print(&self, line: &str) {
-        match &self.print {
-            Some(sink) => sink(line),
-            None => crate::host::print_line(line),
-        }
+    /// Where `bpf_trace_printk` writes, if the host chose.
+    pub fn print_sink(&self) -> Option<&PrintSink> {
+        self.print.as_ref()
     }
 
     /// Every region programs may access besides their input and stack: granted regions and map memory.
@@ -132,10 +121,5 @@ impl Env {
             all.extend(m.regions());
         }
         all
-    }
-
-    /// Whether some map keeps per-CPU values.
-    pub(crate) fn has_per_cpu_maps(&self) -> bool {
-        self.maps.iter().any(|m| m.cpus() > 1)
     }
 }

@@ -1,23 +1,20 @@
-//! The interpreter: a [`Program`] is translated once into fixed-size [`Slot`]s (jump targets resolved,
-//! immediates pre-extended, helpers looked up), and [`run`] executes them in one `match` loop with the
-//! registers in a local array. Checked mode tests every access against the [`MemoryMap`].
+//! The interpreter: each program of a [`Linked`] set is translated once into fixed-size [`Slot`]s (jump
+//! targets resolved, immediates pre-extended, helpers looked up), and [`run`] executes them in one
+//! `match` loop with the registers in a local array. Checked mode tests every access against the
+//! [`MemoryMap`]; shared memory is accessed atomically (see [`memory::access`](crate::memory::access)).
 
 use alloc::vec::Vec;
 use core::mem::MaybeUninit;
 use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use super::env::{Env, MAP_HANDLE_BASE};
-use super::error::{BuildError, ExecError};
-use super::memory::{MemoryMap, Region};
-use super::{FRAME_SIZE, MAX_FRAMES};
+use crate::helpers::standard::release_grants;
 use crate::helpers::CallContext;
-use crate::isa::{AluOp, AtomicOp, ByteOrder, Cond, Imm64, Instruction, Operand, PacketMode, Size, SxWidth, Width};
-use crate::maps::{MapType, ProgArrayMap};
-use crate::program::Program;
-
-/// Bytes of stack for all frames together.
-const STACK_SIZE: usize = FRAME_SIZE * MAX_FRAMES;
+use crate::isa::{AluOp, AtomicOp, ByteOrder, Cond, Instruction, Operand, PacketMode, Size, SxWidth, Width};
+use crate::link::{ExecError, Linked, LinkedProgram, Resolved, MAX_TAIL_CALLS};
+use crate::maps::{self, ProgArrayMap};
+use crate::memory::access::{self, Access, Word};
+use crate::memory::{Grants, MemoryMap, Region, FRAME_SIZE, MAX_FRAMES, STACK_SIZE};
 
 /// Pre-decoded operations. `I` = immediate operand (in `Slot::imm`), `R` = register operand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,17 +120,22 @@ fn imm_for(width: Width, v: i32) -> u64 {
 }
 
 impl Code {
-    /// Translates a program for the interpreter, resolving helper ids against `env`.
-    pub(crate) fn compile(program: &Program, env: &Env) -> Result<Code, BuildError> {
-        let mut slots = alloc::vec![Slot::new(Op::Nop); program.slot_count()];
-        for (pc, insn) in program.iter() {
-            slots[pc] = translate(pc, insn, env)?;
+    /// Translates a linked program for the interpreter.
+    pub(crate) fn compile(program: &LinkedProgram) -> Code {
+        let mut slots = alloc::vec![Slot::new(Op::Nop); program.program().slot_count()];
+        for (pc, insn, resolved) in program.iter() {
+            slots[pc] = translate(pc, insn, resolved);
         }
-        Ok(Code { slots })
+        Code { slots }
+    }
+
+    /// Translates every program of a linked set, by program id.
+    pub(crate) fn compile_all(linked: &Linked) -> Vec<Code> {
+        linked.programs().iter().map(Code::compile).collect()
     }
 }
 
-fn translate(pc: usize, insn: &Instruction, env: &Env) -> Result<Slot, BuildError> {
+fn translate(pc: usize, insn: &Instruction, resolved: Resolved) -> Slot {
     let target = |t: Option<i64>| t.unwrap_or(0) as u32; // in range: checked when the program was built
     let mut s = Slot::new(Op::Nop);
     match *insn {
@@ -196,10 +198,13 @@ fn translate(pc: usize, insn: &Instruction, env: &Env) -> Result<Slot, BuildErro
                 (ByteOrder::Swap, _) => Op::Swap64,
             };
         }
-        Instruction::LoadImm64 { dst, value } => {
+        Instruction::LoadImm64 { dst, .. } => {
             s.op = Op::LdDw;
             s.dst = dst.index();
-            s.imm = resolve_imm64(pc, insn, value, env)?;
+            s.imm = match resolved {
+                Resolved::Imm64(v) => v.value(),
+                _ => 0, // linking resolves every lddw
+            };
         }
         Instruction::LoadPacket { size, mode, imm } => {
             s.imm = imm as u32 as u64;
@@ -357,9 +362,14 @@ fn translate(pc: usize, insn: &Instruction, env: &Env) -> Result<Slot, BuildErro
             }
         }
         Instruction::Call { id } => {
-            let index = env.helper_index(id).ok_or(BuildError::UnknownHelper { pc, id })?;
-            s.op = if env.helpers()[index].tail_call { Op::TailCall } else { Op::Call };
-            s.target = index as u32;
+            match resolved {
+                Resolved::TailCall => s.op = Op::TailCall,
+                Resolved::Helper { index } => {
+                    s.op = Op::Call;
+                    s.target = index;
+                }
+                _ => {} // linking resolves every call
+            }
             s.imm = id as u64;
         }
         Instruction::CallReg { reg } => {
@@ -370,38 +380,11 @@ fn translate(pc: usize, insn: &Instruction, env: &Env) -> Result<Slot, BuildErro
             s.op = Op::CallLocal;
             s.target = target(insn.branch_target(pc));
         }
-        Instruction::CallBtf { id } => return Err(BuildError::UnsupportedBtfCall { pc, id }),
+        // Linking refuses calls by BTF id.
+        Instruction::CallBtf { .. } => {}
         Instruction::Exit => s.op = Op::Exit,
     }
-    Ok(s)
-}
-
-/// The value an `lddw` loads: its constant, a map handle, or the address inside a map's value.
-pub(crate) fn resolve_imm64(pc: usize, insn: &Instruction, value: Imm64, env: &Env) -> Result<u64, BuildError> {
-    let map =
-        |index: i32| u32::try_from(index).ok().and_then(|i| env.map(i)).ok_or(BuildError::UnknownMap { pc, index });
-    match value {
-        Imm64::Const(v) => Ok(v),
-        Imm64::MapFd(index) | Imm64::MapIdx(index) => {
-            map(index)?;
-            Ok(MAP_HANDLE_BASE | index as u32 as u64)
-        }
-        Imm64::MapValue { fd: index, offset } | Imm64::MapIdxValue { idx: index, offset } => {
-            let m = map(index)?;
-            let def = m.def();
-            if def.map_type != MapType::Array {
-                return Err(BuildError::NotAnArray { pc, index });
-            }
-            if offset < 0 || offset as u32 >= def.value_size {
-                return Err(BuildError::MapValueOffset { pc, index, offset });
-            }
-            let base = m.lookup(&0u32.to_ne_bytes(), 0).ok_or(BuildError::NotAnArray { pc, index })?;
-            Ok(base.expose_provenance() as u64 + offset as u64)
-        }
-        Imm64::BtfVar { .. } | Imm64::Func(_) => {
-            Err(BuildError::UnresolvedImm64 { pc, kind: crate::isa::encode_one(insn).0.src })
-        }
-    }
+    s
 }
 
 #[cold]
@@ -410,74 +393,106 @@ fn out_of_bounds(pc: usize, addr: u64, len: u64, write: bool) -> ExecError {
     ExecError::OutOfBounds { pc, addr, len, write }
 }
 
+/// Where an access of `len` bytes at `addr` may go: refused (checked mode), or private or shared memory.
+#[inline(always)]
+fn access<const CHECKED: bool>(
+    mm: &MemoryMap<'_>,
+    grants: &Grants,
+    addr: u64,
+    len: u64,
+    write: bool,
+    pc: usize,
+) -> Result<Access, ExecError> {
+    if CHECKED {
+        mm.classify(addr, len, write, grants).ok_or_else(|| out_of_bounds(pc, addr, len, write))
+    } else {
+        Ok(mm.classify_unchecked(addr, len))
+    }
+}
+
 /// Reads a `T` at `addr`, checking the access in checked mode.
 #[inline(always)]
-fn load<T: Copy, const CHECKED: bool>(mm: &MemoryMap<'_>, addr: u64, pc: usize) -> Result<T, ExecError> {
-    let len = core::mem::size_of::<T>() as u64;
-    if CHECKED && !mm.allows(addr, len, false) {
-        return Err(out_of_bounds(pc, addr, len, false));
-    }
-    // SAFETY: in checked mode the range was just found inside a region this execution owns: the input
-    // buffer (mutably borrowed for the whole execution), a live, zero-initialised stack frame, or a
-    // region the host granted under `Env::grant`'s contract. In unchecked mode the host promised, by
-    // an `unsafe` call, that every access of the program is valid. `read_unaligned` needs no alignment.
-    Ok(unsafe { ptr::with_exposed_provenance::<T>(addr as usize).read_unaligned() })
+fn load<T: Word, const CHECKED: bool>(mm: &MemoryMap<'_>, g: &Grants, addr: u64, pc: usize) -> Result<T, ExecError> {
+    let kind = access::<CHECKED>(mm, g, addr, T::SIZE as u64, false, pc)?;
+    // SAFETY: in checked mode the range was just found inside a region this execution may read: its
+    // input (mutably borrowed for the whole execution), a live, zeroed stack frame, a map's value
+    // storage (the `Map` contract), a record granted to it, or host memory under `Env::grant`'s
+    // contract; shared memory is read atomically. In unchecked mode the host promised, by an `unsafe`
+    // call, that every access of the program is valid.
+    Ok(unsafe { access::load::<T>(addr, kind) })
 }
 
 /// Writes a `T` at `addr`, checking the access in checked mode.
 #[inline(always)]
-fn store<T: Copy, const CHECKED: bool>(mm: &MemoryMap<'_>, addr: u64, value: T, pc: usize) -> Result<(), ExecError> {
-    let len = core::mem::size_of::<T>() as u64;
-    if CHECKED && !mm.allows(addr, len, true) {
-        return Err(out_of_bounds(pc, addr, len, true));
-    }
+fn store<T: Word, const CHECKED: bool>(
+    mm: &MemoryMap<'_>,
+    g: &Grants,
+    addr: u64,
+    value: T,
+    pc: usize,
+) -> Result<(), ExecError> {
+    let kind = access::<CHECKED>(mm, g, addr, T::SIZE as u64, true, pc)?;
     // SAFETY: as in `load`, for a writable region.
-    unsafe { ptr::with_exposed_provenance_mut::<T>(addr as usize).write_unaligned(value) };
+    unsafe { access::store::<T>(addr, value, kind) };
     Ok(())
 }
 
 /// The location of an atomic operation, checked for bounds (checked mode) and alignment (always).
 #[inline(always)]
-fn atomic_addr<const CHECKED: bool>(mm: &MemoryMap<'_>, addr: u64, len: u64, pc: usize) -> Result<usize, ExecError> {
-    if CHECKED && !mm.allows(addr, len, true) {
-        return Err(out_of_bounds(pc, addr, len, true));
-    }
+fn atomic_addr<const CHECKED: bool>(
+    mm: &MemoryMap<'_>,
+    g: &Grants,
+    addr: u64,
+    len: u64,
+    pc: usize,
+) -> Result<u64, ExecError> {
+    access::<CHECKED>(mm, g, addr, len, true, pc)?;
     if addr % len != 0 {
         return Err(ExecError::MisalignedAtomic { pc, addr });
     }
-    Ok(addr as usize)
+    Ok(addr)
 }
 
 #[inline(always)]
-fn atomic64<'m, const CHECKED: bool>(mm: &MemoryMap<'_>, addr: u64, pc: usize) -> Result<&'m AtomicU64, ExecError> {
-    let a = atomic_addr::<CHECKED>(mm, addr, 8, pc)?;
-    // SAFETY: the address is 8-byte aligned (checked above) and inside memory this execution may
-    // write (see `load`). Nothing else accesses that memory non-atomically during the operation: the
-    // input buffer and stack belong to this execution alone, and host-granted regions are shared
-    // between executions only through atomic operations.
-    Ok(unsafe { AtomicU64::from_ptr(ptr::with_exposed_provenance_mut::<u64>(a)) })
+fn atomic64<'m, const CHECKED: bool>(
+    mm: &MemoryMap<'_>,
+    g: &Grants,
+    addr: u64,
+    pc: usize,
+) -> Result<&'m AtomicU64, ExecError> {
+    let a = atomic_addr::<CHECKED>(mm, g, addr, 8, pc)?;
+    // SAFETY: the address is 8-byte aligned (checked above) and inside memory this execution may write
+    // (see `load`). Nothing accesses that memory non-atomically during the operation: the input and
+    // stack belong to this execution alone, and shared memory is only ever accessed atomically.
+    Ok(unsafe { access::atomic_u64(a) })
 }
 
 #[inline(always)]
-fn atomic32<'m, const CHECKED: bool>(mm: &MemoryMap<'_>, addr: u64, pc: usize) -> Result<&'m AtomicU32, ExecError> {
-    let a = atomic_addr::<CHECKED>(mm, addr, 4, pc)?;
+fn atomic32<'m, const CHECKED: bool>(
+    mm: &MemoryMap<'_>,
+    g: &Grants,
+    addr: u64,
+    pc: usize,
+) -> Result<&'m AtomicU32, ExecError> {
+    let a = atomic_addr::<CHECKED>(mm, g, addr, 4, pc)?;
     // SAFETY: as in `atomic64`, with 4-byte alignment.
-    Ok(unsafe { AtomicU32::from_ptr(ptr::with_exposed_provenance_mut::<u32>(a)) })
+    Ok(unsafe { access::atomic_u32(a) })
 }
 
 /// The stack of all frames, aligned so that aligned atomics on it are possible.
 #[repr(C, align(16))]
 struct Stack([MaybeUninit<u8>; STACK_SIZE]);
 
-/// The state a bpf-to-bpf call saves: the return slot and the caller's r1 to r9. BPF leaves r1-r5
-/// undefined after a call; both engines give the caller back its own values.
+/// The state a bpf-to-bpf call saves: the caller's program, its return slot and its r1 to r9. BPF
+/// leaves r1-r5 undefined after a call; both engines give the caller back its own values.
 #[derive(Clone, Copy, Default)]
 struct Frame {
+    program: usize,
     ret: usize,
     saved: [u64; 9],
 }
 
-/// Zeroes the frame `[lo, lo + FRAME_SIZE)` of the stack.
+/// Zeroes frame `index` (0 = the entry frame, at the top) of the stack.
 #[inline(always)]
 fn zero_frame(stack: *mut u8, index: usize) {
     debug_assert!(index < MAX_FRAMES);
@@ -486,43 +501,60 @@ fn zero_frame(stack: *mut u8, index: usize) {
     unsafe { ptr::write_bytes(stack.add(STACK_SIZE - FRAME_SIZE * (index + 1)), 0, FRAME_SIZE) };
 }
 
-/// Most tail calls one execution may make (the kernel's limit).
-pub const MAX_TAIL_CALLS: u32 = 33;
-
-/// What one execution runs with: the programs (the entry one and tail-call targets), the environment,
-/// the extra memory regions, and the CPU slot.
+/// What one execution runs with: the linked programs, their code by program id, and the CPU slot.
 pub(crate) struct Setup<'a> {
+    pub(crate) linked: &'a Linked,
     pub(crate) codes: &'a [Code],
-    pub(crate) entry: usize,
-    pub(crate) env: &'a Env,
-    pub(crate) regions: &'a [Region],
     pub(crate) cpu: usize,
-    /// Whether the entry frame must be zeroed (some program names r10); otherwise nothing can reach it.
-    pub(crate) zero_stack: bool,
 }
 
-/// Runs the program on `mem`. `budget` is the number of instructions allowed when `METERED`.
+/// The regions helpers handed to one execution; whatever is still held when the execution ends (or
+/// unwinds from a panicking helper) is given back.
+struct Held<'a> {
+    grants: Grants,
+    maps: &'a [alloc::sync::Arc<dyn crate::maps::Map>],
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if !self.grants.is_empty() {
+            release_grants(&mut self.grants, self.maps);
+        }
+    }
+}
+
+/// Runs the entry program on `mem`. `budget` is the number of instructions allowed when `METERED`.
+///
+/// Tail calls: the target replaces the program running in the current frame, which it reuses (zeroed,
+/// if programs use the stack); it starts as a program does, with r1 the context argument of the call,
+/// r2 the input's length and the other registers zero, and its `exit` returns to whoever called the
+/// function that made the tail call (the host, or a bpf-to-bpf caller), as in the kernel.
 pub(crate) fn run<const CHECKED: bool, const METERED: bool>(
     setup: &Setup<'_>,
     mem: &mut [u8],
     mut budget: u64,
 ) -> Result<u64, ExecError> {
-    let env = setup.env;
+    let linked = setup.linked;
+    let env = linked.env();
+    let uses_stack = linked.uses_stack();
     let mut stack = Stack([MaybeUninit::uninit(); STACK_SIZE]);
     let stack_ptr = stack.0.as_mut_ptr().cast::<u8>();
     let stack_hi = stack_ptr.expose_provenance() as u64 + STACK_SIZE as u64;
-    if setup.zero_stack {
+    if uses_stack {
         zero_frame(stack_ptr, 0);
     }
 
     let mem_len = mem.len() as u64;
     let mem_addr = if mem.is_empty() { 0 } else { mem.as_mut_ptr().expose_provenance() as u64 };
+    // Without r10 no program can reach the stack: the stack region is then empty.
+    let frame = if uses_stack { FRAME_SIZE as u64 } else { 0 };
     let mut mm = MemoryMap {
         input: Region { start: mem_addr, len: mem_len, writable: true },
-        stack_lo: stack_hi - FRAME_SIZE as u64,
+        stack_lo: stack_hi - frame,
         stack_hi,
-        extra: setup.regions,
+        shared: linked.regions(),
     };
+    let mut held = Held { grants: Grants::new(), maps: env.maps() };
 
     let mut r = [0u64; 16];
     r[1] = mem_addr;
@@ -530,7 +562,8 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool>(
     r[10] = stack_hi;
     let mut frames = [Frame::default(); MAX_FRAMES];
     let mut depth = 0usize;
-    let mut slots = &setup.codes[setup.entry].slots[..];
+    let mut program = linked.entry();
+    let mut slots = &setup.codes[program].slots[..];
     let mut tail_calls = 0u32;
     let helpers = env.helpers();
     let mut pc = 0usize;
@@ -582,7 +615,9 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool>(
                     // Legacy packet loads end the program with 0 when out of bounds.
                     return Ok(0);
                 }
-                let v: $t = load::<$t, false>(&mm, mem_addr + off as u64, at)?;
+                // SAFETY: the bytes lie in the input (tested above), which this execution borrows
+                // mutably for its whole run.
+                let v: $t = unsafe { access::load::<$t>(mem_addr + off as u64, Access::Private) };
                 r[0] = <$t>::from_be(v) as u64;
             }};
         }
@@ -673,58 +708,81 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool>(
                 pc += 1;
             }
 
-            Op::LdxB => r[d] = load::<u8, CHECKED>(&mm, addr!(sr), at)? as u64,
-            Op::LdxH => r[d] = load::<u16, CHECKED>(&mm, addr!(sr), at)? as u64,
-            Op::LdxW => r[d] = load::<u32, CHECKED>(&mm, addr!(sr), at)? as u64,
-            Op::LdxDw => r[d] = load::<u64, CHECKED>(&mm, addr!(sr), at)?,
-            Op::LdxSB => r[d] = load::<i8, CHECKED>(&mm, addr!(sr), at)? as i64 as u64,
-            Op::LdxSH => r[d] = load::<i16, CHECKED>(&mm, addr!(sr), at)? as i64 as u64,
-            Op::LdxSW => r[d] = load::<i32, CHECKED>(&mm, addr!(sr), at)? as i64 as u64,
+            Op::LdxB => r[d] = load::<u8, CHECKED>(&mm, &held.grants, addr!(sr), at)? as u64,
+            Op::LdxH => r[d] = load::<u16, CHECKED>(&mm, &held.grants, addr!(sr), at)? as u64,
+            Op::LdxW => r[d] = load::<u32, CHECKED>(&mm, &held.grants, addr!(sr), at)? as u64,
+            Op::LdxDw => r[d] = load::<u64, CHECKED>(&mm, &held.grants, addr!(sr), at)?,
+            Op::LdxSB => r[d] = load::<u8, CHECKED>(&mm, &held.grants, addr!(sr), at)? as i8 as i64 as u64,
+            Op::LdxSH => r[d] = load::<u16, CHECKED>(&mm, &held.grants, addr!(sr), at)? as i16 as i64 as u64,
+            Op::LdxSW => r[d] = load::<u32, CHECKED>(&mm, &held.grants, addr!(sr), at)? as i32 as i64 as u64,
 
-            Op::StB => store::<u8, CHECKED>(&mm, addr!(d), s.imm as u8, at)?,
-            Op::StH => store::<u16, CHECKED>(&mm, addr!(d), s.imm as u16, at)?,
-            Op::StW => store::<u32, CHECKED>(&mm, addr!(d), s.imm as u32, at)?,
-            Op::StDw => store::<u64, CHECKED>(&mm, addr!(d), s.imm, at)?,
-            Op::StxB => store::<u8, CHECKED>(&mm, addr!(d), r[sr] as u8, at)?,
-            Op::StxH => store::<u16, CHECKED>(&mm, addr!(d), r[sr] as u16, at)?,
-            Op::StxW => store::<u32, CHECKED>(&mm, addr!(d), r[sr] as u32, at)?,
-            Op::StxDw => store::<u64, CHECKED>(&mm, addr!(d), r[sr], at)?,
+            Op::StB => store::<u8, CHECKED>(&mm, &held.grants, addr!(d), s.imm as u8, at)?,
+            Op::StH => store::<u16, CHECKED>(&mm, &held.grants, addr!(d), s.imm as u16, at)?,
+            Op::StW => store::<u32, CHECKED>(&mm, &held.grants, addr!(d), s.imm as u32, at)?,
+            Op::StDw => store::<u64, CHECKED>(&mm, &held.grants, addr!(d), s.imm, at)?,
+            Op::StxB => store::<u8, CHECKED>(&mm, &held.grants, addr!(d), r[sr] as u8, at)?,
+            Op::StxH => store::<u16, CHECKED>(&mm, &held.grants, addr!(d), r[sr] as u16, at)?,
+            Op::StxW => store::<u32, CHECKED>(&mm, &held.grants, addr!(d), r[sr] as u32, at)?,
+            Op::StxDw => store::<u64, CHECKED>(&mm, &held.grants, addr!(d), r[sr], at)?,
 
-            Op::Add32A => _ = atomic32::<CHECKED>(&mm, addr!(d), at)?.fetch_add(r[sr] as u32, Ordering::SeqCst),
-            Op::Or32A => _ = atomic32::<CHECKED>(&mm, addr!(d), at)?.fetch_or(r[sr] as u32, Ordering::SeqCst),
-            Op::And32A => _ = atomic32::<CHECKED>(&mm, addr!(d), at)?.fetch_and(r[sr] as u32, Ordering::SeqCst),
-            Op::Xor32A => _ = atomic32::<CHECKED>(&mm, addr!(d), at)?.fetch_xor(r[sr] as u32, Ordering::SeqCst),
+            Op::Add32A => {
+                _ = atomic32::<CHECKED>(&mm, &held.grants, addr!(d), at)?.fetch_add(r[sr] as u32, Ordering::SeqCst)
+            }
+            Op::Or32A => {
+                _ = atomic32::<CHECKED>(&mm, &held.grants, addr!(d), at)?.fetch_or(r[sr] as u32, Ordering::SeqCst)
+            }
+            Op::And32A => {
+                _ = atomic32::<CHECKED>(&mm, &held.grants, addr!(d), at)?.fetch_and(r[sr] as u32, Ordering::SeqCst)
+            }
+            Op::Xor32A => {
+                _ = atomic32::<CHECKED>(&mm, &held.grants, addr!(d), at)?.fetch_xor(r[sr] as u32, Ordering::SeqCst)
+            }
             Op::FetchAdd32 => {
-                r[sr] = atomic32::<CHECKED>(&mm, addr!(d), at)?.fetch_add(r[sr] as u32, Ordering::SeqCst) as u64
+                r[sr] = atomic32::<CHECKED>(&mm, &held.grants, addr!(d), at)?.fetch_add(r[sr] as u32, Ordering::SeqCst)
+                    as u64
             }
             Op::FetchOr32 => {
-                r[sr] = atomic32::<CHECKED>(&mm, addr!(d), at)?.fetch_or(r[sr] as u32, Ordering::SeqCst) as u64
+                r[sr] = atomic32::<CHECKED>(&mm, &held.grants, addr!(d), at)?.fetch_or(r[sr] as u32, Ordering::SeqCst)
+                    as u64
             }
             Op::FetchAnd32 => {
-                r[sr] = atomic32::<CHECKED>(&mm, addr!(d), at)?.fetch_and(r[sr] as u32, Ordering::SeqCst) as u64
+                r[sr] = atomic32::<CHECKED>(&mm, &held.grants, addr!(d), at)?.fetch_and(r[sr] as u32, Ordering::SeqCst)
+                    as u64
             }
             Op::FetchXor32 => {
-                r[sr] = atomic32::<CHECKED>(&mm, addr!(d), at)?.fetch_xor(r[sr] as u32, Ordering::SeqCst) as u64
+                r[sr] = atomic32::<CHECKED>(&mm, &held.grants, addr!(d), at)?.fetch_xor(r[sr] as u32, Ordering::SeqCst)
+                    as u64
             }
-            Op::Xchg32 => r[sr] = atomic32::<CHECKED>(&mm, addr!(d), at)?.swap(r[sr] as u32, Ordering::SeqCst) as u64,
+            Op::Xchg32 => {
+                r[sr] =
+                    atomic32::<CHECKED>(&mm, &held.grants, addr!(d), at)?.swap(r[sr] as u32, Ordering::SeqCst) as u64
+            }
             Op::CmpXchg32 => {
-                let cell = atomic32::<CHECKED>(&mm, addr!(d), at)?;
+                let cell = atomic32::<CHECKED>(&mm, &held.grants, addr!(d), at)?;
                 let old = match cell.compare_exchange(r[0] as u32, r[sr] as u32, Ordering::SeqCst, Ordering::SeqCst) {
                     Ok(v) | Err(v) => v,
                 };
                 r[0] = old as u64;
             }
-            Op::Add64A => _ = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_add(r[sr], Ordering::SeqCst),
-            Op::Or64A => _ = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_or(r[sr], Ordering::SeqCst),
-            Op::And64A => _ = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_and(r[sr], Ordering::SeqCst),
-            Op::Xor64A => _ = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_xor(r[sr], Ordering::SeqCst),
-            Op::FetchAdd64 => r[sr] = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_add(r[sr], Ordering::SeqCst),
-            Op::FetchOr64 => r[sr] = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_or(r[sr], Ordering::SeqCst),
-            Op::FetchAnd64 => r[sr] = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_and(r[sr], Ordering::SeqCst),
-            Op::FetchXor64 => r[sr] = atomic64::<CHECKED>(&mm, addr!(d), at)?.fetch_xor(r[sr], Ordering::SeqCst),
-            Op::Xchg64 => r[sr] = atomic64::<CHECKED>(&mm, addr!(d), at)?.swap(r[sr], Ordering::SeqCst),
+            Op::Add64A => _ = atomic64::<CHECKED>(&mm, &held.grants, addr!(d), at)?.fetch_add(r[sr], Ordering::SeqCst),
+            Op::Or64A => _ = atomic64::<CHECKED>(&mm, &held.grants, addr!(d), at)?.fetch_or(r[sr], Ordering::SeqCst),
+            Op::And64A => _ = atomic64::<CHECKED>(&mm, &held.grants, addr!(d), at)?.fetch_and(r[sr], Ordering::SeqCst),
+            Op::Xor64A => _ = atomic64::<CHECKED>(&mm, &held.grants, addr!(d), at)?.fetch_xor(r[sr], Ordering::SeqCst),
+            Op::FetchAdd64 => {
+                r[sr] = atomic64::<CHECKED>(&mm, &held.grants, addr!(d), at)?.fetch_add(r[sr], Ordering::SeqCst)
+            }
+            Op::FetchOr64 => {
+                r[sr] = atomic64::<CHECKED>(&mm, &held.grants, addr!(d), at)?.fetch_or(r[sr], Ordering::SeqCst)
+            }
+            Op::FetchAnd64 => {
+                r[sr] = atomic64::<CHECKED>(&mm, &held.grants, addr!(d), at)?.fetch_and(r[sr], Ordering::SeqCst)
+            }
+            Op::FetchXor64 => {
+                r[sr] = atomic64::<CHECKED>(&mm, &held.grants, addr!(d), at)?.fetch_xor(r[sr], Ordering::SeqCst)
+            }
+            Op::Xchg64 => r[sr] = atomic64::<CHECKED>(&mm, &held.grants, addr!(d), at)?.swap(r[sr], Ordering::SeqCst),
             Op::CmpXchg64 => {
-                let cell = atomic64::<CHECKED>(&mm, addr!(d), at)?;
+                let cell = atomic64::<CHECKED>(&mm, &held.grants, addr!(d), at)?;
                 r[0] = match cell.compare_exchange(r[0], r[sr], Ordering::SeqCst, Ordering::SeqCst) {
                     Ok(v) | Err(v) => v,
                 };
@@ -793,7 +851,15 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool>(
                         None => return Err(ExecError::UnknownHelper { pc: at, id }),
                     }
                 };
-                let mut ctx = CallContext { memory: &mm, checked: CHECKED, pc: at, env, cpu: setup.cpu };
+                let mut ctx = CallContext {
+                    memory: &mm,
+                    grants: &mut held.grants,
+                    checked: CHECKED,
+                    pc: at,
+                    maps: env.maps(),
+                    print: env.print_sink(),
+                    cpu: setup.cpu,
+                };
                 r[0] = helper.call(&mut ctx, [r[1], r[2], r[3], r[4], r[5]]).map_err(|source| ExecError::Helper {
                     pc: at,
                     id: helper.id(),
@@ -801,18 +867,23 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool>(
                 })?;
             }
             Op::TailCall => {
-                let target = env
-                    .map_by_handle(r[2])
+                let target = maps::handle_index(r[2])
+                    .and_then(|i| env.map(i))
                     .and_then(|m| m.downcast_ref::<ProgArrayMap>())
                     .and_then(|pa| pa.get(u32::try_from(r[3]).ok()?))
-                    .and_then(|id| setup.codes.get(id as usize));
+                    .filter(|&id| (id as usize) < setup.codes.len());
                 match target {
-                    Some(code) if tail_calls < MAX_TAIL_CALLS => {
-                        // The target starts as a program does: r1 is the context argument of the
-                        // tail call, r2 the input's length.
+                    Some(id) if tail_calls < MAX_TAIL_CALLS => {
                         tail_calls += 1;
-                        slots = &code.slots[..];
+                        program = id as usize;
+                        slots = &setup.codes[program].slots[..];
+                        let ctx_arg = r[1];
+                        r[..10].fill(0);
+                        r[1] = ctx_arg;
                         r[2] = mem_len;
+                        if uses_stack {
+                            zero_frame(stack_ptr, depth);
+                        }
                         pc = 0;
                     }
                     // A failed tail call returns an error and execution goes on.
@@ -825,13 +896,15 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool>(
                 }
                 let mut saved = [0u64; 9];
                 saved.copy_from_slice(&r[1..10]);
-                frames[depth] = Frame { ret: pc, saved };
+                frames[depth] = Frame { program, ret: pc, saved };
                 // The callee starts with its arguments r1-r5; r0 and r6-r9 read as zero.
                 r[0] = 0;
                 r[6..10].fill(0);
                 depth += 1;
-                zero_frame(stack_ptr, depth);
-                mm.stack_lo -= FRAME_SIZE as u64;
+                if uses_stack {
+                    zero_frame(stack_ptr, depth);
+                    mm.stack_lo -= FRAME_SIZE as u64;
+                }
                 r[10] = stack_hi - (FRAME_SIZE * depth) as u64;
                 pc = s.target as usize;
             }
@@ -843,7 +916,11 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool>(
                 let f = frames[depth];
                 r[1..10].copy_from_slice(&f.saved);
                 r[10] = stack_hi - (FRAME_SIZE * depth) as u64;
-                mm.stack_lo += FRAME_SIZE as u64;
+                if uses_stack {
+                    mm.stack_lo += FRAME_SIZE as u64;
+                }
+                program = f.program;
+                slots = &setup.codes[program].slots[..];
                 pc = f.ret;
             }
         }
