@@ -23,6 +23,10 @@ use crate::program::{Function, Program};
 /// Hulls wider than this are not worth testing (they would rarely fit an input).
 const MAX_HULL: i128 = 4096;
 
+/// A sum of more opaque values than this is itself treated as one opaque value, so that a register
+/// added to itself over and over (`add r3, r3`) costs constant memory and time per instruction.
+const MAX_TERMS: usize = 4;
+
 /// What the check of one access does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Plan {
@@ -53,7 +57,7 @@ pub(crate) fn plan(program: &Program, f: Function, skip: &[bool]) -> (BTreeMap<u
     let len = f.end - f.start;
     let mut chain_start = vec![false; len + 1];
     chain_start[0] = true;
-    for (pc, insn) in program.iter() {
+    for (pc, insn) in program.function_iter(f) {
         if pc < f.start || pc >= f.end {
             continue;
         }
@@ -102,7 +106,7 @@ pub(crate) fn plan(program: &Program, f: Function, skip: &[bool]) -> (BTreeMap<u
         }
     };
 
-    for (pc, insn) in program.iter() {
+    for (pc, insn) in program.function_iter(f) {
         if pc < f.start || pc >= f.end || skip[pc - f.start] {
             continue;
         }
@@ -145,11 +149,15 @@ pub(crate) fn plan(program: &Program, f: Function, skip: &[bool]) -> (BTreeMap<u
                 regs[idx(dst)].constant = regs[idx(dst)].constant.wrapping_sub(v as i64);
             }
             Instruction::Alu { width: Width::W64, op: AluOp::Add, dst, src: Operand::Reg(s) } => {
-                let add = regs[idx(s)].clone();
-                let d = &mut regs[idx(dst)];
-                d.terms.extend(add.terms);
-                d.terms.sort_unstable();
-                d.constant = d.constant.wrapping_add(add.constant);
+                if regs[idx(dst)].terms.len() + regs[idx(s)].terms.len() > MAX_TERMS {
+                    regs[idx(dst)] = fresh();
+                } else {
+                    let add = regs[idx(s)].clone();
+                    let d = &mut regs[idx(dst)];
+                    d.terms.extend(add.terms);
+                    d.terms.sort_unstable();
+                    d.constant = d.constant.wrapping_add(add.constant);
+                }
             }
             Instruction::LoadImm64 { dst, value: Imm64::Const(v) } => {
                 regs[idx(dst)] = Sum { terms: Vec::new(), constant: v as i64 };
@@ -184,6 +192,18 @@ mod tests {
         );
         assert_eq!(p[&2], Plan::Leader { group: 0, from: -2, len: 12 });
         assert_eq!((p[&6], p[&7]), (Plan::Member { group: 0 }, Plan::Member { group: 0 }));
+    }
+
+    /// A register doubled forty times: its sum stays small (it was 2^40 terms).
+    #[test]
+    fn doubling_a_register_keeps_the_plan_small() {
+        let mut asm = String::from("mov %r3, %r1\n");
+        for _ in 0..40 {
+            asm.push_str("add %r3, %r3\n");
+        }
+        asm.push_str("ldxb %r0, [%r3+0]\nldxb %r0, [%r3+1]\nexit");
+        let p = plans(&asm);
+        assert_eq!(p.len(), 2, "the two loads through r3 still share a check: {p:?}");
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub(crate) fn find(program: &Program, f: Function) -> BTreeMap<usize, Diamond> {
     let len = f.end - f.start;
     let mut at: Vec<Option<Instruction>> = vec![None; len];
     let mut incoming = vec![0u32; len];
-    for (pc, insn) in program.iter() {
+    for (pc, insn) in program.function_iter(f) {
         if pc < f.start || pc >= f.end {
             continue;
         }
@@ -86,7 +86,7 @@ pub(crate) fn find(program: &Program, f: Function) -> BTreeMap<usize, Diamond> {
     };
 
     let mut out = BTreeMap::new();
-    for (pc, i) in program.iter() {
+    for (pc, i) in program.function_iter(f) {
         if pc < f.start || pc >= f.end || !matches!(i, Instruction::Jump { .. }) {
             continue;
         }

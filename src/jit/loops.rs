@@ -45,7 +45,7 @@ impl Loops {
 
         // Successors, from each block's last instruction.
         let mut last: Vec<Option<(usize, &Instruction)>> = vec![None; n];
-        for (pc, insn) in program.iter().filter(|&(pc, _)| pc >= f.start && pc < f.end) {
+        for (pc, insn) in program.function_iter(f) {
             if let Some(b) = block_of(pc) {
                 last[b] = Some((pc, insn));
             }
