@@ -3,7 +3,7 @@
 //! packet parsing, arithmetic. Also: compile time per BPF instruction, and the cost of one `execute`
 //! of a trivial program.
 //!
-//! `CC=clang-19 cargo bench --features native-baseline --bench jit` (without the feature, the native
+//! `CC=clang-19 cargo bench -p ebpf-vm-bench --features native-baseline --bench jit` (without the feature, the native
 //! baseline is left out).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};

@@ -1,7 +1,7 @@
 //! Loop-heavy programs on this crate's interpreter (checked mode) and on rbpf's interpreter, side by
 //! side in the same run. Both run the very same bytecode on the same input, and must agree on r0.
 //!
-//! `cargo bench --bench interpreter`; the ratio of the medians is the ratio per executed instruction.
+//! `cargo bench -p ebpf-vm-bench --bench interpreter`; the ratio of the medians is the ratio per executed instruction.
 //! rbpf's `EbpfVmRaw` does not pass the buffer's length in r2, so the programs use fixed sizes.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
