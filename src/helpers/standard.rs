@@ -151,15 +151,7 @@ pub fn all() -> Vec<Helper> {
             RINGBUF_OUTPUT,
             "ringbuf_output",
             sig(&[A::MapPtr, A::ReadMem, A::MemSize, A::Scalar], RetKind::Scalar),
-            |ctx, a| {
-                let rb = ringbuf(ctx, a[0])?;
-                if a[2] > rb.query(1) {
-                    return Ok(-7i64 as u64); // E2BIG: larger than the whole buffer
-                }
-                let len = a[2] as usize;
-                let data = ctx.read_vec(a[1], len)?;
-                Ok(if rb.output(&data) { 0 } else { EAGAIN })
-            }
+            ringbuf_output
         ),
         Helper::new(
             RINGBUF_RESERVE,
@@ -200,6 +192,36 @@ fn writable_map<'a>(ctx: &CallContext<'a>, handle: u64) -> Result<&'a Arc<dyn Ma
         return Err(invalid(1, "the map is read-only for programs"));
     }
     Ok(map)
+}
+
+/// `bpf_ringbuf_output` flags that only concern wake-ups (there is nothing to wake here).
+const BPF_RB_NO_WAKEUP: u64 = 1;
+/// See [`BPF_RB_NO_WAKEUP`].
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+
+/// `bpf_ringbuf_output(map, data, size, flags)`: copies `size` bytes of program memory into a new
+/// record, through a small buffer (nothing is allocated, whatever the size).
+fn ringbuf_output(ctx: &mut CallContext<'_>, a: [u64; 5]) -> Result<u64, HelperError> {
+    let rb = ringbuf(ctx, a[0])?;
+    if a[3] & !(BPF_RB_NO_WAKEUP | BPF_RB_FORCE_WAKEUP) != 0 {
+        return Ok(EINVAL);
+    }
+    ctx.check(a[1], a[2], false)?;
+    let Some(record) = rb.reserve(a[2]) else { return Ok(EAGAIN) };
+    let mut chunk = [0u8; 256];
+    let mut done = 0u64;
+    while done < a[2] {
+        let n = (a[2] - done).min(chunk.len() as u64) as usize;
+        let copied = ctx.read(a[1].wrapping_add(done), &mut chunk[..n]).map(|()| rb.fill(record, done, &chunk[..n]));
+        if copied != Ok(true) {
+            rb.commit(record, true);
+            copied?;
+            return Err(invalid(2, "the record cannot hold the data"));
+        }
+        done += n as u64;
+    }
+    rb.commit(record, false);
+    Ok(0)
 }
 
 /// `bpf_ringbuf_reserve(map, size, flags)`: a record of `size` bytes, which only this execution may

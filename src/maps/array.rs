@@ -86,7 +86,7 @@ unsafe impl Map for ArrayMap {
     }
 
     fn delete(&self, _key: &[u8]) -> Result<(), MapError> {
-        Err(MapError::Unsupported)
+        Err(MapError::CannotDelete)
     }
 
     fn next_key(&self, key: Option<&[u8]>, out: &mut [u8]) -> Result<(), MapError> {
@@ -94,7 +94,10 @@ unsafe impl Map for ArrayMap {
             None | Some(Err(_)) => 0,
             Some(Ok(i)) => i + 1,
         };
-        if next >= self.def.max_entries || out.len() != 4 {
+        if out.len() != 4 {
+            return Err(MapError::KeySize { got: out.len(), want: 4 });
+        }
+        if next >= self.def.max_entries {
             return Err(MapError::NotFound);
         }
         out.copy_from_slice(&next.to_ne_bytes());

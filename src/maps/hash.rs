@@ -193,6 +193,15 @@ unsafe impl Map for HashMap {
         Some(self.ptr(slot, cpu))
     }
 
+    fn peek(&self, key: &[u8], cpu: usize) -> Option<*mut u8> {
+        let cpu = self.cpu_slot(cpu)?;
+        if key.len() != self.def.key_size as usize {
+            return None;
+        }
+        let slot = *self.index.lock().slot_of.get(key)?;
+        Some(self.ptr(slot, cpu))
+    }
+
     fn update(&self, key: &[u8], value: &[u8], flags: u64, cpu: usize) -> Result<(), MapError> {
         check_flags(flags)?;
         check_key(&self.def, key)?;

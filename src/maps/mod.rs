@@ -149,9 +149,12 @@ pub enum MapError {
     /// The map is full.
     #[error("the map is full")]
     Full,
-    /// An index past the end of an array.
+    /// An index past the end of an array (or a CPU slot past the last one).
     #[error("index {0} is out of range")]
     OutOfRange(u32),
+    /// Entries of this kind always exist and cannot be deleted (arrays).
+    #[error("entries of this map kind cannot be deleted")]
+    CannotDelete,
     /// Unknown update flags.
     #[error("invalid flags {0:#x}")]
     InvalidFlags(u64),
@@ -180,7 +183,7 @@ impl MapError {
         match self {
             MapError::NotFound => -2,                                   // ENOENT
             MapError::Exists => -17,                                    // EEXIST
-            MapError::Full => -7,                                       // E2BIG
+            MapError::Full | MapError::OutOfRange(_) => -7,             // E2BIG
             MapError::NoMemory(_) | MapError::OverBudget { .. } => -12, // ENOMEM
             MapError::Unsupported => -95,                               // EOPNOTSUPP
             _ => -22,                                                   // EINVAL
@@ -194,7 +197,7 @@ impl MapError {
 /// The engines and helpers trust what a map reports, without checking it:
 /// - [`def`](Map::def) returns the same definition for the whole life of the map, with a key size of at
 ///   most [`MAX_KEY_SIZE`].
-/// - [`lookup`](Map::lookup) returns `None` or the address of `def().value_size` bytes of storage the map
+/// - [`lookup`](Map::lookup) and [`peek`](Map::peek) return `None` or the address of `def().value_size` bytes of storage the map
 ///   owns, valid for reads and writes for as long as the map lives: value storage never moves or
 ///   shrinks, not even when its key is deleted. The map's own code accesses that storage only through
 ///   [`memory::access`](crate::memory::access) with [`Access::Shared`](crate::memory::Access), because
@@ -203,6 +206,42 @@ impl MapError {
 ///   (memory the map owns for its whole life), and every range `lookup` returns lies inside one of
 ///   them; a region is writable only if programs may store into it.
 /// - [`as_any`](Map::as_any) returns `self`.
+///
+/// A host kind promises this with `unsafe impl`:
+///
+/// ```
+/// use ebpf_vm::maps::{Map, MapDef, MapError, MapType};
+///
+/// /// A map that holds nothing.
+/// struct Empty(MapDef);
+///
+/// // SAFETY: `lookup` never returns an address, and `regions` (the default) is empty.
+/// unsafe impl Map for Empty {
+///     fn def(&self) -> MapDef { self.0 }
+///     fn lookup(&self, _: &[u8], _: usize) -> Option<*mut u8> { None }
+///     fn update(&self, _: &[u8], _: &[u8], _: u64, _: usize) -> Result<(), MapError> { Err(MapError::Full) }
+///     fn delete(&self, _: &[u8]) -> Result<(), MapError> { Err(MapError::NotFound) }
+///     fn next_key(&self, _: Option<&[u8]>, _: &mut [u8]) -> Result<(), MapError> { Err(MapError::NotFound) }
+///     fn as_any(&self) -> &dyn core::any::Any { self }
+/// }
+/// ```
+///
+/// Safe code cannot make that promise, so it cannot hand programs memory it does not own:
+///
+/// ```compile_fail,E0200
+/// use ebpf_vm::maps::{Map, MapDef, MapError, MapType};
+///
+/// struct Empty(MapDef);
+///
+/// impl Map for Empty {
+///     fn def(&self) -> MapDef { self.0 }
+///     fn lookup(&self, _: &[u8], _: usize) -> Option<*mut u8> { None }
+///     fn update(&self, _: &[u8], _: &[u8], _: u64, _: usize) -> Result<(), MapError> { Err(MapError::Full) }
+///     fn delete(&self, _: &[u8]) -> Result<(), MapError> { Err(MapError::NotFound) }
+///     fn next_key(&self, _: Option<&[u8]>, _: &mut [u8]) -> Result<(), MapError> { Err(MapError::NotFound) }
+///     fn as_any(&self) -> &dyn core::any::Any { self }
+/// }
+/// ```
 pub unsafe trait Map: Send + Sync + Any {
     /// The definition.
     fn def(&self) -> MapDef;
@@ -213,8 +252,14 @@ pub unsafe trait Map: Send + Sync + Any {
     }
 
     /// Address of the value for `key` in slot `cpu` (ignored by shared kinds), stable while the map
-    /// lives; `None` if absent.
+    /// lives; `None` if absent. For kinds that track use (LRU), this counts as a use.
     fn lookup(&self, key: &[u8], cpu: usize) -> Option<*mut u8>;
+
+    /// As [`lookup`](Map::lookup), for the host: not counted as a use (as the kernel's lookups from user
+    /// space). The same contract holds for the address.
+    fn peek(&self, key: &[u8], cpu: usize) -> Option<*mut u8> {
+        self.lookup(key, cpu)
+    }
 
     /// Creates or replaces the value for `key` (in slot `cpu`; for per-CPU kinds a new key starts
     /// zeroed in the other slots). `flags` is `BPF_ANY`, `BPF_NOEXIST` or `BPF_EXIST`.
@@ -238,7 +283,7 @@ pub unsafe trait Map: Send + Sync + Any {
 impl dyn Map {
     /// A copy of the value for `key` in slot `cpu`.
     pub fn get(&self, key: &[u8], cpu: usize) -> Option<Vec<u8>> {
-        let p = self.lookup(key, cpu)?;
+        let p = self.peek(key, cpu)?;
         let mut out = alloc::vec![0u8; self.def().value_size as usize];
         // SAFETY: `Map`'s contract: `p` addresses `value_size` bytes of live value storage, which everything
         // else accesses atomically.

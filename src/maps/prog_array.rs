@@ -5,7 +5,7 @@ use core::any::Any;
 
 use spin::RwLock;
 
-use super::{check_flags, check_key, Map, MapDef, MapError, BPF_EXIST, BPF_NOEXIST};
+use super::{check_key, Map, MapDef, MapError, BPF_ANY};
 
 /// `BPF_MAP_TYPE_PROG_ARRAY`: 4-byte keys, 4-byte values naming programs of the same object (their
 /// position in the program set the `Vm` was built with). Programs cannot read or change it, only
@@ -65,22 +65,14 @@ unsafe impl Map for ProgArrayMap {
         None
     }
 
+    /// Only `BPF_ANY` is accepted, as in the kernel.
     fn update(&self, key: &[u8], value: &[u8], flags: u64, _cpu: usize) -> Result<(), MapError> {
-        check_flags(flags)?;
+        if flags != BPF_ANY {
+            return Err(MapError::InvalidFlags(flags));
+        }
         let index = self.key(key)?;
         let id = self.key(value).map_err(|_| MapError::ValueSize { got: value.len(), want: 4 })?;
-        if index >= self.def.max_entries {
-            return Err(MapError::OutOfRange(index));
-        }
-        let mut entries = self.entries.write();
-        match (entries.contains_key(&index), flags) {
-            (true, BPF_NOEXIST) => Err(MapError::Exists),
-            (false, BPF_EXIST) => Err(MapError::NotFound),
-            _ => {
-                entries.insert(index, id);
-                Ok(())
-            }
-        }
+        self.set(index, id)
     }
 
     fn delete(&self, key: &[u8]) -> Result<(), MapError> {

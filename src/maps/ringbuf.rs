@@ -77,10 +77,12 @@ impl RingBufMap {
         unsafe { AtomicU32::from_ptr(p.cast::<u32>()) }
     }
 
-    /// Reserves a record of `len` bytes and returns the address of its data, or `None` if the buffer
-    /// has no room. The record must be passed to [`commit`](RingBufMap::commit) once.
+    /// Reserves a record of `len` bytes (possibly 0) and returns the address of its data, or `None` if
+    /// the buffer has no room (records take at most half the buffer, their header included, so that
+    /// the padding that keeps them contiguous always fits). The record must be passed to
+    /// [`commit`](RingBufMap::commit) once.
     pub(crate) fn reserve(&self, len: u64) -> Option<u64> {
-        if len == 0 || len > (LEN_MASK as u64) || round8(len) + HEADER > self.size / 2 {
+        if len > (LEN_MASK as u64) || round8(len) + HEADER > self.size / 2 {
             return None;
         }
         if self.corrupted.load(Ordering::Acquire) {
@@ -126,13 +128,28 @@ impl RingBufMap {
         true
     }
 
+    /// Copies `data` to `offset` bytes into the record at `record`, which the caller reserved with at
+    /// least `offset + data.len()` bytes and has not committed. Returns `false` (copying nothing) if
+    /// the range does not lie inside this buffer's data.
+    pub(crate) fn fill(&self, record: u64, offset: u64, data: &[u8]) -> bool {
+        let base = self.data.ptr(0).expose_provenance() as u64;
+        let start = record.checked_sub(base).and_then(|o| o.checked_add(offset));
+        let end = start.and_then(|s| s.checked_add(data.len() as u64));
+        let (Some(start), Some(end)) = (start, end) else { return false };
+        if end > self.size {
+            return false;
+        }
+        // SAFETY: `start..end` lies inside the buffer's storage (checked above), which lives as long as
+        // `self`; the caller holds the record, so no other producer writes there.
+        unsafe { copy_in(self.data.ptr(0).wrapping_add(start as usize), data) };
+        true
+    }
+
     /// Copies `data` into a new record and submits it. Returns `false` if there is no room.
     pub fn output(&self, data: &[u8]) -> bool {
         let Some(at) = self.reserve(data.len() as u64) else { return false };
-        // SAFETY: `at` is the data of a record of `data.len()` bytes just reserved in this buffer's
-        // storage; nothing else writes it until it is committed.
-        unsafe { copy_in(core::ptr::with_exposed_provenance_mut(at as usize), data) };
-        self.commit(at, false)
+        let filled = self.fill(at, 0, data);
+        self.commit(at, !filled) && filled
     }
 
     /// `bpf_ringbuf_query`: 0 = bytes not yet consumed, 1 = size, 2 = consumer position, 3 = producer
@@ -274,5 +291,171 @@ mod tests {
         assert_eq!(n, 50);
         assert_eq!(rb.query(0), 0);
         assert!(!rb.is_corrupted());
+    }
+
+    /// Bytes of record number `n` with `len` bytes, distinct from its neighbours'.
+    fn pattern(n: u64, len: usize) -> Vec<u8> {
+        (0..len).map(|i| (n as u8).wrapping_mul(31).wrapping_add(i as u8)).collect()
+    }
+
+    #[test]
+    fn ringbuf_reserve_commit_and_discard() {
+        let r = &ring(1024);
+        let region = r.data.region(true);
+        let a = r.reserve(5).unwrap();
+        let b = r.reserve(16).unwrap();
+        let c = r.reserve(3).unwrap();
+        for (addr, len) in [(a, 5), (b, 16), (c, 3)] {
+            assert_eq!(addr % 8, 0, "record data is 8-byte aligned");
+            assert!(addr >= region.start + 8 && addr + len <= region.start + region.len);
+            assert!(r.header_of(addr).is_some());
+        }
+        assert!(a < b && b < c, "records are laid out in order");
+        assert!(r.fill(a, 0, b"hello"));
+        assert!(r.fill(b, 0, &[0xbb; 16]));
+        assert!(r.fill(c, 0, b"xyz"));
+        assert!(r.commit(c, false));
+        assert!(r.commit(b, true));
+        assert!(r.commit(a, false));
+        assert_eq!(r.drain(), vec![b"hello".to_vec(), b"xyz".to_vec()], "the discarded record is skipped");
+        // A committed record cannot be committed again.
+        assert!(!r.commit(a, false));
+        assert!(!r.commit(b, true));
+    }
+
+    #[test]
+    fn ringbuf_consumer_stops_at_a_reserved_record() {
+        let r = &ring(1024);
+        let a = r.reserve(8).unwrap();
+        assert!(r.output(b"second"));
+        assert!(r.drain().is_empty(), "the first record is still being written");
+        assert_eq!(r.query(2), 0, "nothing consumed");
+        assert!(r.fill(a, 0, b"first!!!"));
+        assert!(r.commit(a, false));
+        assert_eq!(r.drain(), vec![b"first!!!".to_vec(), b"second".to_vec()]);
+        // A discarded head record lets the consumer through as well.
+        let d = r.reserve(4).unwrap();
+        assert!(r.output(b"third"));
+        assert!(r.drain().is_empty());
+        assert!(r.commit(d, true));
+        assert_eq!(r.drain(), vec![b"third".to_vec()]);
+    }
+
+    #[test]
+    fn ringbuf_commit_rejects_foreign_addresses() {
+        let r = &ring(256);
+        let start = r.data.region(true).start;
+        let a = r.reserve(8).unwrap();
+        for bad in [0, 1, start, start + 4, a + 3, a + 8, start + 256 + 8, u64::MAX] {
+            assert!(!r.commit(bad, false), "{bad:#x}");
+        }
+        assert!(r.header_of(0).is_none());
+        assert!(r.header_of(start + 256 + 8).is_none());
+        assert!(r.drain().is_empty(), "the real record is still reserved");
+        assert!(r.commit(a, false));
+        assert_eq!(r.drain().len(), 1);
+    }
+
+    #[test]
+    fn ringbuf_query() {
+        let r = &ring(512);
+        // BPF_RB_AVAIL_DATA, BPF_RB_RING_SIZE, BPF_RB_CONS_POS, BPF_RB_PROD_POS.
+        assert_eq!([r.query(0), r.query(1), r.query(2), r.query(3)], [0, 512, 0, 0]);
+        assert_eq!(r.query(4), 0, "unknown flags give 0");
+        assert_eq!(r.query(u64::MAX), 0);
+        assert!(r.output(&[1; 10])); // 8-byte header + 10 bytes rounded to 16
+        assert_eq!([r.query(0), r.query(2), r.query(3)], [24, 0, 24]);
+        let a = r.reserve(1).unwrap(); // reserved records count as produced
+        assert_eq!([r.query(0), r.query(2), r.query(3)], [40, 0, 40]);
+        assert_eq!(r.drain().len(), 1);
+        assert_eq!([r.query(0), r.query(2), r.query(3)], [16, 24, 40]);
+        assert!(r.commit(a, true));
+        assert!(r.drain().is_empty());
+        assert_eq!([r.query(0), r.query(2), r.query(3)], [0, 40, 40]);
+        assert_eq!(r.query(1), 512);
+    }
+
+    #[test]
+    fn ringbuf_full_refuses_until_drained() {
+        let r = &ring(64);
+        let mut accepted = 0;
+        while r.output(&[accepted as u8; 8]) {
+            accepted += 1;
+            assert!(accepted <= 4, "64 bytes hold at most four 16-byte records");
+        }
+        assert!(accepted >= 3, "refused with {} bytes in use", r.query(0));
+        assert!(r.query(0) + 16 > 64, "refused although there was room");
+        assert!(r.reserve(1).is_none());
+        // Records larger than the buffer are refused outright.
+        assert!(!r.output(&[0; 64]));
+        assert!(r.reserve(1 << 40).is_none());
+        assert!(r.reserve(u64::MAX).is_none());
+        let got = r.drain();
+        assert_eq!(got.len(), accepted);
+        for (i, rec) in got.iter().enumerate() {
+            assert_eq!(rec, &vec![i as u8; 8]);
+        }
+        assert!(r.output(&[9; 8]), "room again after draining");
+    }
+
+    #[test]
+    fn ringbuf_wraps_around_keeping_records_contiguous_and_in_order() {
+        const SIZE: u64 = 256;
+        let r = &ring(SIZE as u32);
+        let region = r.data.region(true);
+        assert_eq!(region.len, SIZE);
+        // Lengths that do not divide the buffer, up to the largest record (half the buffer with header).
+        let lens = [1u64, 13, 29, 40, 7, 55, 100, 3, 64, 17, 120, 9, 33];
+        let mut expected: Vec<Vec<u8>> = Vec::new();
+        let mut n = 0u64;
+        let mut seed = 7u64;
+        let mut refusals = 0;
+        for _ in 0..5000 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            if (seed >> 61) == 0 {
+                // Drain from time to time, also when there would be room for more.
+                let got = r.drain();
+                assert_eq!(got, expected);
+                expected.clear();
+                assert_eq!(r.query(0), 0);
+                assert_eq!(r.query(2), r.query(3));
+                continue;
+            }
+            let len = lens[(n % lens.len() as u64) as usize];
+            let (prod, avail) = (r.query(3), r.query(0));
+            match r.reserve(len) {
+                Some(addr) => {
+                    assert_eq!(addr % 8, 0);
+                    assert!(
+                        addr >= region.start + 8 && addr + len <= region.start + SIZE,
+                        "record of {len} bytes at offset {} crosses the end of the buffer",
+                        addr - region.start
+                    );
+                    let data = pattern(n, len as usize);
+                    assert!(r.fill(addr, 0, &data));
+                    let discard = n % 7 == 3;
+                    assert!(r.commit(addr, discard));
+                    if !discard {
+                        expected.push(data);
+                    }
+                    n += 1;
+                }
+                None => {
+                    // Only refused when the record (with the padding to the end of the buffer it would
+                    // need) really does not fit.
+                    let off = prod % SIZE;
+                    let total = round8(len) + 8;
+                    let pad = if off + total > SIZE { SIZE - off } else { 0 };
+                    assert!(avail + pad + total > SIZE, "refused {len} bytes with {avail} in use at offset {off}");
+                    refusals += 1;
+                    let got = r.drain();
+                    assert_eq!(got, expected);
+                    expected.clear();
+                }
+            }
+        }
+        assert_eq!(r.drain(), expected);
+        assert!(r.query(3) > 20 * SIZE, "the producer went round the buffer many times");
+        assert!(refusals > 10, "the buffer filled up many times");
     }
 }

@@ -94,7 +94,7 @@ impl<K: Pod, V: Pod> TypedHashMap<K, V> {
             .keys()
             .into_iter()
             .filter_map(|k| {
-                let p = self.map.lookup(&k, 0)?;
+                let p = self.map.peek(&k, 0)?;
                 let mut v = alloc::vec![0u8; core::mem::size_of::<V>()];
                 // SAFETY: `Map`'s contract: `p` addresses `value_size` (= `size_of::<V>()`, checked in
                 // `new`) bytes of live value storage.

@@ -106,3 +106,4 @@ pub fn instruction() -> impl Strategy<Value = Instruction> {
         1 => Just(Instruction::Exit),
     ]
 }
+pub mod objects;

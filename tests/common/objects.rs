@@ -3,7 +3,9 @@
 
 use ebpf_vm::isa::{self, Instruction};
 use object::write::{Object, Relocation, SectionId, Symbol, SymbolId, SymbolSection};
-use object::{Architecture, BinaryFormat, Endianness, RelocationFlags, SectionKind, SymbolFlags, SymbolKind, SymbolScope};
+use object::{
+    Architecture, BinaryFormat, Endianness, RelocationFlags, SectionKind, SymbolFlags, SymbolKind, SymbolScope,
+};
 
 /// `R_BPF_64_64`: an `lddw` of a map or global variable.
 const R_BPF_64_64: u32 = 1;
