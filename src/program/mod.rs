@@ -5,6 +5,10 @@ use alloc::vec::Vec;
 
 use crate::isa::{self, AsmError, DecodeError, Imm64, Instruction, Reg};
 
+pub mod cfg;
+
+pub use cfg::Cfg;
+
 /// Most slots a program may have (the kernel's limit for privileged programs).
 pub const MAX_SLOTS: usize = 1 << 20;
 
