@@ -244,3 +244,27 @@ proptest! {
         }
     }
 }
+
+/// `reads` names the registers an instruction reads: operands, bases and values, call arguments, and r0
+/// at `exit`; a move does not read its destination.
+#[test]
+fn registers_read() {
+    use ebpf_vm::isa::assemble;
+    let reads = |text: &str| -> Vec<u8> {
+        let insn = assemble(text).expect("assembles")[0];
+        insn.reads().iter().map(|r| r.index()).collect()
+    };
+    assert_eq!(reads("mov %r1, %r2"), [2]);
+    assert_eq!(reads("mov %r1, 5"), [] as [u8; 0]);
+    assert_eq!(reads("add %r1, %r2"), [1, 2]);
+    assert_eq!(reads("neg %r4"), [4]);
+    assert_eq!(reads("ldxdw %r0, [%r10-8]"), [10]);
+    assert_eq!(reads("stxdw [%r10-8], %r3"), [3, 10]);
+    assert_eq!(reads("stw [%r2+0], 1"), [2]);
+    assert_eq!(reads("lock cmpxchg [%r1+0], %r2"), [0, 1, 2]);
+    assert_eq!(reads("jgt %r3, %r7, +1"), [3, 7]);
+    assert_eq!(reads("call 1"), [1, 2, 3, 4, 5]);
+    assert_eq!(reads("call %r8"), [1, 2, 3, 4, 5, 8]);
+    assert_eq!(reads("exit"), [0]);
+    assert_eq!(reads("lddw %r1, 0x1234"), [] as [u8; 0]);
+}

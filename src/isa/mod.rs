@@ -92,6 +92,35 @@ impl fmt::Display for Reg {
     }
 }
 
+/// A set of registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub struct RegSet(u16);
+
+impl RegSet {
+    /// No register.
+    pub const EMPTY: RegSet = RegSet(0);
+
+    /// The set with `r` added.
+    pub const fn with(self, r: Reg) -> RegSet {
+        RegSet(self.0 | 1 << r.0)
+    }
+
+    /// Whether `r` is in the set.
+    pub const fn contains(self, r: Reg) -> bool {
+        self.0 & (1 << r.0) != 0
+    }
+
+    /// Whether the set is empty.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The registers, lowest first.
+    pub fn iter(self) -> impl Iterator<Item = Reg> {
+        (0..Reg::COUNT as u8).filter(move |&n| self.0 & (1 << n) != 0).map(Reg)
+    }
+}
+
 /// Operand width of an ALU or jump instruction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Width {
@@ -507,6 +536,35 @@ impl Instruction {
             | Instruction::Ja32 { .. }
             | Instruction::Jump { .. }
             | Instruction::Exit => None,
+        }
+    }
+
+    /// The registers this instruction reads, as values or as addresses: the operands of ALU operations
+    /// (not the destination of a move), the base and value of loads, stores and atomics (and r0 for
+    /// compare-and-exchange), the operands of conditional jumps, the register of `callx` and of indirect
+    /// packet loads, r1 to r5 for calls (their arguments), and r0 for `exit`.
+    pub const fn reads(&self) -> RegSet {
+        let none = RegSet::EMPTY;
+        match *self {
+            Instruction::Alu { op: AluOp::Mov, src: Operand::Reg(s), .. } => none.with(s),
+            Instruction::Alu { op: AluOp::Mov, src: Operand::Imm(_), .. } => none,
+            Instruction::Alu { dst, src: Operand::Reg(s), .. } => none.with(dst).with(s),
+            Instruction::Alu { dst, src: Operand::Imm(_), .. } => none.with(dst),
+            Instruction::Neg { dst, .. } | Instruction::End { dst, .. } => none.with(dst),
+            Instruction::MovSx { src, .. } => none.with(src),
+            Instruction::LoadImm64 { .. } | Instruction::Ja { .. } | Instruction::Ja32 { .. } => none,
+            Instruction::LoadPacket { mode: PacketMode::Ind(r), .. } => none.with(r),
+            Instruction::LoadPacket { mode: PacketMode::Abs, .. } => none,
+            Instruction::Load { src, .. } | Instruction::LoadSx { src, .. } => none.with(src),
+            Instruction::Store { dst, .. } => none.with(dst),
+            Instruction::StoreReg { dst, src, .. } => none.with(dst).with(src),
+            Instruction::Atomic { op: AtomicOp::CmpXchg, dst, src, .. } => none.with(dst).with(src).with(Reg::R0),
+            Instruction::Atomic { dst, src, .. } => none.with(dst).with(src),
+            Instruction::Jump { dst, src: Operand::Reg(s), .. } => none.with(dst).with(s),
+            Instruction::Jump { dst, src: Operand::Imm(_), .. } => none.with(dst),
+            Instruction::CallReg { reg } => RegSet(0b11_1110).with(reg),
+            Instruction::Call { .. } | Instruction::CallLocal { .. } | Instruction::CallBtf { .. } => RegSet(0b11_1110),
+            Instruction::Exit => none.with(Reg::R0),
         }
     }
 

@@ -18,7 +18,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::isa::{AluOp, Imm64, Instruction, Operand, Reg, Width};
-use crate::program::{Function, Program};
+use crate::program::{Cfg, Program};
 
 /// Hulls wider than this are not worth testing (they would rarely fit an input).
 const MAX_HULL: i128 = 4096;
@@ -53,25 +53,21 @@ struct Access {
 
 /// The plans of the accesses of `f` that are grouped (at least two accesses per group), and the number
 /// of groups. Slots in `skip` (if-converted code, all pure) are not looked at.
-pub(crate) fn plan(program: &Program, f: Function, skip: &[bool]) -> (BTreeMap<usize, Plan>, usize) {
+pub(crate) fn plan(program: &Program, cfg: &Cfg, fi: usize, skip: &[bool]) -> (BTreeMap<usize, Plan>, usize) {
+    let f = program.functions()[fi];
     let len = f.end - f.start;
+    // A chain starts with each basic block that is entered other than by falling through from the block
+    // before it (a conditional jump's fall-through continues the chain), and after each call: helpers
+    // and callees may change what registers hold.
     let mut chain_start = vec![false; len + 1];
-    chain_start[0] = true;
+    for b in cfg.function_blocks(fi) {
+        let only_falls_in = b > cfg.entry(fi)
+            && cfg.predecessors(b).len() == 1
+            && cfg.predecessors(b).all(|p| p + 1 == b && cfg.fall_through(p) == Some(b) && cfg.taken(p) != Some(b));
+        chain_start[cfg.block(b).start() - f.start] = !only_falls_in;
+    }
     for (pc, insn) in program.function_iter(f) {
-        if pc < f.start || pc >= f.end {
-            continue;
-        }
-        if matches!(insn, Instruction::Ja { .. } | Instruction::Ja32 { .. } | Instruction::Jump { .. }) {
-            if let Some(t) = insn.branch_target(pc).and_then(|t| usize::try_from(t).ok()) {
-                if (f.start..f.end).contains(&t) {
-                    chain_start[t - f.start] = true;
-                }
-            }
-        }
-        // Calls end a chain: helpers and callees may change what registers hold.
-        let ends = !insn.falls_through()
-            || matches!(insn, Instruction::Call { .. } | Instruction::CallReg { .. } | Instruction::CallLocal { .. });
-        if ends {
+        if matches!(insn, Instruction::Call { .. } | Instruction::CallReg { .. } | Instruction::CallLocal { .. }) {
             chain_start[pc + insn.slots() - f.start] = true;
         }
     }
@@ -181,7 +177,7 @@ mod tests {
     fn plans(asm: &str) -> BTreeMap<usize, Plan> {
         let p = Program::from_asm(asm).expect("assembles");
         let f = p.functions()[0];
-        plan(&p, f, &vec![false; f.end - f.start]).0
+        plan(&p, &Cfg::new(&p), 0, &vec![false; f.end - f.start]).0
     }
 
     #[test]

@@ -15,7 +15,7 @@ use alloc::vec::Vec;
 use core::ops::Range;
 
 use crate::isa::{AluOp, Instruction};
-use crate::program::{Function, Program};
+use crate::program::{Cfg, Program};
 
 /// At most this many instructions on each side.
 const MAX_SIDE: usize = 4;
@@ -47,22 +47,21 @@ fn is_pure(insn: &Instruction) -> bool {
 }
 
 /// The diamonds of function `f`, by the slot of their conditional jump.
-pub(crate) fn find(program: &Program, f: Function) -> BTreeMap<usize, Diamond> {
+pub(crate) fn find(program: &Program, cfg: &Cfg, fi: usize) -> BTreeMap<usize, Diamond> {
+    let f = program.functions()[fi];
     let len = f.end - f.start;
     let mut at: Vec<Option<Instruction>> = vec![None; len];
-    let mut incoming = vec![0u32; len];
     for (pc, insn) in program.function_iter(f) {
-        if pc < f.start || pc >= f.end {
-            continue;
-        }
         at[pc - f.start] = Some(*insn);
-        if matches!(insn, Instruction::Ja { .. } | Instruction::Ja32 { .. } | Instruction::Jump { .. }) {
-            if let Some(t) = insn.branch_target(pc).and_then(|t| usize::try_from(t).ok()) {
-                if (f.start..f.end).contains(&t) {
-                    incoming[t - f.start] += 1;
-                }
-            }
-        }
+    }
+    // How many jumps (not fall-throughs) enter each block.
+    let mut incoming = vec![0u32; len];
+    for b in cfg.function_blocks(fi) {
+        // One edge per jump: a jump to the next instruction is also its fall-through edge (listed
+        // twice, next to each other).
+        let mut last = None;
+        let jumps_in = cfg.predecessors(b).filter(|&p| cfg.taken(p) == Some(b) && last.replace(p) != Some(p)).count();
+        incoming[cfg.block(b).start() - f.start] = jumps_in as u32;
     }
     let insn = |pc: usize| at.get(pc.wrapping_sub(f.start)).copied().flatten();
     let targeted = |pc: usize| incoming.get(pc.wrapping_sub(f.start)).copied().unwrap_or(0);
@@ -131,7 +130,7 @@ mod tests {
 
     fn diamonds(asm: &str) -> BTreeMap<usize, Diamond> {
         let p = Program::from_asm(asm).expect("assembles");
-        find(&p, p.functions()[0])
+        find(&p, &Cfg::new(&p), 0)
     }
 
     #[test]

@@ -10,7 +10,6 @@
 pub mod aot;
 mod groups;
 mod ifconv;
-mod loops;
 mod placement;
 pub(crate) mod runtime;
 mod translate;

@@ -25,14 +25,13 @@ use cranelift_module::{FuncId, Linkage, Module, ModuleReloc, ModuleRelocTarget};
 
 use super::groups::{self, Plan};
 use super::ifconv::{self, Diamond};
-use super::loops::Loops;
 use super::placement;
 use super::runtime::{names, offset, status};
 use super::JitError;
 use crate::isa::{AluOp, AtomicOp, ByteOrder, Cond, Instruction, Operand, PacketMode, Reg, Size, SxWidth, Width};
 use crate::link::{LinkedProgram, Resolved};
 use crate::memory::{Region, FRAME_SIZE};
-use crate::program::{Function, Program};
+use crate::program::{Cfg, Function};
 
 const I64: Type = types::I64;
 const I32: Type = types::I32;
@@ -116,13 +115,15 @@ pub(crate) fn compile_program<M: Module>(
         let id = module.declare_function(&name, linkage, &signature).map_err(|e| JitError::Codegen(format!("{e}")))?;
         ids.insert(f.start, id);
     }
+    let cfg = Cfg::new(program);
     let mut ctx = module.make_context();
     let mut fctx = FunctionBuilderContext::new();
-    for f in program.functions() {
+    for (fi, f) in program.functions().iter().enumerate() {
         let id = ids[&f.start];
         ctx.func.signature = signature.clone();
         ctx.func.name = UserFuncName::user(0, id.as_u32());
-        translate_function(module, &mut ctx.func, &mut fctx, linked, *f, regions, rt, &ids, opts)?;
+        let unit = Unit { linked, cfg: &cfg, index: fi, f: *f };
+        translate_function(module, &mut ctx.func, &mut fctx, unit, regions, rt, &ids, opts)?;
         // EBPF_VM_JIT_DISASM=1 prints the machine code of every compiled function, `ir` its Cranelift
         // IR before optimisation (for debugging).
         let knob = std::env::var_os("EBPF_VM_JIT_DISASM");
@@ -175,25 +176,14 @@ fn define_placed<M: Module>(module: &mut M, id: FuncId, ctx: &mut Context) -> Re
     module.define_function_bytes(id, align, &out, &relocs).map_err(|e| JitError::Codegen(format!("{e:?}")))
 }
 
-/// Where each instruction's block starts: the function's start, every jump target, and every
-/// instruction after a jump or exit.
-pub(crate) fn leaders(program: &Program, f: Function) -> Vec<usize> {
-    let mut out = alloc::vec![f.start];
-    for (pc, insn) in program.function_iter(f) {
-        let jumps = matches!(insn, Instruction::Ja { .. } | Instruction::Ja32 { .. } | Instruction::Jump { .. });
-        if jumps {
-            if let Some(t) = insn.branch_target(pc) {
-                out.push(t as usize);
-            }
-        }
-        if jumps || matches!(insn, Instruction::Exit) {
-            out.push(pc + insn.slots());
-        }
-    }
-    out.retain(|&pc| pc < f.end);
-    out.sort_unstable();
-    out.dedup();
-    out
+/// One BPF function to translate, with the program it belongs to and the program's control-flow graph.
+#[derive(Clone, Copy)]
+pub(crate) struct Unit<'a> {
+    pub(crate) linked: &'a LinkedProgram,
+    pub(crate) cfg: &'a Cfg,
+    /// The function's index in `Program::functions`.
+    pub(crate) index: usize,
+    pub(crate) f: Function,
 }
 
 /// The input's and the live frames' bounds, computed once per function for checked mode.
@@ -210,7 +200,7 @@ struct Bounds {
 
 struct Fx<'a, 'b> {
     b: FunctionBuilder<'b>,
-    loops: Loops,
+    cfg: &'a Cfg,
     /// The loop to place (header, last backward jump), if any.
     hot_loop: Option<(usize, Option<usize>)>,
     opts: Options,
@@ -250,17 +240,20 @@ fn translate_function<M: Module>(
     module: &mut M,
     func: &mut cranelift_codegen::ir::Function,
     fctx: &mut FunctionBuilderContext,
-    linked: &LinkedProgram,
-    f: Function,
+    unit: Unit<'_>,
     regions: Option<&[Region]>,
     rt: &Runtime,
     ids: &BTreeMap<usize, FuncId>,
     opts: Options,
 ) -> Result<(), JitError> {
+    let Unit { linked, cfg, index: fi, f } = unit;
     let program = linked.program();
+    // Only the functions this one calls are declared in it (declaring all of them in each would take time
+    // quadratic in the number of functions).
     let mut funcs = BTreeMap::new();
-    for (&start, &id) in ids {
-        funcs.insert(start, module.declare_func_in_func(id, func));
+    for callee in cfg.callees(fi) {
+        let start = program.functions()[callee].start;
+        funcs.insert(start, module.declare_func_in_func(ids[&start], func));
     }
     let call_helper = module.declare_func_in_func(rt.call_helper, func);
     let region_check = module.declare_func_in_func(rt.region_check, func);
@@ -326,28 +319,28 @@ fn translate_function<M: Module>(
     let leave = b.create_block();
     b.set_cold_block(leave);
     // The budget counts the instructions of the path taken, so metered code keeps its branches.
-    let diamonds = if opts.metered { BTreeMap::new() } else { ifconv::find(program, f) };
+    let diamonds = if opts.metered { BTreeMap::new() } else { ifconv::find(program, cfg, fi) };
     let mut absorbed = alloc::vec![false; f.end - f.start];
     for d in diamonds.values() {
         for pc in d.absorbed.clone().chain(d.absorbed_taken.clone()) {
             absorbed[pc - f.start] = true;
         }
     }
-    let (plans, groups) = if bounds.is_some() { groups::plan(program, f, &absorbed) } else { (BTreeMap::new(), 0) };
+    let (plans, groups) =
+        if bounds.is_some() { groups::plan(program, cfg, fi, &absorbed) } else { (BTreeMap::new(), 0) };
     let group_flags = (0..groups).map(|_| b.declare_var(I64)).collect();
-    let starts = leaders(program, f);
-    let loops = Loops::analyse(program, f, &starts);
     let mut blocks = BTreeMap::new();
-    for pc in starts {
+    for block in cfg.function_blocks(fi) {
+        let pc = cfg.block(block).start();
         if !absorbed[pc - f.start] {
             blocks.insert(pc, b.create_block());
         }
     }
 
-    let hot_loop = loops.deepest();
+    let hot_loop = cfg.deepest(fi);
     let mut fx = Fx {
         b,
-        loops,
+        cfg,
         hot_loop,
         opts,
         linked,
@@ -852,7 +845,7 @@ impl Fx<'_, '_> {
                 // the end of a loop): the code tests the opposite condition, so that staying falls
                 // through.
                 let swap =
-                    !self.diamonds.contains_key(&pc) && self.loops.stays(pc, target) && !self.loops.stays(pc, pc + 1);
+                    !self.diamonds.contains_key(&pc) && self.cfg.stays(pc, target) && !self.cfg.stays(pc, pc + 1);
                 let c = match cond {
                     Cond::Set => {
                         let m = self.b.ins().band(a, b);
