@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::{oracle, run_property, Rate};
+
 use ebpf_vm::isa::{Imm64, Instruction, Operand, Reg};
 use ebpf_vm::{Engine, Helper, HelperSig, Program, Vm};
 use proptest::prelude::*;
@@ -15,7 +17,8 @@ fn body_instruction() -> impl Strategy<Value = Instruction> {
         6 => common::instruction().prop_filter("no calls, no BTF, no pseudo loads", |i| !matches!(i,
             Instruction::CallLocal { .. } | Instruction::CallBtf { .. } | Instruction::Call { .. }
             | Instruction::LoadImm64 { value: Imm64::MapFd(_) | Imm64::MapValue { .. } | Imm64::BtfVar { .. }
-                | Imm64::Func(_) | Imm64::MapIdx(_) | Imm64::MapIdxValue { .. }, .. })),
+                | Imm64::Func(_) | Imm64::MapIdx(_) | Imm64::MapIdxValue { .. }, .. }))
+            .prop_map(common::frame_pointer_as_base_only),
         // Memory accesses near the stack and the input, in and out of bounds.
         2 => (common::size(), 0u8..10, prop_oneof![Just(1u8), Just(10u8)], -80i16..80)
             .prop_map(move |(size, dst, base, k)| {
@@ -333,29 +336,6 @@ fn field_accesses() -> impl Strategy<Value = Vec<Instruction>> {
     })
 }
 
-/// Whether `insn` reads r10 as a value (rather than as a base address): stack addresses differ between
-/// executions, so such programs cannot be compared value for value.
-fn leaks_frame_pointer(insn: &Instruction) -> bool {
-    let r10 = Reg::R10;
-    match *insn {
-        Instruction::Alu { src: Operand::Reg(r), dst, .. } | Instruction::Jump { src: Operand::Reg(r), dst, .. } => {
-            r == r10 || dst == r10
-        }
-        Instruction::Alu { dst, .. }
-        | Instruction::Jump { dst, .. }
-        | Instruction::Neg { dst, .. }
-        | Instruction::End { dst, .. } => dst == r10,
-        Instruction::MovSx { src, dst, .. } => src == r10 || dst == r10,
-        Instruction::StoreReg { src, .. } | Instruction::Atomic { src, .. } => src == r10,
-        Instruction::CallReg { reg } => reg == r10,
-        Instruction::LoadPacket { mode: ebpf_vm::isa::PacketMode::Ind(r), .. } => r == r10,
-        Instruction::Load { dst, .. } | Instruction::LoadSx { dst, .. } | Instruction::LoadImm64 { dst, .. } => {
-            dst == r10
-        }
-        _ => false,
-    }
-}
-
 fn run(program: &Program, engine: Engine, budget: Option<u64>, mem: &mut [u8]) -> Result<u64, ebpf_vm::ExecError> {
     let echo = Helper::new(5, "echo", HelperSig::scalars(1), |_, a| Ok(a[0].rotate_left(7)));
     let mut b = Vm::builder(program.clone()).helper(echo).engine(engine);
@@ -365,77 +345,74 @@ fn run(program: &Program, engine: Engine, budget: Option<u64>, mem: &mut [u8]) -
     b.build().expect("builds").execute(mem)
 }
 
-/// The error with its address made comparable: relative to the input buffer when near it, else 0.
-fn normalize(r: Result<u64, ebpf_vm::ExecError>, base: u64) -> Result<u64, ebpf_vm::ExecError> {
-    use ebpf_vm::ExecError::*;
-    let rel = |a: u64| {
-        let off = a.wrapping_sub(base) as i64;
-        if (-65536..65536).contains(&off) {
-            off as u64
-        } else {
-            0
-        }
+/// Runs `insns` on both engines and compares; counts the case in `rate` if it was compared.
+fn compare(rate: &Rate, insns: Vec<Instruction>, mem: Vec<u8>, budget: Option<u64>) -> Result<(), TestCaseError> {
+    let Ok(program) = Program::from_instructions(insns) else {
+        rate.skipped();
+        return Ok(());
     };
-    r.map_err(|e| match e {
-        OutOfBounds { pc, addr, len, write } => OutOfBounds { pc, addr: rel(addr), len, write },
-        MisalignedAtomic { pc, addr } => MisalignedAtomic { pc, addr: rel(addr) },
-        other => other,
-    })
-}
-
-fn compare(insns: Vec<Instruction>, mem: Vec<u8>, budget: Option<u64>) -> Result<(), TestCaseError> {
-    if insns.iter().any(leaks_frame_pointer) {
+    if oracle::reads_frame_pointer_as_value(&program) {
+        rate.skipped();
         return Ok(());
     }
-    let Ok(program) = Program::from_instructions(insns) else { return Ok(()) };
+    rate.ran();
     // Both engines run on the same buffer, so that addresses derived from r1 agree.
     let mut buf = mem.clone();
     let base = buf.as_ptr() as u64;
-    let a = normalize(run(&program, Engine::Interpreter, budget, &mut buf), base);
+    let a = oracle::relative(run(&program, Engine::Interpreter, budget, &mut buf), base);
     let after_interpreter = buf.clone();
     buf.copy_from_slice(&mem);
-    let b = normalize(run(&program, Engine::Jit, budget, &mut buf), base);
+    let b = oracle::relative(run(&program, Engine::Jit, budget, &mut buf), base);
     prop_assert_eq!(&a, &b, "program:\n{}", program.disassemble());
     prop_assert_eq!(after_interpreter, buf, "memory differs; program:\n{}", program.disassemble());
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1500))]
+/// Terminating programs, no budget.
+#[test]
+fn same_results_without_budget() {
+    static RATE: Rate = Rate::new("same_results_without_budget");
+    let strategy = (program(true), proptest::collection::vec(any::<u8>(), 64));
+    run_property(&RATE, 1500, strategy, |(p, mem)| compare(&RATE, p, mem, None));
+}
 
-    /// Terminating programs, no budget.
-    #[test]
-    fn same_results_without_budget(p in program(true), mem in proptest::collection::vec(any::<u8>(), 64)) {
-        compare(p, mem, None)?;
-    }
-
-    /// Branches over pure code, which the JIT compiles into conditional moves.
-    #[test]
-    fn same_results_across_if_converted_branches(p in diamonds()) {
+/// Branches over pure code, which the JIT compiles into conditional moves.
+#[test]
+fn same_results_across_if_converted_branches() {
+    static RATE: Rate = Rate::new("same_results_across_if_converted_branches");
+    run_property(&RATE, 1500, diamonds(), |p| {
         let mut buf = vec![0u8; 8];
         let program = Program::from_instructions(p).expect("valid");
+        RATE.ran();
         let a = run(&program, Engine::Interpreter, None, &mut buf);
         let b = run(&program, Engine::Jit, None, &mut buf);
         prop_assert_eq!(a, b, "program:\n{}", program.disassemble());
-    }
+        Ok(())
+    });
+}
 
-    /// Accesses whose checks the JIT shares: the same results, errors and memory.
-    #[test]
-    fn same_results_across_shared_checks(p in field_accesses(), mem in proptest::collection::vec(any::<u8>(), 64)) {
-        compare(p, mem, None)?;
-    }
+/// Accesses whose checks the JIT shares: the same results, errors and memory.
+#[test]
+fn same_results_across_shared_checks() {
+    static RATE: Rate = Rate::new("same_results_across_shared_checks");
+    let strategy = (field_accesses(), proptest::collection::vec(any::<u8>(), 64));
+    run_property(&RATE, 1500, strategy, |(p, mem)| compare(&RATE, p, mem, None));
+}
 
-    /// Nested loops with exits and breaks, no budget.
-    #[test]
-    fn same_results_in_nested_loops(p in nested_loops(), mem in proptest::collection::vec(any::<u8>(), 64)) {
-        compare(p, mem, None)?;
-    }
+/// Nested loops with exits and breaks, no budget.
+#[test]
+fn same_results_in_nested_loops() {
+    static RATE: Rate = Rate::new("same_results_in_nested_loops");
+    let strategy = (nested_loops(), proptest::collection::vec(any::<u8>(), 64));
+    run_property(&RATE, 1500, strategy, |(p, mem)| compare(&RATE, p, mem, None));
+}
 
-    /// Loops and recursion, with a budget: also the same instruction where the budget runs out.
-    #[test]
-    fn same_results_with_budget(p in program(false), mem in proptest::collection::vec(any::<u8>(), 64), budget in 1u64..3000) {
-        compare(p, mem, Some(budget))?;
-    }
+/// Loops and recursion, with a budget: also the same instruction where the budget runs out.
+#[test]
+fn same_results_with_budget() {
+    static RATE: Rate = Rate::new("same_results_with_budget");
+    let strategy = (program(false), proptest::collection::vec(any::<u8>(), 64), 1u64..3000);
+    run_property(&RATE, 1500, strategy, |(p, mem, budget)| compare(&RATE, p, mem, Some(budget)));
 }
 
 /// With more host regions than are checked inline, the JIT asks the runtime; both paths agree with

@@ -139,7 +139,11 @@ impl JitProgram {
                 unsafe { core::mem::transmute::<*const u8, EntryFn>(code) }
             })
             .collect();
-        let single_frame = linked.programs().iter().all(|p| p.program().functions().len() == 1);
+        // One frame is enough only without bpf-to-bpf calls (a function may call itself, so counting
+        // functions is not enough).
+        let single_frame = linked.programs().iter().all(|p| {
+            p.program().instructions().iter().all(|i| !matches!(i, crate::isa::Instruction::CallLocal { .. }))
+        });
         Ok(JitProgram { module: Some(module), entries, entry: linked.entry(), opts, single_frame })
     }
 

@@ -106,4 +106,83 @@ pub fn instruction() -> impl Strategy<Value = Instruction> {
         1 => Just(Instruction::Exit),
     ]
 }
+pub mod gen;
 pub mod objects;
+pub mod oracle;
+
+/// `insn` with r10, the read-only frame pointer, kept only as the base of memory accesses: wherever an
+/// instruction would write it or read it as a value, r9 takes its place. Generated programs are then
+/// valid (nothing writes r10) and comparable between engines (stack addresses differ between them).
+pub fn frame_pointer_as_base_only(insn: Instruction) -> Instruction {
+    let v = |r: Reg| if r == Reg::R10 { Reg::new(9).expect("r9") } else { r };
+    let op = |o: Operand| match o {
+        Operand::Reg(r) => Operand::Reg(v(r)),
+        imm => imm,
+    };
+    match insn {
+        Instruction::Alu { width, op: o, dst, src } => Instruction::Alu { width, op: o, dst: v(dst), src: op(src) },
+        Instruction::Neg { width, dst } => Instruction::Neg { width, dst: v(dst) },
+        Instruction::MovSx { width, from, dst, src } => Instruction::MovSx { width, from, dst: v(dst), src: v(src) },
+        Instruction::End { order, bits, dst } => Instruction::End { order, bits, dst: v(dst) },
+        Instruction::LoadImm64 { dst, value } => Instruction::LoadImm64 { dst: v(dst), value },
+        Instruction::LoadPacket { size, mode: PacketMode::Ind(r), imm } => {
+            Instruction::LoadPacket { size, mode: PacketMode::Ind(v(r)), imm }
+        }
+        Instruction::Load { size, dst, src, offset } => Instruction::Load { size, dst: v(dst), src, offset },
+        Instruction::LoadSx { size, dst, src, offset } => Instruction::LoadSx { size, dst: v(dst), src, offset },
+        Instruction::StoreReg { size, dst, offset, src } => Instruction::StoreReg { size, dst, offset, src: v(src) },
+        Instruction::Atomic { width, op, dst, offset, src } => {
+            Instruction::Atomic { width, op, dst, offset, src: v(src) }
+        }
+        Instruction::Jump { width, cond, dst, src, offset } => {
+            Instruction::Jump { width, cond, dst: v(dst), src: op(src), offset }
+        }
+        Instruction::CallReg { reg } => Instruction::CallReg { reg: v(reg) },
+        other => other,
+    }
+}
+
+/// How many cases of a generated-program test were really run (or compared), and why the others were
+/// not; reports itself and fails the test when fewer than 90% ran.
+pub struct Rate {
+    name: &'static str,
+    ran: std::sync::atomic::AtomicUsize,
+    skipped: std::sync::atomic::AtomicUsize,
+}
+
+impl Rate {
+    pub const fn new(name: &'static str) -> Rate {
+        Rate { name, ran: std::sync::atomic::AtomicUsize::new(0), skipped: std::sync::atomic::AtomicUsize::new(0) }
+    }
+
+    pub fn ran(&self) {
+        self.ran.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn skipped(&self) {
+        self.skipped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Prints the rate and asserts that at least 90% of the cases ran.
+    pub fn check(&self) {
+        let ran = self.ran.load(std::sync::atomic::Ordering::Relaxed);
+        let all = ran + self.skipped.load(std::sync::atomic::Ordering::Relaxed);
+        eprintln!("{}: {ran} of {all} generated cases ran ({:.1}%)", self.name, 100.0 * ran as f64 / all.max(1) as f64);
+        assert!(ran * 10 >= all * 9, "{}: only {ran} of {all} generated cases ran", self.name);
+    }
+}
+
+/// Runs a property over `cases` values of `strategy` with a fixed seed, then checks the rate of cases
+/// that `property` reports as run.
+pub fn run_property<S: Strategy>(
+    rate: &Rate,
+    cases: u32,
+    strategy: S,
+    property: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) {
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let config = Config { cases, failure_persistence: None, ..Config::default() };
+    let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &[3; 32]));
+    runner.run(&strategy, property).unwrap_or_else(|e| panic!("{e}"));
+    rate.check();
+}
