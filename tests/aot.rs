@@ -1,7 +1,9 @@
 //! Ahead-of-time compilation tested for real: every conformance program compiled for aarch64 into one
 //! object, linked with `tests/aot/harness.c` by Debian's `aarch64-linux-gnu-gcc`, and run under
-//! `qemu-aarch64`. Without those tools the test says so and checks only that the object is produced.
-//! riscv64 and s390x objects are produced too (not run).
+//! `qemu-aarch64`. riscv64 and s390x objects are produced too (not run).
+//!
+//! A test that cannot run says so: without the tools (or the suite) it shows as ignored, and where CI
+//! requires them (`EBPF_VM_REQUIRE_AARCH64=1`, `BPF_CONFORMANCE_REQUIRED=1`) their absence fails.
 
 mod common;
 
@@ -18,8 +20,8 @@ struct Compiled {
     cases: Vec<common::suite::Case>,
 }
 
-fn conformance_programs() -> Option<Compiled> {
-    let files = common::suite::files()?;
+fn conformance_programs() -> Result<Option<Compiled>, String> {
+    let Some(files) = common::suite::files()? else { return Ok(None) };
     let mut out = Compiled { names: Vec::new(), programs: Vec::new(), cases: Vec::new() };
     for (i, f) in files.iter().enumerate() {
         let case = common::suite::parse(&std::fs::read_to_string(f).expect("readable")).expect("parses");
@@ -30,7 +32,7 @@ fn conformance_programs() -> Option<Compiled> {
         out.names.push(format!("t{i}_{}", f.file_stem().unwrap().to_string_lossy().replace(['-', '.'], "_")));
         out.cases.push(case);
     }
-    Some(out)
+    Ok(Some(out))
 }
 
 fn env() -> Env {
@@ -74,31 +76,20 @@ fn table(c: &Compiled) -> String {
     s
 }
 
-#[test]
-fn conformance_suite_on_aarch64_under_qemu() {
-    let Some(c) = conformance_programs() else {
-        eprintln!("skipped: the bpf_conformance suite is not present");
-        return;
-    };
-    let obj = object(&c, "aarch64-unknown-linux-gnu");
+const GCC: &str = "aarch64-linux-gnu-gcc";
+const QEMU: &str = "qemu-aarch64";
+
+/// Compiles the suite for aarch64, links it with the harness and runs it under qemu.
+fn conformance_suite_on_aarch64_under_qemu(c: &Compiled) {
+    let obj = object(c, "aarch64-unknown-linux-gnu");
     assert!(obj.starts_with(b"\x7fELF"));
     assert_eq!(u16::from_le_bytes([obj[18], obj[19]]), 183, "EM_AARCH64");
-
-    let (gcc, qemu) = ("aarch64-linux-gnu-gcc", "qemu-aarch64");
-    if !have(gcc) || !have(qemu) {
-        let msg = format!("{gcc} or {qemu} is not installed (Debian: gcc-aarch64-linux-gnu, qemu-user)");
-        if std::env::var_os("EBPF_VM_REQUIRE_AARCH64").is_some_and(|v| v == "1") {
-            panic!("{msg}");
-        }
-        eprintln!("skipped running the aarch64 code: {msg}");
-        return;
-    }
     let dir = std::env::temp_dir().join(format!("ebpf-vm-aot-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("programs.o"), &obj).unwrap();
-    std::fs::write(dir.join("table.c"), table(&c)).unwrap();
+    std::fs::write(dir.join("table.c"), table(c)).unwrap();
     let harness = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aot/harness.c");
-    let out = Command::new(gcc)
+    let out = Command::new(GCC)
         .args(["-O1", "-static", "-o"])
         .arg(dir.join("runner"))
         .arg(&harness)
@@ -107,7 +98,7 @@ fn conformance_suite_on_aarch64_under_qemu() {
         .output()
         .expect("runs gcc");
     assert!(out.status.success(), "link failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    let run = Command::new(qemu).arg(dir.join("runner")).output().expect("runs qemu");
+    let run = Command::new(QEMU).arg(dir.join("runner")).output().expect("runs qemu");
     let stdout = String::from_utf8_lossy(&run.stdout);
     std::fs::remove_dir_all(&dir).ok();
     let failures: Vec<&str> = stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
@@ -118,11 +109,10 @@ fn conformance_suite_on_aarch64_under_qemu() {
     eprintln!("aarch64 under qemu: {passed} of {} conformance programs passed", c.names.len());
 }
 
-#[test]
-fn objects_for_riscv64_and_s390x() {
-    let Some(c) = conformance_programs() else { return };
+/// Objects for riscv64 and s390x, of the right machine; bad targets are errors.
+fn objects_for_riscv64_and_s390x(c: &Compiled) {
     for (target, machine) in [("riscv64gc-unknown-linux-gnu", 243u16), ("s390x-unknown-linux-gnu", 22)] {
-        let obj = object(&c, target);
+        let obj = object(c, target);
         let m = if target.starts_with("s390x") {
             u16::from_be_bytes([obj[18], obj[19]])
         } else {
@@ -140,4 +130,41 @@ fn objects_for_riscv64_and_s390x() {
         .compile_object(&[("prog", &c.programs[0])], &env())
         .unwrap();
     assert!(obj.starts_with(b"\x7fELF"));
+}
+
+fn main() {
+    let args = libtest_mimic::Arguments::from_args();
+    let mut trials = Vec::new();
+    let required = |var: &str| std::env::var_os(var).is_some_and(|v| v == "1");
+    match conformance_programs() {
+        Ok(Some(c)) => {
+            let c = std::sync::Arc::new(c);
+            let tools = have(GCC) && have(QEMU);
+            if !tools {
+                eprintln!("{GCC} or {QEMU} is not installed (Debian: gcc-aarch64-linux-gnu, qemu-user)");
+            }
+            let run = std::sync::Arc::clone(&c);
+            trials.push(
+                libtest_mimic::Trial::test("conformance_suite_on_aarch64_under_qemu", move || {
+                    if !tools {
+                        return Err(format!("{GCC} or {QEMU} is not installed").into());
+                    }
+                    conformance_suite_on_aarch64_under_qemu(&run);
+                    Ok(())
+                })
+                .with_ignored_flag(!tools && !required("EBPF_VM_REQUIRE_AARCH64")),
+            );
+            trials.push(libtest_mimic::Trial::test("objects_for_riscv64_and_s390x", move || {
+                objects_for_riscv64_and_s390x(&c);
+                Ok(())
+            }));
+        }
+        Ok(None) => {
+            let ignored = !common::suite::required();
+            let absent = || Err("the bpf_conformance suite is not present".into());
+            trials.push(libtest_mimic::Trial::test("conformance_suite_present", absent).with_ignored_flag(ignored));
+        }
+        Err(e) => trials.push(libtest_mimic::Trial::test("conformance_suite_present", move || Err(e.into()))),
+    }
+    libtest_mimic::run(&args, trials).exit();
 }

@@ -431,6 +431,7 @@ fn random_program() -> impl Strategy<Value = Vec<Instruction>> {
 /// Random programs in checked mode with a budget end in `Ok` or a typed error, never a panic, and the
 /// error names an instruction of the program.
 #[test]
+#[cfg_attr(miri, ignore = "thousands of programs: too slow to interpret under Miri")]
 fn random_programs_never_panic() {
     static RATE: common::Rate = common::Rate::new("random_programs_never_panic");
     let strategy = (random_program(), proptest::collection::vec(any::<u8>(), 0..64));
@@ -455,6 +456,7 @@ proptest! {
     /// Random bytes as programs: decoding never panics (most random bytes are not a valid program), and
     /// what decodes runs to `Ok` or a typed error.
     #[test]
+    #[cfg_attr(miri, ignore = "thousands of programs: too slow to interpret under Miri")]
     fn random_bytes_decode_or_fail_cleanly(b in proptest::collection::vec(any::<u8>(), 8..256)) {
         let mut b = b;
         b.truncate(b.len() / 8 * 8);
@@ -476,6 +478,7 @@ fn registers_are_numbered() {
 /// A helper that panics stops the program, and the panic reaches the caller of `execute`, on both
 /// engines (compiled code cannot be unwound through: the JIT resumes the panic after it returns).
 #[test]
+#[cfg(all(feature = "jit", not(miri)))]
 fn a_panicking_helper_panics_in_the_caller_on_both_engines() {
     for engine in [ebpf_vm::Engine::Interpreter, ebpf_vm::Engine::Jit] {
         let boom = Helper::new(1, "boom", HelperSig::scalars(0), |_, _| panic!("helper bug"));

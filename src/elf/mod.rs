@@ -6,7 +6,7 @@
 //! `.rodata*`, `.bss*`) into definitions of one-entry array maps with their initial bytes (`.rodata`
 //! read-only for programs, as libbpf freezes it), reads the declarative initialisers of program arrays,
 //! and resolves the `lddw` relocations to map indices. It creates nothing: live maps are made from these
-//! definitions in a separate step ([`Instance`](crate::vm::Instance)), within a memory budget the host
+//! definitions in a separate step (`Instance`, in the embedding API), within a memory budget the host
 //! sets. Every malformed object is an [`ElfError`], never a panic, and no size the object declares
 //! allocates memory before it has been checked against the file or a limit.
 

@@ -1,6 +1,5 @@
 //! The standard helpers, by their kernel ids: maps, time, randomness, printing, process identity,
-//! tail calls and the ring buffer. [`all`] lists them for
-//! [`Env::add_standard_helpers`](crate::link::Env::add_standard_helpers).
+//! tail calls and the ring buffer. [`all`] lists them (what `Env::add_standard_helpers` adds).
 
 use alloc::borrow::Cow;
 use alloc::string::String;

@@ -53,23 +53,38 @@ pub fn parse(text: &str) -> Result<Case, String> {
     Ok(case)
 }
 
-/// Where the suite's `.data` files are, if anywhere.
-pub fn suite_dir() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("BPF_CONFORMANCE_DIR").map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/tests")),
-    ];
-    candidates.into_iter().flatten().find(|p| p.is_dir())
+/// Where the suite's `.data` files are: `$BPF_CONFORMANCE_DIR` if set (an error if that is not a
+/// directory: a mistyped path must not pass silently), else `../shared/conformance/tests` beside the
+/// checkout if it exists, else nowhere.
+pub fn suite_dir() -> Result<Option<PathBuf>, String> {
+    if let Some(dir) = std::env::var_os("BPF_CONFORMANCE_DIR") {
+        let dir = PathBuf::from(dir);
+        return if dir.is_dir() {
+            Ok(Some(dir))
+        } else {
+            Err(format!("BPF_CONFORMANCE_DIR={} is not a directory", dir.display()))
+        };
+    }
+    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/tests");
+    Ok(beside.is_dir().then_some(beside))
+}
+
+/// Whether CI requires the suite (`BPF_CONFORMANCE_REQUIRED=1`): then its absence is a failure.
+pub fn required() -> bool {
+    std::env::var_os("BPF_CONFORMANCE_REQUIRED").is_some_and(|v| v == "1")
 }
 
 /// The suite's `.data` files, sorted, if the suite is present.
-pub fn files() -> Option<Vec<PathBuf>> {
-    let dir = suite_dir()?;
+pub fn files() -> Result<Option<Vec<PathBuf>>, String> {
+    let Some(dir) = suite_dir()? else { return Ok(None) };
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .ok()?
+        .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "data"))
         .collect();
     files.sort();
-    Some(files)
+    if files.is_empty() {
+        return Err(format!("no .data files in {}", dir.display()));
+    }
+    Ok(Some(files))
 }
