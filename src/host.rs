@@ -4,6 +4,7 @@
 
 #[cfg(feature = "std")]
 mod imp {
+    use std::string::ToString;
     use std::sync::OnceLock;
     use std::time::Instant;
 

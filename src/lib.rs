@@ -28,11 +28,13 @@
 //! owns, so no program can touch anything else; a miss is [`ExecError::OutOfBounds`] with the
 //! instruction index.
 
-#![cfg_attr(not(feature = "std"), no_std)]
+#![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 extern crate alloc;
+#[cfg(any(feature = "std", test))]
+extern crate std;
 
 #[cfg(feature = "elf")]
 pub mod elf;

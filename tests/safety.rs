@@ -451,3 +451,41 @@ fn impossible_maps_are_typed_errors() {
         Err(ebpf_vm::vm::InstanceError::Map { error: MapError::UnsupportedType(4), .. })
     ));
 }
+
+/// `bpf_trace_printk` reads a format and strings from program memory: sizes are bounded, every byte is
+/// checked, an unterminated format or one with more conversions than arguments is an error, and a `%s`
+/// pointing outside the program's memory stops at the check, not in the host.
+#[test]
+fn trace_printk_reads_only_what_the_program_may_read() {
+    for engine in engines() {
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        let mut env = Env::new();
+        env.add_standard_helpers();
+        env.set_print_sink(Arc::new(move |l: &str| sink.lock().expect("sink").push(l.to_string())));
+        let run = |fmt: &[u8], size: i64, arg: &str| {
+            let mut input = vec![0u8; 64];
+            input[..fmt.len()].copy_from_slice(fmt);
+            let text = format!("mov %r6, %r1\nlddw %r2, {size}\n{arg}\nmov %r4, 0\nmov %r5, 0\ncall 6\nexit");
+            vm(&text, &env, engine).execute(&mut input)
+        };
+        // A string in the input (at offset 8), printed.
+        let mut fmt = b"<%s>\0\0\0\0hello\0".to_vec();
+        fmt.resize(16, 0);
+        assert_eq!(run(&fmt, 8, "mov %r3, %r6\nadd %r3, 8"), Ok(7), "{engine:?}");
+        // A string pointer outside every region: refused by the check.
+        let far = run(&fmt, 8, "lddw %r3, 0x7fff00001000");
+        assert!(matches!(far, Err(ExecError::Helper { id: 6, .. })), "{engine:?}: {far:?}");
+        // A string running off the end of the input (no terminator within it).
+        let mut open = b"%s\0\0\0\0\0\0".to_vec();
+        open.resize(64, b'x');
+        let off_end = run(&open, 3, "mov %r3, %r6\nadd %r3, 8");
+        assert!(matches!(off_end, Err(ExecError::Helper { id: 6, .. })), "{engine:?}: {off_end:?}");
+        // A format size past the input, a size of zero, a huge size, more conversions than arguments.
+        for (fmt, size) in [(&b"%d"[..], 65i64), (b"%d", 0), (b"%d", 1 << 40), (b"%d %d %d %d\0", 12)] {
+            let r = run(fmt, size, "mov %r3, 1");
+            assert!(matches!(r, Err(ExecError::Helper { id: 6, .. })), "{engine:?} {fmt:?} {size}: {r:?}");
+        }
+        assert_eq!(lines.lock().expect("sink").as_slice(), ["<hello>"]);
+    }
+}

@@ -173,6 +173,7 @@ pub(crate) fn plan(program: &Program, cfg: &Cfg, fi: usize, skip: &[bool]) -> (B
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::string::String;
 
     fn plans(asm: &str) -> BTreeMap<usize, Plan> {
         let p = Program::from_asm(asm).expect("assembles");

@@ -254,6 +254,7 @@ unsafe impl Map for RingBufMap {
 mod tests {
     use super::*;
     use crate::maps::MapType;
+    use alloc::vec;
 
     fn ring(size: u32) -> RingBufMap {
         RingBufMap::new(MapDef { map_type: MapType::RingBuf, key_size: 0, value_size: 0, max_entries: size, flags: 0 })

@@ -260,6 +260,7 @@ pub unsafe fn zero(dst: *mut u8, len: usize, access: Access) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec::Vec;
 
     #[test]
     fn shared_and_private_accesses_agree() {
