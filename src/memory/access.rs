@@ -281,10 +281,10 @@ mod tests {
             // SAFETY: 3 + 29 <= 32 bytes, inside `buf`; `data` and `out` are separate buffers.
             unsafe {
                 copy_in(buf.as_mut_ptr().cast::<u8>().add(3), &data, access);
-                copy_out(buf.as_ptr().cast::<u8>().add(3), &mut out, access);
+                copy_out(buf.as_mut_ptr().cast::<u8>().add(3), &mut out, access);
                 assert_eq!(&out[..], &data[..]);
                 zero(buf.as_mut_ptr().cast::<u8>().add(1), 30, access);
-                copy_out(buf.as_ptr().cast::<u8>().add(1), &mut out, access);
+                copy_out(buf.as_mut_ptr().cast::<u8>().add(1), &mut out, access);
             }
             assert!(out.iter().all(|&b| b == 0));
         }
