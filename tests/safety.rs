@@ -489,3 +489,18 @@ fn trace_printk_reads_only_what_the_program_may_read() {
         assert_eq!(lines.lock().expect("sink").as_slice(), ["<hello>"]);
     }
 }
+
+/// A function too large for Cranelift's optimisations (whose time grows faster than the function) is
+/// compiled without them, so a hostile program cannot hold the host; it computes the same.
+#[cfg(all(feature = "jit", not(miri)))]
+#[test]
+fn a_function_too_large_to_optimise_compiles_and_runs() {
+    let mut text = String::from("mov %r0, 0\n");
+    for i in 0..20_000 {
+        text.push_str(if i % 3 == 0 { "jgt %r0, 5, +1\nadd %r0, %r2\n" } else { "xor %r0, 3\n" });
+    }
+    text.push_str("exit");
+    let program = Program::from_asm(&text).expect("assembles");
+    let run = |engine| Vm::builder(program.clone()).engine(engine).build().expect("builds").execute(&mut [0u8; 9]);
+    assert_eq!(run(Engine::Jit), run(Engine::Interpreter));
+}

@@ -39,16 +39,22 @@ pub fn compile_object(
     target: &str,
     checked: bool,
 ) -> Result<Vec<u8>, JitError> {
-    let mut flags = settings::builder();
-    let set = |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(|e| JitError::Codegen(format!("{e}")));
-    set(&mut flags, "opt_level", "speed")?;
-    set(&mut flags, "is_pic", "true")?;
-    // `isa::lookup_by_name` panics on a malformed triple: parse it first.
-    let triple = target_lexicon::Triple::from_str(target).map_err(|e| JitError::Target(format!("{target}: {e}")))?;
-    let isa = cranelift_codegen::isa::lookup(triple)
-        .map_err(|e| JitError::Target(format!("{target}: {e}")))?
-        .finish(settings::Flags::new(flags))
-        .map_err(|e| JitError::Codegen(format!("{e}")))?;
+    let isa_for = |opt_level: &str| {
+        let mut flags = settings::builder();
+        let set =
+            |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(|e| JitError::Codegen(format!("{e}")));
+        set(&mut flags, "opt_level", opt_level)?;
+        set(&mut flags, "is_pic", "true")?;
+        // `isa::lookup_by_name` panics on a malformed triple: parse it first.
+        let triple =
+            target_lexicon::Triple::from_str(target).map_err(|e| JitError::Target(format!("{target}: {e}")))?;
+        cranelift_codegen::isa::lookup(triple)
+            .map_err(|e| JitError::Target(format!("{target}: {e}")))?
+            .finish(settings::Flags::new(flags))
+            .map_err(|e| JitError::Codegen(format!("{e}")))
+    };
+    let isa = isa_for("speed")?;
+    let quick = isa_for("none")?;
     let big_endian = isa.endianness() == cranelift_codegen::ir::Endianness::Big;
     let builder = ObjectBuilder::new(isa, "ebpf_vm_aot", default_libcall_names())
         .map_err(|e| JitError::Codegen(format!("{e}")))?;
@@ -59,7 +65,7 @@ pub fn compile_object(
         // The host's runtime functions decide about host regions and granted memory.
         let opts = Options { checked, metered: false, big_endian, uses_stack: linked.uses_stack(), may_grant: false };
         let program = linked.entry_program();
-        translate::compile_program(&mut module, program, None, &rt, opts, name, Linkage::Export)?;
+        translate::compile_program(&mut module, program, None, &rt, opts, name, Linkage::Export, &*quick)?;
     }
     let product = module.finish();
     product.emit().map_err(|e| JitError::Codegen(format!("{e}")))

@@ -89,10 +89,12 @@ impl Drop for JitProgram {
     }
 }
 
-fn host_isa() -> Result<cranelift_codegen::isa::OwnedTargetIsa, JitError> {
+/// The host's ISA, optimising (`speed`) or not (`none`, for very large functions: see
+/// `translate::LARGE_FUNCTION`).
+fn host_isa(opt_level: &str) -> Result<cranelift_codegen::isa::OwnedTargetIsa, JitError> {
     let mut flags = settings::builder();
     let set = |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(|e| JitError::Codegen(format!("{e}")));
-    set(&mut flags, "opt_level", "speed")?;
+    set(&mut flags, "opt_level", opt_level)?;
     set(&mut flags, "use_colocated_libcalls", "false")?;
     set(&mut flags, "is_pic", "false")?;
     let isa = cranelift_native::builder().map_err(|e| JitError::Target(e.into()))?;
@@ -102,7 +104,8 @@ fn host_isa() -> Result<cranelift_codegen::isa::OwnedTargetIsa, JitError> {
 impl JitProgram {
     /// Compiles the programs of `linked` for the host.
     pub(crate) fn compile(linked: &Linked, checked: bool, metered: bool) -> Result<JitProgram, JitError> {
-        let isa = host_isa()?;
+        let isa = host_isa("speed")?;
+        let quick = host_isa("none")?;
         let big_endian = isa.endianness() == cranelift_codegen::ir::Endianness::Big;
         let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
         builder.symbol(runtime::names::CALL_HELPER, runtime::call_helper as *const u8);
@@ -126,6 +129,7 @@ impl JitProgram {
                 opts,
                 &name,
                 Linkage::Local,
+                &*quick,
             )?);
         }
         module.finalize_definitions().map_err(|e| JitError::Codegen(format!("{e}")))?;
