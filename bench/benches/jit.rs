@@ -18,26 +18,7 @@ const PROGRAMS: &[(&str, &[u8])] = &[
 ];
 
 #[cfg(feature = "native-baseline")]
-mod native {
-    unsafe extern "C" {
-        fn native_fnv1a(data: *mut u8, len: u64) -> u64;
-        fn native_sort(data: *mut u8, len: u64) -> u64;
-        fn native_packets(data: *mut u8, len: u64) -> u64;
-        fn native_arith(data: *mut u8, len: u64) -> u64;
-    }
-
-    /// The native build of a benchmark program.
-    pub fn get(name: &str) -> fn(&mut [u8]) -> u64 {
-        match name {
-            // SAFETY (all four): the C functions read and write only the first 4096 bytes of their input,
-            // and every input here has 4096 bytes.
-            "fnv1a" => |m| unsafe { native_fnv1a(m.as_mut_ptr(), m.len() as u64) },
-            "sort" => |m| unsafe { native_sort(m.as_mut_ptr(), m.len() as u64) },
-            "packets" => |m| unsafe { native_packets(m.as_mut_ptr(), m.len() as u64) },
-            _ => |m| unsafe { native_arith(m.as_mut_ptr(), m.len() as u64) },
-        }
-    }
-}
+use ebpf_vm_bench::native;
 
 /// 4096 bytes of input: pseudo-random numbers, and 64 frames of Ethernet/IPv4/UDP for `packets`.
 fn input(name: &str) -> Vec<u8> {

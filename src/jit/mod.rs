@@ -182,6 +182,8 @@ impl JitProgram {
 
         let mem_len = mem.len() as u64;
         let mem_base = if mem.is_empty() { 0 } else { mem.as_mut_ptr().expose_provenance() as u64 };
+        // A local of its own, never moved: its slots are written only when a helper grants memory.
+        let mut grants = Grants::new();
         let mut ctx = JitContext {
             mem_base,
             mem_len,
@@ -193,7 +195,7 @@ impl JitProgram {
             err_addr: 0,
             err_len: 0,
             err_write: 0,
-            host: HostState { setup, program: self, tail_calls: 0, grants: Grants::new(), failure: None },
+            host: HostState { setup, program: self, tail_calls: 0, grants: &mut grants, failure: None },
         };
         let entry = self.entries[self.entry];
         // SAFETY: `entry` was compiled for this host with the `EntryFn` signature. Its memory accesses
@@ -202,7 +204,7 @@ impl JitProgram {
         let r0 = unsafe { entry(&mut ctx, mem_base, mem_len, 0, 0, 0, stack_hi) };
         if !ctx.host.grants.is_empty() {
             // Records the program still holds are discarded, so that they never block the consumer.
-            release_grants(&mut ctx.host.grants, setup.linked.env().maps());
+            release_grants(ctx.host.grants, setup.linked.env().maps());
         }
         if ctx.status == status::OK {
             return Ok(r0);

@@ -78,7 +78,7 @@ pub(crate) struct HostState<'a> {
     pub(crate) program: &'a super::JitProgram,
     pub(crate) tail_calls: u32,
     /// Memory helpers handed to this execution (reserved ring-buffer records).
-    pub(crate) grants: Grants,
+    pub(crate) grants: &'a mut Grants,
     /// Why a runtime function stopped the program (with status `HOST_ERROR`).
     pub(crate) failure: Option<Failure>,
 }
@@ -164,7 +164,7 @@ pub(crate) unsafe extern "C" fn call_helper(
     let checked = ctx.host.program.opts.checked;
     let mut call = CallContext {
         memory: &mm,
-        grants: &mut ctx.host.grants,
+        grants: ctx.host.grants,
         checked,
         pc,
         maps: env.maps(),

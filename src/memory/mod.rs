@@ -140,10 +140,13 @@ impl core::fmt::Debug for Grants {
 }
 
 impl Grants {
-    /// No grants.
+    /// No grants. Not a `const fn`: a constant would be copied in whole (its unwritten bytes as zeros),
+    /// where this leaves the slots unwritten.
     #[inline(always)]
-    pub const fn new() -> Grants {
-        Grants { items: [MaybeUninit::uninit(); MAX_GRANTS], len: 0 }
+    pub fn new() -> Grants {
+        // SAFETY: an array of `MaybeUninit` needs no initialisation.
+        let items = unsafe { MaybeUninit::<[MaybeUninit<Grant>; MAX_GRANTS]>::uninit().assume_init() };
+        Grants { items, len: 0 }
     }
 
     /// Adds a grant; `false` if the table is full.
