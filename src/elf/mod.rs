@@ -127,6 +127,13 @@ pub struct Object {
     license: String,
 }
 
+/// The id of the program in `programs` with this function name, or else the first one in the section
+/// of this name.
+pub(crate) fn program_id(programs: &[ObjectProgram], name: &str) -> Option<u32> {
+    let by_name = programs.iter().position(|p| p.name == name);
+    by_name.or_else(|| programs.iter().position(|p| p.section == name)).map(|i| i as u32)
+}
+
 const SHF_EXECINSTR: u64 = 0x4;
 
 fn parse_err(e: object::Error) -> ElfError {
@@ -235,8 +242,7 @@ impl Object {
 
     /// The id of a program (by function name, or else section name): what a program array holds.
     pub fn program_id(&self, name: &str) -> Option<u32> {
-        let by_name = self.programs.iter().position(|p| p.name == name);
-        by_name.or_else(|| self.programs.iter().position(|p| p.section == name)).map(|i| i as u32)
+        program_id(&self.programs, name)
     }
 
     /// The map definitions, in the order of their indices (what `lddw` map references hold).

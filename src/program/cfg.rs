@@ -483,7 +483,7 @@ impl Cfg {
             let before = self.latches.len();
             let mut latch_slot = NONE;
             for &u in &self.preds[self.pred_start[h] as usize..self.pred_start[h + 1] as usize] {
-                if self.latches.len() > before && *self.latches.last().unwrap() == u {
+                if self.latches.len() > before && self.latches.last() == Some(&u) {
                     continue; // both edges of a conditional jump
                 }
                 if self.dominates(h, u as usize) {

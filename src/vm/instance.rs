@@ -93,8 +93,7 @@ impl Instance {
 
     /// The id of a program (by function name, or else section name).
     pub fn program_id(&self, name: &str) -> Option<u32> {
-        let by_name = self.programs.iter().position(|p| p.name == name);
-        by_name.or_else(|| self.programs.iter().position(|p| p.section == name)).map(|i| i as u32)
+        crate::elf::program_id(&self.programs, name)
     }
 
     /// The object's license string.
