@@ -63,7 +63,14 @@ pub fn compile_object(
     for (name, program) in programs {
         let linked = Linked::new((*program).clone(), alloc::vec::Vec::new(), env.clone())?;
         // The host's runtime functions decide about host regions and granted memory.
-        let opts = Options { checked, metered: false, big_endian, uses_stack: linked.uses_stack(), may_grant: false };
+        let opts = Options {
+            checked,
+            metered: false,
+            big_endian,
+            uses_stack: linked.uses_stack(),
+            may_grant: false,
+            far_calls: false,
+        };
         let program = linked.entry_program();
         translate::compile_program(&mut module, program, None, &rt, opts, name, Linkage::Export, &*quick)?;
     }

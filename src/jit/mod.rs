@@ -113,8 +113,14 @@ impl JitProgram {
         builder.symbol(runtime::names::TAIL_CALL, runtime::tail_call as *const u8);
         builder.symbol(runtime::names::PACKET_LOAD, runtime::packet_load as *const u8);
         let mut module = JITModule::new(builder);
-        let opts =
-            Options { checked, metered, big_endian, uses_stack: linked.uses_stack(), may_grant: linked.may_grant() };
+        let opts = Options {
+            checked,
+            metered,
+            big_endian,
+            uses_stack: linked.uses_stack(),
+            may_grant: linked.may_grant(),
+            far_calls: true,
+        };
         let rt = translate::declare_runtime(&mut module)?;
         let regions = linked.regions();
         let mut ids = Vec::with_capacity(linked.programs().len());

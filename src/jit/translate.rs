@@ -55,6 +55,10 @@ pub(crate) struct Options {
     /// Helpers may hand the execution memory (ring-buffer records): checked accesses outside the known
     /// regions ask the runtime before failing.
     pub(crate) may_grant: bool,
+    /// Calls between functions go through their absolute address: the in-process JIT's memory may place
+    /// two functions further apart than a PC-relative call reaches (±2 GiB on x86_64, ±128 MiB on
+    /// aarch64), and its relocations panic then.
+    pub(crate) far_calls: bool,
 }
 
 /// The runtime functions, declared in a module.
@@ -268,7 +272,11 @@ fn translate_function<M: Module>(
     let mut funcs = BTreeMap::new();
     for callee in cfg.callees(fi) {
         let start = program.functions()[callee].start;
-        funcs.insert(start, module.declare_func_in_func(ids[&start], func));
+        let callee = module.declare_func_in_func(ids[&start], func);
+        if opts.far_calls {
+            func.dfg.ext_funcs[callee].colocated = false;
+        }
+        funcs.insert(start, callee);
     }
     let call_helper = module.declare_func_in_func(rt.call_helper, func);
     let region_check = module.declare_func_in_func(rt.region_check, func);
