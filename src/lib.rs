@@ -49,12 +49,14 @@ pub mod link;
 pub mod maps;
 pub mod memory;
 pub mod program;
+pub mod verifier;
 pub mod vm;
 
 pub use error::Error;
 pub use helpers::{CallContext, Helper, HelperError, HelperSig};
-pub use link::{Env, ExecError, LinkError};
+pub use link::{Context, Env, ExecError, LinkError};
 pub use program::{Program, ProgramError};
+pub use verifier::{Verified, Verifier, VerifyError};
 #[cfg(feature = "elf")]
 pub use vm::Instance;
 pub use vm::{BuildError, Engine, Mode, Vm, VmBuilder};

@@ -5,6 +5,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 
+use super::Context;
 use crate::helpers::{Helper, PrintSink};
 use crate::maps::Map;
 use crate::memory::Region;
@@ -18,6 +19,7 @@ pub struct Env {
     regions: Vec<Region>,
     maps: Vec<Arc<dyn Map>>,
     print: Option<PrintSink>,
+    context: Context,
 }
 
 impl fmt::Debug for Env {
@@ -26,6 +28,7 @@ impl fmt::Debug for Env {
             .field("helpers", &self.helpers)
             .field("regions", &self.regions)
             .field("maps", &self.maps.iter().map(|m| m.def()).collect::<Vec<_>>())
+            .field("context", &self.context)
             .finish()
     }
 }
@@ -112,6 +115,16 @@ impl Env {
     /// Where `bpf_trace_printk` writes, if the host chose.
     pub fn print_sink(&self) -> Option<&PrintSink> {
         self.print.as_ref()
+    }
+
+    /// Describes what programs are given at entry (default: [`Context::Buffer`]).
+    pub fn set_context(&mut self, context: Context) {
+        self.context = context;
+    }
+
+    /// What programs are given at entry.
+    pub fn context(&self) -> &Context {
+        &self.context
     }
 
     /// Every region programs may access besides their input and stack: granted regions and map memory.

@@ -102,6 +102,12 @@ pub enum ExecError {
         /// The helper id found in the register.
         id: u64,
     },
+    /// The memory passed to a program built for a fixed-size context has another length.
+    #[error("the memory passed is {len} bytes, which does not match the program's context description")]
+    ContextSize {
+        /// Bytes passed.
+        len: usize,
+    },
     /// A helper returned an error.
     #[error("instruction {pc}: helper {id} failed: {source}")]
     Helper {
@@ -124,6 +130,7 @@ impl ExecError {
             | ExecError::CallDepthExceeded { pc }
             | ExecError::UnknownHelper { pc, .. }
             | ExecError::Helper { pc, .. } => pc,
+            ExecError::ContextSize { .. } => 0,
         }
     }
 }

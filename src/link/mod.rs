@@ -6,9 +6,11 @@
 //! holding `id` runs program `id`), plus what executions need to know about them as a whole: whether
 //! any names the stack, whether they need a CPU slot, and the host regions of checked mode.
 
+mod context;
 mod env;
 mod error;
 
+pub use context::Context;
 pub use env::Env;
 pub use error::{ExecError, LinkError};
 

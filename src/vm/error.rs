@@ -1,6 +1,7 @@
 //! Why a [`Vm`](super::Vm) cannot be built.
 
 use crate::link::LinkError;
+use crate::verifier::VerifyError;
 
 /// Why a program cannot be prepared for execution.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -9,6 +10,9 @@ pub enum BuildError {
     /// The program does not fit its environment (unknown helper or map, unresolved pseudo-load).
     #[error(transparent)]
     Link(#[from] LinkError),
+    /// The verifier could not prove the program safe (build in checked mode to run it anyway).
+    #[error("verification failed: {0}")]
+    Verify(#[from] VerifyError),
     /// The JIT could not compile the program for this host.
     #[cfg(feature = "jit")]
     #[error("JIT compilation failed: {0}")]

@@ -19,9 +19,10 @@ use alloc::vec::Vec;
 
 use crate::helpers::Helper;
 use crate::interpreter::{self, Code, Setup};
-use crate::link::{Env, ExecError, Linked};
+use crate::link::{Context, Env, ExecError, Linked};
 use crate::maps::Map;
 use crate::program::Program;
+use crate::verifier::{Options, Verifier};
 
 /// Which engine executes the program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -39,6 +40,8 @@ pub enum Engine {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Mode {
+    /// The verifier proved the program safe before it was prepared; it runs with no runtime checks.
+    Verified,
     /// Every load, store and helper pointer argument is checked against the regions the execution owns;
     /// a miss stops the program with [`ExecError::OutOfBounds`].
     #[default]
@@ -57,6 +60,7 @@ pub struct VmBuilder {
     engine: Engine,
     mode: Mode,
     budget: Option<u64>,
+    options: Options,
 }
 
 impl VmBuilder {
@@ -103,6 +107,32 @@ impl VmBuilder {
         self
     }
 
+    /// Describes what the program is given at entry (default: [`Context::Buffer`], a buffer whose
+    /// length is in `r2`). The verifier's proof depends on it.
+    pub fn context(mut self, context: Context) -> VmBuilder {
+        self.env.set_context(context);
+        self
+    }
+
+    /// Sets the verifier's options (complexity limit, pointer leaks).
+    pub fn verifier_options(mut self, options: Options) -> VmBuilder {
+        self.options = options;
+        self
+    }
+
+    /// Verifies the program when it is built, and runs it with no runtime checks.
+    pub fn verified(mut self) -> VmBuilder {
+        self.mode = Mode::Verified;
+        self
+    }
+
+    /// Runs the program with runtime checks of every memory access instead of verifying it: for programs
+    /// the verifier cannot prove safe.
+    pub fn checked(mut self) -> VmBuilder {
+        self.mode = Mode::Checked;
+        self
+    }
+
     /// Turns off all runtime memory checks.
     ///
     /// # Safety
@@ -118,6 +148,9 @@ impl VmBuilder {
     /// prepares it for the engine.
     pub fn build(self) -> Result<Vm, BuildError> {
         let linked = Arc::new(Linked::new(self.program, self.tail_targets, self.env)?);
+        if self.mode == Mode::Verified {
+            Verifier::with_options(self.options).verify(&linked)?;
+        }
         let prepared = match self.engine {
             Engine::Interpreter => Prepared::Interpreter(Code::compile_all(&linked).into()),
             #[cfg(feature = "jit")]
@@ -161,6 +194,7 @@ impl Vm {
             engine: Engine::default(),
             mode: Mode::default(),
             budget: None,
+            options: Options::default(),
         }
     }
 
@@ -169,6 +203,9 @@ impl Vm {
     /// This allocates nothing and takes no lock; the stack lives on the caller's stack.
     #[inline]
     pub fn execute(&self, mem: &mut [u8]) -> Result<u64, ExecError> {
+        if self.mode != Mode::Checked && !self.linked.env().context().accepts_len(mem.len()) {
+            return Err(ExecError::ContextSize { len: mem.len() });
+        }
         let slot = self.linked.uses_cpu().then(cpu::CpuSlot::acquire);
         let cpu = slot.as_ref().map_or(0, cpu::CpuSlot::index);
         let budget = self.budget.unwrap_or(0);
@@ -180,8 +217,8 @@ impl Vm {
                 match (self.mode, self.budget.is_some()) {
                     (Mode::Checked, false) => interpreter::run::<true, false>(&setup, mem, 0),
                     (Mode::Checked, true) => interpreter::run::<true, true>(&setup, mem, budget),
-                    (Mode::Unchecked, false) => interpreter::run::<false, false>(&setup, mem, 0),
-                    (Mode::Unchecked, true) => interpreter::run::<false, true>(&setup, mem, budget),
+                    (_, false) => interpreter::run::<false, false>(&setup, mem, 0),
+                    (_, true) => interpreter::run::<false, true>(&setup, mem, budget),
                 }
             }
         }
