@@ -18,6 +18,7 @@ pub enum Failure {
     CallDepth { pc: usize },
     UnknownHelper { pc: usize, id: u64 },
     Helper { pc: usize, id: u32, what: String },
+    ContextSize { len: usize },
 }
 
 impl Failure {
@@ -35,6 +36,7 @@ impl Failure {
                 };
                 Failure::Helper { pc, id, what }
             }
+            ExecError::ContextSize { len } => Failure::ContextSize { len },
         }
     }
 }
