@@ -10,7 +10,7 @@ use core::ops::Range;
 #[non_exhaustive]
 pub enum Context {
     /// `r1` points to a buffer of `r2` bytes that the program may read and write; its length is known
-    /// only at run time (what [`Vm::execute`](crate::vm::Vm::execute) passes). A guard such as
+    /// only at run time (what `Vm::execute` passes). A guard such as
     /// `if (len < 8) return 0;`, or an end pointer `r1 + r2` compared with `r1 + 8`, proves accesses.
     #[default]
     Buffer,
