@@ -60,7 +60,18 @@ fn disasm_verify_and_sections() {
     assert!(stdout(&out).contains("call local"));
     let out = ebpf_vm(&["verify", &fixture("packet")]);
     assert!(out.status.success());
-    assert!(stdout(&out).starts_with("accepted: parse_udp"));
+    assert!(stdout(&out).starts_with("verified: parse_udp"), "{}", stdout(&out));
+    // A read with no length guard is refused, naming the instruction and the region.
+    let dir = std::env::temp_dir();
+    let asm = dir.join(format!("ebpf-vm-cli-unsafe-{}.s", std::process::id()));
+    std::fs::write(&asm, "ldxdw %r0, [%r1+0]\nexit\n").unwrap();
+    let out = ebpf_vm(&["verify", asm.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("insn 0: ldxdw %r0, [%r1+0]: access of bytes [0, 8) of the input"), "{err}");
+    let out = ebpf_vm(&["run", asm.to_str().unwrap(), "--mode", "verified", "--mem-hex", "0102030405060708"]);
+    assert!(!out.status.success());
+    std::fs::remove_file(&asm).ok();
     let out = ebpf_vm(&["sections", &fixture("tail_host")]);
     let text = stdout(&out);
     assert!(text.contains("program 1: handler_add section=socket"), "{text}");

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ebpf_vm::{Engine, Helper, HelperSig, Program, Vm};
+use ebpf_vm::{Context, Engine, Helper, HelperSig, Program, Vm};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 mod common;
@@ -20,6 +20,12 @@ fn helper5() -> Helper {
 }
 
 fn run_case(path: &Path, engine: Engine) -> Result<(), Failed> {
+    run_mode(path, engine, false)
+}
+
+/// Runs one file on `engine`; with `verified`, the program is first proven safe against a fixed-size
+/// context of the test's memory size and then runs with no runtime checks.
+fn run_mode(path: &Path, engine: Engine, verified: bool) -> Result<(), Failed> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut case = parse(&text)?;
     let outcome = Program::from_asm(&case.asm).map_err(ebpf_vm::Error::from).and_then(|program| {
@@ -33,7 +39,10 @@ fn run_case(path: &Path, engine: Engine) -> Result<(), Failed> {
         }
         // The interpreter runs metered (a budget), the JIT unmetered: both code paths are covered.
         let mut builder = Vm::builder(program).helper(helper5()).engine(engine);
-        if engine == Engine::Interpreter {
+        if verified {
+            builder = builder.context(Context::fixed(case.mem.len() as u32)).verified();
+        }
+        if engine == Engine::Interpreter && !verified {
             builder = builder.budget(10_000_000);
         }
         let vm = builder.build()?;
@@ -122,6 +131,11 @@ fn main() {
                 trials.push(Trial::test(format!("interpreter::{name}"), move || run_case(&p, Engine::Interpreter)));
                 let p = path.clone();
                 trials.push(Trial::test(format!("jit::{name}"), move || run_case(&p, Engine::Jit)));
+                for engine in [Engine::Interpreter, Engine::Jit] {
+                    let p = path.clone();
+                    let label = if engine == Engine::Jit { "verified-jit" } else { "verified-interpreter" };
+                    trials.push(Trial::test(format!("{label}::{name}"), move || run_mode(&p, engine, true)));
+                }
                 for (label, options) in [("plugin", &[][..]), ("plugin-jit", &["--jit"][..])] {
                     let plugin = plugin.clone();
                     let ignored = plugin.is_none();

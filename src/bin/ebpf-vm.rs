@@ -119,12 +119,11 @@ fn engine(o: &Options) -> Result<Engine, String> {
     }
 }
 
-fn check_mode(o: &Options) -> Result<(), String> {
+/// Whether `--mode` asks for verified execution.
+fn verified_mode(o: &Options) -> Result<bool, String> {
     match o.mode.as_deref() {
-        None | Some("checked") => Ok(()),
-        Some("verified") => {
-            Err("the verifier is not implemented yet, so there is no verified mode; use --mode checked".into())
-        }
+        None | Some("checked") => Ok(false),
+        Some("verified") => Ok(true),
         Some(m) => Err(format!("unknown mode {m:?} (verified, checked)")),
     }
 }
@@ -152,6 +151,9 @@ fn prepare(input: &Input, o: &Options) -> Result<(Vm, NamedMaps), String> {
         }
     };
     let mut builder = builder.engine(engine(o)?);
+    if verified_mode(o)? {
+        builder = builder.verified();
+    }
     if let Some(n) = o.budget {
         builder = builder.budget(n);
     }
@@ -202,7 +204,6 @@ fn run(args: &[String]) -> Result<(), String> {
     let input = load(file)?;
     match cmd {
         "run" => {
-            check_mode(&o)?;
             let (vm, maps) = prepare(&input, &o)?;
             let mut mem = o.mem.clone().unwrap_or_default();
             let mut r0 = 0;
@@ -230,10 +231,11 @@ fn run(args: &[String]) -> Result<(), String> {
             Ok(())
         }
         "verify" => {
+            let mut o = o;
+            o.mode = Some("verified".into());
             let (vm, _) = prepare(&input, &o)?;
             println!(
-                "accepted: {} ({} slots): decoding, structure, helpers and maps check out; \
-                 the abstract-interpretation verifier is not implemented yet",
+                "verified: {} ({} slots) is proven safe for a buffer context",
                 if vm.program().name().is_empty() { file } else { vm.program().name() },
                 vm.program().slot_count()
             );

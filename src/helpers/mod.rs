@@ -36,6 +36,10 @@ pub enum ArgKind {
     MemSize,
     /// Pointer to the program's context.
     Context,
+    /// Pointer to a map of this kind.
+    MapOf(crate::maps::MapType),
+    /// A ring-buffer record the program reserved and still holds, at its start; the call releases it.
+    Record,
 }
 
 /// The kind of a helper's result.
@@ -45,8 +49,12 @@ pub enum RetKind {
     Scalar,
     /// Pointer to a map value, or null.
     MapValueOrNull,
-    /// Pointer to memory of the size in the given argument, or null.
-    MemOrNull,
+    /// A reserved ring-buffer record, or null; its size is the constant in argument `size_arg` (1 to 5).
+    /// The program must release it (an argument of kind [`ArgKind::Record`]) on every path.
+    RecordOrNull {
+        /// The argument holding the record's size.
+        size_arg: u8,
+    },
 }
 
 /// What the verifier knows about a helper: its argument and result kinds.

@@ -113,7 +113,7 @@ pub fn all() -> Vec<Helper> {
             let mut h = Helper::new(
                 TAIL_CALL,
                 "tail_call",
-                sig(&[A::Context, A::MapPtr, A::Scalar], RetKind::Scalar),
+                sig(&[A::Context, A::MapOf(MapType::ProgArray), A::Scalar], RetKind::Scalar),
                 |_, _| Err(HelperError::Failed(Cow::Borrowed("tail_call is carried out by the engine"))),
             );
             h.tail_call = true;
@@ -149,24 +149,27 @@ pub fn all() -> Vec<Helper> {
         Helper::new(
             RINGBUF_OUTPUT,
             "ringbuf_output",
-            sig(&[A::MapPtr, A::ReadMem, A::MemSize, A::Scalar], RetKind::Scalar),
+            sig(&[A::MapOf(MapType::RingBuf), A::ReadMem, A::MemSize, A::Scalar], RetKind::Scalar),
             ringbuf_output
         ),
         Helper::new(
             RINGBUF_RESERVE,
             "ringbuf_reserve",
-            sig(&[A::MapPtr, A::Scalar, A::Scalar], RetKind::MemOrNull),
+            sig(&[A::MapOf(MapType::RingBuf), A::Scalar, A::Scalar], RetKind::RecordOrNull { size_arg: 2 }),
             ringbuf_reserve
         ),
-        Helper::new(RINGBUF_SUBMIT, "ringbuf_submit", sig(&[A::Scalar, A::Scalar], RetKind::Scalar), |ctx, a| {
+        Helper::new(RINGBUF_SUBMIT, "ringbuf_submit", sig(&[A::Record, A::Scalar], RetKind::Scalar), |ctx, a| {
             commit(ctx, a[0], false)
         }),
-        Helper::new(RINGBUF_DISCARD, "ringbuf_discard", sig(&[A::Scalar, A::Scalar], RetKind::Scalar), |ctx, a| {
+        Helper::new(RINGBUF_DISCARD, "ringbuf_discard", sig(&[A::Record, A::Scalar], RetKind::Scalar), |ctx, a| {
             commit(ctx, a[0], true)
         }),
-        Helper::new(RINGBUF_QUERY, "ringbuf_query", sig(&[A::MapPtr, A::Scalar], RetKind::Scalar), |ctx, a| {
-            Ok(ringbuf(ctx, a[0])?.query(a[1]))
-        }),
+        Helper::new(
+            RINGBUF_QUERY,
+            "ringbuf_query",
+            sig(&[A::MapOf(MapType::RingBuf), A::Scalar], RetKind::Scalar),
+            |ctx, a| { Ok(ringbuf(ctx, a[0])?.query(a[1])) }
+        ),
     ]
 }
 

@@ -42,10 +42,11 @@ impl Context {
         Context::Fixed { size, read_only: Vec::new() }
     }
 
-    /// Whether `len` bytes of memory behind `r1` fit this description (always for [`Context::Buffer`]).
+    /// Whether `len` bytes of memory behind `r1` fit this description (for [`Context::Buffer`], any length
+    /// up to `u32::MAX`: the verifier proves accesses against lengths of that range).
     pub fn accepts_len(&self, len: usize) -> bool {
         match self {
-            Context::Buffer => true,
+            Context::Buffer => len <= u32::MAX as usize,
             Context::Fixed { size, .. } | Context::Packet { size, .. } => len == *size as usize,
         }
     }

@@ -6,7 +6,15 @@
 //! Its output, [`Verified`], is a proof token bound to the programs, environment and context it was
 //! made for; with it the engines run without runtime memory checks.
 
+mod access;
+mod analysis;
+mod call;
 mod error;
+mod scalar;
+mod state;
+mod step;
+mod tnum;
+mod value;
 
 pub use error::{RegionKind, VerifyError, VerifyErrorKind};
 
@@ -106,16 +114,24 @@ impl Verifier {
     pub fn verify_logged(
         &self,
         linked: &Arc<Linked>,
-        log: Option<&mut alloc::string::String>,
+        mut log: Option<&mut alloc::string::String>,
     ) -> Result<Verified, VerifyError> {
-        let _ = log;
-        let _ = linked;
-        Err(VerifyError {
-            program: 0,
-            pc: 0,
-            insn: alloc::string::String::new(),
-            kind: VerifyErrorKind::Unsupported { what: "verification" },
-            state: alloc::string::String::new(),
-        })
+        if let crate::link::Context::Packet { .. } = linked.env().context() {
+            return Err(VerifyError {
+                program: linked.entry(),
+                pc: 0,
+                insn: alloc::string::String::new(),
+                kind: VerifyErrorKind::Unsupported { what: "a packet-style context" },
+                state: alloc::string::String::new(),
+            });
+        }
+        let mut stats = Stats::default();
+        for program in 0..linked.programs().len() {
+            let mut checker = analysis::Checker::new(linked, program, &self.options, log.as_deref_mut());
+            checker.run()?;
+            stats.processed += checker.processed;
+            stats.loops += checker.loops_proven;
+        }
+        Ok(Verified { linked: linked.clone(), stats })
     }
 }

@@ -1,0 +1,486 @@
+//! The fixpoint: abstract states flow along the control-flow graph of one program, joined where paths
+//! meet and widened at loop heads, with one copy of each function per call site (calls are analysed in
+//! their caller's context). When no state changes any more, every loop is checked for an induction
+//! variable that proves it ends.
+
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt::Write;
+
+use super::error::{VerifyError, VerifyErrorKind};
+use super::scalar::Scalar;
+use super::state::{Frame, Slot, State};
+use super::value::{LenRel, Ptr, PtrKind, Tracked, Value, MAX_LOOP_DEPTH};
+use super::Options;
+use crate::isa::{Cond, Instruction, Operand};
+use crate::link::{Context, Linked, LinkedProgram};
+use crate::maps::MapDef;
+use crate::program::cfg::Cfg;
+
+/// Most frames of nested bpf-to-bpf calls.
+pub(crate) const MAX_FRAMES: usize = crate::memory::MAX_FRAMES;
+/// Plain joins at a loop head before widening starts.
+const JOINS_BEFORE_WIDENING: u32 = 2;
+/// Widenings to thresholds at a loop head before bounds jump straight to the ends of their ranges.
+const THRESHOLD_WIDENINGS: u32 = 12;
+
+/// One analysed copy of a function: the call that made it (none for the entry function).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallSite {
+    pub(crate) parent: u32,
+    /// Slot of the `call` in the parent.
+    pub(crate) call_pc: usize,
+    /// The function.
+    pub(crate) function: usize,
+}
+
+/// The state stored at one program point of one context.
+struct Node {
+    state: State,
+    visits: u32,
+}
+
+/// What the analysis of one program needs and builds.
+pub(crate) struct Checker<'a> {
+    pub(crate) linked: &'a Linked,
+    pub(crate) program: usize,
+    pub(crate) lp: &'a LinkedProgram,
+    pub(crate) cfg: Cfg,
+    pub(crate) options: &'a Options,
+    pub(crate) maps: Vec<MapDef>,
+    pub(crate) contexts: Vec<CallSite>,
+    context_ids: BTreeMap<(u32, usize), u32>,
+    nodes: BTreeMap<(u32, usize), Node>,
+    work: BTreeSet<(u32, usize, usize)>,
+    /// Join of the states arriving over back edges, by context and loop header slot.
+    back_edges: BTreeMap<(u32, usize), State>,
+    thresholds: Vec<u64>,
+    pub(crate) processed: u64,
+    pub(crate) loops_proven: u64,
+    log: Option<&'a mut String>,
+}
+
+/// Where control goes after an instruction.
+pub(crate) enum Flow {
+    /// To the next instruction.
+    Next,
+    /// To these slots (jumps), each with its state; an empty list ends the path.
+    Jump(Vec<(usize, State)>),
+    /// Into a called function: the callee's first slot and the state with the new frame.
+    Call(usize, State),
+    /// Out of the current function.
+    Exit,
+}
+
+impl<'a> Checker<'a> {
+    pub(crate) fn new(linked: &'a Linked, program: usize, options: &'a Options, log: Option<&'a mut String>) -> Self {
+        let lp = &linked.programs()[program];
+        let cfg = Cfg::new(lp.program());
+        let maps: Vec<MapDef> = linked.env().maps().iter().map(|m| m.def()).collect();
+        let thresholds = thresholds(lp, &maps, linked.env().context());
+        Checker {
+            linked,
+            program,
+            lp,
+            cfg,
+            options,
+            maps,
+            contexts: Vec::new(),
+            context_ids: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            work: BTreeSet::new(),
+            back_edges: BTreeMap::new(),
+            thresholds,
+            processed: 0,
+            loops_proven: 0,
+            log,
+        }
+    }
+
+    /// The instruction at slot `pc`.
+    pub(crate) fn insn(&self, pc: usize) -> Option<&'a Instruction> {
+        let p = self.lp.program();
+        p.index_of(pc).and_then(|i| p.instructions().get(i))
+    }
+
+    /// An error at `pc` with the state that led to it.
+    pub(crate) fn error(&self, pc: usize, kind: VerifyErrorKind, state: &State) -> VerifyError {
+        let insn = self.insn(pc).map(crate::isa::disasm::disassemble_one).unwrap_or_default();
+        VerifyError { program: self.program, pc, insn, kind, state: describe(state) }
+    }
+
+    fn error_nostate(&self, pc: usize, kind: VerifyErrorKind) -> VerifyError {
+        let insn = self.insn(pc).map(crate::isa::disasm::disassemble_one).unwrap_or_default();
+        VerifyError { program: self.program, pc, insn, kind, state: String::new() }
+    }
+
+    /// Runs the analysis to its fixpoint and checks loops and reachability.
+    pub(crate) fn run(&mut self) -> Result<(), VerifyError> {
+        self.check_structure()?;
+        let entry = self.entry_state();
+        self.contexts.push(CallSite { parent: u32::MAX, call_pc: usize::MAX, function: 0 });
+        self.arrive(0, None, 0, entry)?;
+        while let Some((ctx, _, pc)) = self.work.pop_first() {
+            self.segment(ctx, pc)?;
+        }
+        self.check_loops()
+    }
+
+    /// Unreachable instructions and unsupported ones, before any state flows.
+    fn check_structure(&self) -> Result<(), VerifyError> {
+        let program = self.lp.program();
+        for (b, block) in self.cfg.blocks().iter().enumerate() {
+            if !self.cfg.reachable(b) || !self.cfg.function_reachable(block.function()) {
+                return Err(self.error_nostate(block.start(), VerifyErrorKind::Unreachable));
+            }
+        }
+        for (pc, insn) in program.iter() {
+            let what = match insn {
+                Instruction::CallBtf { .. } => "a call of a kernel function",
+                _ => continue,
+            };
+            return Err(self.error_nostate(pc, VerifyErrorKind::Unsupported { what }));
+        }
+        Ok(())
+    }
+
+    /// The state at the program's entry, from the context description.
+    fn entry_state(&self) -> State {
+        let mut frame = Frame::new(0, 0);
+        let (r1, r2) = match self.linked.env().context() {
+            Context::Buffer => (
+                Value::Ptr(Ptr::at(PtrKind::Input, 0)),
+                Value::Scalar { s: Scalar::urange(0, u32::MAX as u64), len: LenRel::Equal },
+            ),
+            Context::Fixed { size, .. } | Context::Packet { size, .. } => {
+                (Value::Ptr(Ptr::at(PtrKind::Context, 0)), Value::scalar(Scalar::constant(*size as u64)))
+            }
+        };
+        frame.regs[1] = Tracked::new(r1);
+        frame.regs[2] = Tracked::new(r2);
+        State { frames: alloc::vec![frame], input_min: 0, refs: Vec::new() }
+    }
+
+    /// The context for a call at `call_pc` from context `parent` into `function`.
+    pub(crate) fn call_context(&mut self, parent: u32, call_pc: usize, function: usize) -> u32 {
+        if let Some(&id) = self.context_ids.get(&(parent, call_pc)) {
+            return id;
+        }
+        let id = self.contexts.len() as u32;
+        self.contexts.push(CallSite { parent, call_pc, function });
+        self.context_ids.insert((parent, call_pc), id);
+        id
+    }
+
+    /// Whether `function` is already active in context `ctx` (a call of it would recurse).
+    pub(crate) fn active(&self, mut ctx: u32, function: usize) -> bool {
+        loop {
+            let site = self.contexts[ctx as usize];
+            if site.function == function {
+                return true;
+            }
+            if site.parent == u32::MAX {
+                return false;
+            }
+            ctx = site.parent;
+        }
+    }
+
+    fn order(&self, pc: usize) -> usize {
+        self.cfg.block_of_pc(pc).and_then(|b| self.cfg.rpo_index(b)).unwrap_or(usize::MAX)
+    }
+
+    /// A state reaches slot `pc` of context `ctx`, from the instruction at `from` (none at the entry).
+    pub(crate) fn arrive(
+        &mut self,
+        ctx: u32,
+        from: Option<usize>,
+        pc: usize,
+        mut state: State,
+    ) -> Result<(), VerifyError> {
+        state.materialize_len();
+        let Some(block) = self.cfg.block_of_pc(pc) else {
+            return Err(self.error(
+                from.unwrap_or(0),
+                VerifyErrorKind::Unsupported { what: "a jump out of the program" },
+                &state,
+            ));
+        };
+        let header = self.cfg.block(block).start() == pc && self.cfg.loop_of_header(block).is_some();
+        if let Some(from) = from {
+            let fb = self.cfg.block_of_pc(from).unwrap_or(block);
+            let retreating = self.cfg.rpo_index(block) <= self.cfg.rpo_index(fb);
+            if header {
+                if let Some(l) = self.cfg.loop_of_header(block) {
+                    if self.cfg.loop_contains(l, fb) {
+                        let entry = self.back_edges.entry((ctx, pc));
+                        match entry {
+                            alloc::collections::btree_map::Entry::Vacant(v) => {
+                                v.insert(state.clone());
+                            }
+                            alloc::collections::btree_map::Entry::Occupied(mut o) => {
+                                let j = o.get().join(&state, pc as u32, None);
+                                o.insert(j);
+                            }
+                        }
+                    }
+                }
+            } else if retreating && self.cfg.block(block).start() == pc {
+                return Err(self.error(from, VerifyErrorKind::UnboundedLoop { header: pc }, &state));
+            }
+        }
+        let thresholds = &self.thresholds;
+        let changed = match self.nodes.get_mut(&(ctx, pc)) {
+            None => {
+                self.nodes.insert((ctx, pc), Node { state, visits: 1 });
+                true
+            }
+            Some(node) => {
+                if node.state.includes(&state) {
+                    false
+                } else {
+                    node.visits += 1;
+                    let widen: Option<&[u64]> = if !header || node.visits <= JOINS_BEFORE_WIDENING {
+                        None
+                    } else if node.visits <= JOINS_BEFORE_WIDENING + THRESHOLD_WIDENINGS {
+                        Some(thresholds)
+                    } else {
+                        Some(&[])
+                    };
+                    node.state = node.state.join(&state, pc as u32, widen);
+                    true
+                }
+            }
+        };
+        if changed {
+            let order = self.order(pc);
+            self.work.insert((ctx, order, pc));
+        }
+        Ok(())
+    }
+
+    /// Runs the instructions from slot `pc` of context `ctx` to the end of their block (or a call).
+    fn segment(&mut self, ctx: u32, pc: usize) -> Result<(), VerifyError> {
+        let Some(node) = self.nodes.get(&(ctx, pc)) else { return Ok(()) };
+        let mut state = node.state.clone();
+        let Some(block) = self.cfg.block_of_pc(pc) else { return Ok(()) };
+        let b = self.cfg.block(block);
+        if b.start() == pc {
+            if let Some(l) = self.cfg.loop_of_header(block) {
+                state.start_loop(self.cfg.loop_depth(l));
+            }
+        }
+        let mut at = pc;
+        let mut last = pc;
+        while at < b.end() {
+            last = at;
+            let Some(insn) = self.insn(at) else { break };
+            self.processed += 1;
+            if self.processed > self.options.max_processed {
+                let header = self.cfg.innermost_loop(block).map(|l| self.cfg.block(self.cfg.loop_header(l)).start());
+                return Err(self.error(at, VerifyErrorKind::TooComplex { processed: self.processed, header }, &state));
+            }
+            if let Some(log) = self.log.as_deref_mut() {
+                let _ = writeln!(log, "{at}: {} ; {}", crate::isa::disasm::disassemble_one(insn), describe(&state));
+            }
+            match self.step(ctx, at, insn, &mut state)? {
+                Flow::Next => at += insn.slots(),
+                Flow::Jump(targets) => {
+                    for (to, s) in targets {
+                        self.arrive(ctx, Some(at), to, s)?;
+                    }
+                    return Ok(());
+                }
+                Flow::Call(target, s) => {
+                    let function = self.cfg.function_of_pc(target).unwrap_or(0);
+                    let callee = self.call_context(ctx, at, function);
+                    return self.arrive(callee, None, target, s);
+                }
+                Flow::Exit => return self.exit(ctx, at, state),
+            }
+        }
+        if at < self.lp.program().slot_count() {
+            self.arrive(ctx, Some(last), at, state)?;
+        }
+        Ok(())
+    }
+
+    /// `exit` at `pc`: the end of the program, or a return to the caller.
+    fn exit(&mut self, ctx: u32, pc: usize, mut state: State) -> Result<(), VerifyError> {
+        let r0 = state.reg(0).v;
+        if state.frames.len() == 1 {
+            match r0 {
+                Value::Uninit => return Err(self.error(pc, VerifyErrorKind::UninitRegister { reg: 0 }, &state)),
+                Value::Scalar { .. } => {}
+                _ if self.options.allow_pointer_leaks && !matches!(r0, Value::Released) => {}
+                _ => return Err(self.error(pc, VerifyErrorKind::PointerLeak { reg: 0 }, &state)),
+            }
+            if let Some(&(_, at)) = state.refs.first() {
+                let kind = VerifyErrorKind::UnreleasedRecord { reserved_at: at as usize };
+                return Err(self.error(pc, kind, &state));
+            }
+            return Ok(());
+        }
+        match r0 {
+            Value::Uninit => return Err(self.error(pc, VerifyErrorKind::UninitRegister { reg: 0 }, &state)),
+            Value::Scalar { .. } => {}
+            _ => return Err(self.error(pc, VerifyErrorKind::ExitValue, &state)),
+        }
+        let popped = state.frames.len() - 1;
+        let callee = state.frames.pop();
+        let r0 = callee.map(|f| f.regs[0]).unwrap_or(Tracked::UNINIT);
+        // Pointers into the returned function's stack die with it.
+        state.for_each_value(|v| {
+            if let Value::Ptr(p) = v {
+                if p.kind == PtrKind::Stack(popped as u8) {
+                    *v = Value::Mixed;
+                }
+            }
+        });
+        let top = state.top_mut();
+        top.regs[0] = Tracked::new(r0.v);
+        for r in 1..=5 {
+            top.regs[r] = Tracked::UNINIT;
+        }
+        let site = self.contexts[ctx as usize];
+        self.arrive(site.parent, None, site.call_pc + 1, state)
+    }
+
+    /// After the fixpoint: every loop that was entered again over a back edge must have an induction
+    /// variable that bounds its iterations.
+    fn check_loops(&mut self) -> Result<(), VerifyError> {
+        let edges: Vec<((u32, usize), State)> = core::mem::take(&mut self.back_edges).into_iter().collect();
+        for ((ctx, header), latch) in edges {
+            let Some(block) = self.cfg.block_of_pc(header) else { continue };
+            let Some(l) = self.cfg.loop_of_header(block) else { continue };
+            let depth = self.cfg.loop_depth(l);
+            let Some(head) = self.nodes.get(&(ctx, header)) else { continue };
+            if depth > MAX_LOOP_DEPTH || !proves_end(&head.state, &latch, depth - 1, self.options.max_loop_iterations) {
+                return Err(self.error(header, VerifyErrorKind::UnboundedLoop { header }, &latch));
+            }
+            self.loops_proven += 1;
+        }
+        Ok(())
+    }
+
+    /// The value of a jump or ALU operand.
+    pub(crate) fn operand(&self, state: &State, op: Operand, w64: bool) -> Tracked {
+        match op {
+            Operand::Reg(r) => *state.reg(r.index()),
+            Operand::Imm(i) => {
+                let c = if w64 { i as i64 as u64 } else { i as u32 as u64 };
+                Tracked::new(Value::scalar(Scalar::constant(c)))
+            }
+        }
+    }
+}
+
+/// Whether some register or spill of the innermost frame changes by at least 1 in one direction on
+/// every iteration (`d` is the loop's delta index) within bounds that cap the iterations at `max`.
+fn proves_end(head: &State, latch: &State, d: usize, max: u64) -> bool {
+    let (Some(h), Some(l)) = (head.frames.last(), latch.frames.last()) else { return false };
+    let mut pairs: Vec<(&Tracked, &Tracked)> = h.regs.iter().zip(l.regs.iter()).collect();
+    for (k, slot) in &l.stack {
+        if let (Slot::Spill(lt), Some(Slot::Spill(ht))) = (slot, h.slot(*k as usize)) {
+            pairs.push((ht, lt));
+        }
+    }
+    pairs.into_iter().any(|(ht, lt)| {
+        let delta = lt.deltas[d];
+        if delta.views == 0 || (delta.lo < 1 && delta.hi > -1) {
+            return false;
+        }
+        let (Some(hs), Some(ls)) = (number(&ht.v), number(&lt.v)) else { return false };
+        (0..4).any(|view| {
+            if delta.views & (1 << view) == 0 {
+                return false;
+            }
+            let (hmin, hmax) = bounds(&hs, view);
+            let (lmin, lmax) = bounds(&ls, view);
+            let steps = if delta.lo >= 1 {
+                // Rising: at the latch at most lmax, at the head at least hmin.
+                (lmax - hmin).max(0) as u128 / delta.lo as u128
+            } else {
+                (hmax - lmin).max(0) as u128 / (-(delta.hi as i128)) as u128
+            };
+            steps < max as u128
+        })
+    })
+}
+
+/// The number a value stands for in loop bounds: a scalar, or a pointer's offset.
+fn number(v: &Value) -> Option<Scalar> {
+    match v {
+        Value::Scalar { s, .. } => Some(*s),
+        Value::Ptr(p) => Some(p.folded()),
+        _ => None,
+    }
+}
+
+/// Bounds of `s` in one view (0 u64, 1 s64, 2 u32, 3 s32).
+fn bounds(s: &Scalar, view: usize) -> (i128, i128) {
+    match view {
+        0 => (s.umin as i128, s.umax as i128),
+        1 => (s.smin as i128, s.smax as i128),
+        2 => (s.u32min as i128, s.u32max as i128),
+        _ => (s.s32min as i128, s.s32max as i128),
+    }
+}
+
+/// Numbers at which widened bounds stop: the program's comparison constants and their neighbours, the
+/// sizes of its regions, and the ends of the 32- and 64-bit ranges.
+fn thresholds(lp: &LinkedProgram, maps: &[MapDef], context: &Context) -> Vec<u64> {
+    let mut t: Vec<u64> = alloc::vec![0, 1, 512, u32::MAX as u64, i32::MAX as u64, i64::MAX as u64, u64::MAX];
+    for (_, insn) in lp.program().iter() {
+        let c = match insn {
+            Instruction::Jump { src: Operand::Imm(i), cond, .. } if *cond != Cond::Set => *i as i64,
+            Instruction::Alu { src: Operand::Imm(i), .. } => *i as i64,
+            _ => continue,
+        };
+        for x in [c - 1, c, c + 1] {
+            t.push(x as u64);
+            t.push(x as u32 as u64);
+        }
+    }
+    for m in maps {
+        t.push(m.value_size as u64);
+        t.push(m.key_size as u64);
+    }
+    if let Context::Fixed { size, .. } | Context::Packet { size, .. } = context {
+        t.push(*size as u64);
+    }
+    t.sort_unstable();
+    t.dedup();
+    t
+}
+
+/// The registers and stack slots of the innermost frame that hold something, for error messages.
+pub(crate) fn describe(state: &State) -> String {
+    let mut out = String::new();
+    let Some(frame) = state.frames.last() else { return out };
+    for (r, t) in frame.regs.iter().enumerate() {
+        if t.v != Value::Uninit {
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            let _ = write!(out, "r{r}={}", t.v);
+        }
+    }
+    for (k, slot) in &frame.stack {
+        let off = -8 * (*k as i64 + 1);
+        let _ = match slot {
+            Slot::Spill(t) => write!(out, ", fp{off}={}", t.v),
+            Slot::Bytes(m) => write!(out, ", fp{off}=bytes({m:#04x})"),
+        };
+    }
+    if state.input_min > 0 {
+        let _ = write!(out, ", input >= {} bytes", state.input_min);
+    }
+    if !state.refs.is_empty() {
+        let held: Vec<String> = state.refs.iter().map(|(_, pc)| format!("{pc}")).collect();
+        let _ = write!(out, ", records held from insn {}", held.join(", "));
+    }
+    out
+}

@@ -1,0 +1,181 @@
+//! Helper calls: each argument checked against the helper's signature, the result typed from it, and
+//! ring-buffer records tracked from reservation to release.
+
+use alloc::format;
+use alloc::string::String;
+
+use super::access::Dir;
+use super::analysis::Checker;
+use super::error::{VerifyError, VerifyErrorKind as K};
+use super::scalar::Scalar;
+use super::state::State;
+use super::step::fresh_id;
+use super::value::{Ptr, PtrKind, Tracked, Value};
+use crate::helpers::{ArgKind, RetKind};
+use crate::link::Resolved;
+use crate::maps::MapType;
+
+/// Largest size a helper's memory argument may be proven to have.
+const MAX_MEM_ARG: u64 = 1 << 29;
+
+impl Checker<'_> {
+    /// A call of helper `id` at `pc`.
+    pub(crate) fn helper_call(&self, pc: usize, st: &mut State, id: u32) -> Result<(), VerifyError> {
+        let Some(helper) = self.linked.env().helper(id) else {
+            return Err(self.error(pc, K::Unsupported { what: "a call of an unknown helper" }, st));
+        };
+        let sig = *helper.sig();
+        let bad = |st: &State, arg: usize, reason: String| {
+            self.error(pc, K::HelperArgument { helper: id, arg: arg as u8 + 1, reason }, st)
+        };
+        let mut map: Option<u32> = None;
+        let mut release: Option<u32> = None;
+        for (i, kind) in sig.args.iter().enumerate() {
+            let r = i as u8 + 1;
+            let v = st.reg(r).v;
+            if *kind != ArgKind::Unused && v == Value::Uninit {
+                return Err(self.error(pc, K::UninitRegister { reg: r }, st));
+            }
+            match *kind {
+                ArgKind::Unused => {}
+                ArgKind::Scalar | ArgKind::MemSize => match v {
+                    Value::Scalar { .. } => {}
+                    Value::Ptr(_) | Value::Map(_) if self.options.allow_pointer_leaks => {}
+                    _ => return Err(self.error(pc, K::PointerLeak { reg: r }, st)),
+                },
+                ArgKind::MapPtr | ArgKind::MapOf(_) => {
+                    let Value::Map(m) = v else { return Err(bad(st, i, "expects a map".into())) };
+                    let def = self.maps.get(m as usize).copied();
+                    let ty = def.map(|d| d.map_type);
+                    if let ArgKind::MapOf(want) = *kind {
+                        if ty != Some(want) {
+                            return Err(bad(st, i, format!("expects a map of kind {want:?}, not {ty:?}")));
+                        }
+                    } else if matches!(ty, Some(MapType::RingBuf | MapType::ProgArray)) {
+                        return Err(bad(st, i, format!("a map of kind {ty:?} has no keys or values here")));
+                    }
+                    map = Some(m);
+                }
+                ArgKind::MapKey | ArgKind::MapValue => {
+                    let Some(def) = map.and_then(|m| self.maps.get(m as usize)) else {
+                        return Err(bad(st, i, "no map argument before it".into()));
+                    };
+                    let size = if *kind == ArgKind::MapKey { def.key_size } else { def.value_size };
+                    self.mem_arg(pc, st, r, size as u64, Dir::Read, id)?;
+                }
+                ArgKind::ReadMem | ArgKind::WriteMem => {
+                    let size = match st.reg(r + 1).v {
+                        Value::Scalar { s, .. } => s,
+                        Value::Uninit => return Err(self.error(pc, K::UninitRegister { reg: r + 1 }, st)),
+                        _ => return Err(bad(st, i + 1, "the size must be a number".into())),
+                    };
+                    if size.smin < 0 || size.umax > MAX_MEM_ARG {
+                        return Err(bad(st, i + 1, format!("the size {size} is not proven bounded")));
+                    }
+                    if size.umax > 0 {
+                        let dir = if *kind == ArgKind::WriteMem { Dir::Write } else { Dir::Read };
+                        self.mem_arg(pc, st, r, size.umax, dir, id)?;
+                    }
+                }
+                ArgKind::Context => match v {
+                    Value::Ptr(p)
+                        if matches!(p.kind, PtrKind::Input | PtrKind::Context)
+                            && p.off == 0
+                            && p.fixed()
+                            && !p.nullable => {}
+                    _ => return Err(bad(st, i, "expects the context pointer".into())),
+                },
+                ArgKind::Record => match v {
+                    Value::Ptr(Ptr { kind: PtrKind::Record { ref_id, .. }, off: 0, nullable: false, var, .. })
+                        if var.as_const() == Some(0) && st.refs.iter().any(|x| x.0 == ref_id) =>
+                    {
+                        release = Some(ref_id);
+                    }
+                    _ => return Err(self.error(pc, K::BadRelease { reg: r }, st)),
+                },
+            }
+        }
+        if self.lp.resolved_at(pc) == Resolved::TailCall {
+            if let Some(&(_, at)) = st.refs.first() {
+                return Err(self.error(pc, K::UnreleasedRecord { reserved_at: at as usize }, st));
+            }
+        }
+        if let Some(ref_id) = release {
+            st.refs.retain(|x| x.0 != ref_id);
+            st.for_each_value(|v| {
+                if matches!(v, Value::Ptr(Ptr { kind: PtrKind::Record { ref_id: r, .. }, .. }) if *r == ref_id) {
+                    *v = Value::Released;
+                }
+            });
+        }
+        let r0 = match sig.ret {
+            RetKind::Scalar => Value::unknown(),
+            RetKind::MapValueOrNull => {
+                let Some(m) = map else {
+                    return Err(self.error(pc, K::Unsupported { what: "a map result without a map argument" }, st));
+                };
+                let id = fresh_id(pc);
+                forget_unchecked(st, id);
+                Value::Ptr(Ptr { nullable: true, id, ..Ptr::at(PtrKind::MapValue(m), 0) })
+            }
+            RetKind::RecordOrNull { size_arg } => {
+                let r = size_arg.clamp(1, 5);
+                let size = st.reg(r).v.as_scalar().and_then(Scalar::as_const);
+                let Some(size) = size.filter(|&s| s > 0 && s <= MAX_MEM_ARG) else {
+                    return Err(bad(st, r as usize - 1, "the record size must be a constant".into()));
+                };
+                let ref_id = fresh_id(pc);
+                if let Some(&(_, at)) = st.refs.iter().find(|x| x.0 == ref_id) {
+                    return Err(self.error(pc, K::UnreleasedRecord { reserved_at: at as usize }, st));
+                }
+                forget_unchecked(st, ref_id);
+                let pos = st.refs.partition_point(|x| x.0 < ref_id);
+                st.refs.insert(pos, (ref_id, pc as u32));
+                let kind = PtrKind::Record { size: size as u32, ref_id };
+                Value::Ptr(Ptr { nullable: true, id: ref_id, ..Ptr::at(kind, 0) })
+            }
+        };
+        st.set(0, r0);
+        for r in 1..=5 {
+            st.top_mut().regs[r] = Tracked::UNINIT;
+        }
+        Ok(())
+    }
+
+    /// Register `r` as a pointer to `len` bytes a helper reads or writes.
+    fn mem_arg(&self, pc: usize, st: &mut State, r: u8, len: u64, dir: Dir, helper: u32) -> Result<(), VerifyError> {
+        let p = match st.reg(r).v {
+            Value::Ptr(p) if p.nullable => return Err(self.error(pc, K::MaybeNull { reg: r }, st)),
+            Value::Ptr(p) if p.kind != PtrKind::InputEnd => p,
+            _ => {
+                let reason = "expects a pointer to memory".into();
+                return Err(self.error(pc, K::HelperArgument { helper, arg: r, reason }, st));
+            }
+        };
+        let (lo, end) = self.region(pc, st, &p, 0, len, dir)?;
+        if let PtrKind::Stack(d) = p.kind {
+            match dir {
+                Dir::Read => {
+                    self.stack_read(pc, st, d as usize, lo, end, None)?;
+                }
+                Dir::Write => {
+                    let v = Tracked::new(Value::unknown());
+                    self.stack_write(pc, st, d as usize, lo, end, None, v)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Values still unchecked from an earlier call at the same instruction can no longer be told apart from
+/// the new result: they become unusable.
+fn forget_unchecked(st: &mut State, id: u32) {
+    st.for_each_value(|v| {
+        if let Value::Ptr(p) = v {
+            if p.nullable && p.id == id {
+                *v = Value::Mixed;
+            }
+        }
+    });
+}

@@ -1,0 +1,280 @@
+//! The abstract state at one program point: a frame per active call (registers and stack slots), what
+//! is known about the input's length, and the ring-buffer records held.
+
+use alloc::vec::Vec;
+
+use super::value::{Delta, LenRel, PtrKind, Tracked, Value, MAX_LOOP_DEPTH};
+
+/// Bytes of one stack frame.
+pub(crate) const FRAME_BYTES: i64 = crate::memory::FRAME_SIZE as i64;
+
+/// One 8-byte stack slot that has been written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// Slots live in sorted vectors of the few slots a program writes; boxing spills would cost an
+// allocation per spill for no saving.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Slot {
+    /// Bytes written with numbers: bit `i` set when byte `i` of the slot was written.
+    Bytes(u8),
+    /// A register spilled by an aligned 8-byte store.
+    Spill(Tracked),
+}
+
+/// The registers and stack of one active function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Frame {
+    /// `r0`..`r10`.
+    pub(crate) regs: [Tracked; 11],
+    /// Written slots, by slot index (slot `i` holds bytes `-8 * (i + 1)..-8 * i` from the frame's top),
+    /// sorted; slots not listed were never written.
+    pub(crate) stack: Vec<(u8, Slot)>,
+    /// The function (index into the program's functions).
+    pub(crate) function: u32,
+}
+
+impl Frame {
+    /// A new frame for function `function` at depth `depth`: every register uninitialised except r10.
+    pub(crate) fn new(function: u32, depth: u8) -> Frame {
+        let mut regs = [Tracked::UNINIT; 11];
+        regs[10] = Tracked::new(Value::Ptr(super::value::Ptr::at(PtrKind::Stack(depth), 0)));
+        Frame { regs, stack: Vec::new(), function }
+    }
+
+    /// The slot at index `i`, if written.
+    pub(crate) fn slot(&self, i: usize) -> Option<&Slot> {
+        self.stack.binary_search_by_key(&(i as u8), |e| e.0).ok().map(|k| &self.stack[k].1)
+    }
+
+    /// Sets slot `i`.
+    pub(crate) fn set_slot(&mut self, i: usize, slot: Slot) {
+        match self.stack.binary_search_by_key(&(i as u8), |e| e.0) {
+            Ok(k) => self.stack[k].1 = slot,
+            Err(k) => self.stack.insert(k, (i as u8, slot)),
+        }
+    }
+}
+
+/// The state at a program point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct State {
+    /// Active frames, the entry function's first.
+    pub(crate) frames: Vec<Frame>,
+    /// The input is proven to hold at least this many bytes.
+    pub(crate) input_min: u64,
+    /// Ring-buffer records held: reference id and slot of the reserving call, sorted by id.
+    pub(crate) refs: Vec<(u32, u32)>,
+}
+
+impl State {
+    /// The innermost frame.
+    pub(crate) fn top(&self) -> &Frame {
+        &self.frames[self.frames.len() - 1]
+    }
+
+    /// The innermost frame, mutably.
+    pub(crate) fn top_mut(&mut self) -> &mut Frame {
+        let n = self.frames.len() - 1;
+        &mut self.frames[n]
+    }
+
+    /// Register `r` of the innermost frame.
+    pub(crate) fn reg(&self, r: u8) -> &Tracked {
+        &self.top().regs[r as usize]
+    }
+
+    /// Sets register `r` of the innermost frame to a value with no loop relation.
+    pub(crate) fn set(&mut self, r: u8, v: Value) {
+        self.top_mut().regs[r as usize] = Tracked::new(v);
+    }
+
+    /// Every value in the state (registers and spills of every frame), mutably.
+    pub(crate) fn for_each_value(&mut self, mut f: impl FnMut(&mut Value)) {
+        for frame in &mut self.frames {
+            for r in &mut frame.regs {
+                f(&mut r.v);
+            }
+            for (_, s) in &mut frame.stack {
+                if let Slot::Spill(t) = s {
+                    f(&mut t.v);
+                }
+            }
+        }
+    }
+
+    /// Every register and spill of every frame, mutably.
+    pub(crate) fn for_each_tracked(&mut self, mut f: impl FnMut(&mut Tracked)) {
+        for frame in &mut self.frames {
+            frame.regs.iter_mut().for_each(&mut f);
+            for (_, s) in &mut frame.stack {
+                if let Slot::Spill(t) = s {
+                    f(t);
+                }
+            }
+        }
+    }
+
+    /// Drops every link with identity `id` (it is about to name a new origin).
+    pub(crate) fn unlink(&mut self, id: u32) {
+        self.for_each_tracked(|t| {
+            if t.link.is_some_and(|(l, _)| l == id) {
+                t.link = None;
+            }
+        });
+    }
+
+    /// The number linked as `(id, ox)` is at most the input length minus `k`: every number linked to the
+    /// same origin learns its own distance to the length.
+    pub(crate) fn below_len(&mut self, (id, ox): (u32, i64), k: u32) {
+        self.for_each_tracked(|t| {
+            let Some((l, oy)) = t.link else { return };
+            let Value::Scalar { s, len } = &mut t.v else { return };
+            if l != id || s.umax >= 1 << 33 {
+                return;
+            }
+            let d = oy - ox;
+            if d.abs() >= 1 << 32 {
+                return;
+            }
+            let Ok(ky) = u32::try_from(k as i64 - d) else { return };
+            match *len {
+                LenRel::None => *len = LenRel::Below(ky),
+                LenRel::Below(old) if old < ky => *len = LenRel::Below(ky),
+                _ => {}
+            }
+        });
+    }
+
+    /// Numbers below the proven input length get the relation that says so, so that a number known
+    /// small on one path and known below the length on another join into one below the length.
+    pub(crate) fn materialize_len(&mut self) {
+        let min = self.input_min;
+        if min == 0 {
+            return;
+        }
+        self.for_each_value(|v| {
+            if let Value::Scalar { s, len } = v {
+                if *len == LenRel::None && s.umax < min {
+                    *len = LenRel::Below((min - s.umax).min(u32::MAX as u64) as u32);
+                }
+            }
+        });
+    }
+
+    /// Starts a loop at depth `depth` (1 = outermost) in the innermost frame: every register's and spill's
+    /// delta for that depth becomes zero, and deltas of deeper loops are dropped.
+    pub(crate) fn start_loop(&mut self, depth: usize) {
+        let Some(d) = depth.checked_sub(1) else { return };
+        let frame = self.top_mut();
+        let reset = |t: &mut Tracked| {
+            for (i, delta) in t.deltas.iter_mut().enumerate() {
+                if i == d {
+                    *delta = Delta::ZERO;
+                } else if i > d {
+                    *delta = Delta::NONE;
+                }
+            }
+        };
+        if d >= MAX_LOOP_DEPTH {
+            return;
+        }
+        frame.regs.iter_mut().for_each(reset);
+        for (_, s) in &mut frame.stack {
+            if let Slot::Spill(t) = s {
+                reset(t);
+            }
+        }
+    }
+
+    /// The least state containing `self` and `o` (which must have the same frames), or with `widen` the
+    /// widened one. `site` makes the identities of joined pointers stable.
+    pub(crate) fn join(&self, o: &State, site: u32, widen: Option<&[u64]>) -> State {
+        let frames = self
+            .frames
+            .iter()
+            .zip(&o.frames)
+            .enumerate()
+            .map(|(fi, (a, b))| {
+                let mut regs = [Tracked::UNINIT; 11];
+                for (r, reg) in regs.iter_mut().enumerate() {
+                    *reg = a.regs[r].join(&b.regs[r], join_id(site, fi, r), widen);
+                }
+                let mut stack = Vec::new();
+                let (mut i, mut j) = (0, 0);
+                while i < a.stack.len() && j < b.stack.len() {
+                    let (ka, sa) = &a.stack[i];
+                    let (kb, sb) = &b.stack[j];
+                    if ka < kb {
+                        i += 1;
+                    } else if kb < ka {
+                        j += 1;
+                    } else {
+                        if let Some(s) = join_slot(sa, sb, join_id(site, fi, 11 + *ka as usize), widen) {
+                            stack.push((*ka, s));
+                        }
+                        i += 1;
+                        j += 1;
+                    }
+                }
+                Frame { regs, stack, function: a.function }
+            })
+            .collect();
+        let mut refs = self.refs.clone();
+        for r in &o.refs {
+            if let Err(k) = refs.binary_search_by_key(&r.0, |e| e.0) {
+                refs.insert(k, *r);
+            }
+        }
+        State { frames, input_min: self.input_min.min(o.input_min), refs }
+    }
+
+    /// Whether every concrete state `o` stands for is one `self` stands for.
+    pub(crate) fn includes(&self, o: &State) -> bool {
+        if self.frames.len() != o.frames.len() || self.input_min > o.input_min || self.refs != o.refs {
+            return false;
+        }
+        self.frames.iter().zip(&o.frames).all(|(a, b)| {
+            a.regs.iter().zip(&b.regs).all(|(x, y)| x.includes(y))
+                && a.stack.iter().all(|(k, sa)| match (sa, b.slot(*k as usize)) {
+                    (_, None) => false,
+                    (Slot::Bytes(ma), Some(Slot::Bytes(mb))) => ma & mb == *ma,
+                    (Slot::Bytes(ma), Some(Slot::Spill(t))) => !matches!(t.v, Value::Ptr(_) | Value::Mixed) || *ma == 0,
+                    (Slot::Spill(x), Some(Slot::Spill(y))) => x.includes(y),
+                    (Slot::Spill(_), Some(Slot::Bytes(_))) => false,
+                })
+        })
+    }
+}
+
+/// Joins two written slots; `None` when nothing of them is known written on both paths.
+fn join_slot(a: &Slot, b: &Slot, id: u32, widen: Option<&[u64]>) -> Option<Slot> {
+    let bytes = |s: &Slot| match s {
+        Slot::Bytes(m) => (*m, false),
+        Slot::Spill(t) => (0xff, matches!(t.v, Value::Ptr(_) | Value::Mixed)),
+    };
+    match (a, b) {
+        (Slot::Spill(x), Slot::Spill(y)) => {
+            let t = x.join(y, id, widen);
+            if t.v == Value::Uninit {
+                None
+            } else {
+                Some(Slot::Spill(t))
+            }
+        }
+        _ => {
+            let (ma, pa) = bytes(a);
+            let (mb, pb) = bytes(b);
+            if pa || pb {
+                // A pointer on one path and numbers on the other: keep it unreadable as a number.
+                Some(Slot::Spill(Tracked::new(Value::Mixed)))
+            } else {
+                let m = ma & mb;
+                (m != 0).then_some(Slot::Bytes(m))
+            }
+        }
+    }
+}
+
+/// A stable identity for a pointer made by joining at `site`, in frame `frame`, register or slot `at`.
+fn join_id(site: u32, frame: usize, at: usize) -> u32 {
+    0x8000_0000 | (site.wrapping_mul(1024) ^ (frame as u32) << 7 ^ at as u32)
+}

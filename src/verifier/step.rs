@@ -1,0 +1,489 @@
+//! What one instruction does to the abstract state: arithmetic on numbers and pointers, conditional
+//! jumps that narrow both branches, loads and stores, and calls.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use super::analysis::{Checker, Flow, MAX_FRAMES};
+use super::error::{VerifyError, VerifyErrorKind as K};
+use super::scalar::Scalar;
+use super::state::{Frame, State};
+use super::value::{LenRel, Ptr, PtrKind, Tracked, Value};
+use crate::isa::{AluOp, ByteOrder, Cond, Imm64, Instruction, Operand, PacketMode, SxWidth, Width};
+use crate::link::{Imm64Value, Resolved};
+
+/// Largest magnitude a pointer's offset may reach: far outside every region, far from overflow.
+const MAX_OFFSET: i64 = 1 << 29;
+
+/// Identity of a value made at slot `pc` (a lookup's result, a pointer with a new variable offset).
+pub(crate) fn fresh_id(pc: usize) -> u32 {
+    0x4000_0000 | (pc as u32 & 0x3fff_ffff)
+}
+
+impl Checker<'_> {
+    /// The effect of `insn` at slot `pc` of context `ctx` on `st`.
+    pub(crate) fn step(
+        &mut self,
+        ctx: u32,
+        pc: usize,
+        insn: &Instruction,
+        st: &mut State,
+    ) -> Result<Flow, VerifyError> {
+        match *insn {
+            Instruction::Alu { width, op, dst, src } => self.alu(pc, st, width, op, dst.index(), src)?,
+            Instruction::Neg { width, dst } => {
+                let d = dst.index();
+                let v = self.scalar_of(pc, st, d, true)?;
+                st.set(d, Value::scalar(v.neg(width)));
+            }
+            Instruction::MovSx { width, from, dst, src } => {
+                let v = self.scalar_of(pc, st, src.index(), true)?;
+                let bits = match from {
+                    SxWidth::B8 => 8,
+                    SxWidth::B16 => 16,
+                    SxWidth::B32 => 32,
+                };
+                let r = match width {
+                    Width::W64 => v.sign_extend(bits),
+                    Width::W32 => v.sign_extend(bits).zero_extend(4),
+                };
+                st.set(dst.index(), Value::scalar(r));
+            }
+            Instruction::End { order, bits, dst } => {
+                let d = dst.index();
+                let v = self.scalar_of(pc, st, d, true)?;
+                let r = match order {
+                    ByteOrder::Le if bits >= 64 => v,
+                    ByteOrder::Le => v.zero_extend(bits as u32 / 8),
+                    ByteOrder::Be | ByteOrder::Swap => v.swap(bits as u32),
+                };
+                st.set(d, Value::scalar(r));
+            }
+            Instruction::LoadImm64 { dst, value } => {
+                let v = match (self.lp.resolved_at(pc), value) {
+                    (Resolved::Imm64(Imm64Value::Const(c)), _) | (_, Imm64::Const(c)) => {
+                        Value::scalar(Scalar::constant(c))
+                    }
+                    (Resolved::Imm64(Imm64Value::Map { index }), _) => Value::Map(index),
+                    (Resolved::Imm64(Imm64Value::MapValue { index, offset, .. }), _) => {
+                        Value::Ptr(Ptr::at(PtrKind::MapValue(index), offset as i64))
+                    }
+                    _ => return Err(self.error(pc, K::Unsupported { what: "this 64-bit load" }, st)),
+                };
+                st.set(dst.index(), v);
+            }
+            Instruction::LoadPacket { size, mode, .. } => {
+                if let PacketMode::Ind(r) = mode {
+                    self.scalar_of(pc, st, r.index(), true)?;
+                }
+                st.set(0, Value::scalar(Scalar::unknown().zero_extend(size.bytes())));
+                for r in 1..=5 {
+                    st.top_mut().regs[r] = Tracked::UNINIT;
+                }
+            }
+            Instruction::Load { size, dst, src, offset } => {
+                let v = self.load(pc, st, src.index(), offset as i64, size.bytes())?;
+                st.top_mut().regs[dst.index() as usize] = v;
+            }
+            Instruction::LoadSx { size, dst, src, offset } => {
+                let v = self.load(pc, st, src.index(), offset as i64, size.bytes())?;
+                let s = v.v.as_scalar().copied().unwrap_or_else(Scalar::unknown);
+                st.set(dst.index(), Value::scalar(s.sign_extend(size.bytes() * 8)));
+            }
+            Instruction::Store { size, dst, offset, imm } => {
+                let c = imm as i64 as u64;
+                let bytes = size.bytes();
+                let c = if bytes == 8 { c } else { c & ((1u64 << (bytes * 8)) - 1) };
+                let v = Tracked::new(Value::scalar(Scalar::constant(c)));
+                self.store(pc, st, dst.index(), offset as i64, bytes, v, None)?;
+            }
+            Instruction::StoreReg { size, dst, offset, src } => {
+                let v = *st.reg(src.index());
+                if v.v == Value::Uninit {
+                    return Err(self.error(pc, K::UninitRegister { reg: src.index() }, st));
+                }
+                self.store(pc, st, dst.index(), offset as i64, size.bytes(), v, Some(src.index()))?;
+            }
+            Instruction::Atomic { width, op, dst, offset, src } => {
+                self.atomic(pc, st, width, op, dst.index(), offset as i64, src.index())?;
+            }
+            Instruction::Ja { offset } => return Ok(Flow::Jump(vec![(target(pc, offset as i64), st.clone())])),
+            Instruction::Ja32 { offset } => return Ok(Flow::Jump(vec![(target(pc, offset as i64), st.clone())])),
+            Instruction::Jump { width, cond, dst, src, offset } => {
+                let to = target(pc, offset as i64);
+                let [not_taken, taken] = self.branch(pc, st, width, cond, dst.index(), src)?;
+                let mut out = Vec::new();
+                if let Some(s) = not_taken {
+                    out.push((pc + 1, s));
+                }
+                if let Some(s) = taken {
+                    out.push((to, s));
+                }
+                return Ok(Flow::Jump(out));
+            }
+            Instruction::Call { id } => self.helper_call(pc, st, id)?,
+            Instruction::CallLocal { offset } => return self.local_call(ctx, pc, st, target(pc, offset as i64)),
+            Instruction::CallReg { reg } => {
+                // A helper whose id the register is proven to hold.
+                match self.scalar_of(pc, st, reg.index(), false)?.as_const() {
+                    Some(id) if id <= u32::MAX as u64 => self.helper_call(pc, st, id as u32)?,
+                    _ => {
+                        return Err(self.error(
+                            pc,
+                            K::Unsupported { what: "callx through a register that is not a known helper id" },
+                            st,
+                        ))
+                    }
+                }
+            }
+            Instruction::CallBtf { .. } => {
+                return Err(self.error(pc, K::Unsupported { what: "a call of a kernel function" }, st))
+            }
+            Instruction::Exit => return Ok(Flow::Exit),
+        }
+        Ok(Flow::Next)
+    }
+
+    /// Register `r` as a number: an error if it is unwritten or holds anything else.
+    pub(crate) fn scalar_of(&self, pc: usize, st: &State, r: u8, arith: bool) -> Result<Scalar, VerifyError> {
+        match st.reg(r).v {
+            Value::Scalar { s, .. } => Ok(s),
+            Value::Uninit => Err(self.error(pc, K::UninitRegister { reg: r }, st)),
+            _ if arith => Err(self.error(pc, K::PointerArithmetic { reg: r }, st)),
+            _ => Err(self.error(pc, K::PointerLeak { reg: r }, st)),
+        }
+    }
+
+    fn alu(
+        &self,
+        pc: usize,
+        st: &mut State,
+        width: Width,
+        op: AluOp,
+        dst: u8,
+        src: Operand,
+    ) -> Result<(), VerifyError> {
+        let w64 = width == Width::W64;
+        let s = self.operand(st, src, w64);
+        let src_reg = match src {
+            Operand::Reg(r) => r.index(),
+            Operand::Imm(_) => dst,
+        };
+        if s.v == Value::Uninit {
+            return Err(self.error(pc, K::UninitRegister { reg: src_reg }, st));
+        }
+        if op == AluOp::Mov {
+            let v = if w64 {
+                match (s.v, s.link, src) {
+                    (Value::Scalar { .. }, None, Operand::Reg(r)) => {
+                        // Copies of one number stay linked to it.
+                        let id = fresh_id(pc);
+                        st.unlink(id);
+                        st.top_mut().regs[r.index() as usize].link = Some((id, 0));
+                        Tracked { link: Some((id, 0)), ..s }
+                    }
+                    _ => s,
+                }
+            } else {
+                match s.v {
+                    Value::Scalar { s: x, len } => Tracked::new(Value::Scalar { s: x.zero_extend(4), len }),
+                    _ => return Err(self.error(pc, K::PointerArithmetic { reg: src_reg }, st)),
+                }
+            };
+            st.top_mut().regs[dst as usize] = v;
+            return Ok(());
+        }
+        let d = *st.reg(dst);
+        let result = match (d.v, s.v) {
+            (Value::Uninit, _) => return Err(self.error(pc, K::UninitRegister { reg: dst }, st)),
+            (Value::Scalar { s: a, .. }, Value::Scalar { s: b, .. }) => {
+                let r = a.alu(op, width, b);
+                match (op, b.as_const()) {
+                    (AluOp::Add | AluOp::Sub, Some(c)) => {
+                        let c = if w64 { c as i64 } else { c as u32 as i32 as i64 };
+                        let c = if op == AluOp::Sub { c.wrapping_neg() } else { c };
+                        let rel = match d.v {
+                            // Below the length, the number stays below 2^32: no wrap in either width.
+                            Value::Scalar { len, .. } if r.umax <= u32::MAX as u64 => len.shifted(c),
+                            _ => LenRel::None,
+                        };
+                        d.shifted(Value::Scalar { s: r, len: rel }, c, &a, !w64)
+                    }
+                    _ => Tracked::new(Value::scalar(r)),
+                }
+            }
+            (Value::Ptr(p), Value::Scalar { s: b, len }) if w64 && matches!(op, AluOp::Add | AluOp::Sub) => {
+                let v = self.ptr_offset(pc, st, dst, p, op, b, len)?;
+                match (b.as_const(), v) {
+                    (Some(c), Value::Ptr(_)) => {
+                        let c = if op == AluOp::Sub { (c as i64).wrapping_neg() } else { c as i64 };
+                        d.shifted(v, c, &p.folded(), false)
+                    }
+                    _ => Tracked::new(v),
+                }
+            }
+            (Value::Scalar { s: a, len }, Value::Ptr(p)) if w64 && op == AluOp::Add => {
+                Tracked::new(self.ptr_offset(pc, st, src_reg, p, op, a, len)?)
+            }
+            (Value::Ptr(a), Value::Ptr(b))
+                if w64 && op == AluOp::Sub && a.kind == b.kind && !a.nullable && !b.nullable =>
+            {
+                let diff = if a.id == b.id && a.var == b.var {
+                    Scalar::constant(a.off.wrapping_sub(b.off) as u64)
+                } else {
+                    Scalar::unknown()
+                };
+                Tracked::new(Value::scalar(diff))
+            }
+            (Value::Scalar { .. }, _) => return Err(self.error(pc, K::PointerArithmetic { reg: src_reg }, st)),
+            _ => return Err(self.error(pc, K::PointerArithmetic { reg: dst }, st)),
+        };
+        st.top_mut().regs[dst as usize] = result;
+        Ok(())
+    }
+
+    /// Pointer `p` (in register `reg`) plus or minus the number `n`.
+    #[allow(clippy::too_many_arguments)]
+    fn ptr_offset(
+        &self,
+        pc: usize,
+        st: &State,
+        reg: u8,
+        p: Ptr,
+        op: AluOp,
+        n: Scalar,
+        len: LenRel,
+    ) -> Result<Value, VerifyError> {
+        if p.nullable || matches!(p.kind, PtrKind::InputEnd) {
+            return Err(self.error(pc, K::PointerArithmetic { reg }, st));
+        }
+        let at_input = op == AluOp::Add && p.kind == PtrKind::Input && p.fixed() && p.id == 0;
+        if len == LenRel::Equal && at_input && p.off == 0 {
+            return Ok(Value::Ptr(Ptr::at(PtrKind::InputEnd, 0)));
+        }
+        let mut q = p;
+        if let Some(c) = n.as_const() {
+            let c = c as i64;
+            let off = if op == AluOp::Add { p.off.checked_add(c) } else { p.off.checked_sub(c) };
+            match off {
+                Some(off) if off.abs() <= MAX_OFFSET => q.off = off,
+                _ => return Err(self.error(pc, K::UnboundedOffset { reg }, st)),
+            }
+            return Ok(Value::Ptr(q));
+        }
+        if n.smin < -MAX_OFFSET || n.smax > MAX_OFFSET {
+            return Err(self.error(pc, K::UnboundedOffset { reg }, st));
+        }
+        let var = p.var.alu(op, Width::W64, n);
+        if var.smin < -MAX_OFFSET || var.smax > MAX_OFFSET {
+            return Err(self.error(pc, K::UnboundedOffset { reg }, st));
+        }
+        q.var = var;
+        q.id = fresh_id(pc);
+        q.range = 0;
+        if let (true, LenRel::Below(k)) = (at_input, len) {
+            // input + x with x + k <= length: k bytes exist from input + x.
+            if n.smin >= 0 {
+                q.range = k as i64;
+            }
+        }
+        Ok(Value::Ptr(q))
+    }
+
+    /// The states after a conditional jump: `[not taken, taken]`, `None` where the branch cannot run.
+    fn branch(
+        &self,
+        pc: usize,
+        st: &State,
+        width: Width,
+        cond: Cond,
+        dst: u8,
+        src: Operand,
+    ) -> Result<[Option<State>; 2], VerifyError> {
+        let w64 = width == Width::W64;
+        let a = *st.reg(dst);
+        let b = self.operand(st, src, w64);
+        let src_reg = match src {
+            Operand::Reg(r) => Some(r.index()),
+            Operand::Imm(_) => None,
+        };
+        if a.v == Value::Uninit {
+            return Err(self.error(pc, K::UninitRegister { reg: dst }, st));
+        }
+        if b.v == Value::Uninit {
+            return Err(self.error(pc, K::UninitRegister { reg: src_reg.unwrap_or(dst) }, st));
+        }
+        let mut out = [None, None];
+        match (a.v, b.v) {
+            (Value::Scalar { s: x, len: xl }, Value::Scalar { s: y, len: yl }) => {
+                for (i, taken) in [false, true].into_iter().enumerate() {
+                    let Some((nx, ny)) = x.refine(cond, width, &y, taken) else { continue };
+                    let mut s = st.clone();
+                    s.top_mut().regs[dst as usize].v = Value::Scalar { s: nx, len: xl };
+                    if let Some(r) = src_reg {
+                        if r != dst {
+                            s.top_mut().regs[r as usize].v = Value::Scalar { s: ny, len: yl };
+                        }
+                    }
+                    if xl == LenRel::Equal {
+                        s.input_min = s.input_min.max(nx.umin);
+                    }
+                    if yl == LenRel::Equal {
+                        s.input_min = s.input_min.max(ny.umin);
+                    }
+                    // `x < len` or `x <= len` (either way round): bytes of the input exist from x.
+                    let below = |first_is_len: bool| match (cond, taken, first_is_len) {
+                        (Cond::Lt, true, false) | (Cond::Ge, false, false) => Some(1),
+                        (Cond::Gt, true, true) | (Cond::Le, false, true) => Some(1),
+                        (Cond::Le, true, false) | (Cond::Gt, false, false) => Some(0),
+                        (Cond::Ge, true, true) | (Cond::Lt, false, true) => Some(0),
+                        _ => None,
+                    };
+                    let learn = |s: &mut State, r: u8, v: Scalar, k: u32| {
+                        let t = &mut s.top_mut().regs[r as usize];
+                        t.v = Value::Scalar { s: v, len: LenRel::Below(k) };
+                        if let Some(link) = t.link {
+                            s.below_len(link, k);
+                        }
+                    };
+                    if let (true, LenRel::Equal, Some(k), LenRel::None | LenRel::Below(_)) = (w64, yl, below(false), xl)
+                    {
+                        if !matches!(xl, LenRel::Below(old) if old >= k) {
+                            learn(&mut s, dst, nx, k);
+                        }
+                    }
+                    if let (true, LenRel::Equal, Some(k), Some(r)) = (w64, xl, below(true), src_reg) {
+                        if !matches!(yl, LenRel::Below(old) if old >= k) && yl != LenRel::Equal {
+                            learn(&mut s, r, ny, k);
+                        }
+                    }
+                    out[i] = Some(s);
+                }
+            }
+            (Value::Ptr(p), z) | (z, Value::Ptr(p)) if z.is_zero() => {
+                if !w64 || !matches!(cond, Cond::Eq | Cond::Ne) {
+                    return Err(self.error(pc, K::PointerComparison { reg: dst }, st));
+                }
+                // Which branch has the pointer null.
+                let null_branch = if cond == Cond::Eq { 1 } else { 0 };
+                if p.nullable {
+                    let mut null = st.clone();
+                    null.for_each_value(|v| {
+                        if let Value::Ptr(q) = v {
+                            if q.nullable && q.id == p.id && q.kind == p.kind {
+                                *v = Value::scalar(Scalar::constant(0));
+                            }
+                        }
+                    });
+                    if let PtrKind::Record { ref_id, .. } = p.kind {
+                        null.refs.retain(|r| r.0 != ref_id);
+                    }
+                    let mut live = st.clone();
+                    live.for_each_value(|v| {
+                        if let Value::Ptr(q) = v {
+                            if q.nullable && q.id == p.id && q.kind == p.kind {
+                                q.nullable = false;
+                            }
+                        }
+                    });
+                    out[null_branch] = Some(null);
+                    out[1 - null_branch] = Some(live);
+                } else {
+                    out[1 - null_branch] = Some(st.clone());
+                }
+            }
+            (Value::Ptr(p), Value::Ptr(q)) if w64 => {
+                if p.nullable || q.nullable {
+                    return Err(self.error(
+                        pc,
+                        K::MaybeNull { reg: if p.nullable { dst } else { src_reg.unwrap_or(dst) } },
+                        st,
+                    ));
+                }
+                let input = |k: PtrKind| matches!(k, PtrKind::Input | PtrKind::InputEnd);
+                if input(p.kind) && input(q.kind) {
+                    out = [Some(st.clone()), Some(st.clone())];
+                    // Which branch proves `data <= end` (or `data < end`), for which pointer.
+                    let proof = match (p.kind, q.kind) {
+                        (PtrKind::Input, PtrKind::InputEnd) => match cond {
+                            Cond::Le => Some((1, p, 0)),
+                            Cond::Gt => Some((0, p, 0)),
+                            Cond::Lt => Some((1, p, 1)),
+                            Cond::Ge => Some((0, p, 1)),
+                            _ => None,
+                        },
+                        (PtrKind::InputEnd, PtrKind::Input) => match cond {
+                            Cond::Ge => Some((1, q, 0)),
+                            Cond::Lt => Some((0, q, 0)),
+                            Cond::Gt => Some((1, q, 1)),
+                            Cond::Le => Some((0, q, 1)),
+                            _ => None,
+                        },
+                        _ => None,
+                    };
+                    if let Some((branch, ptr, extra)) = proof {
+                        if let Some(s) = out[branch].as_mut() {
+                            prove_input(s, &ptr, extra);
+                        }
+                    }
+                } else if p.kind == q.kind {
+                    out = [Some(st.clone()), Some(st.clone())];
+                } else {
+                    return Err(self.error(pc, K::PointerComparison { reg: dst }, st));
+                }
+            }
+            (Value::Ptr(_) | Value::Map(_) | Value::Mixed | Value::Released, _) => {
+                return Err(self.error(pc, K::PointerComparison { reg: dst }, st))
+            }
+            _ => return Err(self.error(pc, K::PointerComparison { reg: src_reg.unwrap_or(dst) }, st)),
+        }
+        Ok(out)
+    }
+
+    /// A bpf-to-bpf call at `pc` to the function starting at slot `to`.
+    fn local_call(&mut self, ctx: u32, pc: usize, st: &State, to: usize) -> Result<Flow, VerifyError> {
+        let function = self.cfg.function_of_pc(to).unwrap_or(0);
+        if self.active(ctx, function) {
+            return Err(self.error(pc, K::Recursion { callee: to }, st));
+        }
+        let depth = st.frames.len() + 1;
+        if depth > MAX_FRAMES {
+            return Err(self.error(pc, K::CallDepth { depth }, st));
+        }
+        let mut callee = Frame::new(function as u32, (depth - 1) as u8);
+        for r in 1..=5 {
+            callee.regs[r] = Tracked::new(st.top().regs[r].v);
+        }
+        let mut next = st.clone();
+        next.frames.push(callee);
+        Ok(Flow::Call(to, next))
+    }
+}
+
+/// The slot a jump at `pc` by `offset` reaches.
+fn target(pc: usize, offset: i64) -> usize {
+    (pc as i64 + 1 + offset).max(0) as usize
+}
+
+/// `ptr + extra <= end` holds: the input holds the bytes up to there.
+fn prove_input(s: &mut State, ptr: &Ptr, extra: i64) {
+    let Some(bytes) = ptr.off.checked_add(extra) else { return };
+    if bytes <= 0 {
+        return;
+    }
+    if ptr.fixed() && ptr.id == 0 {
+        s.input_min = s.input_min.max(bytes as u64);
+        return;
+    }
+    if ptr.var.smin < 0 {
+        return;
+    }
+    let (id, var) = (ptr.id, ptr.var);
+    s.for_each_value(|v| {
+        if let Value::Ptr(q) = v {
+            if q.kind == PtrKind::Input && q.id == id && q.var == var {
+                q.range = q.range.max(bytes);
+            }
+        }
+    });
+}
