@@ -211,24 +211,23 @@ impl<'a> Checker<'a> {
         let header = self.cfg.block(block).start() == pc && self.cfg.loop_of_header(block).is_some();
         if let Some(from) = from {
             let fb = self.cfg.block_of_pc(from).unwrap_or(block);
-            let retreating = self.cfg.rpo_index(block) <= self.cfg.rpo_index(fb);
-            if header {
-                if let Some(l) = self.cfg.loop_of_header(block) {
-                    if self.cfg.loop_contains(l, fb) {
-                        let entry = self.back_edges.entry((ctx, pc));
-                        match entry {
-                            alloc::collections::btree_map::Entry::Vacant(v) => {
-                                v.insert(state.clone());
-                            }
-                            alloc::collections::btree_map::Entry::Occupied(mut o) => {
-                                let j = o.get().join(&state, pc as u32, None);
-                                o.insert(j);
-                            }
-                        }
+            let retreating = self.cfg.block(block).start() == pc && self.cfg.rpo_index(block) <= self.cfg.rpo_index(fb);
+            if retreating {
+                // Only the back edge of a natural loop may go back; any other retreating edge closes a
+                // cycle with more than one entry, which no induction variable is checked for.
+                let back = header && self.cfg.loop_of_header(block).is_some_and(|l| self.cfg.loop_contains(l, fb));
+                if !back {
+                    return Err(self.error(from, VerifyErrorKind::UnboundedLoop { header: pc }, &state));
+                }
+                match self.back_edges.entry((ctx, pc)) {
+                    alloc::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(state.clone());
+                    }
+                    alloc::collections::btree_map::Entry::Occupied(mut o) => {
+                        let j = o.get().join(&state, pc as u32, None);
+                        o.insert(j);
                     }
                 }
-            } else if retreating && self.cfg.block(block).start() == pc {
-                return Err(self.error(from, VerifyErrorKind::UnboundedLoop { header: pc }, &state));
             }
         }
         let thresholds = &self.thresholds;

@@ -224,7 +224,62 @@ impl State {
                 refs.insert(k, *r);
             }
         }
-        State { frames, input_min: self.input_min.min(o.input_min), refs }
+        let mut joined = State { frames, input_min: self.input_min.min(o.input_min), refs };
+        joined.orphan_stale_ids(site);
+        joined
+    }
+
+    /// After a join at `site`: a pointer that kept the identity the join gave another value (it held it
+    /// on both paths) may differ from that value in its variable offset, so it loses the identity.
+    fn orphan_stale_ids(&mut self, site: u32) {
+        for fi in 0..self.frames.len() {
+            let positions = 11 + self.frames[fi].stack.len();
+            for k in 0..positions {
+                let (at, id) = match k {
+                    r if r < 11 => (r, join_id(site, fi, r)),
+                    s => {
+                        let slot = self.frames[fi].stack[s - 11].0 as usize;
+                        (11 + slot, join_id(site, fi, 11 + slot))
+                    }
+                };
+                let owns = |v: &Value| matches!(v, Value::Ptr(p) if p.id == id);
+                let owner_here = match at {
+                    r if r < 11 => owns(&self.frames[fi].regs[r].v),
+                    _ => self.frames[fi]
+                        .stack
+                        .iter()
+                        .any(|(i, s)| 11 + *i as usize == at && matches!(s, Slot::Spill(t) if owns(&t.v))),
+                };
+                if !owner_here {
+                    continue;
+                }
+                // Every other holder of `id` is stale.
+                for (fj, frame) in self.frames.iter_mut().enumerate() {
+                    for (r, t) in frame.regs.iter_mut().enumerate() {
+                        if (fj, r) != (fi, at) {
+                            if let Value::Ptr(p) = &mut t.v {
+                                if p.id == id {
+                                    p.id = ORPHAN;
+                                    p.range = 0;
+                                }
+                            }
+                        }
+                    }
+                    for (i, s) in frame.stack.iter_mut() {
+                        if (fj, 11 + *i as usize) != (fi, at) {
+                            if let Slot::Spill(t) = s {
+                                if let Value::Ptr(p) = &mut t.v {
+                                    if p.id == id {
+                                        p.id = ORPHAN;
+                                        p.range = 0;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Whether every concrete state `o` stands for is one `self` stands for.
@@ -273,6 +328,9 @@ fn join_slot(a: &Slot, b: &Slot, id: u32, widen: Option<&[u64]>) -> Option<Slot>
         }
     }
 }
+
+/// Identity of a pointer that no proof about another pointer may reach (as `step::ORPHAN_ID`).
+const ORPHAN: u32 = 1;
 
 /// A stable identity for a pointer made by joining at `site`, in frame `frame`, register or slot `at`.
 fn join_id(site: u32, frame: usize, at: usize) -> u32 {

@@ -20,6 +20,22 @@ pub(crate) fn fresh_id(pc: usize) -> u32 {
     0x4000_0000 | (pc as u32 & 0x3fff_ffff)
 }
 
+/// The identity of pointers whose variable offset may differ from every other pointer's: no proof
+/// about one reaches another.
+pub(crate) const ORPHAN_ID: u32 = 1;
+
+/// Pointers still carrying identity `id` (made by an earlier run of the same instruction, or kept by a
+/// join beside a new one) get their own, so that a proof about the new pointer does not reach them.
+pub(crate) fn orphan(st: &mut State, id: u32) {
+    st.for_each_value(|v| {
+        if let Value::Ptr(p) = v {
+            if p.id == id && !p.nullable {
+                p.id = ORPHAN_ID;
+            }
+        }
+    });
+}
+
 impl Checker<'_> {
     /// The effect of `insn` at slot `pc` of context `ctx` on `st`.
     pub(crate) fn step(
@@ -214,6 +230,9 @@ impl Checker<'_> {
             }
             (Value::Ptr(p), Value::Scalar { s: b, len }) if w64 && matches!(op, AluOp::Add | AluOp::Sub) => {
                 let v = self.ptr_offset(pc, st, dst, p, op, b, len)?;
+                if matches!(v, Value::Ptr(q) if q.id == fresh_id(pc)) {
+                    orphan(st, fresh_id(pc));
+                }
                 match (b.as_const(), v) {
                     (Some(c), Value::Ptr(_)) => {
                         let c = if op == AluOp::Sub { (c as i64).wrapping_neg() } else { c as i64 };
@@ -223,7 +242,11 @@ impl Checker<'_> {
                 }
             }
             (Value::Scalar { s: a, len }, Value::Ptr(p)) if w64 && op == AluOp::Add => {
-                Tracked::new(self.ptr_offset(pc, st, src_reg, p, op, a, len)?)
+                let v = self.ptr_offset(pc, st, src_reg, p, op, a, len)?;
+                if matches!(v, Value::Ptr(q) if q.id == fresh_id(pc)) {
+                    orphan(st, fresh_id(pc));
+                }
+                Tracked::new(v)
             }
             (Value::Ptr(a), Value::Ptr(b))
                 if w64 && op == AluOp::Sub && a.kind == b.kind && !a.nullable && !b.nullable =>
@@ -468,6 +491,9 @@ fn target(pc: usize, offset: i64) -> usize {
 /// `ptr + extra <= end` holds: the input holds the bytes up to there.
 fn prove_input(s: &mut State, ptr: &Ptr, extra: i64) {
     let Some(bytes) = ptr.off.checked_add(extra) else { return };
+    if ptr.id == ORPHAN_ID {
+        return;
+    }
     if bytes <= 0 {
         return;
     }

@@ -226,7 +226,7 @@ impl Value {
             (Value::Ptr(a), Value::Ptr(b)) => {
                 a.kind == b.kind
                     && (a.nullable || !b.nullable)
-                    && (a.range == 0 || (a.id == b.id && a.range <= b.range))
+                    && (a.range == 0 || (a.id == b.id && a.off == b.off && a.range <= b.range))
                     && a.folded().includes(&b.folded())
             }
             (Value::Ptr(p), v) => p.nullable && v.is_zero(),
