@@ -5,13 +5,14 @@
 //! It prints `r0` in hex and exits 0, or prints the error on stderr and exits 1.
 //!
 //! Options: `--engine interpreter|jit` (interpreter by default; `--jit` is short for `--engine jit`),
-//! `--budget N` (stop after N instructions),
+//! `--budget N` (stop after N instructions), `--checked` (check every memory access as the program
+//! runs instead of verifying it first against a fixed-size context of the memory's size, the default),
 //! `--elf` (the input is an ELF object: not supported yet, reported as an error).
 
 use std::io::Read;
 use std::process::ExitCode;
 
-use ebpf_vm::{Engine, Helper, HelperSig, Program, Vm};
+use ebpf_vm::{Context, Engine, Helper, HelperSig, Program, Vm};
 
 /// Decodes hex text, ignoring all whitespace.
 fn decode_hex(text: &str) -> Result<Vec<u8>, String> {
@@ -39,8 +40,10 @@ fn run() -> Result<u64, String> {
     }
     let mut engine = Engine::Interpreter;
     let mut budget = None;
+    let mut checked = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--checked" => checked = true,
             "--elf" => return Err("ELF input is not supported by this plugin yet".into()),
             "--jit" => engine = Engine::Jit,
             "--engine" => match args.next().as_deref() {
@@ -62,7 +65,9 @@ fn run() -> Result<u64, String> {
     let program = Program::from_bytes(&decode_hex(&input)?).map_err(|e| e.to_string())?;
     // The suite expects a helper 5 that returns normally for a non-zero r1.
     let helper = Helper::new(5, "conformance_5", HelperSig::scalars(1), |_, args| Ok(args[0]));
+    let size = u32::try_from(memory.len()).map_err(|_| "the memory is larger than 4 GiB".to_string())?;
     let mut builder = Vm::builder(program).helper(helper).engine(engine);
+    builder = if checked { builder.checked() } else { builder.context(Context::fixed(size)).verified() };
     if let Some(n) = budget {
         builder = builder.budget(n);
     }

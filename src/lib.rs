@@ -9,12 +9,14 @@
 //! // Sum the bytes of the input buffer (r1 = pointer, r2 = length).
 //! let program = Program::from_asm("
 //!     mov %r0, 0
+//!     mov %r3, 0
 //! loop:
-//!     jeq %r2, 0, exit
-//!     ldxb %r3, [%r1]
-//!     add %r0, %r3
-//!     add %r1, 1
-//!     sub %r2, 1
+//!     jge %r3, %r2, exit      # index < length: the byte at r1 + r3 exists
+//!     mov %r4, %r1
+//!     add %r4, %r3
+//!     ldxb %r4, [%r4]
+//!     add %r0, %r4
+//!     add %r3, 1
 //!     ja loop
 //! exit:
 //!     exit
@@ -24,8 +26,12 @@
 //! # Ok::<(), ebpf_vm::Error>(())
 //! ```
 //!
-//! Execution is *checked* by default: every load and store is tested against the memory the execution
-//! owns, so no program can touch anything else; a miss is [`ExecError::OutOfBounds`] with the
+//! Execution is *verified* by default: when the `Vm` is built, the [`Verifier`] proves that every
+//! memory access stays inside its region, that nothing uninitialised is read, that helpers get the
+//! arguments their signatures name and that every loop ends; the program then runs with no runtime
+//! checks. A program it cannot prove safe is refused with a [`VerifyError`] naming the instruction and
+//! the rule. Such programs can still run *checked* ([`VmBuilder::checked`]): every load and store is
+//! tested against the memory the execution owns, and a miss is [`ExecError::OutOfBounds`] with the
 //! instruction index.
 
 #![no_std]

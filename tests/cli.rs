@@ -95,8 +95,13 @@ fn errors_exit_1_with_a_message() {
     // An out-of-bounds access is an error with the instruction index.
     let dir = std::env::temp_dir().join(format!("ebpf-vm-cli-oob-{}.s", std::process::id()));
     std::fs::write(&dir, "ldxdw %r0, [%r1+8]\nexit\n").unwrap();
+    let out = ebpf_vm(&["run", dir.to_str().unwrap(), "--mem-hex", "00", "--mode", "checked"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("instruction 0"));
+    // By default the program is verified first, and refused before it runs.
     let out = ebpf_vm(&["run", dir.to_str().unwrap(), "--mem-hex", "00"]);
     std::fs::remove_file(&dir).ok();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("instruction 0"));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("verification failed: insn 0"), "{err}");
 }

@@ -39,9 +39,11 @@ fn run_mode(path: &Path, engine: Engine, verified: bool) -> Result<(), Failed> {
         }
         // The interpreter runs metered (a budget), the JIT unmetered: both code paths are covered.
         let mut builder = Vm::builder(program).helper(helper5()).engine(engine);
-        if verified {
-            builder = builder.context(Context::fixed(case.mem.len() as u32)).verified();
-        }
+        builder = if verified {
+            builder.context(Context::fixed(case.mem.len() as u32)).verified()
+        } else {
+            builder.checked()
+        };
         if engine == Engine::Interpreter && !verified {
             builder = builder.budget(10_000_000);
         }

@@ -338,7 +338,7 @@ fn field_accesses() -> impl Strategy<Value = Vec<Instruction>> {
 
 fn run(program: &Program, engine: Engine, budget: Option<u64>, mem: &mut [u8]) -> Result<u64, ebpf_vm::ExecError> {
     let echo = Helper::new(5, "echo", HelperSig::scalars(1), |_, a| Ok(a[0].rotate_left(7)));
-    let mut b = Vm::builder(program.clone()).helper(echo).engine(engine);
+    let mut b = Vm::builder(program.clone()).helper(echo).engine(engine).checked();
     if let Some(n) = budget {
         b = b.budget(n);
     }
@@ -432,7 +432,13 @@ fn host_regions_inline_and_through_the_runtime() {
                 format!("lddw %r1, map_value({last}, 0)\nstdw [%r1+{offset}], 7\nldxdw %r0, [%r1+{offset}]\nexit");
             let program = Program::from_asm(&text).expect("assembles");
             let run = |engine| {
-                Vm::builder(program.clone()).env(env.clone()).engine(engine).build().expect("builds").execute(&mut [])
+                Vm::builder(program.clone())
+                    .env(env.clone())
+                    .engine(engine)
+                    .checked()
+                    .build()
+                    .expect("builds")
+                    .execute(&mut [])
             };
             let (a, b) = (run(Engine::Interpreter), run(Engine::Jit));
             assert_eq!(a.is_ok(), ok, "{count} maps, offset {offset}: {a:?}");

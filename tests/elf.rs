@@ -375,6 +375,6 @@ fn checked_mode_still_applies_to_loaded_programs() {
     let err = vm(&obj, "parse_udp", Engine::Interpreter).execute(&mut udp_packet(53, 5)[..]).err();
     assert_eq!(err, None);
     let asm = ebpf_vm::Program::from_asm("ldxdw %r0, [%r1+4096]\nexit").unwrap();
-    let vm = Vm::builder(asm).env(obj.env()).build().unwrap();
+    let vm = Vm::builder(asm).env(obj.env()).checked().build().unwrap();
     assert!(matches!(vm.execute(&mut [0; 8]), Err(ExecError::OutOfBounds { pc: 0, .. })));
 }

@@ -264,7 +264,7 @@ fn helpers_by_id_and_by_register() {
     let err = try_run_on("mov %r8, 6\ncall %r8\nexit", &mut []).unwrap_err();
     assert_eq!(err, ExecError::UnknownHelper { pc: 1, id: 6 });
     // An unknown helper id is found when the Vm is built.
-    let err = Vm::builder(Program::from_asm("call 77\nexit").unwrap()).build().unwrap_err();
+    let err = Vm::builder(Program::from_asm("call 77\nexit").unwrap()).checked().build().unwrap_err();
     assert_eq!(err, ebpf_vm::BuildError::Link(ebpf_vm::LinkError::UnknownHelper { pc: 0, id: 77 }));
 }
 
@@ -286,6 +286,7 @@ fn helpers_see_memory_through_the_context() {
             .helper(sum.clone())
             .helper(write.clone())
             .helper(fail.clone())
+            .checked()
             .build()
             .unwrap()
     };
@@ -331,12 +332,12 @@ fn checked_mode_stops_out_of_bounds_accesses() {
 #[test]
 fn budget_stops_runaway_loops() {
     let program = Program::from_asm("mov %r0, 0\nl:\nadd %r0, 1\nja l").unwrap();
-    let vm = Vm::builder(program).budget(1001).build().unwrap();
+    let vm = Vm::builder(program).budget(1001).checked().build().unwrap();
     assert_eq!(vm.execute(&mut []), Err(ExecError::BudgetExhausted { pc: 1 }));
     let program = Program::from_asm("mov %r0, 1\nexit").unwrap();
-    assert_eq!(Vm::builder(program.clone()).budget(2).build().unwrap().execute(&mut []), Ok(1));
+    assert_eq!(Vm::builder(program.clone()).budget(2).checked().build().unwrap().execute(&mut []), Ok(1));
     assert_eq!(
-        Vm::builder(program).budget(1).build().unwrap().execute(&mut []),
+        Vm::builder(program).budget(1).checked().build().unwrap().execute(&mut []),
         Err(ExecError::BudgetExhausted { pc: 1 })
     );
 }
@@ -346,17 +347,17 @@ fn unchecked_mode_gives_the_same_results() {
     let text = "mov %r0, 0\nl:\njeq %r2, 0, +5\nldxb %r3, [%r1]\nadd %r0, %r3\nadd %r1, 1\nsub %r2, 1\nja l\nexit";
     let program = Program::from_asm(text).unwrap();
     // SAFETY: the program reads only inside its input buffer.
-    let vm = unsafe { Vm::builder(program).unchecked() }.build().unwrap();
+    let vm = unsafe { Vm::builder(program).unchecked() }.checked().build().unwrap();
     assert_eq!(vm.execute(&mut [1, 2, 3]), Ok(6));
 }
 
 #[test]
 fn unresolved_pseudo_loads_are_build_errors() {
-    let err = Vm::builder(Program::from_asm("lddw %r1, map_fd(3)\nexit").unwrap()).build().unwrap_err();
+    let err = Vm::builder(Program::from_asm("lddw %r1, map_fd(3)\nexit").unwrap()).checked().build().unwrap_err();
     assert_eq!(err, ebpf_vm::BuildError::Link(ebpf_vm::LinkError::UnknownMap { pc: 0, index: 3 }));
-    let err = Vm::builder(Program::from_asm("lddw %r1, btf_var(3, 0)\nexit").unwrap()).build().unwrap_err();
+    let err = Vm::builder(Program::from_asm("lddw %r1, btf_var(3, 0)\nexit").unwrap()).checked().build().unwrap_err();
     assert_eq!(err, ebpf_vm::BuildError::Link(ebpf_vm::LinkError::UnresolvedImm64 { pc: 0, kind: 3 }));
-    let err = Vm::builder(Program::from_asm("call runtime 9\nexit").unwrap()).build().unwrap_err();
+    let err = Vm::builder(Program::from_asm("call runtime 9\nexit").unwrap()).checked().build().unwrap_err();
     assert_eq!(err, ebpf_vm::BuildError::Link(ebpf_vm::LinkError::UnsupportedBtfCall { pc: 0, id: 9 }));
 }
 
@@ -366,7 +367,7 @@ fn one_vm_runs_on_many_threads() {
         "mov %r0, 0\nl:\njeq %r2, 0, +5\nldxb %r3, [%r1]\nadd %r0, %r3\nadd %r1, 1\nsub %r2, 1\nja l\nexit",
     )
     .unwrap();
-    let vm = Vm::builder(program).build().unwrap();
+    let vm = Vm::builder(program).checked().build().unwrap();
     std::thread::scope(|s| {
         for t in 0..4u8 {
             let vm = &vm;
@@ -441,7 +442,7 @@ fn random_programs_never_panic() {
             return Ok(());
         };
         let helper = Helper::new(5, "echo", HelperSig::scalars(1), |_, a| Ok(a[0]));
-        let vm = Vm::builder(program.clone()).helper(helper).budget(2000).build().expect("builds");
+        let vm = Vm::builder(program.clone()).helper(helper).budget(2000).checked().build().expect("builds");
         RATE.ran();
         if let Err(e) = vm.execute(&mut mem) {
             prop_assert!(e.pc() < program.slot_count(), "{e}");
@@ -462,7 +463,7 @@ proptest! {
         b.truncate(b.len() / 8 * 8);
         b.extend_from_slice(&isa::encode(&[Instruction::Exit]));
         if let Ok(program) = Program::from_bytes(&b) {
-            if let Ok(vm) = Vm::builder(program).budget(1000).build() {
+            if let Ok(vm) = Vm::builder(program).budget(1000).checked().build() {
                 let _ = vm.execute(&mut [0u8; 32]);
             }
         }
@@ -483,7 +484,7 @@ fn a_panicking_helper_panics_in_the_caller_on_both_engines() {
     for engine in [ebpf_vm::Engine::Interpreter, ebpf_vm::Engine::Jit] {
         let boom = Helper::new(1, "boom", HelperSig::scalars(0), |_, _| panic!("helper bug"));
         let program = Program::from_asm("call 1\nmov %r0, 7\nexit").expect("assembles");
-        let vm = Vm::builder(program).helper(boom).engine(engine).build().expect("builds");
+        let vm = Vm::builder(program).helper(boom).engine(engine).checked().build().expect("builds");
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| vm.execute(&mut [])));
         let message = caught.expect_err("the panic propagates");
         assert_eq!(message.downcast_ref::<&str>(), Some(&"helper bug"), "{engine:?}");

@@ -27,7 +27,7 @@ fn engines() -> Vec<Engine> {
 
 fn vm(text: &str, env: &Env, engine: Engine) -> Vm {
     let program = Program::from_asm(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    Vm::builder(program).env(env.clone()).engine(engine).build().expect("builds")
+    Vm::builder(program).env(env.clone()).engine(engine).checked().build().expect("builds")
 }
 
 fn ringbuf(size: u32) -> Arc<dyn Map> {
@@ -175,6 +175,7 @@ fn a_tail_call_from_a_callee_returns_to_the_callee_s_caller() {
             .env(env)
             .tail_call_targets(vec![target.clone()])
             .engine(engine)
+            .checked()
             .build()
             .expect("builds");
         assert_eq!(vm.execute(&mut [0u8; 4]), Ok(107), "{engine:?}");
@@ -205,6 +206,7 @@ fn a_tail_call_target_starts_with_the_registers_of_a_program() {
             .env(env)
             .tail_call_targets(vec![target.clone()])
             .engine(engine)
+            .checked()
             .build()
             .expect("builds");
         assert_eq!(vm.execute(&mut [0u8; 3]), Ok(3), "{engine:?}: only r2 (the length, 3) is set");
@@ -221,7 +223,7 @@ fn a_program_without_r10_cannot_reach_the_stack() {
     assert!(!program.uses_frame_pointer());
     let span: i64 = if cfg!(miri) { 1 << 10 } else { 1 << 16 };
     for engine in engines() {
-        let vm = Vm::builder(program.clone()).engine(engine).build().expect("builds");
+        let vm = Vm::builder(program.clone()).engine(engine).checked().build().expect("builds");
         let mut reached = Vec::new();
         let mut d = -span;
         while d < span {
@@ -255,7 +257,7 @@ fn doubling_a_register_forty_times_builds_at_once() {
     }
     text.push_str("ldxb %r0, [%r3+0]\nexit");
     let program = Program::from_asm(&text).expect("assembles");
-    let vm = Vm::builder(program).engine(Engine::Jit).build().expect("builds");
+    let vm = Vm::builder(program).engine(Engine::Jit).checked().build().expect("builds");
     assert!(matches!(vm.execute(&mut [1u8; 8]), Err(ExecError::OutOfBounds { pc: 41, .. })));
 }
 
@@ -366,7 +368,8 @@ fn rodata_is_read_only_for_programs() {
     assert_eq!(spec.def.flags & BPF_F_RDONLY_PROG, BPF_F_RDONLY_PROG);
     let instance = Instance::new(&object).expect("instantiates");
     for engine in engines() {
-        let vm = instance.vm_builder("write_rodata").expect("program").engine(engine).build().expect("builds");
+        let vm =
+            instance.vm_builder("write_rodata").expect("program").engine(engine).checked().build().expect("builds");
         assert!(matches!(vm.execute(&mut []), Err(ExecError::OutOfBounds { pc: 3, write: true, .. })), "{engine:?}");
         let value = instance.map(".rodata").and_then(|m| m.get(&0u32.to_ne_bytes(), 0)).expect("value");
         assert_eq!(value, 7u64.to_le_bytes());
@@ -501,6 +504,7 @@ fn a_function_too_large_to_optimise_compiles_and_runs() {
     }
     text.push_str("exit");
     let program = Program::from_asm(&text).expect("assembles");
-    let run = |engine| Vm::builder(program.clone()).engine(engine).build().expect("builds").execute(&mut [0u8; 9]);
+    let run =
+        |engine| Vm::builder(program.clone()).engine(engine).checked().build().expect("builds").execute(&mut [0u8; 9]);
     assert_eq!(run(Engine::Jit), run(Engine::Interpreter));
 }

@@ -129,7 +129,7 @@ fn bench(c: &mut Criterion) {
     for (name, text) in programs {
         let program = Program::from_asm(text).expect("benchmark program assembles");
         let bytes = program.to_bytes();
-        let vm = Vm::builder(program).build().expect("builds");
+        let vm = Vm::builder(program).checked().build().expect("builds");
         let rbpf_vm = rbpf::EbpfVmRaw::new(Some(&bytes)).expect("rbpf accepts the program");
 
         let mut ours = input(name);

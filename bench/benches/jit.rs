@@ -47,12 +47,12 @@ fn bench_programs(c: &mut Criterion) {
         let object = Object::parse(elf).expect("benchmark object loads");
         let program = object.program(name).expect("program").program.clone();
         let bytes = program.to_bytes();
-        let jit = Vm::builder(program.clone()).engine(Engine::Jit).build().expect("JIT compiles");
+        let jit = Vm::builder(program.clone()).engine(Engine::Jit).checked().build().expect("JIT compiles");
         // SAFETY: the benchmark programs access only the first 4096 bytes of their 4096-byte input
         // (checked mode runs the same programs on the same input above without an error).
         let jit_unchecked =
             unsafe { Vm::builder(program.clone()).engine(Engine::Jit).unchecked() }.build().expect("JIT");
-        let interp = Vm::builder(program.clone()).build().expect("builds");
+        let interp = Vm::builder(program.clone()).checked().build().expect("builds");
         let mut rbpf_jit = rbpf::EbpfVmRaw::new(Some(&bytes)).expect("rbpf accepts the program");
         rbpf_jit.jit_compile().expect("rbpf JIT compiles");
         let mut rbpf_cl = rbpf::EbpfVmRaw::new(Some(&bytes)).expect("rbpf accepts the program");
@@ -116,7 +116,7 @@ fn bench_compile(c: &mut Criterion) {
         let program = object.program(name).expect("program").program.clone();
         g.throughput(Throughput::Elements(program.slot_count() as u64));
         g.bench_function(BenchmarkId::new("jit", name), |b| {
-            b.iter(|| Vm::builder(program.clone()).engine(Engine::Jit).build().expect("compiles"))
+            b.iter(|| Vm::builder(program.clone()).engine(Engine::Jit).checked().build().expect("compiles"))
         });
     }
     g.finish();
@@ -125,8 +125,8 @@ fn bench_compile(c: &mut Criterion) {
 fn bench_call(c: &mut Criterion) {
     let trivial = Program::from_asm("mov %r0, 1\nexit").expect("assembles");
     let bytes = trivial.to_bytes();
-    let jit = Vm::builder(trivial.clone()).engine(Engine::Jit).build().expect("JIT");
-    let interp = Vm::builder(trivial).build().expect("builds");
+    let jit = Vm::builder(trivial.clone()).engine(Engine::Jit).checked().build().expect("JIT");
+    let interp = Vm::builder(trivial).checked().build().expect("builds");
     let mut rbpf_jit = rbpf::EbpfVmRaw::new(Some(&bytes)).expect("rbpf");
     rbpf_jit.jit_compile().expect("rbpf JIT");
     let mut g = c.benchmark_group("execute-trivial");

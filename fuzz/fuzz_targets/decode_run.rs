@@ -9,7 +9,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(program) = Program::from_bytes(data) else { return };
     assert_eq!(program.to_bytes(), data, "encode is the inverse of decode");
     let echo = Helper::new(5, "echo", HelperSig::scalars(1), |_, a| Ok(a[0]));
-    if let Ok(vm) = Vm::builder(program).helper(echo).budget(10_000).build() {
+    if let Ok(vm) = Vm::builder(program).helper(echo).checked().budget(10_000).build() {
         let _ = vm.execute(&mut [0u8; 64]);
     }
 });

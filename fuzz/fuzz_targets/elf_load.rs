@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(instance) = Instance::new(&object) else { return };
     for p in instance.programs() {
         if let Ok(builder) = instance.vm_builder(&p.name) {
-            if let Ok(vm) = builder.budget(10_000).build() {
+            if let Ok(vm) = builder.checked().budget(10_000).build() {
                 let _ = vm.execute(&mut [0u8; 64]);
             }
         }

@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let echo = || Helper::new(gen::ECHO, "echo", HelperSig::scalars(1), |_, a| Ok(a[0].rotate_left(7)));
-    let Ok(interpreter) = Vm::builder(program.clone()).helper(echo()).budget(100_000).build() else { return };
+    let Ok(interpreter) = Vm::builder(program.clone()).helper(echo()).checked().budget(100_000).build() else { return };
     let mut mem = input.to_vec();
     let base = mem.as_ptr() as u64;
     let expected = interpreter.execute(&mut mem);
@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let after = mem.clone();
     mem.copy_from_slice(input);
-    let jit = Vm::builder(program).helper(echo()).engine(Engine::Jit).build().expect("the JIT compiles it");
+    let jit = Vm::builder(program).helper(echo()).engine(Engine::Jit).checked().build().expect("the JIT compiles it");
     let got = jit.execute(&mut mem);
     assert_eq!(oracle::relative(expected, base), oracle::relative(got, base));
     assert_eq!(after, mem);

@@ -8,8 +8,10 @@
 //! ebpf-vm sections FILE
 //! ```
 //!
-//! FILE is an ELF object (clang `-target bpf`), raw bytecode, or assembly text. `run` prints r0 as
-//! lowercase hex on the first line; `--dump-maps` then prints one JSON object per map entry.
+//! FILE is an ELF object (clang `-target bpf`), raw bytecode, or assembly text. `run` verifies the
+//! program first (`--mode verified`, the default) or checks every access as it runs (`--mode
+//! checked`), prints r0 as lowercase hex on the first line, and with `--dump-maps` one JSON object per
+//! map entry. `verify` only verifies, and names the instruction and the rule when it refuses.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -23,7 +25,9 @@ const USAGE: &str = "usage:
                    [--mem-hex HEX | --mem-file PATH] [--repeat N] [--dump-maps] [--budget N]
   ebpf-vm disasm FILE
   ebpf-vm verify FILE [--section NAME]
-  ebpf-vm sections FILE";
+  ebpf-vm sections FILE
+run verifies the program first (--mode verified, the default); --mode checked runs it with
+every memory access checked instead.";
 
 /// A loaded input file.
 enum Input {
@@ -122,8 +126,8 @@ fn engine(o: &Options) -> Result<Engine, String> {
 /// Whether `--mode` asks for verified execution.
 fn verified_mode(o: &Options) -> Result<bool, String> {
     match o.mode.as_deref() {
-        None | Some("checked") => Ok(false),
-        Some("verified") => Ok(true),
+        Some("checked") => Ok(false),
+        None | Some("verified") => Ok(true),
         Some(m) => Err(format!("unknown mode {m:?} (verified, checked)")),
     }
 }
@@ -151,9 +155,7 @@ fn prepare(input: &Input, o: &Options) -> Result<(Vm, NamedMaps), String> {
         }
     };
     let mut builder = builder.engine(engine(o)?);
-    if verified_mode(o)? {
-        builder = builder.verified();
-    }
+    builder = if verified_mode(o)? { builder.verified() } else { builder.checked() };
     if let Some(n) = o.budget {
         builder = builder.budget(n);
     }

@@ -25,7 +25,7 @@ use crate::link::Linked;
 /// Default for [`Options::max_processed`].
 pub const DEFAULT_MAX_PROCESSED: u64 = 1_000_000;
 /// Default for [`Options::max_loop_iterations`].
-pub const DEFAULT_MAX_LOOP_ITERATIONS: u64 = 1 << 24;
+pub const DEFAULT_MAX_LOOP_ITERATIONS: u64 = 1 << 32;
 
 /// What the verifier allows and how much work it may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +35,8 @@ pub struct Options {
     /// up with [`VerifyErrorKind::TooComplex`].
     pub max_processed: u64,
     /// Most iterations a loop may be proven to run; a loop whose proven bound is larger is refused as
-    /// [`VerifyErrorKind::UnboundedLoop`].
+    /// [`VerifyErrorKind::UnboundedLoop`]. The default, 2^32, admits a loop over every byte of the
+    /// largest input a buffer context takes.
     pub max_loop_iterations: u64,
     /// Lets pointers become visible to the host as numbers (stored in maps, the context or the input,
     /// passed to helpers as numbers, returned), as the kernel's privileged mode does. Default: refused.

@@ -12,8 +12,9 @@ use super::value::{LenRel, Ptr, PtrKind, Tracked, Value};
 use crate::isa::{AluOp, ByteOrder, Cond, Imm64, Instruction, Operand, PacketMode, SxWidth, Width};
 use crate::link::{Imm64Value, Resolved};
 
-/// Largest magnitude a pointer's offset may reach: far outside every region, far from overflow.
-const MAX_OFFSET: i64 = 1 << 29;
+/// Largest magnitude a pointer's offset may reach: beyond every region (inputs reach 4 GiB), far from
+/// overflow.
+const MAX_OFFSET: i64 = 1 << 34;
 
 /// Identity of a value made at slot `pc` (a lookup's result, a pointer with a new variable offset).
 pub(crate) fn fresh_id(pc: usize) -> u32 {

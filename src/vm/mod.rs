@@ -41,10 +41,12 @@ pub enum Engine {
 #[non_exhaustive]
 pub enum Mode {
     /// The verifier proved the program safe before it was prepared; it runs with no runtime checks.
+    /// The default.
+    #[default]
     Verified,
     /// Every load, store and helper pointer argument is checked against the regions the execution owns;
-    /// a miss stops the program with [`ExecError::OutOfBounds`].
-    #[default]
+    /// a miss stops the program with [`ExecError::OutOfBounds`]. For programs the verifier cannot prove
+    /// safe.
     Checked,
     /// No checks: the host vouches for the program. Chosen only through the `unsafe`
     /// [`VmBuilder::unchecked`].

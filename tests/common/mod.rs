@@ -13,7 +13,7 @@ use proptest::prelude::*;
 pub fn try_run_on(text: &str, mem: &mut [u8]) -> Result<u64, ExecError> {
     let program = Program::from_asm(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let helper = Helper::new(5, "echo", HelperSig::scalars(1), |_, a| Ok(a[0]));
-    let vm = Vm::builder(program).helper(helper).budget(1_000_000).build().expect("builds");
+    let vm = Vm::builder(program).helper(helper).checked().budget(1_000_000).build().expect("builds");
     vm.execute(mem)
 }
 

@@ -75,7 +75,8 @@ pub fn vm(scenario: &Scenario, env: &Env, engine: Engine, budget: Option<u64>) -
     let mut b = Vm::builder(scenario.programs[0].clone())
         .env(env.clone())
         .tail_call_targets(scenario.programs.clone())
-        .engine(engine);
+        .engine(engine)
+        .checked();
     if let Some(n) = budget {
         b = b.budget(n);
     }
