@@ -22,10 +22,12 @@ pub enum Context {
         /// Ranges of bytes the program may only read.
         read_only: Vec<Range<u32>>,
     },
-    /// `r1` points to a read-only context struct of `size` bytes whose 8-byte fields at `data` and
-    /// `data_end` hold the start and the end of a packet (as XDP's `xdp_md`, with 64-bit fields); `r2`
-    /// holds `size`. The packet may be read and written between those pointers once a guard such as
-    /// `if (data + N > data_end)` proves it.
+    /// Packet style, as XDP's `xdp_md` (with 64-bit fields): the memory a host passes holds a context
+    /// struct of `size` bytes followed by the packet. Before each run the runtime writes the packet's
+    /// start and end addresses into the struct's 8-byte fields at `data` and `data_end`; `r1` points to
+    /// the struct, which programs may only read, and `r2` holds the whole memory's length. The packet
+    /// may be read and written between those pointers once a guard such as `if (data + N > data_end)`
+    /// proves it.
     Packet {
         /// Bytes of the context struct.
         size: u32,
@@ -47,7 +49,39 @@ impl Context {
     pub fn accepts_len(&self, len: usize) -> bool {
         match self {
             Context::Buffer => len <= u32::MAX as usize,
-            Context::Fixed { size, .. } | Context::Packet { size, .. } => len == *size as usize,
+            Context::Fixed { size, .. } => len == *size as usize,
+            Context::Packet { size, .. } => len >= *size as usize && len - *size as usize <= u32::MAX as usize,
+        }
+    }
+
+    /// Writes what the description promises into `mem` before a run: for [`Context::Packet`], the
+    /// packet's start and end addresses into the struct's `data` and `data_end` fields (when the memory
+    /// holds them).
+    pub(crate) fn prepare(&self, mem: &mut [u8]) {
+        if let Context::Packet { size, data, data_end } = *self {
+            let size = size as usize;
+            if mem.len() < size {
+                return;
+            }
+            let start = mem.as_ptr() as u64 + size as u64;
+            let end = mem.as_ptr() as u64 + mem.len() as u64;
+            for (field, value) in [(data, start), (data_end, end)] {
+                let at = field as usize;
+                if let Some(bytes) = mem.get_mut(at..at + 8).filter(|_| at + 8 <= size) {
+                    bytes.copy_from_slice(&value.to_ne_bytes());
+                }
+            }
+        }
+    }
+
+    /// Whether a packet-style description is well formed: both fields inside the struct, apart.
+    pub(crate) fn fields_fit(&self) -> bool {
+        match *self {
+            Context::Packet { size, data, data_end } => {
+                let fits = |f: u32| f.checked_add(8).is_some_and(|e| e <= size);
+                fits(data) && fits(data_end) && data.abs_diff(data_end) >= 8
+            }
+            _ => true,
         }
     }
 }

@@ -113,6 +113,11 @@ impl Checker<'_> {
             if exact && size == 8 && lo == *data_end as i64 {
                 return Ok(Tracked::new(Value::Ptr(Ptr::at(PtrKind::InputEnd, 0))));
             }
+            // Part of a field, or a field at an unknown offset, would show an address as a number.
+            let overlaps = |f: u32| (f as i64) < end && lo < f as i64 + 8;
+            if overlaps(*data) || overlaps(*data_end) {
+                return Err(self.error(pc, K::PointerLeak { reg: r }, st));
+            }
         }
         Ok(Tracked::new(Value::scalar(Scalar::unknown().zero_extend(size))))
     }

@@ -154,9 +154,10 @@ impl<'a> Checker<'a> {
                 Value::Ptr(Ptr::at(PtrKind::Input, 0)),
                 Value::Scalar { s: Scalar::urange(0, u32::MAX as u64), len: LenRel::Equal },
             ),
-            Context::Fixed { size, .. } | Context::Packet { size, .. } => {
+            Context::Fixed { size, .. } => {
                 (Value::Ptr(Ptr::at(PtrKind::Context, 0)), Value::scalar(Scalar::constant(*size as u64)))
             }
+            Context::Packet { .. } => (Value::Ptr(Ptr::at(PtrKind::Context, 0)), Value::unknown()),
         };
         frame.regs[1] = Tracked::new(r1);
         frame.regs[2] = Tracked::new(r2);

@@ -117,12 +117,14 @@ impl Verifier {
         linked: &Arc<Linked>,
         mut log: Option<&mut alloc::string::String>,
     ) -> Result<Verified, VerifyError> {
-        if let crate::link::Context::Packet { .. } = linked.env().context() {
+        if !linked.env().context().fields_fit() {
             return Err(VerifyError {
                 program: linked.entry(),
                 pc: 0,
                 insn: alloc::string::String::new(),
-                kind: VerifyErrorKind::Unsupported { what: "a packet-style context" },
+                kind: VerifyErrorKind::Unsupported {
+                    what: "a packet context whose fields overlap or leave the struct",
+                },
                 state: alloc::string::String::new(),
             });
         }

@@ -205,9 +205,11 @@ impl Vm {
     /// This allocates nothing and takes no lock; the stack lives on the caller's stack.
     #[inline]
     pub fn execute(&self, mem: &mut [u8]) -> Result<u64, ExecError> {
-        if self.mode != Mode::Checked && !self.linked.env().context().accepts_len(mem.len()) {
+        let context = self.linked.env().context();
+        if self.mode != Mode::Checked && !context.accepts_len(mem.len()) {
             return Err(ExecError::ContextSize { len: mem.len() });
         }
+        context.prepare(mem);
         let slot = self.linked.uses_cpu().then(cpu::CpuSlot::acquire);
         let cpu = slot.as_ref().map_or(0, cpu::CpuSlot::index);
         let budget = self.budget.unwrap_or(0);
