@@ -107,7 +107,7 @@ fn verified_runs_refuse_memory_that_does_not_fit_the_context() {
 
 #[test]
 fn a_fixed_context_has_its_size_and_read_only_ranges() {
-    let ctx = Context::Fixed { size: 16, read_only: Vec::from([0..8]) };
+    let ctx = Context::Fixed { size: 16, read_only: std::iter::once(0..8).collect() };
     assert_eq!(run_both("ldxdw %r0, [%r1+0]\nstxdw [%r1+8], %r0\nexit", &ctx, &[7; 16]), Ok(0x0707070707070707));
     let err = refused("stb [%r1+7], 1\nmov %r0, 0\nexit", &ctx);
     assert!(matches!(err.kind, VerifyErrorKind::ReadOnly { region: RegionKind::Context }), "{err}");

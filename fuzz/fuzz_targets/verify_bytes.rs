@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
     let context = match selector % 3 {
         0 => Context::Buffer,
         1 => Context::fixed(u32::from(selector >> 2)),
-        _ => Context::Fixed { size: 32, read_only: Vec::from([0..8]) },
+        _ => Context::Fixed { size: 32, read_only: std::iter::once(0..8).collect() },
     };
     let Ok(linked) = Linked::new(program.clone(), Vec::new(), env(context.clone())) else { return };
     let mut options = Options::default();
