@@ -235,6 +235,8 @@ fn run(args: &[String]) -> Result<(), String> {
         "verify" => {
             let mut o = o;
             o.mode = Some("verified".into());
+            // Verifying needs no compiled code.
+            o.engine = Some("interpreter".into());
             let (vm, _) = prepare(&input, &o)?;
             println!(
                 "verified: {} ({} slots) is proven safe for a buffer context",

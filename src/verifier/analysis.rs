@@ -54,6 +54,8 @@ pub(crate) struct Checker<'a> {
     context_ids: BTreeMap<(u32, usize), u32>,
     nodes: BTreeMap<(u32, usize), Node>,
     work: BTreeSet<(u32, usize, usize)>,
+    /// States for blocks with one predecessor, run as they arrive.
+    direct: Vec<(u32, usize, State)>,
     /// Join of the states arriving over back edges, by context and loop header slot.
     back_edges: BTreeMap<(u32, usize), State>,
     thresholds: Vec<u64>,
@@ -91,6 +93,7 @@ impl<'a> Checker<'a> {
             context_ids: BTreeMap::new(),
             nodes: BTreeMap::new(),
             work: BTreeSet::new(),
+            direct: Vec::new(),
             back_edges: BTreeMap::new(),
             thresholds,
             processed: 0,
@@ -122,8 +125,14 @@ impl<'a> Checker<'a> {
         let entry = self.entry_state();
         self.contexts.push(CallSite { parent: u32::MAX, call_pc: usize::MAX, function: 0 });
         self.arrive(0, None, 0, entry)?;
-        while let Some((ctx, _, pc)) = self.work.pop_first() {
-            self.segment(ctx, pc)?;
+        loop {
+            if let Some((ctx, pc, state)) = self.direct.pop() {
+                self.run_segment(ctx, pc, state)?;
+            } else if let Some((ctx, _, pc)) = self.work.pop_first() {
+                self.segment(ctx, pc)?;
+            } else {
+                break;
+            }
         }
         self.check_loops()
     }
@@ -231,6 +240,12 @@ impl<'a> Checker<'a> {
                 }
             }
         }
+        // A block only one edge enters needs no stored state to join into: it runs from each state
+        // that arrives (each includes the one before, as its predecessor's states grow).
+        if from.is_some() && !header && self.cfg.block(block).start() == pc && self.cfg.predecessors(block).len() == 1 {
+            self.direct.push((ctx, pc, state));
+            return Ok(());
+        }
         let thresholds = &self.thresholds;
         let changed = match self.nodes.get_mut(&(ctx, pc)) {
             None => {
@@ -264,7 +279,12 @@ impl<'a> Checker<'a> {
     /// Runs the instructions from slot `pc` of context `ctx` to the end of their block (or a call).
     fn segment(&mut self, ctx: u32, pc: usize) -> Result<(), VerifyError> {
         let Some(node) = self.nodes.get(&(ctx, pc)) else { return Ok(()) };
-        let mut state = node.state.clone();
+        let state = node.state.clone();
+        self.run_segment(ctx, pc, state)
+    }
+
+    /// As [`segment`](Checker::segment), from `state`.
+    fn run_segment(&mut self, ctx: u32, pc: usize, mut state: State) -> Result<(), VerifyError> {
         let Some(block) = self.cfg.block_of_pc(pc) else { return Ok(()) };
         let b = self.cfg.block(block);
         if b.start() == pc {
