@@ -36,3 +36,55 @@ fn a_cycle_with_two_entries_is_refused() {
     assert!(matches!(err.kind, VerifyErrorKind::UnboundedLoop { header: 2 | 3 }), "{err}");
     assert!([2, 6].contains(&err.pc), "{err}");
 }
+
+fn verify_with_map(text: &str) -> Result<(), VerifyError> {
+    use ebpf_vm::maps::{self, MapDef, MapType};
+    let program = Program::from_asm(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let mut env = Env::new();
+    env.add_standard_helpers();
+    let def = MapDef { map_type: MapType::Array, key_size: 4, value_size: 8, max_entries: 4, flags: 0 };
+    env.add_map(maps::create(def).expect("map"));
+    let linked = Linked::new(program, Vec::new(), env).expect("links");
+    Verifier::new().verify(&Arc::new(linked)).map(|_| ())
+}
+
+/// Two paths meet with r6 and r7 holding lookup results: copies of one result on one path, two
+/// independent results on the other. A null check of r6 says nothing about r7 on the second path, so
+/// the state of the first may not stand for it (review of state inclusion: identities were ignored).
+#[test]
+fn a_null_check_does_not_reach_a_pointer_that_is_not_a_copy_on_every_path() {
+    let lookup = "
+        stw [%r10-4], 0
+        mov %r2, %r10
+        add %r2, -4
+        lddw %r1, map_idx(0)
+        call 1
+    ";
+    // Both paths end with r8 and r0 alike, so that only the identities of r6 and r7 differ.
+    let copies = format!("{lookup}\nmov %r6, %r0\nmov %r7, %r0\nmov %r8, 0\nmov %r0, 0\n");
+    let apart = format!("{lookup}\nmov %r6, %r0\n{lookup}\nmov %r7, %r0\nmov %r8, 0\nmov %r0, 0\n");
+    // Either path may be the one that reaches the join first.
+    for (first, second) in [(&copies, &apart), (&apart, &copies)] {
+        let text = format!(
+            "
+            jlt %r2, 1, out
+            ldxb %r8, [%r1+0]
+            jeq %r8, 0, other
+            {first}
+            ja join
+        other:
+            {second}
+        join:
+            jeq %r6, 0, out
+            ldxdw %r0, [%r7+0]
+        out:
+            mov %r0, 0
+            exit
+        "
+        );
+        let err = verify_with_map(&text).expect_err("r7 may be null");
+        assert!(matches!(err.kind, VerifyErrorKind::MaybeNull { reg: 7 }), "{err}");
+        // With the check on r7 itself it is accepted.
+        verify_with_map(&text.replace("jeq %r6, 0, out", "jeq %r7, 0, out")).expect("checked r7");
+    }
+}

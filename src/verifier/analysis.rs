@@ -264,8 +264,13 @@ impl<'a> Checker<'a> {
                     } else {
                         Some(&[])
                     };
-                    node.state = node.state.join(&state, pc as u32, widen);
-                    true
+                    let joined = node.state.join(&state, pc as u32, widen);
+                    if joined == node.state {
+                        false
+                    } else {
+                        node.state = joined;
+                        true
+                    }
                 }
             }
         };

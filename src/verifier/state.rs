@@ -292,7 +292,7 @@ impl State {
                 && a.stack.iter().all(|(k, sa)| match (sa, b.slot(*k as usize)) {
                     (_, None) => false,
                     (Slot::Bytes(ma), Some(Slot::Bytes(mb))) => ma & mb == *ma,
-                    (Slot::Bytes(ma), Some(Slot::Spill(t))) => !matches!(t.v, Value::Ptr(_) | Value::Mixed) || *ma == 0,
+                    (Slot::Bytes(ma), Some(Slot::Spill(t))) => matches!(t.v, Value::Scalar { .. }) || *ma == 0,
                     (Slot::Spill(x), Some(Slot::Spill(y))) => x.includes(y),
                     (Slot::Spill(_), Some(Slot::Bytes(_))) => false,
                 })
@@ -304,7 +304,7 @@ impl State {
 fn join_slot(a: &Slot, b: &Slot, id: u32, widen: Option<&[u64]>) -> Option<Slot> {
     let bytes = |s: &Slot| match s {
         Slot::Bytes(m) => (*m, false),
-        Slot::Spill(t) => (0xff, matches!(t.v, Value::Ptr(_) | Value::Mixed)),
+        Slot::Spill(t) => (0xff, !matches!(t.v, Value::Scalar { .. })),
     };
     match (a, b) {
         (Slot::Spill(x), Slot::Spill(y)) => {

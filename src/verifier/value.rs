@@ -224,7 +224,10 @@ impl Value {
             (Value::Mixed, v) => !matches!(v, Value::Uninit),
             (Value::Scalar { s: a, len: la }, Value::Scalar { s: b, len: lb }) => a.includes(b) && la.includes(*lb),
             (Value::Ptr(a), Value::Ptr(b)) => {
+                // Identities must match: a null check or a bounds proof about one pointer reaches every
+                // pointer of its identity, so `self` may not relate pointers that `o` does not.
                 a.kind == b.kind
+                    && a.id == b.id
                     && (a.nullable || !b.nullable)
                     && (a.range == 0 || (a.id == b.id && a.off == b.off && a.range <= b.range))
                     && a.folded().includes(&b.folded())
