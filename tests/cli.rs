@@ -105,3 +105,39 @@ fn errors_exit_1_with_a_message() {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(err.contains("verification failed: insn 0"), "{err}");
 }
+
+#[test]
+fn maps_for_assembly_the_verifier_log_and_the_three_modes() {
+    let dir = std::env::temp_dir();
+    let asm = dir.join(format!("ebpf-vm-cli-map-{}.s", std::process::id()));
+    let text = "stw [%r10-4], 0\nmov %r2, %r10\nadd %r2, -4\nlddw %r1, map_fd(0)\ncall 1\nmov %r6, %r0\n\
+                mov %r0, 0\njeq %r6, 0, out\nldxdw %r0, [%r6+0]\nadd %r0, 1\nstxdw [%r6+0], %r0\nout:\nexit\n";
+    std::fs::write(&asm, text).unwrap();
+    let path = asm.to_str().unwrap();
+    // The map the program names, from the command line; three runs count to three.
+    let out = ebpf_vm(&["run", path, "--map", "array:4:8:1", "--repeat", "3", "--dump-maps"]);
+    assert_eq!(stdout(&out), "0x3\n{\"map\":\"map0\",\"key\":\"00000000\",\"value\":\"0300000000000000\"}\n");
+    for mode in ["verified", "checked", "unchecked"] {
+        let out = ebpf_vm(&["run", path, "--map", "array:4:8:1", "--mode", mode]);
+        assert_eq!(stdout(&out), "0x1\n", "{mode}");
+    }
+    // A value too small for the 8-byte read is refused, naming the region and its size.
+    let out = ebpf_vm(&["run", path, "--map", "array:4:4:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("insn 9: ldxdw %r0, [%r6+0]: access of bytes [0, 8) of a map value"), "{err}");
+    // The log shows the state at each instruction; the null check leaves r6 a map value.
+    let out = ebpf_vm(&["verify", path, "--map", "array:4:8:1", "--log"]);
+    assert!(out.status.success());
+    let log = stdout(&out);
+    assert!(
+        log.contains("8: ldxdw %r0, [%r6+0] ; r0=0, r6=map_value(0)+0")
+            || log.contains("9: ldxdw %r0, [%r6+0] ; r0=0, r6=map_value(0)+0"),
+        "{log}"
+    );
+    assert!(log.lines().last().unwrap_or("").starts_with("verified: "), "{log}");
+    let out = ebpf_vm(&["verify", path, "--map", "tree:4:8:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("KIND one of hash"));
+    std::fs::remove_file(&asm).ok();
+}

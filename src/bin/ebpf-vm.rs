@@ -1,10 +1,11 @@
 //! `ebpf-vm`: run, verify, inspect and disassemble BPF programs without writing a host.
 //!
 //! ```text
-//! ebpf-vm run FILE [--section NAME] [--engine interpreter|jit] [--mode verified|checked]
+//! ebpf-vm run FILE [--section NAME] [--engine interpreter|jit] [--mode verified|checked|unchecked]
 //!                  [--mem-hex HEX | --mem-file PATH] [--repeat N] [--dump-maps] [--budget N]
+//!                  [--map KIND:KEY_SIZE:VALUE_SIZE:MAX_ENTRIES]...
 //! ebpf-vm disasm FILE
-//! ebpf-vm verify FILE [--section NAME]
+//! ebpf-vm verify FILE [--section NAME] [--log] [--map KIND:KEY_SIZE:VALUE_SIZE:MAX_ENTRIES]...
 //! ebpf-vm sections FILE
 //! ```
 //!
@@ -17,17 +18,22 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use ebpf_vm::elf::Object;
-use ebpf_vm::maps::{Map, MapType, ProgArrayMap};
-use ebpf_vm::{Engine, Instance, Program, Vm};
+use ebpf_vm::link::Linked;
+use ebpf_vm::maps::{self, Map, MapDef, MapType, ProgArrayMap};
+use ebpf_vm::{Engine, Instance, Mode, Program, Verifier, Vm};
 
 const USAGE: &str = "usage:
-  ebpf-vm run FILE [--section NAME] [--engine interpreter|jit] [--mode verified|checked]
+  ebpf-vm run FILE [--section NAME] [--engine interpreter|jit] [--mode verified|checked|unchecked]
                    [--mem-hex HEX | --mem-file PATH] [--repeat N] [--dump-maps] [--budget N]
+                   [--map KIND:KEY_SIZE:VALUE_SIZE:MAX_ENTRIES]...
   ebpf-vm disasm FILE
-  ebpf-vm verify FILE [--section NAME]
+  ebpf-vm verify FILE [--section NAME] [--log] [--map KIND:KEY_SIZE:VALUE_SIZE:MAX_ENTRIES]...
   ebpf-vm sections FILE
 run verifies the program first (--mode verified, the default); --mode checked runs it with
-every memory access checked instead.";
+every memory access checked instead; --mode unchecked runs it with no checks at all (only for
+programs you trust). --map gives assembly text and bytecode their maps: the N-th is what
+`lddw rX, map_fd(N)` names; KIND is hash, array, lru_hash, percpu_hash, percpu_array, ringbuf or
+prog_array. verify --log prints the verifier's state at each instruction.";
 
 /// A loaded input file.
 enum Input {
@@ -79,6 +85,29 @@ struct Options {
     repeat: u64,
     dump_maps: bool,
     budget: Option<u64>,
+    /// Maps for assembly text and bytecode, in `map_fd(N)` order.
+    maps: Vec<MapDef>,
+    /// `verify --log`: print the abstract state at each instruction.
+    log: bool,
+}
+
+/// A map definition from `--map KIND:KEY_SIZE:VALUE_SIZE:MAX_ENTRIES`.
+fn parse_map(spec: &str) -> Result<MapDef, String> {
+    let bad = || format!("--map {spec}: expected KIND:KEY_SIZE:VALUE_SIZE:MAX_ENTRIES, KIND one of {MAP_KINDS}");
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [kind, key, value, max] = parts[..] else { return Err(bad()) };
+    let map_type = match kind {
+        "hash" => MapType::Hash,
+        "array" => MapType::Array,
+        "lru_hash" => MapType::LruHash,
+        "percpu_hash" => MapType::PerCpuHash,
+        "percpu_array" => MapType::PerCpuArray,
+        "ringbuf" => MapType::RingBuf,
+        "prog_array" => MapType::ProgArray,
+        _ => return Err(bad()),
+    };
+    let num = |s: &str| s.parse::<u32>().map_err(|_| bad());
+    Ok(MapDef { map_type, key_size: num(key)?, value_size: num(value)?, max_entries: num(max)?, flags: 0 })
 }
 
 fn parse_options(args: &[String]) -> Result<Options, String> {
@@ -104,11 +133,16 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
                 o.budget = Some(v.parse().map_err(|_| format!("--budget: not a number: {v}"))?);
             }
             "--dump-maps" => o.dump_maps = true,
+            "--map" => o.maps.push(parse_map(&value(a)?)?),
+            "--log" => o.log = true,
             other => return Err(format!("unknown option {other}\n{USAGE}")),
         }
     }
     Ok(o)
 }
+
+/// Map kinds `--map` knows.
+const MAP_KINDS: &str = "hash, array, lru_hash, percpu_hash, percpu_array, ringbuf, prog_array";
 
 fn engine(o: &Options) -> Result<Engine, String> {
     match o.engine.as_deref() {
@@ -123,13 +157,41 @@ fn engine(o: &Options) -> Result<Engine, String> {
     }
 }
 
-/// Whether `--mode` asks for verified execution.
-fn verified_mode(o: &Options) -> Result<bool, String> {
+/// The mode `--mode` asks for.
+fn mode(o: &Options) -> Result<Mode, String> {
     match o.mode.as_deref() {
-        Some("checked") => Ok(false),
-        None | Some("verified") => Ok(true),
-        Some(m) => Err(format!("unknown mode {m:?} (verified, checked)")),
+        None | Some("verified") => Ok(Mode::Verified),
+        Some("checked") => Ok(Mode::Checked),
+        Some("unchecked") => Ok(Mode::Unchecked),
+        Some(m) => Err(format!("unknown mode {m:?} (verified, checked, unchecked)")),
     }
+}
+
+/// The verifier's log of the program: the state at each instruction it analysed, up to the first error.
+fn verifier_log(input: &Input, o: &Options) -> Result<String, String> {
+    let linked = match input {
+        Input::Object(obj) => {
+            let instance = Instance::new(obj).map_err(|e| e.to_string())?;
+            let name = match &o.section {
+                Some(s) => s.clone(),
+                None => obj.programs().first().ok_or("the object has no programs")?.name.clone(),
+            };
+            let program = instance.program(&name).ok_or(format!("no program {name}"))?.program.clone();
+            let targets = instance.programs().iter().map(|p| p.program.clone()).collect();
+            Linked::new(program, targets, instance.env()).map_err(|e| e.to_string())?
+        }
+        Input::Program(p) => {
+            let mut env = ebpf_vm::Env::new();
+            env.add_standard_helpers();
+            for def in &o.maps {
+                env.add_map(maps::create(*def).map_err(|e| e.to_string())?);
+            }
+            Linked::new(p.clone(), Vec::new(), env).map_err(|e| e.to_string())?
+        }
+    };
+    let mut log = String::new();
+    let _ = Verifier::new().verify_logged(&Arc::new(linked), Some(&mut log));
+    Ok(log)
 }
 
 /// Maps by name, for `--dump-maps`.
@@ -151,11 +213,27 @@ fn prepare(input: &Input, o: &Options) -> Result<(Vm, NamedMaps), String> {
             if o.section.is_some() {
                 return Err("--section applies to ELF objects only".into());
             }
-            (Vm::builder(p.clone()).standard_helpers(), Vec::new())
+            let mut builder = Vm::builder(p.clone()).standard_helpers();
+            let mut named = Vec::new();
+            for (i, def) in o.maps.iter().enumerate() {
+                let map = maps::create(*def).map_err(|e| format!("--map {i}: {e}"))?;
+                named.push((format!("map{i}"), Arc::clone(&map)));
+                builder = builder.map(map);
+            }
+            (builder, named)
         }
     };
+    if !o.maps.is_empty() && matches!(input, Input::Object(_)) {
+        return Err("--map applies to assembly text and bytecode; an object declares its own maps".into());
+    }
     let mut builder = builder.engine(engine(o)?);
-    builder = if verified_mode(o)? { builder.verified() } else { builder.checked() };
+    builder = match mode(o)? {
+        Mode::Verified => builder.verified(),
+        Mode::Checked => builder.checked(),
+        // SAFETY: whoever runs the command asked for no checks with `--mode unchecked`: the program's
+        // accesses are theirs to vouch for, as the usage says.
+        _ => unsafe { builder.unchecked() },
+    };
     if let Some(n) = o.budget {
         builder = builder.budget(n);
     }
@@ -237,6 +315,9 @@ fn run(args: &[String]) -> Result<(), String> {
             o.mode = Some("verified".into());
             // Verifying needs no compiled code.
             o.engine = Some("interpreter".into());
+            if o.log {
+                print!("{}", verifier_log(&input, &o)?);
+            }
             let (vm, _) = prepare(&input, &o)?;
             println!(
                 "verified: {} ({} slots) is proven safe for a buffer context",
