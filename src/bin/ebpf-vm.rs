@@ -3,9 +3,10 @@
 //! ```text
 //! ebpf-vm run FILE [--section NAME] [--engine interpreter|jit] [--mode verified|checked|unchecked]
 //!                  [--mem-hex HEX | --mem-file PATH] [--repeat N] [--dump-maps] [--budget N]
-//!                  [--map KIND:KEY_SIZE:VALUE_SIZE:MAX_ENTRIES]...
+//!                  [--map KIND:KEY_SIZE:VALUE_SIZE:MAX_ENTRIES]... [--context CONTEXT]
 //! ebpf-vm disasm FILE
 //! ebpf-vm verify FILE [--section NAME] [--log] [--map KIND:KEY_SIZE:VALUE_SIZE:MAX_ENTRIES]...
+//!                     [--context buffer|fixed:SIZE|packet:SIZE:DATA:DATA_END]
 //! ebpf-vm sections FILE
 //! ```
 //!
@@ -20,20 +21,24 @@ use std::sync::Arc;
 use ebpf_vm::elf::Object;
 use ebpf_vm::link::Linked;
 use ebpf_vm::maps::{self, Map, MapDef, MapType, ProgArrayMap};
-use ebpf_vm::{Engine, Instance, Mode, Program, Verifier, Vm};
+use ebpf_vm::{Context, Engine, Instance, Mode, Program, Verifier, Vm};
 
 const USAGE: &str = "usage:
   ebpf-vm run FILE [--section NAME] [--engine interpreter|jit] [--mode verified|checked|unchecked]
                    [--mem-hex HEX | --mem-file PATH] [--repeat N] [--dump-maps] [--budget N]
-                   [--map KIND:KEY_SIZE:VALUE_SIZE:MAX_ENTRIES]...
+                   [--map KIND:KEY_SIZE:VALUE_SIZE:MAX_ENTRIES]... [--context CONTEXT]
   ebpf-vm disasm FILE
   ebpf-vm verify FILE [--section NAME] [--log] [--map KIND:KEY_SIZE:VALUE_SIZE:MAX_ENTRIES]...
+                      [--context CONTEXT]
   ebpf-vm sections FILE
 run verifies the program first (--mode verified, the default); --mode checked runs it with
 every memory access checked instead; --mode unchecked runs it with no checks at all (only for
 programs you trust). --map gives assembly text and bytecode their maps: the N-th is what
 `lddw rX, map_fd(N)` names; KIND is hash, array, lru_hash, percpu_hash, percpu_array, ringbuf or
-prog_array. verify --log prints the verifier's state at each instruction.";
+prog_array. verify --log prints the verifier's state at each instruction. --context says what
+r1 points to: buffer (the default: the memory, its length in r2), fixed:SIZE (exactly SIZE bytes)
+or packet:SIZE:DATA:DATA_END (a SIZE-byte struct with 8-byte packet start and end fields at
+DATA and DATA_END, then the packet).";
 
 /// A loaded input file.
 enum Input {
@@ -89,6 +94,23 @@ struct Options {
     maps: Vec<MapDef>,
     /// `verify --log`: print the abstract state at each instruction.
     log: bool,
+    /// What the program is given, for the verifier.
+    context: Context,
+}
+
+/// A context description from `--context buffer|fixed:SIZE|packet:SIZE:DATA:DATA_END`.
+fn parse_context(spec: &str) -> Result<Context, String> {
+    let bad = || format!("--context {spec}: expected buffer, fixed:SIZE or packet:SIZE:DATA:DATA_END");
+    let parts: Vec<&str> = spec.split(':').collect();
+    let num = |s: &str| s.parse::<u32>().map_err(|_| bad());
+    match parts[..] {
+        ["buffer"] => Ok(Context::Buffer),
+        ["fixed", size] => Ok(Context::fixed(num(size)?)),
+        ["packet", size, data, data_end] => {
+            Ok(Context::Packet { size: num(size)?, data: num(data)?, data_end: num(data_end)? })
+        }
+        _ => Err(bad()),
+    }
 }
 
 /// A map definition from `--map KIND:KEY_SIZE:VALUE_SIZE:MAX_ENTRIES`.
@@ -135,6 +157,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--dump-maps" => o.dump_maps = true,
             "--map" => o.maps.push(parse_map(&value(a)?)?),
             "--log" => o.log = true,
+            "--context" => o.context = parse_context(&value(a)?)?,
             other => return Err(format!("unknown option {other}\n{USAGE}")),
         }
     }
@@ -178,11 +201,14 @@ fn verifier_log(input: &Input, o: &Options) -> Result<String, String> {
             };
             let program = instance.program(&name).ok_or(format!("no program {name}"))?.program.clone();
             let targets = instance.programs().iter().map(|p| p.program.clone()).collect();
-            Linked::new(program, targets, instance.env()).map_err(|e| e.to_string())?
+            let mut env = instance.env();
+            env.set_context(o.context.clone());
+            Linked::new(program, targets, env).map_err(|e| e.to_string())?
         }
         Input::Program(p) => {
             let mut env = ebpf_vm::Env::new();
             env.add_standard_helpers();
+            env.set_context(o.context.clone());
             for def in &o.maps {
                 env.add_map(maps::create(*def).map_err(|e| e.to_string())?);
             }
@@ -226,7 +252,7 @@ fn prepare(input: &Input, o: &Options) -> Result<(Vm, NamedMaps), String> {
     if !o.maps.is_empty() && matches!(input, Input::Object(_)) {
         return Err("--map applies to assembly text and bytecode; an object declares its own maps".into());
     }
-    let mut builder = builder.engine(engine(o)?);
+    let mut builder = builder.engine(engine(o)?).context(o.context.clone());
     builder = match mode(o)? {
         Mode::Verified => builder.verified(),
         Mode::Checked => builder.checked(),
@@ -320,9 +346,15 @@ fn run(args: &[String]) -> Result<(), String> {
             }
             let (vm, _) = prepare(&input, &o)?;
             println!(
-                "verified: {} ({} slots) is proven safe for a buffer context",
+                "verified: {} ({} slots) is proven safe for a {} context",
                 if vm.program().name().is_empty() { file } else { vm.program().name() },
-                vm.program().slot_count()
+                vm.program().slot_count(),
+                match o.context {
+                    Context::Buffer => "buffer".to_string(),
+                    Context::Fixed { size, .. } => format!("fixed {size}-byte"),
+                    Context::Packet { size, .. } => format!("packet-style ({size}-byte struct)"),
+                    _ => "custom".to_string(),
+                }
             );
             Ok(())
         }

@@ -694,6 +694,22 @@ impl Scalar {
         .unwrap_or_else(Scalar::unknown)
     }
 
+    /// The members of both, or `None` when there is none.
+    pub(crate) fn meet(&self, o: &Scalar) -> Option<Scalar> {
+        Scalar {
+            t: self.t.meet(o.t)?,
+            umin: self.umin.max(o.umin),
+            umax: self.umax.min(o.umax),
+            smin: self.smin.max(o.smin),
+            smax: self.smax.min(o.smax),
+            u32min: self.u32min.max(o.u32min),
+            u32max: self.u32max.min(o.u32max),
+            s32min: self.s32min.max(o.s32min),
+            s32max: self.s32max.min(o.s32max),
+        }
+        .normalize()
+    }
+
     /// Holds `newer` and `self`; every bound that grew jumps to the next of `thresholds` (or the end of its
     /// range), so that repeated widening ends.
     pub(crate) fn widen(&self, newer: &Scalar, thresholds: &[u64]) -> Scalar {

@@ -3,7 +3,8 @@
 
 use alloc::vec::Vec;
 
-use super::value::{Delta, LenRel, PtrKind, Tracked, Value, MAX_LOOP_DEPTH};
+use super::scalar::Scalar;
+use super::value::{Delta, LenRel, Link, PtrKind, Tracked, Value, MAX_LOOP_DEPTH};
 
 /// Bytes of one stack frame.
 pub(crate) const FRAME_BYTES: i64 = crate::memory::FRAME_SIZE as i64;
@@ -116,7 +117,7 @@ impl State {
     /// Drops every link with identity `id` (it is about to name a new origin).
     pub(crate) fn unlink(&mut self, id: u32) {
         self.for_each_tracked(|t| {
-            if t.link.is_some_and(|(l, _)| l == id) {
+            if t.link.is_some_and(|l| l.id == id) {
                 t.link = None;
             }
         });
@@ -124,9 +125,13 @@ impl State {
 
     /// The number linked as `(id, ox)` is at most the input length minus `k`: every number linked to the
     /// same origin learns its own distance to the length.
-    pub(crate) fn below_len(&mut self, (id, ox): (u32, i64), k: u32) {
+    pub(crate) fn below_len(&mut self, x: Link, k: u32) {
+        if x.w32 {
+            return;
+        }
+        let (id, ox) = (x.id, x.d);
         self.for_each_tracked(|t| {
-            let Some((l, oy)) = t.link else { return };
+            let Some(Link { id: l, d: oy, w32: false }) = t.link else { return };
             let Value::Scalar { s, len } = &mut t.v else { return };
             if l != id || s.umax >= 1 << 33 {
                 return;
@@ -142,6 +147,34 @@ impl State {
                 _ => {}
             }
         });
+    }
+
+    /// The number linked as `x` is now known to be in `v`: every number linked to the same origin
+    /// narrows to what that implies. `false` when some number then has no possible value (the path
+    /// cannot run).
+    pub(crate) fn narrow_linked(&mut self, x: Link, v: &Scalar) -> bool {
+        let mut feasible = true;
+        self.for_each_tracked(|t| {
+            let Some(y) = t.link else { return };
+            let Value::Scalar { s, .. } = &mut t.v else { return };
+            if y.id != x.id {
+                return;
+            }
+            let delta = y.d.wrapping_sub(x.d) as u64;
+            let implied = if !x.w32 && !y.w32 {
+                v.alu(crate::isa::AluOp::Add, crate::isa::Width::W64, Scalar::constant(delta))
+            } else if y.w32 || s.umax <= u32::MAX as u64 {
+                // Both agree with the origin in their low 32 bits, and `y` has no others.
+                v.alu(crate::isa::AluOp::Add, crate::isa::Width::W32, Scalar::constant(delta))
+            } else {
+                return;
+            };
+            match s.meet(&implied) {
+                Some(m) => *s = m,
+                None => feasible = false,
+            }
+        });
+        feasible
     }
 
     /// Numbers below the proven input length get the relation that says so, so that a number known

@@ -8,7 +8,7 @@ use super::analysis::{Checker, Flow, MAX_FRAMES};
 use super::error::{VerifyError, VerifyErrorKind as K};
 use super::scalar::Scalar;
 use super::state::{Frame, State};
-use super::value::{LenRel, Ptr, PtrKind, Tracked, Value};
+use super::value::{LenRel, Link, Ptr, PtrKind, Tracked, Value};
 use crate::isa::{AluOp, ByteOrder, Cond, Imm64, Instruction, Operand, PacketMode, SxWidth, Width};
 use crate::link::{Imm64Value, Resolved};
 
@@ -190,20 +190,22 @@ impl Checker<'_> {
             return Err(self.error(pc, K::UninitRegister { reg: src_reg }, st));
         }
         if op == AluOp::Mov {
+            // Copies of one number stay linked to it, so that what a branch learns about one reaches all.
+            let mut link = s.link;
+            if let (Value::Scalar { .. }, None, Operand::Reg(r)) = (s.v, s.link, src) {
+                let id = fresh_id(pc);
+                st.unlink(id);
+                st.top_mut().regs[r.index() as usize].link = Some(Link::origin(id));
+                link = Some(Link::origin(id));
+            }
             let v = if w64 {
-                match (s.v, s.link, src) {
-                    (Value::Scalar { .. }, None, Operand::Reg(r)) => {
-                        // Copies of one number stay linked to it.
-                        let id = fresh_id(pc);
-                        st.unlink(id);
-                        st.top_mut().regs[r.index() as usize].link = Some((id, 0));
-                        Tracked { link: Some((id, 0)), ..s }
-                    }
-                    _ => s,
-                }
+                Tracked { link, ..s }
             } else {
                 match s.v {
-                    Value::Scalar { s: x, len } => Tracked::new(Value::Scalar { s: x.zero_extend(4), len }),
+                    Value::Scalar { s: x, len } => Tracked {
+                        link: link.and_then(|l| l.add(0, true)),
+                        ..Tracked::new(Value::Scalar { s: x.zero_extend(4), len })
+                    },
                     _ => return Err(self.error(pc, K::PointerArithmetic { reg: src_reg }, st)),
                 }
             };
@@ -348,6 +350,14 @@ impl Checker<'_> {
                         if r != dst {
                             s.top_mut().regs[r as usize].v = Value::Scalar { s: ny, len: yl };
                         }
+                    }
+                    // What the branch says about a register holds for the numbers linked to it.
+                    let mut feasible = a.link.is_none_or(|l| s.narrow_linked(l, &nx));
+                    if let (Some(l), Some(_)) = (b.link, src_reg) {
+                        feasible &= s.narrow_linked(l, &ny);
+                    }
+                    if !feasible {
+                        continue;
                     }
                     if xl == LenRel::Equal {
                         s.input_min = s.input_min.max(nx.umin);

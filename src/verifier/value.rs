@@ -253,9 +253,34 @@ fn fold_join(a: &Ptr, b: &Ptr, id: u32, nullable: bool, widen: Option<&[u64]>) -
 pub(crate) struct Tracked {
     pub(crate) v: Value,
     pub(crate) deltas: [Delta; MAX_LOOP_DEPTH],
-    /// For a number: `(id, d)` says it equals `d` plus the origin of the numbers copied from one
-    /// register at the instruction that made `id` (moves and constant additions keep the link).
-    pub(crate) link: Option<(u32, i64)>,
+    /// For a number: how it relates to the origin of the numbers copied from one register at the
+    /// instruction that made the link's identity (moves and constant additions keep the link).
+    pub(crate) link: Option<Link>,
+}
+
+/// A number equals the origin plus `d`: as a 64-bit sum, or (`w32`) as the zero-extended 32-bit sum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Link {
+    pub(crate) id: u32,
+    pub(crate) d: i64,
+    pub(crate) w32: bool,
+}
+
+impl Link {
+    /// The link of the origin itself.
+    pub(crate) fn origin(id: u32) -> Link {
+        Link { id, d: 0, w32: false }
+    }
+
+    /// The link after adding `c` (in 32 bits when `w32`): `None` when no link says it.
+    pub(crate) fn add(self, c: i64, w32: bool) -> Option<Link> {
+        match (self.w32, w32) {
+            (false, false) => self.d.checked_add(c).map(|d| Link { d, ..self }),
+            (_, true) => Some(Link { d: self.d.wrapping_add(c) as u32 as i64, w32: true, ..self }),
+            // A zero-extended sum plus a 64-bit constant is no sum of the origin.
+            (true, false) => None,
+        }
+    }
 }
 
 impl Tracked {
@@ -304,7 +329,7 @@ impl Tracked {
             };
         }
         let link = match (self.link, &v) {
-            (Some((id, d)), Value::Scalar { .. }) => d.checked_add(c).map(|d| (id, d)),
+            (Some(l), Value::Scalar { .. }) => l.add(c, w32),
             _ => None,
         };
         Tracked { v, deltas, link }
