@@ -1,0 +1,12 @@
+//! Tests of the verifier against its contract: programs it must refuse, each at the instruction that
+//! breaks a rule and with the error kind of that rule, and programs it must prove safe, which then run
+//! alike verified and checked on the interpreter and the JIT.
+//!
+//! Each file under `tests/verifier/` holds one class of rules; each test in it is a table that counts
+//! its cases (see `harness`).
+
+#[path = "verifier/harness.rs"]
+mod harness;
+
+#[path = "verifier/uninit.rs"]
+mod uninit;
