@@ -10,3 +10,11 @@ mod harness;
 
 #[path = "verifier/uninit.rs"]
 mod uninit;
+#[path = "verifier/stack_bounds.rs"]
+mod stack_bounds;
+#[path = "verifier/context_bounds.rs"]
+mod context_bounds;
+#[path = "verifier/input_bounds.rs"]
+mod input_bounds;
+#[path = "verifier/map_values.rs"]
+mod map_values;

@@ -17,6 +17,7 @@ use ebpf_vm::helpers::{ArgKind, RetKind};
 use ebpf_vm::link::Linked;
 use ebpf_vm::maps::{self, MapDef, MapType, ProgArrayMap, RingBufMap, BPF_F_RDONLY_PROG};
 use ebpf_vm::memory::Region;
+use ebpf_vm::program::Cfg;
 use ebpf_vm::verifier::{Options, VerifyErrorKind};
 use ebpf_vm::{BuildError, Context, Engine, Env, ExecError, Helper, HelperError, HelperSig, Program, Verifier, Vm};
 
@@ -324,6 +325,19 @@ fn marked_slot(text: &str) -> Option<usize> {
     None
 }
 
+/// Fails when some instruction of `program` cannot be reached from the entry: the verifier may report
+/// that first, whatever else a case is about.
+fn unreachable_code(program: &Program) -> Result<(), String> {
+    let cfg = Cfg::new(program);
+    for b in 0..cfg.block_count() {
+        let block = cfg.block(b);
+        if !cfg.reachable(b) || !cfg.function_reachable(block.function()) {
+            return Err(format!("HARNESS: the instruction at slot {} is unreachable", block.start()));
+        }
+    }
+    Ok(())
+}
+
 /// Checks that `spec` is refused with one of `expected` (pc and kind). Returns a description of
 /// what is wrong.
 pub fn check_reject(spec: &Spec<'_>, expected: &[(usize, Kind)]) -> Result<(), String> {
@@ -342,6 +356,9 @@ pub fn check_reject(spec: &Spec<'_>, expected: &[(usize, Kind)]) -> Result<(), S
             return Err(format!("HARNESS: the line marked `# <-` is at slot {marked}, the case expects {first_pc}"))
         }
         _ => {}
+    }
+    if !expected.iter().any(|(_, k)| (k.test)(&VerifyErrorKind::Unreachable)) {
+        unreachable_code(program)?;
     }
     let want = expected.iter().map(|(pc, k)| format!("pc {pc}: {}", k.desc)).collect::<Vec<_>>().join(" or ");
     let err = match Verifier::with_options(spec.options).verify(&linked) {
@@ -496,6 +513,9 @@ fn run_one(spec: &Spec<'_>, engine: Engine, mode: Mode, input: &[u8]) -> Result<
 /// input; returns the results (r0) on the inputs.
 pub fn check_accept(spec: &Spec<'_>, inputs: &[&[u8]]) -> Result<Vec<u64>, String> {
     let linked = spec.linked()?;
+    for program in linked.programs() {
+        unreachable_code(program.program())?;
+    }
     let mut results = Vec::new();
     let mut first: Vec<Outcome> = Vec::new();
     // Checked runs first: they show whether the case itself is safe on these inputs.
