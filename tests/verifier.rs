@@ -18,3 +18,13 @@ mod context_bounds;
 mod input_bounds;
 #[path = "verifier/map_values.rs"]
 mod map_values;
+#[path = "verifier/pointer_arith.rs"]
+mod pointer_arith;
+#[path = "verifier/comparisons.rs"]
+mod comparisons;
+#[path = "verifier/leaks.rs"]
+mod leaks;
+#[path = "verifier/spills.rs"]
+mod spills;
+#[path = "verifier/helpers.rs"]
+mod helpers;
