@@ -28,3 +28,11 @@ mod leaks;
 mod spills;
 #[path = "verifier/helpers.rs"]
 mod helpers;
+#[path = "verifier/ringbuf.rs"]
+mod ringbuf;
+#[path = "verifier/control.rs"]
+mod control;
+#[path = "verifier/calls.rs"]
+mod calls;
+#[path = "verifier/notes.rs"]
+mod notes;

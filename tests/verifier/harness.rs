@@ -26,7 +26,7 @@ use ebpf_vm::{BuildError, Context, Engine, Env, ExecError, Helper, HelperError, 
 /// `kind!(OutOfBounds { region: Stack, min, end, .. } if end - min == 8)`.
 macro_rules! kind {
     ($($pattern:tt)+) => {
-        $crate::harness::Kind::new(stringify!($($pattern)+), |k| {
+        $crate::harness::Kind::new(stringify!($($pattern)+), |k: &ebpf_vm::verifier::VerifyErrorKind| {
             #[allow(unused_imports)]
             use ebpf_vm::verifier::{RegionKind::*, VerifyErrorKind::*};
             matches!(k, $($pattern)+)
@@ -36,16 +36,16 @@ macro_rules! kind {
 pub(crate) use kind;
 
 /// An expected error kind: a predicate and the pattern it was written as.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct Kind {
-    desc: &'static str,
-    test: fn(&VerifyErrorKind) -> bool,
+    desc: String,
+    test: Arc<dyn Fn(&VerifyErrorKind) -> bool + Send + Sync>,
 }
 
 impl Kind {
-    /// A kind from its description and predicate (use [`kind!`]).
-    pub fn new(desc: &'static str, test: fn(&VerifyErrorKind) -> bool) -> Kind {
-        Kind { desc, test }
+    /// A kind from its description and predicate (see [`kind!`] for the usual way).
+    pub fn new(desc: impl Into<String>, test: impl Fn(&VerifyErrorKind) -> bool + Send + Sync + 'static) -> Kind {
+        Kind { desc: desc.into(), test: Arc::new(test) }
     }
 }
 

@@ -180,13 +180,13 @@ fn memory_arguments() {
     let too_big = kind!(HelperArgument { helper: 200, arg: 1 | 2, .. } | OutOfBounds { region: Stack, .. });
     let size_arg = kind!(HelperArgument { helper: 200, arg: 2, .. });
     let cases: [(&str, &str, usize, Kind); 11] = [
-        ("size from the clock", "call 5\nmov %r2, %r0\nmov %r1, %r10\nadd %r1, -8", 5, size_arg),
-        ("size minus one", "mov %r1, %r10\nadd %r1, -8\nmov %r2, -1", 4, size_arg),
-        ("size u32::MAX", "mov %r1, %r10\nadd %r1, -8\nmov32 %r2, -1", 4, size_arg),
-        ("size 2^32 + 8", "mov %r1, %r10\nadd %r1, -8\nmov %r2, 1\nlsh %r2, 32\nadd %r2, 8", 6, size_arg),
-        ("size maybe negative", "call 7\nmov %r2, %r0\nsub %r2, 4\nmov %r1, %r10\nadd %r1, -8", 6, size_arg),
-        ("size larger than the buffer", "mov %r1, %r10\nadd %r1, -8\nmov %r2, 16", 4, too_big),
-        ("masked size larger than the buffer", "call 7\nmov %r2, %r0\nand %r2, 15\nmov %r1, %r10\nadd %r1, -8", 6, too_big),
+        ("size from the clock", "call 5\nmov %r2, %r0\nmov %r1, %r10\nadd %r1, -8", 5, size_arg.clone()),
+        ("size minus one", "mov %r1, %r10\nadd %r1, -8\nmov %r2, -1", 4, size_arg.clone()),
+        ("size u32::MAX", "mov %r1, %r10\nadd %r1, -8\nmov32 %r2, -1", 4, size_arg.clone()),
+        ("size 2^32 + 8", "mov %r1, %r10\nadd %r1, -8\nmov %r2, 1\nlsh %r2, 32\nadd %r2, 8", 6, size_arg.clone()),
+        ("size maybe negative", "call 7\nmov %r2, %r0\nsub %r2, 4\nmov %r1, %r10\nadd %r1, -8", 6, size_arg.clone()),
+        ("size larger than the buffer", "mov %r1, %r10\nadd %r1, -8\nmov %r2, 16", 4, too_big.clone()),
+        ("masked size larger than the buffer", "call 7\nmov %r2, %r0\nand %r2, 15\nmov %r1, %r10\nadd %r1, -8", 6, too_big.clone()),
         ("size a pointer", "mov %r1, %r10\nadd %r1, -8\nmov %r2, %r10", 4, kind!(HelperArgument { helper: 200, arg: 2, .. } | PointerLeak { reg: 2 })),
         ("memory a number", "mov %r1, 1000\nmov %r2, 8", 3, kind!(HelperArgument { helper: 200, arg: 1, .. } | NotAPointer { reg: 1 })),
         (

@@ -158,18 +158,18 @@ fn pointers_on_both_sides() {
     let with_input = kind!(PointerArithmetic { reg: 3 | 1 });
     let with_stack = kind!(PointerArithmetic { reg: 3 | 10 });
     let cases = [
-        ("stack plus input", "mov %r3, %r10\nadd %r3, %r1 # <-", 1, with_input),
-        ("input plus itself", "mov %r3, %r1\nadd %r3, %r1 # <-", 1, with_input),
-        ("number minus input", "mov %r3, 100\nsub %r3, %r1 # <-", 1, with_input),
-        ("stack minus input", "mov %r3, %r10\nsub %r3, %r1 # <-", 1, with_input),
-        ("number times stack", "mov %r3, 2\nmul %r3, %r10 # <-", 1, with_stack),
-        ("number divided by input", "mov %r3, 100\ndiv %r3, %r1 # <-", 1, with_input),
-        ("number modulo stack", "mov %r3, 100\nmod %r3, %r10 # <-", 1, with_stack),
-        ("shift by a pointer", "mov %r3, 1\nlsh %r3, %r10 # <-", 1, with_stack),
-        ("number and pointer", "mov %r3, 7\nand %r3, %r1 # <-", 1, with_input),
-        ("number xor pointer", "mov %r3, 0\nxor %r3, %r10 # <-", 1, with_stack),
-        ("number or pointer", "mov %r3, 0\nor %r3, %r1 # <-", 1, with_input),
-        ("32-bit number plus pointer", "mov %r3, 0\nadd32 %r3, %r1 # <-", 1, with_input),
+        ("stack plus input", "mov %r3, %r10\nadd %r3, %r1 # <-", 1, with_input.clone()),
+        ("input plus itself", "mov %r3, %r1\nadd %r3, %r1 # <-", 1, with_input.clone()),
+        ("number minus input", "mov %r3, 100\nsub %r3, %r1 # <-", 1, with_input.clone()),
+        ("stack minus input", "mov %r3, %r10\nsub %r3, %r1 # <-", 1, with_input.clone()),
+        ("number times stack", "mov %r3, 2\nmul %r3, %r10 # <-", 1, with_stack.clone()),
+        ("number divided by input", "mov %r3, 100\ndiv %r3, %r1 # <-", 1, with_input.clone()),
+        ("number modulo stack", "mov %r3, 100\nmod %r3, %r10 # <-", 1, with_stack.clone()),
+        ("shift by a pointer", "mov %r3, 1\nlsh %r3, %r10 # <-", 1, with_stack.clone()),
+        ("number and pointer", "mov %r3, 7\nand %r3, %r1 # <-", 1, with_input.clone()),
+        ("number xor pointer", "mov %r3, 0\nxor %r3, %r10 # <-", 1, with_stack.clone()),
+        ("number or pointer", "mov %r3, 0\nor %r3, %r1 # <-", 1, with_input.clone()),
+        ("32-bit number plus pointer", "mov %r3, 0\nadd32 %r3, %r1 # <-", 1, with_input.clone()),
         ("32-bit copy of a pointer", "mov32 %r3, %r1 # <-", 0, with_input),
     ];
     for (name, body, pc, expected) in cases {
