@@ -36,3 +36,9 @@ mod control;
 mod calls;
 #[path = "verifier/notes.rs"]
 mod notes;
+#[path = "verifier/safe_guards.rs"]
+mod safe_guards;
+#[path = "verifier/safe_loops.rs"]
+mod safe_loops;
+#[path = "verifier/safe_memory.rs"]
+mod safe_memory;

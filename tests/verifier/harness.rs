@@ -510,15 +510,15 @@ fn run_one(spec: &Spec<'_>, engine: Engine, mode: Mode, input: &[u8]) -> Result<
 }
 
 /// Checks that `spec` is proven safe and runs alike verified and checked on both engines, on every
-/// input; returns the results (r0) on the inputs.
-pub fn check_accept(spec: &Spec<'_>, inputs: &[&[u8]]) -> Result<Vec<u64>, String> {
+/// input, and, with `want`, that the results (r0) on the inputs are those.
+pub fn check_accept(spec: &Spec<'_>, inputs: &[&[u8]], want: Option<&[u64]>) -> Result<(), String> {
     let linked = spec.linked()?;
     for program in linked.programs() {
         unreachable_code(program.program())?;
     }
-    let mut results = Vec::new();
     let mut first: Vec<Outcome> = Vec::new();
-    // Checked runs first: they show whether the case itself is safe on these inputs.
+    // Checked runs first: they show whether the case itself is safe on these inputs and returns what
+    // it should.
     for engine in engines() {
         for (i, input) in inputs.iter().enumerate() {
             let out = run_one(spec, engine, Mode::Checked, input)?;
@@ -530,6 +530,12 @@ pub fn check_accept(spec: &Spec<'_>, inputs: &[&[u8]]) -> Result<Vec<u64>, Strin
                 Some(f) if *f == out => {}
                 Some(f) => return Err(format!("HARNESS: checked runs differ on input {i}: {f:?} vs {out:?}")),
             }
+        }
+    }
+    let results: Vec<u64> = first.iter().filter_map(|out| out.result.clone().ok()).collect();
+    if let Some(want) = want {
+        if results != want {
+            return Err(format!("HARNESS: the checked runs return {results:?}, the case expects {want:?}"));
         }
     }
     if let Err(e) = Verifier::with_options(spec.options).verify(&linked) {
@@ -546,12 +552,7 @@ pub fn check_accept(spec: &Spec<'_>, inputs: &[&[u8]]) -> Result<Vec<u64>, Strin
             }
         }
     }
-    for out in &first {
-        if let Ok(v) = out.result {
-            results.push(v);
-        }
-    }
-    Ok(results)
+    Ok(())
 }
 
 /// Asserts that the program is refused at `pc` with an error `kind` describes.
@@ -562,11 +563,12 @@ pub fn reject(name: &str, asm: &str, maps: &[MapSpec], context: Context, pc: usi
     }
 }
 
-/// Asserts that the program is accepted and runs alike in every engine and mode on `inputs`;
-/// returns its results.
-pub fn accept(name: &str, asm: &str, maps: &[MapSpec], context: Context, inputs: &[&[u8]]) -> Vec<u64> {
+/// Asserts that the program is accepted and runs alike in every engine and mode on `inputs`.
+pub fn accept(name: &str, asm: &str, maps: &[MapSpec], context: Context, inputs: &[&[u8]]) {
     let spec = Spec::new(name, asm).maps(maps).context(context);
-    check_accept(&spec, inputs).unwrap_or_else(|e| panic!("{name}: {e}\n{}", listing(asm)))
+    if let Err(e) = check_accept(&spec, inputs, None) {
+        panic!("{name}: {e}\n{}", listing(asm));
+    }
 }
 
 /// A table of cases: counts them, collects failures, and checks the count at the end.
@@ -636,10 +638,7 @@ impl Table {
     /// A case that must be accepted; with `want`, the results on `inputs` must be those.
     pub fn accept_spec(&mut self, spec: Spec<'_>, inputs: &[&[u8]], want: Option<&[u64]>) {
         self.register(&spec);
-        let outcome = check_accept(&spec, inputs).and_then(|got| match want {
-            Some(want) if got != want => Err(format!("results {got:?}, expected {want:?}")),
-            _ => Ok(()),
-        });
+        let outcome = check_accept(&spec, inputs, want);
         self.record(&spec, outcome);
     }
 
