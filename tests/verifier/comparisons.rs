@@ -22,7 +22,13 @@ fn pointer_comparisons() {
         ("frame pointer and a constant", "", "jne %r10, 4096, out", 1, kind!(PointerComparison { reg: 10 })),
         ("signed, stack and input", "", "jsgt %r10, %r1, out", 1, kind!(PointerComparison { reg: 10 | 1 })),
         ("bit test of a pointer", "", "jset %r1, 7, out", 1, kind!(PointerComparison { reg: 1 })),
-        ("bit test of the frame pointer", "mov %r3, 4095", "jset %r10, %r3, out", 2, kind!(PointerComparison { reg: 10 | 3 })),
+        (
+            "bit test of the frame pointer",
+            "mov %r3, 4095",
+            "jset %r10, %r3, out",
+            2,
+            kind!(PointerComparison { reg: 10 | 3 }),
+        ),
         (
             "input end and stack",
             "mov %r3, %r1\nadd %r3, %r2\nmov %r4, %r10",

@@ -3,7 +3,7 @@
 
 use ebpf_vm::Context;
 
-use crate::harness::{kind, Spec, Table, NO_MAPS};
+use crate::harness::{fixed_read_only, kind, Spec, Table, NO_MAPS};
 
 fn fixed16() -> Context {
     Context::fixed(16)
@@ -11,7 +11,7 @@ fn fixed16() -> Context {
 
 /// 32 bytes, the first 8 read-only.
 fn ro_head() -> Context {
-    Context::Fixed { size: 32, read_only: vec![0..8] }
+    fixed_read_only(32, &[(0, 8)])
 }
 
 /// A 24-byte context struct: packet start at 0, packet end at 8.
@@ -193,7 +193,7 @@ fn read_only_context_ranges() {
         mov %r0, 0
         exit",
         NO_MAPS,
-        Context::Fixed { size: 32, read_only: vec![8..16] },
+        fixed_read_only(32, &[(8, 16)]),
         0,
         kind!(ReadOnly { region: Context }),
     );
@@ -205,7 +205,7 @@ fn read_only_context_ranges() {
         mov %r0, 0
         exit",
         NO_MAPS,
-        Context::Fixed { size: 32, read_only: vec![0..4, 24..32] },
+        fixed_read_only(32, &[(0, 4), (24, 32)]),
         1,
         kind!(ReadOnly { region: Context }),
     );

@@ -12,9 +12,10 @@ use crate::harness::{kind, Kind, Spec, Table, ARRAY8};
 
 /// `UnboundedLoop` naming the loop at `header`.
 fn unbounded(header: usize) -> Kind {
-    Kind::new(format!("UnboundedLoop {{ header: {header} }}"), move |k| {
-        matches!(k, VerifyErrorKind::UnboundedLoop { header: h } if *h == header)
-    })
+    Kind::new(
+        format!("UnboundedLoop {{ header: {header} }}"),
+        move |k| matches!(k, VerifyErrorKind::UnboundedLoop { header: h } if *h == header),
+    )
 }
 
 #[test]
@@ -31,11 +32,7 @@ fn unreachable_code() {
             "mov %r0, 0\njeq %r2, 0, b\nexit\nmov %r0, 1 # <-\nb:\nexit\nmov %r0, 2\nexit",
             3,
         ),
-        (
-            "dead arm of a diamond",
-            "mov %r0, 0\njeq %r2, 0, a\nja b\nmov %r0, 5 # <-\na:\nmov %r0, 1\nb:\nexit",
-            3,
-        ),
+        ("dead arm of a diamond", "mov %r0, 0\njeq %r2, 0, a\nja b\nmov %r0, 5 # <-\na:\nmov %r0, 1\nb:\nexit", 3),
         ("call from dead code", "mov %r0, 0\nexit\ncall local f # <-\nexit\nf:\nmov %r0, 1\nexit", 2),
         ("dead code in a callee", "call local f\nexit\nf:\nmov %r0, 0\nexit\nmov %r0, 1 # <-\nexit", 4),
         (
@@ -105,13 +102,7 @@ fn loops_not_proven_to_end() {
         ),
     ];
     for (name, text, header, back_edge) in cases {
-        t.reject_spec(
-            Spec::new(name, text),
-            &[
-                (header, unbounded(header)),
-                (back_edge, unbounded(header)),
-            ],
-        );
+        t.reject_spec(Spec::new(name, text), &[(header, unbounded(header)), (back_edge, unbounded(header))]);
     }
     t.reject_spec(
         Spec::new(

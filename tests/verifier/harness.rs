@@ -170,20 +170,27 @@ pub fn env(maps: &[MapSpec], context: &Context) -> Result<Env, String> {
             MapSpec::PerCpuArray { value, entries } => maps::create(def(MapType::PerCpuArray, 4, value, entries, 0)),
             MapSpec::Hash { key, value, entries } => maps::create(def(MapType::Hash, key, value, entries, 0)),
             MapSpec::RingBuf { size } => maps::create(def(MapType::RingBuf, 0, 0, size, 0)),
-            MapSpec::ProgArray { entries, set } => maps::create(def(MapType::ProgArray, 4, 4, entries, 0)).and_then(|m| {
-                if let Some(pa) = m.downcast_ref::<ProgArrayMap>() {
-                    for &(index, id) in set {
-                        pa.set(index, id)?;
+            MapSpec::ProgArray { entries, set } => {
+                maps::create(def(MapType::ProgArray, 4, 4, entries, 0)).and_then(|m| {
+                    if let Some(pa) = m.downcast_ref::<ProgArrayMap>() {
+                        for &(index, id) in set {
+                            pa.set(index, id)?;
+                        }
                     }
-                }
-                Ok(m)
-            }),
+                    Ok(m)
+                })
+            }
         }
         .map_err(|e| format!("map {spec:?}: {e}"))?;
         env.add_map(map);
     }
     env.set_context(context.clone());
     Ok(env)
+}
+
+/// A fixed context of `size` bytes whose ranges `[start, end)` are read-only.
+pub fn fixed_read_only(size: u32, ranges: &[(u32, u32)]) -> Context {
+    Context::Fixed { size, read_only: ranges.iter().map(|&(start, end)| start..end).collect() }
 }
 
 /// Everything about one case but the expectation.

@@ -186,9 +186,24 @@ fn memory_arguments() {
         ("size 2^32 + 8", "mov %r1, %r10\nadd %r1, -8\nmov %r2, 1\nlsh %r2, 32\nadd %r2, 8", 6, size_arg.clone()),
         ("size maybe negative", "call 7\nmov %r2, %r0\nsub %r2, 4\nmov %r1, %r10\nadd %r1, -8", 6, size_arg.clone()),
         ("size larger than the buffer", "mov %r1, %r10\nadd %r1, -8\nmov %r2, 16", 4, too_big.clone()),
-        ("masked size larger than the buffer", "call 7\nmov %r2, %r0\nand %r2, 15\nmov %r1, %r10\nadd %r1, -8", 6, too_big.clone()),
-        ("size a pointer", "mov %r1, %r10\nadd %r1, -8\nmov %r2, %r10", 4, kind!(HelperArgument { helper: 200, arg: 2, .. } | PointerLeak { reg: 2 })),
-        ("memory a number", "mov %r1, 1000\nmov %r2, 8", 3, kind!(HelperArgument { helper: 200, arg: 1, .. } | NotAPointer { reg: 1 })),
+        (
+            "masked size larger than the buffer",
+            "call 7\nmov %r2, %r0\nand %r2, 15\nmov %r1, %r10\nadd %r1, -8",
+            6,
+            too_big.clone(),
+        ),
+        (
+            "size a pointer",
+            "mov %r1, %r10\nadd %r1, -8\nmov %r2, %r10",
+            4,
+            kind!(HelperArgument { helper: 200, arg: 2, .. } | PointerLeak { reg: 2 }),
+        ),
+        (
+            "memory a number",
+            "mov %r1, 1000\nmov %r2, 8",
+            3,
+            kind!(HelperArgument { helper: 200, arg: 1, .. } | NotAPointer { reg: 1 }),
+        ),
         (
             "memory the input end",
             "mov %r3, %r1\nadd %r3, %r2\nmov %r1, %r3\nmov %r2, 1",

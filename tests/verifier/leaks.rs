@@ -40,7 +40,14 @@ fn pointers_returned() {
         2,
         kind!(PointerLeak { reg: 0 }),
     );
-    t.reject("map handle", "lddw %r0, map_idx(0)\nexit # <-", ARRAY8, Context::Buffer, 2, kind!(PointerLeak { reg: 0 }));
+    t.reject(
+        "map handle",
+        "lddw %r0, map_idx(0)\nexit # <-",
+        ARRAY8,
+        Context::Buffer,
+        2,
+        kind!(PointerLeak { reg: 0 }),
+    );
     t.reject(
         "map value",
         "
@@ -301,7 +308,12 @@ fn pointers_passed_as_numbers() {
         kind!(PointerLeak { reg: 3 }),
     );
     for (name, setup, call, pc) in [
-        ("map update reads a spilled pointer", "lddw %r1, map_idx(0)\nmov %r2, %r10\nadd %r2, -4\nmov %r3, %r10\nadd %r3, -16\nmov %r4, 0", "call 2", 9),
+        (
+            "map update reads a spilled pointer",
+            "lddw %r1, map_idx(0)\nmov %r2, %r10\nadd %r2, -4\nmov %r3, %r10\nadd %r3, -16\nmov %r4, 0",
+            "call 2",
+            9,
+        ),
         ("helper sums the bytes of a spilled pointer", "mov %r1, %r10\nadd %r1, -16\nmov %r2, 8", "call 200", 5),
     ] {
         let text = format!("stw [%r10-4], 0\nstxdw [%r10-16], %r10\n{setup}\n{call} # <-\nmov %r0, 0\nexit");

@@ -307,7 +307,8 @@ fn null_checks() {
         kind!(MaybeNull { reg: 0 }),
     );
     t.reject_spec(
-        Spec::new("check inverted, null dereferenced", &unchecked("jne %r0, 0, out\nldxdw %r1, [%r0+0] # <-")).maps(ARRAY8),
+        Spec::new("check inverted, null dereferenced", &unchecked("jne %r0, 0, out\nldxdw %r1, [%r0+0] # <-"))
+            .maps(ARRAY8),
         &[(7, kind!(NotAPointer { reg: 0 })), (7, kind!(MaybeNull { reg: 0 }))],
     );
     t.reject_spec(

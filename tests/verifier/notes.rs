@@ -45,10 +45,7 @@ pub fn alu32_program(setup: &str, op: &str) -> (String, usize, usize) {
 /// The value's bounds are wrong if the offset is rejected as unbounded or the access as out of bounds
 /// only on the way: either is a refusal at the right place.
 fn value_offset_refused(add: usize, load: usize) -> [(usize, Kind); 2] {
-    [
-        (load, kind!(OutOfBounds { region: MapValue, size: 8, .. })),
-        (add, kind!(UnboundedOffset { reg: 7 })),
-    ]
+    [(load, kind!(OutOfBounds { region: MapValue, size: 8, .. })), (add, kind!(UnboundedOffset { reg: 7 }))]
 }
 
 #[test]
@@ -158,7 +155,8 @@ fn two_paths(first: &str, second: &str, tail: &str) -> String {
 #[test]
 fn paths_differing_in_one_fact() {
     let mut t = Table::new("pruning");
-    let lookup = "stw [%r10-4], 0\nmov %r2, %r10\nadd %r2, -4\nlddw %r1, map_idx(0)\ncall 1\njeq %r0, 0, out\nmov %r7, %r0";
+    let lookup =
+        "stw [%r10-4], 0\nmov %r2, %r10\nadd %r2, -4\nlddw %r1, map_idx(0)\ncall 1\njeq %r0, 0, out\nmov %r7, %r0";
     let offset = |first: &str, second: &str| {
         format!(
             "{lookup}\n{}\nout:\nmov %r0, 0\nexit",
@@ -205,7 +203,10 @@ fn paths_differing_in_one_fact() {
     t.reject_spec(
         Spec::new(
             "helper size larger on one path",
-            &format!("stdw [%r10-8], 0\n{}", two_paths("mov %r2, 16", "mov %r2, 8", "mov %r1, %r10\nadd %r1, -8\ncall 200 # <-\nexit")),
+            &format!(
+                "stdw [%r10-8], 0\n{}",
+                two_paths("mov %r2, 16", "mov %r2, 8", "mov %r1, %r10\nadd %r1, -8\ncall 200 # <-\nexit")
+            ),
         ),
         &[(8, kind!(HelperArgument { helper: 200, arg: 1 | 2, .. } | OutOfBounds { region: Stack, .. }))],
     );
@@ -291,9 +292,10 @@ fn size_arithmetic_that_wraps() {
         for &pc in adds {
             v.push((
                 pc,
-                Kind::new(format!("UnboundedOffset {{ reg: {reg} }}"), move |k| {
-                    matches!(k, VerifyErrorKind::UnboundedOffset { reg: r } if *r == reg)
-                }),
+                Kind::new(
+                    format!("UnboundedOffset {{ reg: {reg} }}"),
+                    move |k| matches!(k, VerifyErrorKind::UnboundedOffset { reg: r } if *r == reg),
+                ),
             ));
         }
         v
@@ -383,7 +385,11 @@ fn division_and_modulo() {
             6,
         ),
         ("INT_MIN % -1 is 0", "lddw %r4, 0x8000000000000000\nsmod %r4, -1\njne %r4, 0, ok", 4),
-        ("INT32_MIN / -1 is INT32_MIN", "mov32 %r4, 0x80000000\nsdiv32 %r4, -1\nmov32 %r5, 0x80000000\njne %r4, %r5, ok", 4),
+        (
+            "INT32_MIN / -1 is INT32_MIN",
+            "mov32 %r4, 0x80000000\nsdiv32 %r4, -1\nmov32 %r5, 0x80000000\njne %r4, %r5, ok",
+            4,
+        ),
         ("INT32_MIN % -1 is 0", "mov32 %r4, 0x80000000\nsmod32 %r4, -1\njne %r4, 0, ok", 3),
         ("signed x / 0 is 0", "mov %r4, -7\nmov %r3, 0\nsdiv %r4, %r3\njne %r4, 0, ok", 4),
         ("signed x % 0 is x", "mov %r4, -7\nmov %r3, 0\nsmod %r4, %r3\njne %r4, -7, ok", 4),
@@ -397,8 +403,10 @@ fn division_and_modulo() {
         let text = format!("mov %r0, 0\n{body}\nldxdw %r0, [%r10-8] # <-\nok:\nexit");
         t.reject_spec(Spec::new(name, &text), &[(pc + 1, kind!(UninitStack { offset: -8 }))]);
     }
-    for (name, op, ops) in [("modulo by a divisor that may be 0", "mod %r4, %r3", 1), ("mod32 by a divisor that may be 0", "mod32 %r4, %r3", 1)]
-    {
+    for (name, op, ops) in [
+        ("modulo by a divisor that may be 0", "mod %r4, %r3", 1),
+        ("mod32 by a divisor that may be 0", "mod32 %r4, %r3", 1),
+    ] {
         let (text, add, load) = {
             let setup = "mov %r4, 100\nmov %r3, %r0\nand %r3, 8";
             let prefix = 9 + setup.lines().count() + ops;
@@ -423,7 +431,10 @@ fn division_and_modulo() {
 fn pointers_that_lose_their_region() {
     let mut t = Table::new("pointers losing their region");
     t.reject_spec(
-        Spec::new("shifted left and back", "mov %r3, %r10\nlsh %r3, 1 # <-\nrsh %r3, 1\nstb [%r3-8], 0\nmov %r0, 0\nexit"),
+        Spec::new(
+            "shifted left and back",
+            "mov %r3, %r10\nlsh %r3, 1 # <-\nrsh %r3, 1\nstb [%r3-8], 0\nmov %r0, 0\nexit",
+        ),
         &[(1, kind!(PointerArithmetic { reg: 3 })), (3, kind!(NotAPointer { reg: 3 }))],
     );
     t.reject_spec(

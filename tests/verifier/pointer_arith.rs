@@ -295,8 +295,8 @@ fn offsets_without_bounds() {
     );
     t.reject_spec(
         Spec::new(
-        "offset grown without bound in a loop",
-        "
+            "offset grown without bound in a loop",
+            "
         mov %r6, %r10
         add %r6, -8
         mov %r7, 0
@@ -309,7 +309,8 @@ fn offsets_without_bounds() {
         jlt %r7, 64, loop
         stb [%r6+0], 0 # <-
         mov %r0, 0
-        exit"),
+        exit",
+        ),
         &[(9, kind!(OutOfBounds { region: Stack, .. })), (6, kind!(UnboundedOffset { reg: 6 }))],
     );
     t.finish(8);

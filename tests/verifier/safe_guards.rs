@@ -5,7 +5,7 @@
 
 use ebpf_vm::Context;
 
-use crate::harness::{Spec, Table, NO_MAPS};
+use crate::harness::{fixed_read_only, Spec, Table, NO_MAPS};
 
 const EMPTY: &[u8] = &[];
 const SHORT: &[u8] = &[1, 2, 3];
@@ -53,7 +53,8 @@ fn input_length_guards() {
         ("packet load by register offset", "mov %r6, 1\nldindb %r6, 2\nexit"),
     ];
     for (name, text) in cases {
-        let inputs: &[&[u8]] = if text.contains("ldabs") || text.contains("ldind") { &[SEVEN, EIGHT, LONG] } else { INPUTS };
+        let inputs: &[&[u8]] =
+            if text.contains("ldabs") || text.contains("ldind") { &[SEVEN, EIGHT, LONG] } else { INPUTS };
         t.accept(name, text, NO_MAPS, b(), inputs);
     }
     t.finish(17);
@@ -112,14 +113,14 @@ fn fixed_contexts() {
         "read-only head read, the rest written",
         "ldxdw %r0, [%r1+0]\nstdw [%r1+8], 5\nstxdw [%r1+24], %r0\nexit",
         NO_MAPS,
-        Context::Fixed { size: 32, read_only: vec![0..8] },
+        fixed_read_only(32, &[(0, 8)]),
         ctx32,
     );
     t.accept(
         "read-only middle read, written around it",
         "ldxdw %r0, [%r1+8]\nstb [%r1+7], 1\nstb [%r1+16], 2\nexit",
         NO_MAPS,
-        Context::Fixed { size: 32, read_only: vec![8..16] },
+        fixed_read_only(32, &[(8, 16)]),
         ctx32,
     );
     t.accept(
@@ -134,7 +135,7 @@ fn fixed_contexts() {
         "helper writes the writable part",
         "mov %r6, %r1\nadd %r1, 8\nmov %r2, 24\ncall 201\nldxdw %r0, [%r6+8]\nexit",
         NO_MAPS,
-        Context::Fixed { size: 32, read_only: vec![0..8] },
+        fixed_read_only(32, &[(0, 8)]),
         ctx32,
     );
     t.accept(

@@ -222,8 +222,11 @@ fn loops_bounded_by_data() {
     let mut lowered = Options::default();
     lowered.max_loop_iterations = 1000;
     t.accept_spec(
-        Spec::new("five hundred iterations under a limit of a thousand", "mov %r0, 0\nloop:\nadd %r0, 1\njlt %r0, 500, loop\nexit")
-            .options(lowered),
+        Spec::new(
+            "five hundred iterations under a limit of a thousand",
+            "mov %r0, 0\nloop:\nadd %r0, 1\njlt %r0, 500, loop\nexit",
+        )
+        .options(lowered),
         &[&[]],
         Some(&[500]),
     );

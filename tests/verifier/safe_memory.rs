@@ -145,14 +145,17 @@ fn maps() {
         none,
     );
     t.accept_spec(
-        Spec::new("pointer stored in a map when leaks are allowed", &lookup(0, "stxdw [%r0+0], %r10\nmov %r0, 0\nexit"))
-            .maps(ARRAY8)
-            .options({
-                let mut o = Options::default();
-                o.allow_pointer_leaks = true;
-                o
-            })
-            .without_map_compare(),
+        Spec::new(
+            "pointer stored in a map when leaks are allowed",
+            &lookup(0, "stxdw [%r0+0], %r10\nmov %r0, 0\nexit"),
+        )
+        .maps(ARRAY8)
+        .options({
+            let mut o = Options::default();
+            o.allow_pointer_leaks = true;
+            o
+        })
+        .without_map_compare(),
         none,
         Some(&[0]),
     );
@@ -199,7 +202,10 @@ fn atomics() {
     );
     t.accept(
         "32-bit operations at an aligned offset of a map value",
-        &lookup(0, "mov %r1, 3\nlock add32 [%r0+4], %r1\nmov %r1, 8\nlock fetch or32 [%r0+12], %r1\nldxw %r0, [%r0+4]\nexit"),
+        &lookup(
+            0,
+            "mov %r1, 3\nlock add32 [%r0+4], %r1\nmov %r1, 8\nlock fetch or32 [%r0+12], %r1\nldxw %r0, [%r0+4]\nexit",
+        ),
         &[MapSpec::Array { value: 16, entries: 1 }],
         Context::Buffer,
         none,
@@ -218,7 +224,6 @@ fn atomics() {
 #[test]
 fn ring_buffer_records() {
     let mut t = Table::new("safe ring-buffer records");
-    let none: &[&[u8]] = &[&[]];
     let reserve = |size: u32, body: &str| {
         format!(
             "mov %r9, %r2\nlddw %r1, map_idx(0)\nmov %r2, {size}\nmov %r3, 0\ncall 131\njeq %r0, 0, out\nmov %r6, %r0\n{body}\n\
@@ -274,7 +279,9 @@ fn tail_calls() {
     let targets: &[&str] = &["mov %r0, 7\nexit", "mov %r0, 0\njlt %r2, 4, out\nldxw %r0, [%r1+0]\nout:\nexit"];
     let tail = |index: u32| format!("lddw %r2, map_idx(0)\nmov %r3, {index}\ncall 12\nmov %r0, 1\nexit");
     let prog_array: &[MapSpec] = &[MapSpec::ProgArray { entries: 4, set: &[(0, 0), (1, 1)] }];
-    for (name, index) in [("into a target returning a constant", 0), ("into a target reading the input", 1), ("into an empty slot", 2)] {
+    for (name, index) in
+        [("into a target returning a constant", 0), ("into a target reading the input", 1), ("into an empty slot", 2)]
+    {
         let text = tail(index);
         t.accept_spec(Spec::new(name, &text).maps(prog_array).targets(targets), input, None);
     }
