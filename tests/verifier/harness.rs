@@ -9,6 +9,7 @@
 //! and links, every expected pc is the first slot of an instruction, and the line marked `# <-` in a
 //! rejected program is at the first expected pc. Accepted programs are first run in checked mode on
 //! both engines, so a program that is not in fact safe is reported as a bad case, not as a verifier bug.
+//! The expected results of accepted programs are checked on those checked runs too.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -16,7 +17,6 @@ use std::sync::Arc;
 use ebpf_vm::helpers::{ArgKind, RetKind};
 use ebpf_vm::link::Linked;
 use ebpf_vm::maps::{self, MapDef, MapType, ProgArrayMap, RingBufMap, BPF_F_RDONLY_PROG};
-use ebpf_vm::memory::Region;
 use ebpf_vm::program::Cfg;
 use ebpf_vm::verifier::{Options, VerifyErrorKind};
 use ebpf_vm::{BuildError, Context, Engine, Env, ExecError, Helper, HelperError, HelperSig, Program, Verifier, Vm};
@@ -208,7 +208,8 @@ pub struct Spec<'a> {
     pub context: Context,
     /// Verifier options.
     pub options: Options,
-    /// For [`Context::Packet`]: the packet the context's `data` and `data_end` fields point to.
+    /// For [`Context::Packet`]: the packet, which follows the context struct in the memory a run is
+    /// given.
     pub packet: Option<&'a [u8]>,
     /// Whether map contents after a run are compared across engines and modes.
     pub compare_maps: bool,
@@ -425,42 +426,6 @@ fn snapshot(env: &Env, specs: &[MapSpec]) -> Vec<String> {
         .collect()
 }
 
-/// Packet memory handed to one execution through [`Env::grant`], freed when dropped.
-struct PacketMemory {
-    ptr: *mut [u8],
-}
-
-impl PacketMemory {
-    fn new(bytes: &[u8]) -> PacketMemory {
-        PacketMemory { ptr: Box::into_raw(bytes.to_vec().into_boxed_slice()) }
-    }
-
-    fn start(&self) -> u64 {
-        self.ptr.cast::<u8>().expose_provenance() as u64
-    }
-
-    fn len(&self) -> usize {
-        self.ptr.len()
-    }
-
-    /// The bytes, once nothing that was granted the memory is alive.
-    fn into_bytes(self) -> Vec<u8> {
-        // SAFETY: `ptr` came from `Box::into_raw` in `new` and is released only here (the `Drop` below
-        // runs only when this was not called); the environment and `Vm` the memory was granted to
-        // are dropped before this is called (see `run_one`).
-        let boxed = unsafe { Box::from_raw(self.ptr) };
-        std::mem::forget(self);
-        boxed.into_vec()
-    }
-}
-
-impl Drop for PacketMemory {
-    fn drop(&mut self) {
-        // SAFETY: as in `into_bytes`: the allocation of `new`, released once, after its users.
-        drop(unsafe { Box::from_raw(self.ptr) });
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Checked,
@@ -477,28 +442,24 @@ fn engines() -> Vec<Engine> {
 /// Runs `spec` once on `input` with a fresh environment.
 fn run_one(spec: &Spec<'_>, engine: Engine, mode: Mode, input: &[u8]) -> Result<Outcome, String> {
     let (entry, targets) = spec.programs()?;
-    let mut env = env(spec.maps, &spec.context)?;
+    let env = env(spec.maps, &spec.context)?;
     let mut memory = input.to_vec();
-    let packet = match (&spec.context, spec.packet) {
-        (Context::Packet { size, data, data_end }, Some(bytes)) => {
-            let packet = PacketMemory::new(bytes);
-            let region = Region { start: packet.start(), len: packet.len() as u64, writable: true };
-            // SAFETY: the packet memory lives until `into_bytes` below, after the environment and the
-            // `Vm` are dropped, and nothing but the program touches it meanwhile (no Rust reference
-            // to it exists).
-            unsafe { env.grant(region) };
-            memory = vec![0u8; *size as usize];
-            let end = packet.start() + packet.len() as u64;
-            for (at, value) in [(*data, packet.start()), (*data_end, end)] {
-                let at = at as usize;
-                if let Some(field) = memory.get_mut(at..at + 8) {
-                    field.copy_from_slice(&value.to_le_bytes());
-                }
+    let mut struct_size = None;
+    if let (Context::Packet { size, data, data_end }, Some(bytes)) = (&spec.context, spec.packet) {
+        // The memory holds the context struct and then the packet; the struct's data and data_end
+        // fields hold the packet's start and end (the runtime may write them too, with the same values).
+        let size = *size as usize;
+        memory = vec![0u8; size];
+        memory.extend_from_slice(bytes);
+        let start = memory.as_ptr() as u64 + size as u64;
+        let end = memory.as_ptr() as u64 + memory.len() as u64;
+        for (field, value) in [(*data as usize, start), (*data_end as usize, end)] {
+            if let Some(bytes) = memory.get_mut(field..field + 8) {
+                bytes.copy_from_slice(&value.to_ne_bytes());
             }
-            Some(packet)
         }
-        _ => None,
-    };
+        struct_size = Some(size);
+    }
     let builder = Vm::builder(entry).env(env).tail_call_targets(targets).engine(engine).verifier_options(spec.options);
     let builder = match mode {
         Mode::Checked => builder.checked(),
@@ -507,10 +468,9 @@ fn run_one(spec: &Spec<'_>, engine: Engine, mode: Mode, input: &[u8]) -> Result<
     let vm = builder.build().map_err(|e| format!("{engine:?} {mode:?}: build: {e}"))?;
     let result = vm.execute(&mut memory);
     let maps = if spec.compare_maps { snapshot(vm.env(), spec.maps) } else { Vec::new() };
-    drop(vm);
-    let packet = packet.map(PacketMemory::into_bytes);
+    // The context struct holds addresses, which differ from run to run: only the packet is compared.
+    let packet = struct_size.map(|size| memory.split_off(size));
     if packet.is_some() {
-        // The context holds addresses, which differ from run to run.
         memory.clear();
     }
     Ok(Outcome { result, memory, maps, packet })

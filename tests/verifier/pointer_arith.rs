@@ -225,27 +225,29 @@ fn offsets_without_bounds() {
         2,
         kind!(UnboundedOffset { reg: 6 }),
     );
-    t.reject_plain(
-        "input pointer plus a random 32-bit number",
-        "
-        mov %r6, %r1
-        call 7
-        add %r6, %r0 # <-
-        mov %r0, 0
-        exit",
-        2,
-        kind!(UnboundedOffset { reg: 6 }),
+    t.reject_spec(
+        Spec::new(
+            "input pointer plus a random 32-bit number",
+            "
+            mov %r6, %r1
+            call 7
+            add %r6, %r0 # <-
+            ldxb %r0, [%r6+0]
+            exit",
+        ),
+        &[(2, kind!(UnboundedOffset { reg: 6 })), (3, kind!(OutOfBounds { region: Input, .. }))],
     );
-    t.reject_plain(
-        "input pointer plus twice its length",
-        "
-        mov %r3, %r2
-        lsh %r3, 1
-        add %r1, %r3 # <-
-        mov %r0, 0
-        exit",
-        2,
-        kind!(UnboundedOffset { reg: 1 }),
+    t.reject_spec(
+        Spec::new(
+            "input pointer plus twice its length",
+            "
+            mov %r3, %r2
+            lsh %r3, 1
+            add %r1, %r3 # <-
+            ldxb %r0, [%r1-1]
+            exit",
+        ),
+        &[(2, kind!(UnboundedOffset { reg: 1 })), (3, kind!(OutOfBounds { region: Input, .. }))],
     );
     t.reject_spec(
         Spec::new(
@@ -271,27 +273,27 @@ fn offsets_without_bounds() {
         ),
         &[(1, kind!(UnboundedOffset { reg: 3 })), (2, kind!(OutOfBounds { region: Stack, .. }))],
     );
-    t.reject(
-        "map value pointer plus a random number",
-        "
-        stw [%r10-4], 0
-        mov %r2, %r10
-        add %r2, -4
-        lddw %r1, map_idx(0)
-        call 1
-        jeq %r0, 0, out
-        mov %r6, %r0
-        call 7
-        add %r6, %r0 # <-
-        ldxb %r0, [%r6+0]
-        exit
-    out:
-        mov %r0, 0
-        exit",
-        ARRAY8,
-        Context::Buffer,
-        9,
-        kind!(UnboundedOffset { reg: 6 }),
+    t.reject_spec(
+        Spec::new(
+            "map value pointer plus a random number",
+            "
+            stw [%r10-4], 0
+            mov %r2, %r10
+            add %r2, -4
+            lddw %r1, map_idx(0)
+            call 1
+            jeq %r0, 0, out
+            mov %r6, %r0
+            call 7
+            add %r6, %r0 # <-
+            ldxb %r0, [%r6+0]
+            exit
+        out:
+            mov %r0, 0
+            exit",
+        )
+        .maps(ARRAY8),
+        &[(9, kind!(UnboundedOffset { reg: 6 })), (10, kind!(OutOfBounds { region: MapValue, .. }))],
     );
     t.reject_spec(
         Spec::new(
