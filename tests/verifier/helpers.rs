@@ -4,7 +4,7 @@
 //!
 //! Where a bad pointer argument could be reported either as the argument's fault (`HelperArgument`)
 //! or as the pointer's (`NotAPointer`, `OutOfBounds`), the contract leaves the choice open and the
-//! cases accept both.
+//! cases accept both; a key or value region smaller than the map's key or value is either too.
 
 use ebpf_vm::Context;
 
@@ -63,7 +63,7 @@ fn map_arguments() {
             "stw [%r10-4], 0\nlddw %r1, map_idx(0)\nmov %r2, %r10\nadd %r2, -4\ncall 1 # <-",
             5,
             HASH8,
-            kind!(HelperArgument { helper: 1, arg: 2, .. }),
+            kind!(HelperArgument { helper: 1, arg: 2, .. } | OutOfBounds { region: Stack, min: -4, end: 4, .. }),
         ),
         (
             "key in the input without a guard",
@@ -85,7 +85,7 @@ fn map_arguments() {
              mov %r3, %r10\nadd %r3, -8\nmov %r4, 0\ncall 2 # <-",
             9,
             &[MapSpec::Array { value: 16, entries: 1 }],
-            kind!(HelperArgument { helper: 2, arg: 3, .. }),
+            kind!(HelperArgument { helper: 2, arg: 3, .. } | OutOfBounds { region: Stack, min: -8, end: 8, .. }),
         ),
         (
             "value is a number",
@@ -169,7 +169,7 @@ fn map_arguments() {
         &[MapSpec::Array { value: 8, entries: 1 }, MapSpec::Array { value: 4, entries: 1 }],
         Context::Buffer,
         13,
-        kind!(HelperArgument { helper: 2, arg: 3, .. }),
+        kind!(HelperArgument { helper: 2, arg: 3, .. } | OutOfBounds { region: MapValue, min: 0, end: 8, size: 4 }),
     );
     t.finish(16);
 }

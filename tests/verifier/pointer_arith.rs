@@ -259,7 +259,7 @@ fn offsets_without_bounds() {
             mov %r0, 0
             exit",
         ),
-        &[(2, kind!(UnboundedOffset { reg: 6 })), (2, kind!(PointerArithmetic { reg: 6 | 10 }))],
+        &[(2, kind!(UnboundedOffset { reg: 6 | 10 })), (2, kind!(PointerArithmetic { reg: 6 | 10 }))],
     );
     t.reject_spec(
         Spec::new(

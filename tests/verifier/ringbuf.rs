@@ -256,7 +256,15 @@ fn record_accesses() {
     );
     t.reject_spec(
         Spec::new("store after submit", &reserve(16, &format!("{SUBMIT}\nstb [%r6+0], 1 # <-"))).maps(RINGBUF),
-        &[(10, kind!(NotAPointer { reg: 6 } | UninitRegister { reg: 6 } | OutOfBounds { region: Record, .. }))],
+        &[(
+            10,
+            kind!(
+                NotAPointer { reg: 6 }
+                    | UninitRegister { reg: 6 }
+                    | BadRelease { reg: 6 }
+                    | OutOfBounds { region: Record, .. }
+            ),
+        )],
     );
     t.reject(
         "flags of discard a pointer",
