@@ -6,8 +6,9 @@
 //! them) and asserts at the end that the expected number of cases ran.
 //!
 //! Before the verifier is asked anything, the harness checks the case itself: the program assembles
-//! and links, every expected pc is the first slot of an instruction, and the line marked `# <-` in a
-//! rejected program is at the first expected pc. Accepted programs are first run in checked mode on
+//! and links, every expected pc is the first slot of an instruction, the line marked `# <-` in a
+//! rejected program is at the first expected pc, and no instruction is unreachable unless the case is
+//! about unreachable code. Accepted programs are first run in checked mode on
 //! both engines, so a program that is not in fact safe is reported as a bad case, not as a verifier bug.
 //! The expected results of accepted programs are checked on those checked runs too.
 
