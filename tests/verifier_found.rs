@@ -88,3 +88,19 @@ fn a_null_check_does_not_reach_a_pointer_that_is_not_a_copy_on_every_path() {
         verify_with_map(&text.replace("jeq %r6, 0, out", "jeq %r7, 0, out")).expect("checked r7");
     }
 }
+
+/// A loop that goes on while its counter differs from a bound ends only if the counter meets the bound:
+/// from a start a multiple of the step below it. From the bound itself, or off by one, it would wrap
+/// round first, so it is refused.
+#[test]
+fn a_loop_until_equal_ends_only_when_the_counter_meets_the_bound() {
+    let looped = |start: i64, step: i64, bound: i64| {
+        format!("mov %r0, 0\nmov %r6, {start}\nloop:\nadd %r6, {step}\nadd %r0, 1\njne %r6, {bound}, loop\nexit")
+    };
+    verify(&looped(0, 2, 100_000), Context::Buffer).expect("meets 100000 after 50000 steps");
+    verify(&looped(100_000, -4, 0), Context::Buffer).expect("meets 0 stepping down");
+    for (start, step, bound) in [(1, 2, 100_000), (100_000, 2, 100_000), (200_000, 2, 100_000), (0, -2, 100)] {
+        let err = verify(&looped(start, step, bound), Context::Buffer).expect_err("wraps first");
+        assert!(matches!(err.kind, VerifyErrorKind::UnboundedLoop { .. }), "{start} {step} {bound}: {err}");
+    }
+}

@@ -24,6 +24,8 @@ pub enum ArgKind {
     Scalar,
     /// Pointer to a map.
     MapPtr,
+    /// Pointer to a map whose entries the helper changes (refused for maps programs may only read).
+    MapMut,
     /// Pointer to a key of the map in the previous map argument.
     MapKey,
     /// Pointer to a value of the map in the previous map argument.

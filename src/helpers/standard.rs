@@ -77,7 +77,7 @@ pub fn all() -> Vec<Helper> {
         Helper::new(
             MAP_UPDATE_ELEM,
             "map_update_elem",
-            sig(&[A::MapPtr, A::MapKey, A::MapValue, A::Scalar], RetKind::Scalar),
+            sig(&[A::MapMut, A::MapKey, A::MapValue, A::Scalar], RetKind::Scalar),
             |ctx, a| {
                 let map = writable_map(ctx, a[0])?;
                 let mut buf = [0u8; MAX_KEY_SIZE as usize];
@@ -90,7 +90,7 @@ pub fn all() -> Vec<Helper> {
                 })
             }
         ),
-        Helper::new(MAP_DELETE_ELEM, "map_delete_elem", sig(&[A::MapPtr, A::MapKey], RetKind::Scalar), |ctx, a| {
+        Helper::new(MAP_DELETE_ELEM, "map_delete_elem", sig(&[A::MapMut, A::MapKey], RetKind::Scalar), |ctx, a| {
             let map = writable_map(ctx, a[0])?;
             let mut buf = [0u8; MAX_KEY_SIZE as usize];
             let key = key_buffer(&mut buf, map.as_ref())?;

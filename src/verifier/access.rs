@@ -167,7 +167,11 @@ impl Checker<'_> {
         let p = self.base(pc, st, dst)?;
         let (lo, end) = self.region(pc, st, &p, off, size as u64, Dir::Write)?;
         let exact = lo + size as i64 == end;
-        if exact && !matches!(p.kind, PtrKind::Input | PtrKind::Context) && lo.rem_euclid(size as i64) != 0 {
+        // Stack frames, map values and records start 8-byte aligned, so the offset decides; the input and
+        // the context lie wherever the host's buffer does.
+        let offset = p.folded().alu(crate::isa::AluOp::Add, Width::W64, Scalar::constant(off as u64));
+        let low_bits_zero = offset.t.mask & (size as u64 - 1) == 0 && offset.t.value & (size as u64 - 1) == 0;
+        if matches!(p.kind, PtrKind::Input | PtrKind::Context) || !low_bits_zero {
             return Err(self.error(pc, K::Misaligned { reg: dst }, st));
         }
         if let PtrKind::Stack(d) = p.kind {

@@ -12,7 +12,7 @@ use core::fmt::Write;
 use super::error::{VerifyError, VerifyErrorKind};
 use super::scalar::Scalar;
 use super::state::{Frame, Slot, State};
-use super::value::{LenRel, Ptr, PtrKind, Tracked, Value, MAX_LOOP_DEPTH};
+use super::value::{Delta, LenRel, Ptr, PtrKind, Tracked, Value, MAX_LOOP_DEPTH};
 use super::Options;
 use crate::isa::{Cond, Instruction, Operand};
 use crate::link::{Context, Linked, LinkedProgram};
@@ -58,6 +58,8 @@ pub(crate) struct Checker<'a> {
     direct: Vec<(u32, usize, State)>,
     /// Join of the states arriving over back edges, by context and loop header slot.
     back_edges: BTreeMap<(u32, usize), State>,
+    /// Join of the states entering a loop from outside, by context and loop header slot.
+    entries: BTreeMap<(u32, usize), State>,
     thresholds: Vec<u64>,
     pub(crate) processed: u64,
     pub(crate) loops_proven: u64,
@@ -95,6 +97,7 @@ impl<'a> Checker<'a> {
             work: BTreeSet::new(),
             direct: Vec::new(),
             back_edges: BTreeMap::new(),
+            entries: BTreeMap::new(),
             thresholds,
             processed: 0,
             loops_proven: 0,
@@ -229,16 +232,12 @@ impl<'a> Checker<'a> {
                 if !back {
                     return Err(self.error(from, VerifyErrorKind::UnboundedLoop { header: pc }, &state));
                 }
-                match self.back_edges.entry((ctx, pc)) {
-                    alloc::collections::btree_map::Entry::Vacant(v) => {
-                        v.insert(state.clone());
-                    }
-                    alloc::collections::btree_map::Entry::Occupied(mut o) => {
-                        let j = o.get().join(&state, pc as u32, None);
-                        o.insert(j);
-                    }
-                }
+                join_into(&mut self.back_edges, (ctx, pc), &state);
+            } else if header {
+                join_into(&mut self.entries, (ctx, pc), &state);
             }
+        } else if header {
+            join_into(&mut self.entries, (ctx, pc), &state);
         }
         // A block only one edge enters needs no stored state to join into: it runs from each state
         // that arrives (each includes the one before, as its predecessor's states grow).
@@ -253,7 +252,10 @@ impl<'a> Checker<'a> {
                 true
             }
             Some(node) => {
-                if node.state.includes(&state) {
+                // Relations common to both sides, in the stored side's terms (new ones at loop heads).
+                let mut stored = node.state.clone();
+                super::relation::relate(&mut stored, &mut state, pc as u32, header);
+                if stored.includes(&state) && stored == node.state {
                     false
                 } else {
                     node.visits += 1;
@@ -264,7 +266,7 @@ impl<'a> Checker<'a> {
                     } else {
                         Some(&[])
                     };
-                    let joined = node.state.join(&state, pc as u32, widen);
+                    let joined = stored.join(&state, pc as u32, widen);
                     if joined == node.state {
                         false
                     } else {
@@ -382,12 +384,53 @@ impl<'a> Checker<'a> {
             let Some(l) = self.cfg.loop_of_header(block) else { continue };
             let depth = self.cfg.loop_depth(l);
             let Some(head) = self.nodes.get(&(ctx, header)) else { continue };
-            if depth > MAX_LOOP_DEPTH || !proves_end(&head.state, &latch, depth - 1, self.options.max_loop_iterations) {
+            let max = self.options.max_loop_iterations;
+            let proven = depth <= MAX_LOOP_DEPTH
+                && (proves_end(&head.state, &latch, depth - 1, max)
+                    || self.proves_end_at_equality(l, self.entries.get(&(ctx, header)), &latch, depth - 1, max));
+            if !proven {
                 return Err(self.error(header, VerifyErrorKind::UnboundedLoop { header }, &latch));
             }
             self.loops_proven += 1;
         }
         Ok(())
+    }
+
+    /// A loop that goes on while `r != C`, where `r` moves by exactly the same step `s` on every iteration
+    /// and starts at most `C` (at least, for a negative step) at a distance that is a multiple of `s`,
+    /// reaches `C` and ends after `(C - start) / s` iterations.
+    fn proves_end_at_equality(&self, l: usize, entry: Option<&State>, latch: &State, d: usize, max: u64) -> bool {
+        let mut latches = self.cfg.latches(l);
+        let (Some(lb), None, Some(entry)) = (latches.next(), latches.next(), entry) else { return false };
+        let header = self.cfg.block(self.cfg.loop_header(l)).start();
+        let block = self.cfg.block(lb);
+        let Some(last) = self.lp.program().iter().take_while(|(pc, _)| *pc < block.end()).last() else { return false };
+        let (pc, insn) = last;
+        let Instruction::Jump { width: crate::isa::Width::W64, cond, dst, src: Operand::Imm(c), offset } = *insn else {
+            return false;
+        };
+        let taken = (pc as i64 + 1 + offset as i64) as usize;
+        let continues_while_unequal =
+            (cond == Cond::Ne && taken == header) || (cond == Cond::Eq && pc + 1 == header && taken != header);
+        let r = dst.index() as usize;
+        let (Some(lt), Some(et)) = (latch.frames.last().map(|f| f.regs[r]), entry.frames.last().map(|f| f.regs[r]))
+        else {
+            return false;
+        };
+        let delta = lt.deltas[d];
+        let (Some(start), true) = (et.v.as_scalar(), continues_while_unequal && delta.lo == delta.hi && delta.lo != 0)
+        else {
+            return false;
+        };
+        // Every path adds exactly `step` modulo 2^64; from one start at most C (at least, stepping
+        // down) and a multiple of `step` away, the value meets C before it could wrap.
+        if delta.views & Delta::MODULAR == 0 || start.umin != start.umax {
+            return false;
+        }
+        let (from, c, step) = (start.umin as i128, c as i64 as u64 as i128, delta.lo as i128);
+        let distance = if step > 0 { c - from } else { from - c };
+        // At distance 0 the first test comes after a step, past C: it would have to wrap all the way round.
+        distance > 0 && distance % step.abs() == 0 && distance / step.abs() < max as i128
     }
 
     /// The value of a jump or ALU operand.
@@ -398,6 +441,19 @@ impl<'a> Checker<'a> {
                 let c = if w64 { i as i64 as u64 } else { i as u32 as u64 };
                 Tracked::new(Value::scalar(Scalar::constant(c)))
             }
+        }
+    }
+}
+
+/// Joins `state` into the map's entry at `key`.
+fn join_into(map: &mut BTreeMap<(u32, usize), State>, key: (u32, usize), state: &State) {
+    match map.entry(key) {
+        alloc::collections::btree_map::Entry::Vacant(v) => {
+            v.insert(state.clone());
+        }
+        alloc::collections::btree_map::Entry::Occupied(mut o) => {
+            let j = o.get().join(state, key.1 as u32, None);
+            o.insert(j);
         }
     }
 }
@@ -491,6 +547,9 @@ pub(crate) fn describe(state: &State) -> String {
                 out.push_str(", ");
             }
             let _ = write!(out, "r{r}={}", t.v);
+            if let Some(l) = t.link {
+                let _ = write!(out, " [{}x#{:x}{:+}{}]", l.scale, l.id & 0xffff, l.d, if l.w32 { " w32" } else { "" });
+            }
         }
     }
     for (k, slot) in &frame.stack {

@@ -6,7 +6,7 @@ use alloc::string::String;
 
 use super::access::Dir;
 use super::analysis::Checker;
-use super::error::{VerifyError, VerifyErrorKind as K};
+use super::error::{RegionKind, VerifyError, VerifyErrorKind as K};
 use super::scalar::Scalar;
 use super::state::State;
 use super::step::fresh_id;
@@ -43,7 +43,7 @@ impl Checker<'_> {
                     Value::Ptr(_) | Value::Map(_) if self.options.allow_pointer_leaks => {}
                     _ => return Err(self.error(pc, K::PointerLeak { reg: r }, st)),
                 },
-                ArgKind::MapPtr | ArgKind::MapOf(_) => {
+                ArgKind::MapPtr | ArgKind::MapMut | ArgKind::MapOf(_) => {
                     let Value::Map(m) = v else { return Err(bad(st, i, "expects a map".into())) };
                     let def = self.maps.get(m as usize).copied();
                     let ty = def.map(|d| d.map_type);
@@ -53,6 +53,9 @@ impl Checker<'_> {
                         }
                     } else if matches!(ty, Some(MapType::RingBuf | MapType::ProgArray)) {
                         return Err(bad(st, i, format!("a map of kind {ty:?} has no keys or values here")));
+                    }
+                    if *kind == ArgKind::MapMut && def.is_some_and(|d| d.read_only_for_programs()) {
+                        return Err(self.error(pc, K::ReadOnly { region: RegionKind::ReadOnlyData }, st));
                     }
                     map = Some(m);
                 }

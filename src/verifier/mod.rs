@@ -10,6 +10,7 @@ mod access;
 mod analysis;
 mod call;
 mod error;
+mod relation;
 mod scalar;
 mod state;
 mod step;

@@ -3,6 +3,7 @@
 
 use alloc::vec::Vec;
 
+use super::relation;
 use super::scalar::Scalar;
 use super::value::{Delta, LenRel, Link, PtrKind, Tracked, Value, MAX_LOOP_DEPTH};
 
@@ -44,6 +45,12 @@ impl Frame {
     /// The slot at index `i`, if written.
     pub(crate) fn slot(&self, i: usize) -> Option<&Slot> {
         self.stack.binary_search_by_key(&(i as u8), |e| e.0).ok().map(|k| &self.stack[k].1)
+    }
+
+    /// The slot at index `i`, if written, mutably.
+    pub(crate) fn slot_mut(&mut self, i: usize) -> Option<&mut Slot> {
+        let k = self.stack.binary_search_by_key(&(i as u8), |e| e.0).ok()?;
+        Some(&mut self.stack[k].1)
     }
 
     /// Sets slot `i`.
@@ -126,12 +133,12 @@ impl State {
     /// The number linked as `(id, ox)` is at most the input length minus `k`: every number linked to the
     /// same origin learns its own distance to the length.
     pub(crate) fn below_len(&mut self, x: Link, k: u32) {
-        if x.w32 {
+        if x.w32 || x.scale != 1 {
             return;
         }
         let (id, ox) = (x.id, x.d);
         self.for_each_tracked(|t| {
-            let Some(Link { id: l, d: oy, w32: false }) = t.link else { return };
+            let Some(Link { id: l, d: oy, w32: false, scale: 1 }) = t.link else { return };
             let Value::Scalar { s, len } = &mut t.v else { return };
             if l != id || s.umax >= 1 << 33 {
                 return;
@@ -156,10 +163,31 @@ impl State {
         let mut feasible = true;
         self.for_each_tracked(|t| {
             let Some(y) = t.link else { return };
-            let Value::Scalar { s, .. } = &mut t.v else { return };
             if y.id != x.id {
                 return;
             }
+            if x.scale != 1 || y.scale != 1 || matches!(t.v, Value::Ptr(_)) {
+                // Exact integer relations: bound the hidden X by x, then y by X.
+                let Some(range) = relation::implied_range(x, (v.smin, v.smax), y) else { return };
+                match &mut t.v {
+                    Value::Scalar { s, .. } => match relation::narrow_scalar(s, range) {
+                        Some(m) => *s = m,
+                        None => feasible = false,
+                    },
+                    Value::Ptr(p) => {
+                        // The whole offset is off + var: narrow var.
+                        let lo = range.0.saturating_sub(p.off);
+                        let hi = range.1.saturating_sub(p.off);
+                        match relation::narrow_scalar(&p.var, (lo, hi)) {
+                            Some(m) => p.var = m,
+                            None => feasible = false,
+                        }
+                    }
+                    _ => {}
+                }
+                return;
+            }
+            let Value::Scalar { s, .. } = &mut t.v else { return };
             let delta = y.d.wrapping_sub(x.d) as u64;
             let implied = if !x.w32 && !y.w32 {
                 v.alu(crate::isa::AluOp::Add, crate::isa::Width::W64, Scalar::constant(delta))

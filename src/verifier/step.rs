@@ -99,7 +99,20 @@ impl Checker<'_> {
                 }
             }
             Instruction::Load { size, dst, src, offset } => {
-                let v = self.load(pc, st, src.index(), offset as i64, size.bytes())?;
+                let mut v = self.load(pc, st, src.index(), offset as i64, size.bytes())?;
+                if let (Value::Scalar { .. }, None, Some((depth, slot))) =
+                    (v.v, v.link, spill_slot(st, src.index(), offset, size.bytes()))
+                {
+                    // A number filled from the stack stays linked to the slot it came from, so that a
+                    // branch on the register bounds the slot too (a loop counter kept on the stack).
+                    let id = fresh_id(pc);
+                    st.unlink(id);
+                    if let Some(super::state::Slot::Spill(t)) = st.frames.get_mut(depth).and_then(|f| f.slot_mut(slot))
+                    {
+                        t.link = Some(Link::origin(id));
+                        v.link = Some(Link::origin(id));
+                    }
+                }
                 st.top_mut().regs[dst.index() as usize] = v;
             }
             Instruction::LoadSx { size, dst, src, offset } => {
@@ -203,7 +216,7 @@ impl Checker<'_> {
             } else {
                 match s.v {
                     Value::Scalar { s: x, len } => Tracked {
-                        link: link.and_then(|l| l.add(0, true)),
+                        link: link.and_then(|l| l.add(0, true, (x.smin, x.smax))),
                         ..Tracked::new(Value::Scalar { s: x.zero_extend(4), len })
                     },
                     _ => return Err(self.error(pc, K::PointerArithmetic { reg: src_reg }, st)),
@@ -228,6 +241,14 @@ impl Checker<'_> {
                         };
                         d.shifted(Value::Scalar { s: r, len: rel }, c, &a, !w64)
                     }
+                    (AluOp::Lsh, Some(k)) if w64 && k < 63 => Tracked {
+                        link: d.link.and_then(|l| l.scaled(1 << k, (a.smin, a.smax))),
+                        ..Tracked::new(Value::scalar(r))
+                    },
+                    (AluOp::Mul, Some(k)) if w64 && (1..=1 << 16).contains(&k) => Tracked {
+                        link: d.link.and_then(|l| l.scaled(k as i64, (a.smin, a.smax))),
+                        ..Tracked::new(Value::scalar(r))
+                    },
                     _ => Tracked::new(Value::scalar(r)),
                 }
             }
@@ -241,6 +262,10 @@ impl Checker<'_> {
                         let c = if op == AluOp::Sub { (c as i64).wrapping_neg() } else { c as i64 };
                         d.shifted(v, c, &p.folded(), false)
                     }
+                    // A fixed pointer plus a member of a family is a member: offset = scale * X + d + off.
+                    (None, Value::Ptr(_)) if op == AluOp::Add && p.fixed() => {
+                        Tracked { link: s.link.and_then(|l| l.add(p.off, false, (b.smin, b.smax))), ..Tracked::new(v) }
+                    }
                     _ => Tracked::new(v),
                 }
             }
@@ -249,7 +274,12 @@ impl Checker<'_> {
                 if matches!(v, Value::Ptr(q) if q.id == fresh_id(pc)) {
                     orphan(st, fresh_id(pc));
                 }
-                Tracked::new(v)
+                match v {
+                    Value::Ptr(_) if p.fixed() && a.as_const().is_none() => {
+                        Tracked { link: d.link.and_then(|l| l.add(p.off, false, (a.smin, a.smax))), ..Tracked::new(v) }
+                    }
+                    _ => Tracked::new(v),
+                }
             }
             (Value::Ptr(a), Value::Ptr(b))
                 if w64 && op == AluOp::Sub && a.kind == b.kind && !a.nullable && !b.nullable =>
@@ -492,6 +522,16 @@ impl Checker<'_> {
         next.frames.push(callee);
         Ok(Flow::Call(to, next))
     }
+}
+
+/// The frame and slot an aligned 8-byte access through `r + offset` reaches, when `r` is a stack
+/// pointer at a known offset.
+fn spill_slot(st: &State, r: u8, offset: i16, size: u32) -> Option<(usize, usize)> {
+    let Value::Ptr(p) = st.reg(r).v else { return None };
+    let PtrKind::Stack(depth) = p.kind else { return None };
+    let at = p.off.checked_add(offset as i64)?;
+    (size == 8 && p.fixed() && (-super::state::FRAME_BYTES..0).contains(&at) && at % 8 == 0)
+        .then_some((depth as usize, ((-at - 1) / 8) as usize))
 }
 
 /// The slot a jump at `pc` by `offset` reaches.

@@ -68,7 +68,8 @@ impl Ptr {
 }
 
 /// How a value changed since the head of an enclosing loop: by `lo..=hi` in each of four views (unsigned
-/// and signed, 64- and 32-bit), for the views in which no step wrapped around.
+/// and signed, 64- and 32-bit), for the views in which no step wrapped around; and (bit 4, `MODULAR`)
+/// by `lo..=hi` modulo 2^64 on every path, wrapped or not (64-bit additions only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Delta {
     pub(crate) lo: i64,
@@ -79,7 +80,9 @@ pub(crate) struct Delta {
 
 impl Delta {
     pub(crate) const NONE: Delta = Delta { lo: 0, hi: 0, views: 0 };
-    pub(crate) const ZERO: Delta = Delta { lo: 0, hi: 0, views: 0b1111 };
+    pub(crate) const ZERO: Delta = Delta { lo: 0, hi: 0, views: 0b1_1111 };
+    /// The view bit of a change modulo 2^64.
+    pub(crate) const MODULAR: u8 = 0b1_0000;
 
     fn join(self, o: Delta) -> Delta {
         let views = self.views & o.views;
@@ -258,10 +261,13 @@ pub(crate) struct Tracked {
     pub(crate) link: Option<Link>,
 }
 
-/// A number equals the origin plus `d`: as a 64-bit sum, or (`w32`) as the zero-extended 32-bit sum.
+/// A member of a family of related numbers (see `relation`): its value (a number's signed value, or a
+/// pointer's whole offset) equals `scale * X + d` as integers for the family's hidden `X`; or, with
+/// `w32` (scale 1), its zero-extended low 32 bits equal those of `X + d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Link {
     pub(crate) id: u32,
+    pub(crate) scale: i64,
     pub(crate) d: i64,
     pub(crate) w32: bool,
 }
@@ -269,17 +275,33 @@ pub(crate) struct Link {
 impl Link {
     /// The link of the origin itself.
     pub(crate) fn origin(id: u32) -> Link {
-        Link { id, d: 0, w32: false }
+        Link { id, scale: 1, d: 0, w32: false }
     }
 
-    /// The link after adding `c` (in 32 bits when `w32`): `None` when no link says it.
-    pub(crate) fn add(self, c: i64, w32: bool) -> Option<Link> {
+    /// The link after adding `c` (in 32 bits when `w32`) to a value whose signed range was `before`:
+    /// `None` when no link says it (the sum may wrap, or leaves the family's form).
+    pub(crate) fn add(self, c: i64, w32: bool, before: (i64, i64)) -> Option<Link> {
         match (self.w32, w32) {
-            (false, false) => self.d.checked_add(c).map(|d| Link { d, ..self }),
-            (_, true) => Some(Link { d: self.d.wrapping_add(c) as u32 as i64, w32: true, ..self }),
+            (false, false) => {
+                // An exact integer relation survives only additions that cannot wrap.
+                before.0.checked_add(c)?;
+                before.1.checked_add(c)?;
+                self.d.checked_add(c).map(|d| Link { d, ..self })
+            }
+            (_, true) if self.scale == 1 => Some(Link { d: self.d.wrapping_add(c) as u32 as i64, w32: true, ..self }),
             // A zero-extended sum plus a 64-bit constant is no sum of the origin.
-            (true, false) => None,
+            _ => None,
         }
+    }
+
+    /// The link after multiplying by `k` (at least 1) a value whose signed range was `before`.
+    pub(crate) fn scaled(self, k: i64, before: (i64, i64)) -> Option<Link> {
+        if self.w32 || k < 1 {
+            return None;
+        }
+        before.0.checked_mul(k)?;
+        before.1.checked_mul(k)?;
+        Some(Link { scale: self.scale.checked_mul(k)?, d: self.d.checked_mul(k)?, ..self })
     }
 }
 
@@ -320,7 +342,7 @@ impl Tracked {
     /// The value changed by adding `c` (`width` bits): the deltas follow where no view wrapped.
     pub(crate) fn shifted(&self, v: Value, c: i64, before: &Scalar, w32: bool) -> Tracked {
         let mut deltas = self.deltas;
-        let views = no_wrap_views(before, c, w32);
+        let views = no_wrap_views(before, c, w32) | if w32 { 0 } else { Delta::MODULAR };
         for d in &mut deltas {
             let views = d.views & views;
             *d = match (d.lo.checked_add(c), d.hi.checked_add(c)) {
@@ -329,7 +351,7 @@ impl Tracked {
             };
         }
         let link = match (self.link, &v) {
-            (Some(l), Value::Scalar { .. }) => l.add(c, w32),
+            (Some(l), Value::Scalar { .. } | Value::Ptr(_)) => l.add(c, w32, (before.smin, before.smax)),
             _ => None,
         };
         Tracked { v, deltas, link }
