@@ -64,7 +64,7 @@ impl Checker<'_> {
                         return Err(bad(st, i, "no map argument before it".into()));
                     };
                     let size = if *kind == ArgKind::MapKey { def.key_size } else { def.value_size };
-                    self.mem_arg(pc, st, r, size as u64, Dir::Read, id)?;
+                    self.mem_arg(pc, st, r, (size as u64, size as u64), Dir::Read, id)?;
                 }
                 ArgKind::ReadMem | ArgKind::WriteMem => {
                     let size = match st.reg(r + 1).v {
@@ -77,7 +77,7 @@ impl Checker<'_> {
                     }
                     if size.umax > 0 {
                         let dir = if *kind == ArgKind::WriteMem { Dir::Write } else { Dir::Read };
-                        self.mem_arg(pc, st, r, size.umax, dir, id)?;
+                        self.mem_arg(pc, st, r, (size.umin, size.umax), dir, id)?;
                     }
                 }
                 ArgKind::Context => match v {
@@ -146,7 +146,18 @@ impl Checker<'_> {
     }
 
     /// Register `r` as a pointer to `len` bytes a helper reads or writes.
-    fn mem_arg(&self, pc: usize, st: &mut State, r: u8, len: u64, dir: Dir, helper: u32) -> Result<(), VerifyError> {
+    /// `len` is the least and the most bytes it may be: all of the most must lie in the region, and
+    /// only the least are taken as written.
+    fn mem_arg(
+        &self,
+        pc: usize,
+        st: &mut State,
+        r: u8,
+        len: (u64, u64),
+        dir: Dir,
+        helper: u32,
+    ) -> Result<(), VerifyError> {
+        let (least, len) = len;
         let p = match st.reg(r).v {
             Value::Ptr(p) if p.nullable => return Err(self.error(pc, K::MaybeNull { reg: r }, st)),
             Value::Ptr(p) if p.kind != PtrKind::InputEnd => p,
@@ -163,7 +174,12 @@ impl Checker<'_> {
                 }
                 Dir::Write => {
                     let v = Tracked::new(Value::unknown());
-                    self.stack_write(pc, st, d as usize, lo, end, None, v)?;
+                    // The helper may write fewer bytes than the most (and none when it fails partway it
+                    // still fills what its size says, as the kernel's helpers do): the least are written.
+                    let written = lo.saturating_add(least as i64).min(end);
+                    if written > lo {
+                        self.stack_write(pc, st, d as usize, lo, written, None, v)?;
+                    }
                 }
             }
         }

@@ -5,6 +5,14 @@
 //!
 //! Its output, [`Verified`], is a proof token bound to the programs, environment and context it was
 //! made for; with it the engines run without runtime memory checks.
+//!
+//! Two rules are worth knowing. A store at a *variable* stack offset makes every byte it may touch
+//! readable, as the kernel's verifier does for privileged programs: the engines start every frame
+//! zeroed, so a byte such a store skipped reads as 0 (a stack array filled in a loop can then be read
+//! at any index). Helpers that write memory count as writing the least number of bytes their size
+//! argument may be. Atomics need an address proven aligned: on the stack, map values and ring-buffer
+//! records at an offset known modulo the size, never on the input or the context, whose alignment is
+//! the host's.
 
 mod access;
 mod analysis;

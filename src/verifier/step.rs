@@ -10,7 +10,7 @@ use super::scalar::Scalar;
 use super::state::{Frame, State};
 use super::value::{LenRel, Link, Ptr, PtrKind, Tracked, Value};
 use crate::isa::{AluOp, ByteOrder, Cond, Imm64, Instruction, Operand, PacketMode, SxWidth, Width};
-use crate::link::{Imm64Value, Resolved};
+use crate::link::{Context, Imm64Value, Resolved};
 
 /// Largest magnitude a pointer's offset may reach: beyond every region (inputs reach 4 GiB), far from
 /// overflow.
@@ -235,8 +235,13 @@ impl Checker<'_> {
                         let c = if w64 { c as i64 } else { c as u32 as i32 as i64 };
                         let c = if op == AluOp::Sub { c.wrapping_neg() } else { c };
                         let rel = match d.v {
-                            // Below the length, the number stays below 2^32: no wrap in either width.
-                            Value::Scalar { len, .. } if r.umax <= u32::MAX as u64 => len.shifted(c),
+                            // The relation to the length survives a sum that wraps in neither width.
+                            Value::Scalar { len, .. }
+                                if a.umin as i128 + c as i128 >= 0
+                                    && a.umax as i128 + c as i128 <= u32::MAX as i128 =>
+                            {
+                                len.shifted(c)
+                            }
                             _ => LenRel::None,
                         };
                         d.shifted(Value::Scalar { s: r, len: rel }, c, &a, !w64)
@@ -454,6 +459,15 @@ impl Checker<'_> {
                     out[1 - null_branch] = Some(live);
                 } else {
                     out[1 - null_branch] = Some(st.clone());
+                    // The engines pass 0 for an empty input (and an empty fixed context).
+                    let may_be_empty = match (p.kind, self.linked.env().context()) {
+                        (PtrKind::Input | PtrKind::InputEnd, Context::Buffer) => st.input_min == 0,
+                        (PtrKind::Context, Context::Fixed { size: 0, .. }) => true,
+                        _ => false,
+                    };
+                    if may_be_empty {
+                        out[null_branch] = Some(st.clone());
+                    }
                 }
             }
             (Value::Ptr(p), Value::Ptr(q)) if w64 => {
