@@ -86,6 +86,13 @@ pub(crate) fn relate(a: &mut State, b: &mut State, site: u32, discover: bool) {
     if a.frames.len() != b.frames.len() {
         return;
     }
+    let linked = |s: &State| {
+        s.frames.iter().any(|f| f.regs.iter().any(|t| t.link.is_some()))
+            || s.frames.iter().any(|f| f.stack.iter().any(|(_, s)| matches!(s, Slot::Spill(t) if t.link.is_some())))
+    };
+    if !discover && !linked(a) && !linked(b) {
+        return;
+    }
     if discover {
         discover_families(a, b, site);
     }
@@ -173,15 +180,19 @@ pub(crate) fn relate(a: &mut State, b: &mut State, site: u32, discover: bool) {
     adopt_constants(b, a);
 }
 
-/// The hidden `X` of family `id` in `s`, when a member is a known constant.
-fn hidden_value(s: &State, id: u32) -> Option<i128> {
-    positions(s).into_iter().find_map(|pos| {
-        let t = tracked_at(s, pos)?;
-        let l = t.link.filter(|l| l.id == id && !l.w32)?;
-        let (_, _, c) = constant(&t.v)?;
+/// The hidden `X` of each family in `s` that has a member of known constant value.
+fn hidden_values(s: &State) -> BTreeMap<u32, i128> {
+    let mut out = BTreeMap::new();
+    for pos in positions(s) {
+        let Some(t) = tracked_at(s, pos) else { continue };
+        let Some(l) = t.link.filter(|l| !l.w32) else { continue };
+        let Some((_, _, c)) = constant(&t.v) else { continue };
         let n = c as i128 - l.d as i128;
-        (n % l.scale as i128 == 0).then_some(n / l.scale as i128)
-    })
+        if n % l.scale as i128 == 0 {
+            out.entry(l.id).or_insert(n / l.scale as i128);
+        }
+    }
+    out
 }
 
 /// Where `from` has a member of a family and `to` has a constant instead, and the constant satisfies
@@ -189,6 +200,7 @@ fn hidden_value(s: &State, id: u32) -> Option<i128> {
 /// everything is constant, then joins later passes without losing the relation).
 fn adopt_constants(to: &mut State, from: &State) {
     let mut adopted = Vec::new();
+    let mut hidden: Option<BTreeMap<u32, i128>> = None;
     for pos in positions(from) {
         let (Some(tf), Some(tt)) = (tracked_at(from, pos), tracked_at(to, pos)) else { continue };
         let Some(l) = tf.link.filter(|l| !l.w32) else { continue };
@@ -199,7 +211,7 @@ fn adopt_constants(to: &mut State, from: &State) {
         if (kf, rf) != (kt, rt) {
             continue;
         }
-        let Some(x) = hidden_value(to, l.id) else { continue };
+        let Some(&x) = hidden.get_or_insert_with(|| hidden_values(to)).get(&l.id) else { continue };
         if l.scale as i128 * x + l.d as i128 == c as i128 {
             adopted.push((pos, l));
         }
