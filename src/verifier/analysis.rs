@@ -350,10 +350,9 @@ impl<'a> Checker<'a> {
             }
             return Ok(());
         }
-        match r0 {
-            Value::Uninit => return Err(self.error(pc, VerifyErrorKind::UninitRegister { reg: 0 }, &state)),
-            Value::Scalar { .. } => {}
-            _ => return Err(self.error(pc, VerifyErrorKind::ExitValue, &state)),
+        // A function that returns nothing leaves r0 unwritten; its caller then cannot read it either.
+        if !matches!(r0, Value::Uninit | Value::Scalar { .. }) {
+            return Err(self.error(pc, VerifyErrorKind::ExitValue, &state));
         }
         let popped = state.frames.len() - 1;
         let callee = state.frames.pop();

@@ -211,7 +211,17 @@ fn adopt_constants(to: &mut State, from: &State) {
         if (kf, rf) != (kt, rt) {
             continue;
         }
-        let Some(&x) = hidden.get_or_insert_with(|| hidden_values(to)).get(&l.id) else { continue };
+        let known = hidden.get_or_insert_with(|| hidden_values(to));
+        let x = match known.get(&l.id) {
+            Some(&x) => x,
+            // A family `to` has no member of at all: its X is free, and this constant fixes it.
+            None if !has_family(to, l.id) && (c as i128 - l.d as i128) % l.scale as i128 == 0 => {
+                let x = (c as i128 - l.d as i128) / l.scale as i128;
+                known.insert(l.id, x);
+                x
+            }
+            None => continue,
+        };
         if l.scale as i128 * x + l.d as i128 == c as i128 {
             adopted.push((pos, l));
         }
@@ -221,6 +231,11 @@ fn adopt_constants(to: &mut State, from: &State) {
             t.link = Some(l);
         }
     }
+}
+
+/// Whether some value of `s` belongs to family `id`.
+fn has_family(s: &State, id: u32) -> bool {
+    positions(s).into_iter().any(|pos| tracked_at(s, pos).and_then(|t| t.link).is_some_and(|l| l.id == id))
 }
 
 /// What kind of value this is, for matching members: (number or pointer, region), and a placeholder.
@@ -273,9 +288,7 @@ fn discover_families(a: &mut State, b: &mut State, site: u32) {
             family.push((pos, k as i64, d as i64));
             used[j] = true;
         }
-        if family.len() < 2 {
-            continue;
-        }
+        // A family of one still relates the copies and pointers made from it later.
         used[i] = true;
         let id = derived_id(site, 0x5eed_0000 ^ base_pos.1 as u64);
         for (pos, scale, d) in family {

@@ -484,24 +484,32 @@ impl Checker<'_> {
                     // Which branch proves `data <= end` (or `data < end`), for which pointer.
                     let proof = match (p.kind, q.kind) {
                         (PtrKind::Input, PtrKind::InputEnd) => match cond {
-                            Cond::Le => Some((1, p, 0)),
-                            Cond::Gt => Some((0, p, 0)),
-                            Cond::Lt => Some((1, p, 1)),
-                            Cond::Ge => Some((0, p, 1)),
+                            Cond::Le => Some((1, p, a.link, 0)),
+                            Cond::Gt => Some((0, p, a.link, 0)),
+                            Cond::Lt => Some((1, p, a.link, 1)),
+                            Cond::Ge => Some((0, p, a.link, 1)),
                             _ => None,
                         },
                         (PtrKind::InputEnd, PtrKind::Input) => match cond {
-                            Cond::Ge => Some((1, q, 0)),
-                            Cond::Lt => Some((0, q, 0)),
-                            Cond::Gt => Some((1, q, 1)),
-                            Cond::Le => Some((0, q, 1)),
+                            Cond::Ge => Some((1, q, b.link, 0)),
+                            Cond::Lt => Some((0, q, b.link, 0)),
+                            Cond::Gt => Some((1, q, b.link, 1)),
+                            Cond::Le => Some((0, q, b.link, 1)),
                             _ => None,
                         },
                         _ => None,
                     };
-                    if let Some((branch, ptr, extra)) = proof {
+                    if let Some((branch, ptr, link, extra)) = proof {
                         if let Some(s) = out[branch].as_mut() {
                             prove_input(s, &ptr, extra);
+                            // The pointer's whole offset is X + d in a family: its numbers learn their
+                            // distance to the length (an index recomputed into a new pointer keeps it).
+                            let buffer = matches!(self.linked.env().context(), Context::Buffer);
+                            if let (true, Some(l)) = (buffer, link.filter(|l| l.scale == 1 && !l.w32)) {
+                                if let Some(k) = l.d.checked_add(extra).and_then(|k| u32::try_from(k).ok()) {
+                                    s.below_len(Link { d: 0, ..l }, k);
+                                }
+                            }
                         }
                     }
                 } else if p.kind == q.kind {
