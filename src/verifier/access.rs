@@ -211,12 +211,21 @@ impl Checker<'_> {
                 return Ok(*t);
             }
         }
+        if exact == Some(4) && lo % 4 == 0 {
+            if let Some(Slot::Halves(h, _)) = frame.slot(slot_of(lo)) {
+                if let Some(t) = &h[byte_in_slot(lo) as usize / 4] {
+                    return Ok(*t);
+                }
+            }
+        }
         for b in lo..end {
             let i = slot_of(b);
             let bit = 1u8 << byte_in_slot(b);
             match frame.slot(i) {
                 None => return Err(self.error(pc, K::UninitStack { offset: b }, st)),
-                Some(Slot::Bytes(m)) if m & bit == 0 => return Err(self.error(pc, K::UninitStack { offset: b }, st)),
+                Some(Slot::Bytes(m) | Slot::Halves(_, m)) if m & bit == 0 => {
+                    return Err(self.error(pc, K::UninitStack { offset: b }, st))
+                }
                 Some(Slot::Spill(t)) if !matches!(t.v, Value::Scalar { .. }) => {
                     return Err(self.error(pc, K::PartialPointerSpill { offset: -8 * (i as i64 + 1) }, st));
                 }
@@ -248,6 +257,25 @@ impl Checker<'_> {
             st.frames[depth].set_slot(slot_of(lo), Slot::Spill(value));
             return Ok(());
         }
+        if exact == Some(4) && lo % 4 == 0 && !pointer {
+            // A 32-bit spill of a number keeps the number (the register's low half, zero-extended).
+            let i = slot_of(lo);
+            let half = byte_in_slot(lo) as usize / 4;
+            let bits = 0x0fu8 << (half * 4);
+            let kept = match st.frames[depth].slot(i) {
+                None => Some(([None, None], 0)),
+                Some(Slot::Bytes(m)) => Some(([None, None], *m)),
+                Some(Slot::Halves(h, m)) => Some((*h, *m)),
+                Some(Slot::Spill(t)) if matches!(t.v, Value::Scalar { .. }) => Some(([None, None], 0xff)),
+                Some(Slot::Spill(_)) => None,
+            };
+            if let Some((mut h, m)) = kept {
+                let s = value.v.as_scalar().map_or_else(Scalar::unknown, |s| s.zero_extend(4));
+                h[half] = Some(Tracked { v: Value::scalar(s), ..value });
+                st.frames[depth].set_slot(i, Slot::Halves(h, m | bits));
+                return Ok(());
+            }
+        }
         if pointer {
             return Err(self.error(pc, K::PartialPointerSpill { offset: lo }, st));
         }
@@ -263,7 +291,7 @@ impl Checker<'_> {
             let frame = &mut st.frames[depth];
             let next = match frame.slot(i) {
                 None => Slot::Bytes(mask),
-                Some(Slot::Bytes(m)) => Slot::Bytes(m | mask),
+                Some(Slot::Bytes(m) | Slot::Halves(_, m)) => Slot::Bytes(m | mask),
                 Some(Slot::Spill(t)) if matches!(t.v, Value::Scalar { .. }) => Slot::Bytes(0xff),
                 Some(Slot::Spill(_)) if exact.is_none() => Slot::Spill(Tracked::new(Value::Mixed)),
                 Some(Slot::Spill(_)) => {

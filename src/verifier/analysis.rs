@@ -463,8 +463,16 @@ fn proves_end(head: &State, latch: &State, d: usize, max: u64) -> bool {
     let (Some(h), Some(l)) = (head.frames.last(), latch.frames.last()) else { return false };
     let mut pairs: Vec<(&Tracked, &Tracked)> = h.regs.iter().zip(l.regs.iter()).collect();
     for (k, slot) in &l.stack {
-        if let (Slot::Spill(lt), Some(Slot::Spill(ht))) = (slot, h.slot(*k as usize)) {
-            pairs.push((ht, lt));
+        match (slot, h.slot(*k as usize)) {
+            (Slot::Spill(lt), Some(Slot::Spill(ht))) => pairs.push((ht, lt)),
+            (Slot::Halves(lh, _), Some(Slot::Halves(hh, _))) => {
+                for i in 0..2 {
+                    if let (Some(lt), Some(ht)) = (&lh[i], &hh[i]) {
+                        pairs.push((ht, lt));
+                    }
+                }
+            }
+            _ => {}
         }
     }
     pairs.into_iter().any(|(ht, lt)| {
@@ -556,6 +564,10 @@ pub(crate) fn describe(state: &State) -> String {
         let _ = match slot {
             Slot::Spill(t) => write!(out, ", fp{off}={}", t.v),
             Slot::Bytes(m) => write!(out, ", fp{off}=bytes({m:#04x})"),
+            Slot::Halves(h, m) => {
+                let half = |t: &Option<Tracked>| t.as_ref().map_or("?".into(), |t| format!("{}", t.v));
+                write!(out, ", fp{off}=halves({}, {}; {m:#04x})", half(&h[0]), half(&h[1]))
+            }
         };
     }
     if state.input_min > 0 {

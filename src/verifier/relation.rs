@@ -59,7 +59,7 @@ fn tracked_at_mut(s: &mut State, (f, k): Pos) -> Option<&mut Tracked> {
     let i = frame.stack.binary_search_by_key(&((k - 11) as u8), |e| e.0).ok()?;
     match &mut frame.stack[i].1 {
         Slot::Spill(t) => Some(t),
-        Slot::Bytes(_) => None,
+        Slot::Bytes(_) | Slot::Halves(..) => None,
     }
 }
 
@@ -254,15 +254,18 @@ fn discover_families(a: &mut State, b: &mut State, site: u32) {
     let mut cands: Vec<(Pos, (u8, u32), i64, i64)> = Vec::new();
     for pos in positions(a).into_iter().filter(|p| p.0 == f) {
         let (Some(ta), Some(tb)) = (tracked_at(a, pos), tracked_at(b, pos)) else { continue };
-        if ta.link.is_some() && ta.link.map(|l| l.id) == tb.link.map(|l| l.id) {
-            continue;
-        }
         let (Some((ka, ra, va)), Some((kb, rb, vb))) = (constant(&ta.v), constant(&tb.v)) else { continue };
         if (ka, ra) != (kb, rb) || va == vb {
             continue;
         }
         cands.push((pos, (ka, ra), va, vb));
     }
+    // The smallest steps first: they are the bases the others are multiples of.
+    cands.sort_by_key(|c| ((c.3 as i128 - c.2 as i128).unsigned_abs(), c.0));
+    let linked_in_both = |pos: Pos, a: &State, b: &State| {
+        let la = tracked_at(a, pos).and_then(|t| t.link).map(|l| l.id);
+        la.is_some() && la == tracked_at(b, pos).and_then(|t| t.link).map(|l| l.id)
+    };
     let mut used = alloc::vec![false; cands.len()];
     for i in 0..cands.len() {
         if used[i] {
@@ -288,7 +291,11 @@ fn discover_families(a: &mut State, b: &mut State, site: u32) {
             family.push((pos, k as i64, d as i64));
             used[j] = true;
         }
-        // A family of one still relates the copies and pointers made from it later.
+        // A family of one still relates the copies and pointers made from it later, but does not replace
+        // a family the value already has on both sides.
+        if family.len() < 2 && linked_in_both(base_pos, a, b) {
+            continue;
+        }
         used[i] = true;
         let id = derived_id(site, 0x5eed_0000 ^ base_pos.1 as u64);
         for (pos, scale, d) in family {

@@ -20,6 +20,29 @@ pub(crate) enum Slot {
     Bytes(u8),
     /// A register spilled by an aligned 8-byte store.
     Spill(Tracked),
+    /// Bytes written as in `Bytes`, of which each aligned 4-byte half written by one 32-bit store of a
+    /// number (half 0 at the lower address) keeps that number.
+    Halves([Option<Tracked>; 2], u8),
+}
+
+impl Slot {
+    /// The written bytes, and whether they hold (part of) something other than a number.
+    pub(crate) fn bytes(&self) -> (u8, bool) {
+        match self {
+            Slot::Bytes(m) | Slot::Halves(_, m) => (*m, false),
+            Slot::Spill(t) => (0xff, !matches!(t.v, Value::Scalar { .. })),
+        }
+    }
+
+    /// The values it keeps (a spill, or the numbers of its halves), mutably.
+    pub(crate) fn tracked_mut(&mut self) -> impl Iterator<Item = &mut Tracked> {
+        let (one, two): (Option<&mut Tracked>, [Option<&mut Tracked>; 2]) = match self {
+            Slot::Spill(t) => (Some(t), [None, None]),
+            Slot::Halves([a, b], _) => (None, [a.as_mut(), b.as_mut()]),
+            Slot::Bytes(_) => (None, [None, None]),
+        };
+        one.into_iter().chain(two.into_iter().flatten())
+    }
 }
 
 /// The registers and stack of one active function.
@@ -102,7 +125,7 @@ impl State {
                 f(&mut r.v);
             }
             for (_, s) in &mut frame.stack {
-                if let Slot::Spill(t) = s {
+                for t in s.tracked_mut() {
                     f(&mut t.v);
                 }
             }
@@ -114,9 +137,7 @@ impl State {
         for frame in &mut self.frames {
             frame.regs.iter_mut().for_each(&mut f);
             for (_, s) in &mut frame.stack {
-                if let Slot::Spill(t) = s {
-                    f(t);
-                }
+                s.tracked_mut().for_each(&mut f);
             }
         }
     }
@@ -240,9 +261,7 @@ impl State {
         }
         frame.regs.iter_mut().for_each(reset);
         for (_, s) in &mut frame.stack {
-            if let Slot::Spill(t) = s {
-                reset(t);
-            }
+            s.tracked_mut().for_each(reset);
         }
     }
 
@@ -352,10 +371,21 @@ impl State {
             a.regs.iter().zip(&b.regs).all(|(x, y)| x.includes(y))
                 && a.stack.iter().all(|(k, sa)| match (sa, b.slot(*k as usize)) {
                     (_, None) => false,
-                    (Slot::Bytes(ma), Some(Slot::Bytes(mb))) => ma & mb == *ma,
-                    (Slot::Bytes(ma), Some(Slot::Spill(t))) => matches!(t.v, Value::Scalar { .. }) || *ma == 0,
                     (Slot::Spill(x), Some(Slot::Spill(y))) => x.includes(y),
-                    (Slot::Spill(_), Some(Slot::Bytes(_))) => false,
+                    (Slot::Spill(_), Some(_)) => false,
+                    (Slot::Halves(ha, ma), Some(other)) => {
+                        let (mb, pointer) = other.bytes();
+                        let halves_ok = (0..2).all(|i| match (&ha[i], other) {
+                            (None, _) => true,
+                            (Some(x), Slot::Halves(hb, _)) => hb[i].as_ref().is_some_and(|y| x.includes(y)),
+                            _ => false,
+                        });
+                        !pointer && ma & mb == *ma && halves_ok
+                    }
+                    (Slot::Bytes(ma), Some(other)) => {
+                        let (mb, pointer) = other.bytes();
+                        (!pointer || *ma == 0) && ma & mb == *ma
+                    }
                 })
         })
     }
@@ -363,11 +393,18 @@ impl State {
 
 /// Joins two written slots; `None` when nothing of them is known written on both paths.
 fn join_slot(a: &Slot, b: &Slot, id: u32, widen: Option<&[u64]>) -> Option<Slot> {
-    let bytes = |s: &Slot| match s {
-        Slot::Bytes(m) => (*m, false),
-        Slot::Spill(t) => (0xff, !matches!(t.v, Value::Scalar { .. })),
-    };
+    let bytes = |s: &Slot| s.bytes();
     match (a, b) {
+        (Slot::Halves(ha, ma), Slot::Halves(hb, mb)) => {
+            let mut halves = [None, None];
+            for (i, h) in halves.iter_mut().enumerate() {
+                if let (Some(x), Some(y)) = (&ha[i], &hb[i]) {
+                    *h = Some(x.join(y, id ^ (i as u32 + 1) << 20, widen));
+                }
+            }
+            let m = ma & mb;
+            (m != 0).then_some(Slot::Halves(halves, m))
+        }
         (Slot::Spill(x), Slot::Spill(y)) => {
             let t = x.join(y, id, widen);
             if t.v == Value::Uninit {

@@ -205,7 +205,12 @@ impl Checker<'_> {
         if op == AluOp::Mov {
             // Copies of one number stay linked to it, so that what a branch learns about one reaches all.
             let mut link = s.link;
-            if let (Value::Scalar { .. }, None, Operand::Reg(r)) = (s.v, s.link, src) {
+            let linkable = match s.v {
+                Value::Scalar { .. } => true,
+                Value::Ptr(p) => w64 && !p.nullable && matches!(p.kind, PtrKind::Input),
+                _ => false,
+            };
+            if let (true, None, Operand::Reg(r)) = (linkable, s.link, src) {
                 let id = fresh_id(pc);
                 st.unlink(id);
                 st.top_mut().regs[r.index() as usize].link = Some(Link::origin(id));
@@ -500,16 +505,36 @@ impl Checker<'_> {
                         _ => None,
                     };
                     if let Some((branch, ptr, link, extra)) = proof {
+                        let mut infeasible = false;
                         if let Some(s) = out[branch].as_mut() {
                             prove_input(s, &ptr, extra);
+                            // No input is longer than 2^32 - 1 bytes: the pointer's offset is bounded
+                            // too, which keeps widened offsets from growing past every limit.
+                            let reg = if ptr == p { dst } else { src_reg.unwrap_or(dst) };
+                            let mut folded = None;
+                            if let Value::Ptr(q) = &mut s.top_mut().regs[reg as usize].v {
+                                let cap = u32::MAX as i64 - q.off.saturating_add(extra);
+                                if let Some(var) = q.var.meet(&Scalar::srange(i64::MIN, cap)) {
+                                    q.var = var;
+                                }
+                                folded = Some(q.folded());
+                            }
+                            // And so are the offsets of the pointers and numbers related to it.
+                            if let (Some(l), Some(f)) = (link, folded) {
+                                infeasible = !s.narrow_linked(l, &f);
+                            }
                             // The pointer's whole offset is X + d in a family: its numbers learn their
-                            // distance to the length (an index recomputed into a new pointer keeps it).
-                            let buffer = matches!(self.linked.env().context(), Context::Buffer);
-                            if let (true, Some(l)) = (buffer, link.filter(|l| l.scale == 1 && !l.w32)) {
+                            // distance to the length (an index recomputed into a new pointer keeps it),
+                            // and its other input pointers the bytes that exist from them.
+                            if let Some(l) = link.filter(|l| l.scale == 1 && !l.w32) {
                                 if let Some(k) = l.d.checked_add(extra).and_then(|k| u32::try_from(k).ok()) {
                                     s.below_len(Link { d: 0, ..l }, k);
+                                    prove_family(s, l.id, k as i64);
                                 }
                             }
+                        }
+                        if infeasible {
+                            out[branch] = None;
                         }
                     }
                 } else if p.kind == q.kind {
@@ -559,6 +584,23 @@ fn spill_slot(st: &State, r: u8, offset: i16, size: u32) -> Option<(usize, usize
 /// The slot a jump at `pc` by `offset` reaches.
 fn target(pc: usize, offset: i64) -> usize {
     (pc as i64 + 1 + offset).max(0) as usize
+}
+
+/// `X + k <= end` holds for family `id`: each input pointer `X + d` in it has `k - d` bytes after it.
+fn prove_family(s: &mut State, id: u32, k: i64) {
+    s.for_each_tracked(|t| {
+        let Some(l) = t.link.filter(|l| l.id == id && l.scale == 1 && !l.w32) else { return };
+        let Value::Ptr(q) = &mut t.v else { return };
+        if q.kind != PtrKind::Input || q.nullable || q.id == ORPHAN_ID {
+            return;
+        }
+        // Bytes from base + var: the constant part of the offset, plus what lies beyond the pointer.
+        if let Some(bytes) = k.checked_sub(l.d).and_then(|b| b.checked_add(q.off)) {
+            if bytes > q.off.max(0) {
+                q.range = q.range.max(bytes);
+            }
+        }
+    });
 }
 
 /// `ptr + extra <= end` holds: the input holds the bytes up to there.
