@@ -104,3 +104,22 @@ fn a_loop_until_equal_ends_only_when_the_counter_meets_the_bound() {
         assert!(matches!(err.kind, VerifyErrorKind::UnboundedLoop { .. }), "{start} {step} {bound}: {err}");
     }
 }
+
+/// An end pointer made from a copy of the length once joined the length's family of related numbers,
+/// as if its offset were the length; a branch on the length then narrowed the family through it and
+/// proved `len >= 8` impossible, leaving that path unchecked (found by the soundness generator).
+#[test]
+fn an_end_pointer_does_not_narrow_the_length_it_was_made_from() {
+    let text = "
+        mov %r7, %r2
+        mov %r3, %r1
+        add %r3, %r7
+        jlt %r7, 8, +2
+        ldxb %r0, [%r10+8192]
+        exit
+        mov %r0, 0
+        exit";
+    let err = verify(text, Context::Buffer).expect_err("the stack read is out of bounds");
+    assert!(matches!(err.kind, VerifyErrorKind::OutOfBounds { .. }), "{err}");
+    assert_eq!(err.pc, 4, "{err}");
+}

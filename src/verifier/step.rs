@@ -273,7 +273,8 @@ impl Checker<'_> {
                         d.shifted(v, c, &p.folded(), false)
                     }
                     // A fixed pointer plus a member of a family is a member: offset = scale * X + d + off.
-                    (None, Value::Ptr(_)) if op == AluOp::Add && p.fixed() => {
+                    // (Not an end pointer made from the length: its offset is 0, not the sum.)
+                    (None, Value::Ptr(q)) if op == AluOp::Add && p.fixed() && q.kind == p.kind => {
                         Tracked { link: s.link.and_then(|l| l.add(p.off, false, (b.smin, b.smax))), ..Tracked::new(v) }
                     }
                     _ => Tracked::new(v),
@@ -285,7 +286,7 @@ impl Checker<'_> {
                     orphan(st, fresh_id(pc));
                 }
                 match v {
-                    Value::Ptr(_) if p.fixed() && a.as_const().is_none() => {
+                    Value::Ptr(q) if p.fixed() && a.as_const().is_none() && q.kind == p.kind => {
                         Tracked { link: d.link.and_then(|l| l.add(p.off, false, (a.smin, a.smax))), ..Tracked::new(v) }
                     }
                     _ => Tracked::new(v),
