@@ -10,37 +10,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use ebpf_vm::elf::Object;
 use ebpf_vm::{Engine, Program, Vm};
 
-const PROGRAMS: &[(&str, &[u8])] = &[
-    ("fnv1a", include_bytes!("programs/fnv1a.o")),
-    ("sort", include_bytes!("programs/sort.o")),
-    ("packets", include_bytes!("programs/packets.o")),
-    ("arith", include_bytes!("programs/arith.o")),
-];
-
 #[cfg(feature = "native-baseline")]
 use ebpf_vm_bench::native;
-
-/// 4096 bytes of input: pseudo-random numbers, and 64 frames of Ethernet/IPv4/UDP for `packets`.
-fn input(name: &str) -> Vec<u8> {
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut v: Vec<u8> = (0..4096)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    if name == "packets" {
-        for (k, frame) in v.chunks_mut(64).enumerate() {
-            frame[12..14].copy_from_slice(&[0x08, 0x00]);
-            frame[14] = 0x45;
-            frame[23] = if k % 4 == 3 { 6 } else { 17 };
-            frame[36..38].copy_from_slice(&(1000 + k as u16).to_be_bytes());
-        }
-    }
-    v
-}
+use ebpf_vm_bench::programs::{input, PROGRAMS};
 
 fn bench_programs(c: &mut Criterion) {
     for &(name, elf) in PROGRAMS {
