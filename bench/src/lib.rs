@@ -1,7 +1,8 @@
 //! Benchmarks of `ebpf-vm` side by side with rbpf and native code: see `benches/`. The benchmark
 //! programs are in `benches/programs/`; with the `native-baseline` feature, `build.rs` compiles them
 //! natively too, and [`native`] calls that build. [`programs`] holds what the benches share: the
-//! compiled benchmark programs and their input.
+//! compiled benchmark programs and their input; [`medians`] reads back what criterion measured, for
+//! the summary tables some benches print after their run.
 
 /// The benchmark programs compiled natively (feature `native-baseline`).
 #[cfg(feature = "native-baseline")]
@@ -68,5 +69,67 @@ pub mod programs {
             }
         }
         v
+    }
+}
+
+/// The medians criterion wrote, read back after a run.
+pub mod medians {
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+    use std::time::SystemTime;
+
+    /// Where criterion writes its results by default (`$CRITERION_HOME`, else
+    /// `$CARGO_TARGET_DIR/criterion`, else the workspace's `target/criterion`). A bench passes it to
+    /// `Criterion::output_directory`, so that [`read`] finds what criterion wrote.
+    pub fn criterion_dir() -> PathBuf {
+        if let Some(home) = std::env::var_os("CRITERION_HOME") {
+            return PathBuf::from(home);
+        }
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        target.join("criterion")
+    }
+
+    /// Median times in microseconds by criterion's full id (`GROUP/FUNCTION/PARAMETER`), of the
+    /// benchmarks of `group` in `dir` that were measured since `since`.
+    pub fn read(dir: &Path, group: &str, since: SystemTime) -> BTreeMap<String, f64> {
+        let mut out = BTreeMap::new();
+        walk(&dir.join(sanitize(group)), since, &mut out);
+        out
+    }
+
+    /// Criterion's directory name for a group.
+    fn sanitize(name: &str) -> String {
+        name.replace(['?', '"', '/', '\\', '*', '<', '>', ':', '|', '^'], "_")
+    }
+
+    fn walk(dir: &Path, since: SystemTime, out: &mut BTreeMap<String, f64>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, since, out);
+                continue;
+            }
+            let in_new = path.parent().and_then(Path::file_name).is_some_and(|n| n == "new");
+            if !in_new || path.file_name().is_none_or(|n| n != "estimates.json") {
+                continue;
+            }
+            if !entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t >= since) {
+                continue;
+            }
+            let json = |p: &Path| -> Option<serde_json::Value> {
+                serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()
+            };
+            let (Some(estimates), Some(benchmark)) = (json(&path), json(&path.with_file_name("benchmark.json"))) else {
+                continue;
+            };
+            if let (Some(id), Some(ns)) =
+                (benchmark["full_id"].as_str(), estimates["median"]["point_estimate"].as_f64())
+            {
+                out.insert(id.to_string(), ns / 1000.0);
+            }
+        }
     }
 }
