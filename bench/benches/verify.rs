@@ -1,7 +1,8 @@
 //! Time to verify: this crate's verifier and PREVAIL (the `prevail` crate, the Rust port of the
 //! PREVAIL abstract-interpretation verifier) side by side in the same run, on
 //!
-//! - every program of the clang-compiled objects of `benches/programs/` and `tests/fixtures/`;
+//! - every program of the clang-compiled objects of `benches/programs/`, `tests/fixtures/` and
+//!   `tests/fixtures/verifier/`;
 //! - synthetic programs made here: straight-line code of 1k to 32k instructions (ALU, stack stores
 //!   and loads, input reads each behind its own length guard), programs of the same sizes made of
 //!   N/16 small bounded loops in sequence, and a 2048 x 256 loop nest, whose cost must not depend on
@@ -29,12 +30,14 @@
 //! entry invariant that says so in its own terms: `r1` a packet pointer at offset 0, `r2` a number
 //! equal to the packet's size (bounded by PREVAIL's `max_packet_size`, 65535 by default, where
 //! ebpf-vm allows up to 2^32 - 1), and for the fixed 4096-byte context of the benchmark programs,
-//! a packet size of exactly 4096. Our verifier always proves termination, so PREVAIL runs with
+//! a packet size of exactly 4096. For ebpf-vm's packet-style context (`r1` a struct holding the
+//! packet's start and end) PREVAIL has a model of its own: a context descriptor with the same
+//! size and field offsets. Our verifier always proves termination, so PREVAIL runs with
 //! `check_for_termination`; a program it refuses with that but accepts without is timed without,
 //! and the table says so. A program PREVAIL refuses or cannot load is recorded and left out of its
 //! timings only.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,6 +59,7 @@ use prevail::ir::unmarshal;
 use prevail::linux::linux_platform::LinuxPlatform;
 use prevail::platform::EbpfPlatform;
 use prevail::spec::config::EbpfVerifierOptions;
+use prevail::spec::ebpf_base::EbpfCtxDescriptor;
 use prevail::spec::type_descriptors::ProgramInfo;
 use prevail::spec::vm_isa::EbpfInst;
 
@@ -112,37 +116,35 @@ impl PrevailJob {
         // Source lines matter only to PREVAIL's printing; dropping them keeps the per-run clone of
         // `info` (which `from_sequence` writes to) small.
         info.line_info.clear();
-        let mut platform = LinuxPlatform::new();
-        platform.map_descriptors = info.map_descriptors.clone();
-        platform.set_program_type(&info.program_type);
-        let mut options = EbpfVerifierOptions { mock_map_fds: true, ..EbpfVerifierOptions::default() };
-        options.runtime.check_for_termination = termination;
-        let mut entry: BTreeSet<String> = [
+        let buffer = [
             "r1.type=packet",
             "r1.packet_offset=0",
             "r2.type=number",
             "r2.svalue=packet_size",
             "r2.uvalue=packet_size",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        match context {
-            Context::Buffer => {}
+        ];
+        let entry: Vec<String> = match *context {
+            Context::Buffer => buffer.iter().map(|s| s.to_string()).collect(),
             Context::Fixed { size, .. } => {
-                entry.insert(format!("packet_size={size}"));
+                buffer.iter().map(|s| s.to_string()).chain([format!("packet_size={size}")]).collect()
             }
-            other => panic!("no PREVAIL entry state for {other:?}"),
-        }
-        PrevailJob {
-            insts,
-            info,
-            platform,
-            options,
-            entry: StringInvariant::from_set(entry),
-            prepared: None,
-            refused_with_termination: None,
-        }
+            Context::Packet { size, data, data_end } => {
+                // PREVAIL's own model of it: `r1` a context struct whose fields at `data` and
+                // `data_end` load as packet pointers (8 bytes wide, as they are 8 bytes apart).
+                let descriptor =
+                    EbpfCtxDescriptor { size: size as i32, data: data as i32, end: data_end as i32, meta: -1 };
+                info.program_type.ctx_descriptor = Some(Box::leak(Box::new(descriptor)));
+                ["r1.type=ctx", "r1.ctx_offset=0", "r2.type=number"].iter().map(|s| s.to_string()).collect()
+            }
+            ref other => panic!("no PREVAIL entry state for {other:?}"),
+        };
+        let mut platform = LinuxPlatform::new();
+        platform.map_descriptors = info.map_descriptors.clone();
+        platform.set_program_type(&info.program_type);
+        let mut options = EbpfVerifierOptions { mock_map_fds: true, ..EbpfVerifierOptions::default() };
+        options.runtime.check_for_termination = termination;
+        let entry = StringInvariant::from_set(entry.into_iter().collect());
+        PrevailJob { insts, info, platform, options, entry, prepared: None, refused_with_termination: None }
     }
 
     /// PREVAIL's preparation: decoding to its IR (`unmarshal`), then the CFG, inlined calls, loop
@@ -239,8 +241,8 @@ fn our_verdict(linked: &Arc<Linked>) -> Result<Stats, String> {
 }
 
 /// A case for every program of the objects in `dir` whose name `keep` accepts, verified against
-/// `context`.
-fn object_cases(dir: &Path, label: &str, context: &Context, keep: &dyn Fn(&str) -> bool) -> Vec<Case> {
+/// `context(file stem)`.
+fn object_cases(dir: &Path, label: &str, context: &dyn Fn(&str) -> Context, keep: &dyn Fn(&str) -> bool) -> Vec<Case> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.expect("directory entry").path())
@@ -253,6 +255,7 @@ fn object_cases(dir: &Path, label: &str, context: &Context, keep: &dyn Fn(&str) 
         let object = Object::parse(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let instance = Instance::new(&object).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let stem = path.file_stem().expect("file name").to_string_lossy().into_owned();
+        let context = &context(&stem);
         let path_str = path.to_string_lossy().into_owned();
         for p in instance.programs() {
             let mut env: Env = instance.env();
@@ -483,8 +486,14 @@ exit
 /// Every case whose name `keep` accepts: objects, then synthetic programs.
 fn cases(keep: &dyn Fn(&str) -> bool) -> Vec<Case> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut cases = object_cases(&root.join("benches/programs"), "programs", &Context::fixed(4096), keep);
-    cases.extend(object_cases(&root.join("../tests/fixtures"), "fixtures", &Context::Buffer, keep));
+    let mut cases = object_cases(&root.join("benches/programs"), "programs", &|_| Context::fixed(4096), keep);
+    cases.extend(object_cases(&root.join("../tests/fixtures"), "fixtures", &|_| Context::Buffer, keep));
+    // The contexts `tests/verifier_fixtures.rs` gives them: two packet-style programs, buffers else.
+    let verifier_context = |stem: &str| match stem {
+        "eth_packet" | "tcp_options" => Context::Packet { size: 16, data: 0, data_end: 8 },
+        _ => Context::Buffer,
+    };
+    cases.extend(object_cases(&root.join("../tests/fixtures/verifier"), "verifier", &verifier_context, keep));
     cases.extend(family("straight", keep, |n| {
         let (text, blocks) = straight_line(n);
         (text, format!("{blocks} guarded reads"))
