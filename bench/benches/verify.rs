@@ -564,7 +564,7 @@ fn summary(cases: &[Case], time: impl Fn(&Case, &str) -> Option<f64>) -> String 
     let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map_or("-".to_string(), |(a, b)| format!("{:.0}x", b / a));
     writeln!(
         t,
-        "{:<32} {:>6} {:>9} {:>5} {:>10} {:>8} {:>12} {:>9} {:>11} {:>8} {:>8}  notes",
+        "{:<38} {:>6} {:>9} {:>5} {:>10} {:>8} {:>12} {:>9} {:>11} {:>8} {:>8}  notes",
         "program",
         "insns",
         "processed",
@@ -607,7 +607,7 @@ fn summary(cases: &[Case], time: impl Fn(&Case, &str) -> Option<f64>) -> String 
         }
         writeln!(
             t,
-            "{:<32} {:>6} {:>9} {:>5} {:>10} {:>8} {:>12} {:>9} {:>11} {:>8} {:>8}  {}",
+            "{:<38} {:>6} {:>9} {:>5} {:>10} {:>8} {:>12} {:>9} {:>11} {:>8} {:>8}  {}",
             case.name,
             case.insns,
             processed,
