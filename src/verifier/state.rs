@@ -164,10 +164,7 @@ impl State {
             if l != id || s.umax >= 1 << 33 {
                 return;
             }
-            let d = oy - ox;
-            if d.abs() >= 1 << 32 {
-                return;
-            }
+            let Some(d) = oy.checked_sub(ox).filter(|d| d.unsigned_abs() < 1 << 32) else { return };
             let Ok(ky) = u32::try_from(k as i64 - d) else { return };
             match *len {
                 LenRel::None => *len = LenRel::Below(ky),
