@@ -60,7 +60,7 @@ pub mod vm;
 
 pub use error::Error;
 pub use helpers::{CallContext, Helper, HelperError, HelperSig};
-pub use link::{Context, Env, ExecError, LinkError};
+pub use link::{Context, Env, ExecError, LinkError, Uninit};
 pub use program::{Program, ProgramError};
 pub use verifier::{Verified, Verifier, VerifyError};
 #[cfg(feature = "elf")]

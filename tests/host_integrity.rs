@@ -41,6 +41,7 @@ fn run(cases: u32, opts: Options, budget: Option<u64>) -> BTreeMap<&'static str,
                     Err(Failure::UnknownHelper { .. }) => "unknown helper",
                     Err(Failure::Helper { .. }) => "helper error",
                     Err(Failure::ContextSize { .. }) => "context size",
+                    Err(Failure::UninitRead { .. }) => "uninitialised read",
                 };
                 *stats.entry(kind).or_insert(0) += 1;
                 *stats.entry("ring-buffer records").or_insert(0) += o.records.len();

@@ -2,6 +2,10 @@
 //! targets resolved, immediates pre-extended, helpers looked up), and [`run`] executes them in one
 //! `match` loop with the registers in a local array. Checked mode tests every access against the
 //! [`MemoryMap`]; shared memory is accessed atomically (see [`memory::access`](crate::memory::access)).
+//! Shadow mode is checked mode that also tracks what was written, and stops at a read of anything that
+//! was not (see [`shadow`]).
+
+mod shadow;
 
 use alloc::vec::Vec;
 use core::mem::MaybeUninit;
@@ -524,12 +528,14 @@ impl Drop for Held<'_> {
 }
 
 /// Runs the entry program on `mem`. `budget` is the number of instructions allowed when `METERED`.
+/// `SHADOW` (with `CHECKED`) stops the program with [`ExecError::UninitRead`] where it reads a register or
+/// stack byte that was never written; it costs nothing when off.
 ///
 /// Tail calls: the target replaces the program running in the current frame, which it reuses (zeroed,
 /// if programs use the stack); it starts as a program does, with r1 the context argument of the call,
 /// r2 the input's length and the other registers zero, and its `exit` returns to whoever called the
 /// function that made the tail call (the host, or a bpf-to-bpf caller), as in the kernel.
-pub(crate) fn run<const CHECKED: bool, const METERED: bool>(
+pub(crate) fn run<const CHECKED: bool, const METERED: bool, const SHADOW: bool>(
     setup: &Setup<'_>,
     mem: &mut [u8],
     mut budget: u64,
@@ -567,6 +573,7 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool>(
     let mut tail_calls = 0u32;
     let helpers = env.helpers();
     let mut pc = 0usize;
+    let mut shadow = if SHADOW { Some(shadow::Shadow::new(stack_hi)) } else { None };
 
     loop {
         let s = slots[pc];
@@ -576,6 +583,11 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool>(
                 return Err(ExecError::BudgetExhausted { pc: at });
             }
             budget -= 1;
+        }
+        if SHADOW {
+            if let Some(sh) = shadow.as_mut() {
+                sh.before(&linked.programs()[program], at, &r, depth, &mm, env)?;
+            }
         }
         pc += 1;
         let d = (s.dst & 15) as usize;
@@ -883,6 +895,11 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool>(
                         r[2] = mem_len;
                         if uses_stack {
                             zero_frame(stack_ptr, depth);
+                        }
+                        if SHADOW {
+                            if let Some(sh) = shadow.as_mut() {
+                                sh.tail_call(depth);
+                            }
                         }
                         pc = 0;
                     }

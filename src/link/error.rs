@@ -1,5 +1,7 @@
 //! Errors of linking a program to its environment, and of executing a linked program.
 
+use core::fmt;
+
 use crate::helpers::HelperError;
 use crate::memory::MAX_FRAMES;
 
@@ -118,6 +120,35 @@ pub enum ExecError {
         /// What the helper reported.
         source: HelperError,
     },
+    /// In shadow mode ([`VmBuilder::shadow`](crate::VmBuilder::shadow)): the instruction reads a register
+    /// or stack byte that nothing has written since its function (or the program) started.
+    #[error("instruction {pc}: reads {what}, which was never written")]
+    UninitRead {
+        /// Slot index of the instruction.
+        pc: usize,
+        /// The register or stack byte.
+        what: Uninit,
+    },
+}
+
+/// What an uninitialised read ([`ExecError::UninitRead`]) read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uninit {
+    /// A register, by number (0 to 10).
+    Register(u8),
+    /// A stack byte, by its offset from the frame pointer (`r10`) of the function that read it:
+    /// negative in its own frame, positive in a caller's.
+    Stack(i64),
+}
+
+impl fmt::Display for Uninit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Uninit::Register(r) => write!(f, "register r{r}"),
+            Uninit::Stack(off) if off < 0 => write!(f, "stack byte r10{off}"),
+            Uninit::Stack(off) => write!(f, "stack byte r10+{off}"),
+        }
+    }
 }
 
 impl ExecError {
@@ -129,7 +160,8 @@ impl ExecError {
             | ExecError::BudgetExhausted { pc }
             | ExecError::CallDepthExceeded { pc }
             | ExecError::UnknownHelper { pc, .. }
-            | ExecError::Helper { pc, .. } => pc,
+            | ExecError::Helper { pc, .. }
+            | ExecError::UninitRead { pc, .. } => pc,
             ExecError::ContextSize { .. } => 0,
         }
     }

@@ -12,7 +12,7 @@ mod error;
 
 pub use context::Context;
 pub use env::Env;
-pub use error::{ExecError, LinkError};
+pub use error::{ExecError, LinkError, Uninit};
 
 use alloc::vec::Vec;
 

@@ -13,6 +13,10 @@ pub enum BuildError {
     /// The verifier could not prove the program safe (build in checked mode to run it anyway).
     #[error("verification failed: {0}")]
     Verify(#[from] VerifyError),
+    /// Shadow mode ([`VmBuilder::shadow`](super::VmBuilder::shadow)) was asked of an engine other than the
+    /// interpreter, which alone has it.
+    #[error("shadow mode runs on the interpreter only")]
+    ShadowNeedsInterpreter,
     /// The JIT could not compile the program for this host.
     #[cfg(feature = "jit")]
     #[error("JIT compilation failed: {0}")]

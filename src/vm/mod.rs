@@ -51,6 +51,10 @@ pub enum Mode {
     /// No checks: the host vouches for the program. Chosen only through the `unsafe`
     /// [`VmBuilder::unchecked`].
     Unchecked,
+    /// [`Checked`](Mode::Checked), and a read of a register or stack byte never written stops the program
+    /// with [`ExecError::UninitRead`]: a diagnostic mode of the interpreter, chosen through
+    /// [`VmBuilder::shadow`].
+    Shadow,
 }
 
 /// Builds a [`Vm`]: the program, its environment, the engine, the mode and an optional budget.
@@ -135,6 +139,27 @@ impl VmBuilder {
         self
     }
 
+    /// Runs the program in shadow mode, a diagnostic mode of the interpreter for testing the verifier:
+    /// checked mode (see [`checked`](VmBuilder::checked); the program is not verified) that also tracks
+    /// which registers of the running function and which stack bytes hold a written value, and stops the
+    /// program with [`ExecError::UninitRead`] at the first read of anything else. The verifier claims
+    /// that no program it accepts does that; the engines start every frame and register zeroed, so
+    /// otherwise such a read goes unseen.
+    ///
+    /// What counts as a read or a write follows the verifier's rules (see the interpreter's `shadow`
+    /// module): a program starts with r1, r2 and r10, a bpf-to-bpf callee with r10 and what its caller
+    /// had of r1-r5, a tail-call target as a program does; calls leave r1-r5 unwritten and r0 written;
+    /// helpers read and write the memory of their arguments as their signatures say. Stack bytes are
+    /// tracked exactly, so a byte a store at a variable offset skipped counts as unwritten although the
+    /// verifier takes it as written.
+    ///
+    /// It is slow: every instruction is looked up and checked. Only the interpreter has it: building for
+    /// another engine fails with [`BuildError::ShadowNeedsInterpreter`].
+    pub fn shadow(mut self) -> VmBuilder {
+        self.mode = Mode::Shadow;
+        self
+    }
+
     /// Turns off all runtime memory checks.
     ///
     /// # Safety
@@ -149,6 +174,9 @@ impl VmBuilder {
     /// Links the program (and the tail-call targets, if it can tail-call) to the environment and
     /// prepares it for the engine.
     pub fn build(self) -> Result<Vm, BuildError> {
+        if self.mode == Mode::Shadow && self.engine != Engine::Interpreter {
+            return Err(BuildError::ShadowNeedsInterpreter);
+        }
         let linked = Arc::new(Linked::new(self.program, self.tail_targets, self.env)?);
         if self.mode == Mode::Verified {
             Verifier::with_options(self.options).verify(&linked)?;
@@ -206,7 +234,7 @@ impl Vm {
     #[inline]
     pub fn execute(&self, mem: &mut [u8]) -> Result<u64, ExecError> {
         let context = self.linked.env().context();
-        if self.mode != Mode::Checked && !context.accepts_len(mem.len()) {
+        if !matches!(self.mode, Mode::Checked | Mode::Shadow) && !context.accepts_len(mem.len()) {
             return Err(ExecError::ContextSize { len: mem.len() });
         }
         context.prepare(mem);
@@ -219,10 +247,12 @@ impl Vm {
             Prepared::Interpreter(codes) => {
                 let setup = Setup { linked: &self.linked, codes, cpu };
                 match (self.mode, self.budget.is_some()) {
-                    (Mode::Checked, false) => interpreter::run::<true, false>(&setup, mem, 0),
-                    (Mode::Checked, true) => interpreter::run::<true, true>(&setup, mem, budget),
-                    (_, false) => interpreter::run::<false, false>(&setup, mem, 0),
-                    (_, true) => interpreter::run::<false, true>(&setup, mem, budget),
+                    (Mode::Checked, false) => interpreter::run::<true, false, false>(&setup, mem, 0),
+                    (Mode::Checked, true) => interpreter::run::<true, true, false>(&setup, mem, budget),
+                    (Mode::Shadow, false) => interpreter::run::<true, false, true>(&setup, mem, 0),
+                    (Mode::Shadow, true) => interpreter::run::<true, true, true>(&setup, mem, budget),
+                    (_, false) => interpreter::run::<false, false, false>(&setup, mem, 0),
+                    (_, true) => interpreter::run::<false, true, false>(&setup, mem, budget),
                 }
             }
         }

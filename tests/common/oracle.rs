@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::gen::{self, Scenario, ECHO};
 use ebpf_vm::maps::{self, MapType, ProgArrayMap, RingBufMap};
-use ebpf_vm::{Engine, Env, ExecError, Helper, HelperError, HelperSig, Vm};
+use ebpf_vm::{Engine, Env, ExecError, Helper, HelperError, HelperSig, Uninit, Vm};
 
 /// An execution error without the addresses in it (stacks and maps lie elsewhere on each engine).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +19,7 @@ pub enum Failure {
     UnknownHelper { pc: usize, id: u64 },
     Helper { pc: usize, id: u32, what: String },
     ContextSize { len: usize },
+    UninitRead { pc: usize, what: Uninit },
 }
 
 impl Failure {
@@ -37,6 +38,7 @@ impl Failure {
                 Failure::Helper { pc, id, what }
             }
             ExecError::ContextSize { len } => Failure::ContextSize { len },
+            ExecError::UninitRead { pc, what } => Failure::UninitRead { pc, what },
         }
     }
 }
