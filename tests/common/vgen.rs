@@ -99,6 +99,8 @@ pub struct Case {
     pub map_init: Vec<(u32, Vec<u8>, Vec<u8>)>,
     /// Inputs, run one after the other (maps keep their contents between runs).
     pub inputs: Vec<Vec<u8>>,
+    /// Instructions where a known bug shows, if it does (see [`Known`]).
+    pub marks: Vec<(usize, Known)>,
 }
 
 /// What [`check`] found.
@@ -115,14 +117,53 @@ pub enum Outcome {
     },
 }
 
+/// Verifier bugs found (each an ignored test in `tests/verifier_soundness.rs`) whose shape the
+/// generator makes on purpose. The generator marks the instruction where such a shape goes wrong when
+/// the bug is there, so that the search can go on past it without hiding other failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known {
+    /// A null test of the input pointer is proven false, but the pointer is 0 for an empty input.
+    NullInput,
+    /// A relation to the input length (or a copy's link) survives a 32-bit addition that wraps.
+    LenWrap,
+    /// A bounds proof covers another pointer made by the same instruction in another call.
+    CallIdentity,
+    /// State inclusion ignores pointer identities.
+    JoinIdentity,
+}
+
+impl Known {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Known::NullInput => "the input pointer is taken as never null, but it is 0 when the input is empty",
+            Known::LenWrap => "a relation to the input length survives a 32-bit addition that wraps",
+            Known::CallIdentity => "a bounds proof covers another pointer made by the same instruction in another call",
+            Known::JoinIdentity => "state inclusion ignores pointer identities",
+        }
+    }
+}
+
 /// An instruction whose jump or call target is fixed when the program is laid out.
 #[derive(Debug, Clone, Copy)]
 enum Item {
+    /// Marks the next instruction as where a known bug shows (see [`Known`]).
+    Mark(Known),
     I(Instruction),
     Label(u32),
-    Jump { width: Width, cond: Cond, dst: u8, src: Operand, to: u32 },
-    Goto { to: u32, long: bool },
-    Call { function: usize },
+    Jump {
+        width: Width,
+        cond: Cond,
+        dst: u8,
+        src: Operand,
+        to: u32,
+    },
+    Goto {
+        to: u32,
+        long: bool,
+    },
+    Call {
+        function: usize,
+    },
 }
 
 fn r(n: u8) -> Reg {
@@ -301,7 +342,7 @@ pub fn case(src: &mut Source) -> Case {
     };
     let main = g.entry();
     g.funcs[0] = main;
-    let program = layout(&g.funcs, Poison::NONE);
+    let (program, marks) = layout(&g.funcs, Poison::NONE);
     let context = match &g.ctx {
         Ctx::Buffer => Context::Buffer,
         Ctx::Fixed { size, ro } => {
@@ -315,6 +356,7 @@ pub fn case(src: &mut Source) -> Case {
             map_init.push((m as u32, vec![0u8; key_size], value));
         }
     }
+    g.lens.push(0);
     let runs = 3 + g.src.below(4);
     let inputs = (0..runs)
         .map(|_| {
@@ -326,7 +368,7 @@ pub fn case(src: &mut Source) -> Case {
             (0..len).map(|_| g.input_byte()).collect()
         })
         .collect();
-    Case { program, context, map_init, inputs }
+    Case { program, context, map_init, inputs, marks }
 }
 
 impl Gen<'_, '_> {
@@ -420,15 +462,18 @@ impl Gen<'_, '_> {
     fn snippet(&mut self, out: &mut Vec<Item>, scope: Scope) {
         self.snippets += 1;
         let k = self.src.below(100);
+        let buffer = scope.input && matches!(self.ctx, Ctx::Buffer);
         match k {
-            0..=29 => self.region_access(out, scope),
-            30..=39 => self.probe(out, scope),
-            40..=52 => self.loops(out, scope),
-            53..=62 => self.spill_fill(out, scope),
-            63..=69 => self.helper_misc(out, scope),
-            70..=79 if scope.depth < 3 && self.snippets < 12 => self.calls(out, scope),
-            80..=87 => self.join(out, scope),
-            88..=90 if self.risky() => self.misuse(out, scope),
+            0..=25 => self.region_access(out, scope),
+            26..=34 => self.probe(out, scope),
+            35..=46 => self.loops(out, scope),
+            47..=55 => self.spill_fill(out, scope),
+            56..=61 => self.helper_misc(out, scope),
+            62..=70 if scope.depth < 3 && self.snippets < 12 => self.calls(out, scope),
+            71..=77 => self.join(out, scope),
+            78..=82 if buffer => self.len_relation(out),
+            83..=85 => self.null_probe(out, scope),
+            86..=88 if self.risky() => self.misuse(out, scope),
             _ => self.alu_only(out, scope),
         }
     }
@@ -1223,6 +1268,9 @@ impl Gen<'_, '_> {
 
     /// Two paths that differ in one fact, joined, then an access that depends on it.
     fn join(&mut self, out: &mut Vec<Item>, scope: Scope) {
+        if scope.input && matches!(self.ctx, Ctx::Buffer) && self.src.chance(20) {
+            return self.identity_join(out);
+        }
         let skip = self.label();
         let other = self.label();
         let joined = self.label();
@@ -1308,6 +1356,161 @@ impl Gen<'_, '_> {
                 out.push(alu64r(AluOp::Add, 9, 4));
             }
         }
+        out.push(Item::Label(skip));
+    }
+
+    /// Two paths that leave the same state but for one fact: on one, r8 is a copy of r4 (a pointer into
+    /// the input at a variable offset), on the other a pointer computed apart with the same range. A
+    /// bounds proof for r4 then says nothing about r8 on the second path.
+    fn identity_join(&mut self, out: &mut Vec<Item>) {
+        let (skip, other, joined) = (self.label(), self.label(), self.label());
+        let off = self.input_offset(out, 3, skip);
+        let mask = self.src.pick(&[3i64, 15, 63]);
+        out.push(ld(Size::B, 2, 6, off));
+        out.push(alu64(AluOp::And, 2, mask));
+        out.push(ld(Size::B, 3, 6, off + 1));
+        out.push(alu64(AluOp::And, 3, mask));
+        out.push(ld(Size::B, 5, 6, off + 2));
+        out.push(jmpi(Cond::Set, 5, 1, other));
+        let shared = |out: &mut Vec<Item>| {
+            out.push(mov(4, 6));
+            out.push(alu64r(AluOp::Add, 4, 2));
+            out.push(mov(8, 4));
+            out.push(movi(5, 0));
+        };
+        let apart = |out: &mut Vec<Item>| {
+            out.push(mov(4, 6));
+            out.push(alu64r(AluOp::Add, 4, 2));
+            out.push(mov(8, 6));
+            out.push(alu64r(AluOp::Add, 8, 3));
+            out.push(movi(5, 0));
+        };
+        let first_shared = self.src.bool();
+        if first_shared {
+            shared(out)
+        } else {
+            apart(out)
+        }
+        out.push(goto(joined));
+        out.push(Item::Label(other));
+        if first_shared {
+            apart(out)
+        } else {
+            shared(out)
+        }
+        out.push(Item::Label(joined));
+        let size = self.src.pick(&[1i64, 2, 4, 8]);
+        out.push(mov(5, 4));
+        out.push(addi(5, size));
+        out.push(mov(0, 6));
+        out.push(alu64r(AluOp::Add, 0, 7));
+        out.push(jmpr(Cond::Gt, 5, 0, skip));
+        let base = if self.src.chance(30) { 4 } else { 8 };
+        if base == 8 {
+            out.push(Item::Mark(Known::JoinIdentity));
+        }
+        out.push(ld(size_of(size), 0, base, 0));
+        out.push(alu64r(AluOp::Add, 9, 0));
+        out.push(Item::Label(skip));
+    }
+
+    /// A number from the input compared with the input's length, directly or through a copy moved by
+    /// constants in 32 or 64 bits, moved again, and used as an offset into the input: the relation
+    /// between a number and the length may survive only arithmetic that cannot wrap.
+    fn len_relation(&mut self, out: &mut Vec<Item>) {
+        let skip = self.label();
+        let bytes = self.src.pick(&[1i64, 2, 4, 4]);
+        let off = self.input_offset(out, bytes, skip);
+        out.push(ld(size_of(bytes), 4, 6, off));
+        let width = |g: &mut Self| if g.src.chance(40) { Width::W32 } else { Width::W64 };
+        let cmp = if self.src.bool() {
+            out.push(mov(3, 4));
+            3
+        } else {
+            4
+        };
+        let consts = [1i64, -1, 2, -2, 3, 7, -256, 255, -4096, i32::MAX as i64, i32::MIN as i64];
+        let mut wraps = false;
+        for _ in 0..self.src.below(3) {
+            let c = self.src.pick(&consts);
+            let op = self.src.pick(&[AluOp::Add, AluOp::Sub]);
+            let w = width(self);
+            wraps |= w == Width::W32;
+            out.push(alu(w, op, cmp, Operand::Imm(c as i32)));
+        }
+        let (cond, a, b) =
+            self.src.pick(&[(Cond::Ge, cmp, 7), (Cond::Gt, cmp, 7), (Cond::Le, 7, cmp), (Cond::Lt, 7, cmp)]);
+        let w = if self.risky() { Width::W32 } else { Width::W64 };
+        out.push(jmp(w, cond, a, Operand::Reg(r(b)), skip));
+        match self.src.below(4) {
+            0 => {}
+            1 => {
+                let c = self.src.pick(&consts);
+                let op = self.src.pick(&[AluOp::Add, AluOp::Sub]);
+                let w = width(self);
+                wraps |= w == Width::W32;
+                out.push(alu(w, op, 4, Operand::Imm(c as i32)));
+            }
+            2 => {
+                // Back down from the top of the 32-bit range.
+                let d = self.src.pick(&[0xe000_0000u64, 0xffff_0000, 0xffff_ff00, 0x8000_0000, 0x100]);
+                out.push(lddw(3, d));
+                out.push(jmpr(Cond::Lt, 4, 3, skip));
+                out.push(alu64r(AluOp::Sub, 4, 3));
+            }
+            _ => out.push(alu64(AluOp::And, 4, self.src.pick(&[0xffi64, 0xffff, 0x7fff_ffff]))),
+        }
+        let size = self.src.pick(&[1i64, 1, 2, 4]);
+        out.push(mov(5, 6));
+        out.push(alu64r(AluOp::Add, 5, 4));
+        let at = if self.risky() { self.src.pick(&[-1, 1, size]) } else { 0 };
+        if wraps {
+            out.push(Item::Mark(Known::LenWrap));
+        }
+        out.push(ld(size_of(size), 0, 5, at));
+        out.push(alu64r(AluOp::Add, 9, 0));
+        out.push(Item::Label(skip));
+    }
+
+    /// A pointer that is never null (the input, the frame, a checked map value) compared with 0: the
+    /// branch where it is null leads to an access out of every region.
+    fn null_probe(&mut self, out: &mut Vec<Item>, scope: Scope) {
+        let skip = self.label();
+        let reg = match self.src.below(4) {
+            0 | 1 if scope.input => 6,
+            2 => {
+                let m = self.src.pick(&[map::ARRAY, map::HASH]);
+                self.lookup(out, m, skip);
+                out.push(mov(8, 0));
+                8
+            }
+            _ => 10,
+        };
+        let src = if self.src.chance(25) {
+            out.push(movi(5, 0));
+            Operand::Reg(r(5))
+        } else {
+            Operand::Imm(0)
+        };
+        let next = self.label();
+        let mark = |out: &mut Vec<Item>| {
+            if reg == 6 {
+                out.push(Item::Mark(Known::NullInput));
+            }
+        };
+        if self.src.bool() {
+            let trap = self.label();
+            out.push(jmp(Width::W64, Cond::Eq, reg, src, trap));
+            out.push(goto(next));
+            out.push(Item::Label(trap));
+            mark(out);
+            self.trap(out);
+        } else {
+            out.push(jmp(Width::W64, Cond::Ne, reg, src, next));
+            mark(out);
+            self.trap(out);
+        }
+        out.push(Item::Label(next));
         out.push(Item::Label(skip));
     }
 
@@ -1721,7 +1924,7 @@ impl Gen<'_, '_> {
     }
 
     fn calls(&mut self, out: &mut Vec<Item>, scope: Scope) {
-        match self.src.below(10) {
+        match self.src.below(12) {
             0..=3 if scope.input => {
                 // A callee given the input and its length, made of snippets as the caller is.
                 let inner = Scope { depth: scope.depth + 1, input: true };
@@ -1806,12 +2009,22 @@ impl Gen<'_, '_> {
                 out.push(Item::Call { function: next.expect("a chain") });
                 out.push(alu64r(AluOp::Add, 9, 0));
             }
+            9 | 10 if scope.input && matches!(self.ctx, Ctx::Buffer) => self.pointer_factory(out, scope),
             _ => {
-                // A callee that loops over its own stack and returns a number.
+                // A callee that loops over its own stack and returns a number (and, at times, calls
+                // itself: recursion must be refused).
                 let inner = Scope { depth: scope.depth + 1, input: false };
+                let recurse = self.risky();
                 let f = self.function(|g, body| {
                     body.push(movi(9, 0));
                     g.stack_loop(body, inner);
+                    if recurse {
+                        let done = g.label();
+                        body.push(jmpi(Cond::Gt, 9, 100, done));
+                        body.push(Item::Call { function: g.funcs.len() - 1 });
+                        body.push(alu64r(AluOp::Add, 9, 0));
+                        body.push(Item::Label(done));
+                    }
                     body.push(mov(0, 9));
                     body.push(exit());
                 });
@@ -1823,6 +2036,48 @@ impl Gen<'_, '_> {
                 }
             }
         }
+    }
+
+    /// A callee that stores input + x at the stack slot its caller names, called twice: both pointers
+    /// are made by one instruction. A bounds proof for one of them says nothing about the other.
+    fn pointer_factory(&mut self, out: &mut Vec<Item>, scope: Scope) {
+        let skip = self.label();
+        let f = self.function(|_, body| {
+            body.push(alu64r(AluOp::Add, 1, 2));
+            body.push(st(Size::DW, 3, 0, 1));
+            body.push(movi(0, 0));
+            body.push(exit());
+        });
+        let mask = self.src.pick(&[3i64, 15, 63]);
+        let slots = [-8 * self.src.range(1, 30), -8 * self.src.range(31, 60)];
+        for slot in slots {
+            if self.src.chance(70) {
+                let off = self.input_offset(out, 1, skip);
+                out.push(ld(Size::B, 2, 6, off));
+                out.push(alu64(AluOp::And, 2, mask));
+            } else {
+                self.bounded(out, 2, skip, scope, mask);
+            }
+            out.push(mov(1, 6));
+            out.push(mov(3, 10));
+            out.push(addi(3, slot));
+            out.push(Item::Call { function: f });
+        }
+        out.push(ld(Size::DW, 8, 10, slots[0]));
+        out.push(ld(Size::DW, 4, 10, slots[1]));
+        let size = self.src.pick(&[1i64, 2, 4, 8]);
+        out.push(mov(5, 4));
+        out.push(addi(5, size));
+        out.push(mov(0, 6));
+        out.push(alu64r(AluOp::Add, 0, 7));
+        out.push(jmpr(Cond::Gt, 5, 0, skip));
+        let base = if self.src.chance(30) { 4 } else { 8 };
+        if base == 8 {
+            out.push(Item::Mark(Known::CallIdentity));
+        }
+        out.push(ld(size_of(size), 0, base, 0));
+        out.push(alu64r(AluOp::Add, 9, 0));
+        out.push(Item::Label(skip));
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -1950,14 +2205,14 @@ pub fn poisoned(program: &Program, poison: Poison) -> Program {
             items
         })
         .collect();
-    layout(&funcs, poison)
+    layout(&funcs, poison).0
 }
 
 /// Lays the functions out one after the other and fixes jump and call targets. With `poison`, every
 /// function first fills its stack frame and the registers it does not receive with a pattern, and
 /// after every call r1-r5 get the pattern too (BPF leaves them undefined): a program that reads only
 /// what it wrote behaves the same.
-fn layout(funcs: &[Vec<Item>], poison: Poison) -> Program {
+fn layout(funcs: &[Vec<Item>], poison: Poison) -> (Program, Vec<(usize, Known)>) {
     let mut expanded: Vec<Vec<Item>> = Vec::new();
     for (f, body) in funcs.iter().enumerate() {
         let mut e = Vec::new();
@@ -1988,7 +2243,7 @@ fn layout(funcs: &[Vec<Item>], poison: Poison) -> Program {
     }
     let slots = |item: &Item| match item {
         Item::I(insn) => insn.slots(),
-        Item::Label(_) => 0,
+        Item::Label(_) | Item::Mark(_) => 0,
         _ => 1,
     };
     let mut labels = BTreeMap::new();
@@ -2004,14 +2259,19 @@ fn layout(funcs: &[Vec<Item>], poison: Poison) -> Program {
         }
     }
     let mut out = Vec::new();
+    let mut marks = Vec::new();
     let mut pc = 0i64;
     for body in &expanded {
         for item in body {
+            if let Item::Mark(k) = item {
+                marks.push((pc as usize, *k));
+                continue;
+            }
             let rel = |to: usize| to as i64 - pc - 1;
             let target = |l: &u32| *labels.get(l).expect("every label is placed");
             let insn = match *item {
                 Item::I(insn) => insn,
-                Item::Label(_) => continue,
+                Item::Label(_) | Item::Mark(_) => continue,
                 Item::Jump { width, cond, dst, src, to } => {
                     Instruction::Jump { width, cond, dst: r(dst), src, offset: rel(target(&to)) as i16 }
                 }
@@ -2023,7 +2283,8 @@ fn layout(funcs: &[Vec<Item>], poison: Poison) -> Program {
             out.push(insn);
         }
     }
-    Program::from_instructions(out).unwrap_or_else(|e| panic!("generated an invalid program: {e}"))
+    let program = Program::from_instructions(out).unwrap_or_else(|e| panic!("generated an invalid program: {e}"));
+    (program, marks)
 }
 
 // -------------------------------------------------------------------------------------------------
@@ -2088,10 +2349,12 @@ impl Build {
 }
 
 /// The builds every accepted case runs on, checked ones before the verified build of their engine.
-pub const BUILDS: [Build; 5] = [
+pub const BUILDS: &[Build] = &[
     Build::Checked(Engine::Interpreter),
     Build::Verified(Engine::Interpreter),
+    #[cfg(feature = "jit")]
     Build::Checked(Engine::Jit),
+    #[cfg(feature = "jit")]
     Build::Verified(Engine::Jit),
     Build::Poisoned(Poison::ALL),
 ];
@@ -2176,7 +2439,7 @@ pub enum Failure {
     /// A build could not be made.
     Build(String),
     /// A run stopped with an error (in a checked build, or a verified one whose checked twin passed).
-    Error { build: Build, error: String },
+    Error { build: Build, error: String, pc: Option<usize> },
     /// Two builds disagree.
     Differ { builds: (Build, Build), what: String },
     /// Read-only context bytes changed.
@@ -2192,7 +2455,7 @@ impl Failure {
     pub fn summary(&self) -> String {
         match self {
             Failure::Build(e) => e.clone(),
-            Failure::Error { build, error } => format!("{}: {error}", build.name()),
+            Failure::Error { build, error, pc } => format!("{}: {error} at insn {pc:?}", build.name()),
             Failure::Differ { builds: (a, b), what } => format!("{} and {} differ: {what}", a.name(), b.name()),
             Failure::ReadOnly { range: (a, b) } => format!("read-only context bytes {a}..{b} changed"),
             Failure::Uninit { stack, regs, var_store, what } => format!(
@@ -2202,10 +2465,13 @@ impl Failure {
         }
     }
 
-    /// The known verifier bug this failure is an instance of (see the ignored tests of
+    /// The known verifier bug this failure of `case` is an instance of (see the ignored tests of
     /// `tests/verifier_soundness.rs`), if any.
-    pub fn known_bug(&self) -> Option<&'static str> {
+    pub fn known_bug(&self, case: &Case) -> Option<&'static str> {
         match self {
+            Failure::Error { error, pc: Some(pc), .. } if error.starts_with("out of bounds") => {
+                case.marks.iter().find(|m| m.0 == *pc).map(|m| m.1.describe())
+            }
             Failure::Error { error, .. } if error.starts_with("misaligned atomic") => {
                 Some("atomic access at a variable offset is not checked for alignment")
             }
@@ -2220,12 +2486,11 @@ impl Failure {
     }
 }
 
-/// A soundness failure, with the report that shows it.
+/// A soundness failure, and the run (input) that shows it.
 #[derive(Debug, Clone)]
 pub struct Unsound {
     pub failure: Failure,
-    /// The program, the verifier's log, the input.
-    pub report: String,
+    pub run: Option<usize>,
 }
 
 /// Runs every input of `case` on `build`; stops at the first run that fails (an error that is not
@@ -2254,8 +2519,7 @@ fn observe(case: &Case, build: Build) -> (Vec<Observed>, Option<Failure>) {
         let result = result.map_err(|e| {
             let (text, pc, acceptable) = classify(&e, mem.bytes());
             if !acceptable {
-                let error = format!("{text} (insn {})", pc.map_or("?".into(), |pc| pc.to_string()));
-                failure = Some(Failure::Error { build, error });
+                failure = Some(Failure::Error { build, error: text.clone(), pc });
             }
             text
         });
@@ -2275,11 +2539,11 @@ pub fn check(case: &Case) -> Result<Outcome, Unsound> {
         return Ok(Outcome::Rejected(e));
     }
     let mut all: Vec<(Build, Vec<Observed>)> = Vec::new();
-    for build in BUILDS {
+    for &build in BUILDS {
         // A verified build runs only once the checked build of its engine ran every input safely.
         let (seen, failure) = observe(case, build);
         if let Some(f) = failure {
-            return Err(unsound(case, f, seen.len().checked_sub(1)));
+            return Err(Unsound { failure: f, run: seen.len().checked_sub(1) });
         }
         all.push((build, seen));
     }
@@ -2301,7 +2565,7 @@ pub fn check(case: &Case) -> Result<Outcome, Unsound> {
                 }
                 _ => Failure::Differ { builds: (*first, *build), what },
             };
-            return Err(unsound(case, f, Some(run)));
+            return Err(Unsound { failure: f, run: Some(run) });
         }
     }
     if let Context::Fixed { read_only, .. } = &case.context {
@@ -2309,7 +2573,7 @@ pub fn check(case: &Case) -> Result<Outcome, Unsound> {
             for range in read_only {
                 let (a, b) = (range.start as usize, range.end as usize);
                 if input[a..b] != seen.input[a..b] {
-                    return Err(unsound(case, Failure::ReadOnly { range: (a, b) }, Some(run)));
+                    return Err(Unsound { failure: Failure::ReadOnly { range: (a, b) }, run: Some(run) });
                 }
             }
         }
@@ -2357,11 +2621,12 @@ fn difference(a: &Observed, b: &Observed) -> String {
 }
 
 /// The failure with the program, the verifier's log and the input of the run that failed.
-fn unsound(case: &Case, failure: Failure, run: Option<usize>) -> Unsound {
+pub fn report(case: &Case, unsound: &Unsound) -> String {
+    let Unsound { failure, run } = unsound;
     let mut log = String::new();
     let _ = verify(case, Some(&mut log));
     let input = run.and_then(|r| case.inputs.get(r));
-    let report = format!(
+    format!(
         "SOUNDNESS FAILURE in run {run:?}: {}\ncontext: {:?}\nmap contents: {:?}\ninput ({} bytes): {:?}\nprogram:\n{}\nverifier log:\n{log}",
         failure.summary(),
         case.context,
@@ -2369,8 +2634,7 @@ fn unsound(case: &Case, failure: Failure, run: Option<usize>) -> Unsound {
         input.map_or(0, Vec::len),
         input,
         case.program.disassemble(),
-    );
-    Unsound { failure, report }
+    )
 }
 
 /// The name of a rejection's rule (the error kind without its fields).
