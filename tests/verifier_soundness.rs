@@ -10,8 +10,9 @@
 //!
 //! The test also measures the generator: it prints how many programs were accepted and the most
 //! frequent reasons for rejection, and fails if fewer than 30% were accepted (a generator the verifier
-//! mostly refuses tests little). Soundness bugs found are kept below as ignored tests with their
-//! minimal programs.
+//! mostly refuses tests little). Each soundness bug found is kept below as a test with its minimal
+//! program, ignored while the bug is open: it passes once the verifier refuses the program or runs it
+//! safely.
 
 #[path = "common/gen.rs"]
 mod gen;
@@ -107,21 +108,15 @@ fn accepted_programs_run_safely_and_alike_in_every_mode() {
     assert!(s.accepted * 100 >= total * 30, "only {} of {total} generated programs were accepted", s.accepted);
 }
 
-/// Verifies `text` against `context` and, if the verifier accepts it, runs it on `inputs` in every build;
-/// panics with the report of the first soundness failure.
-fn check_asm(text: &str, context: Context, inputs: &[&[u8]]) {
-    check_asm_maps(text, context, Vec::new(), inputs);
-}
-
-/// [`check_asm`] with initial map contents (map index, key, value; the maps are `vgen::map_defs`).
-fn check_asm_maps(text: &str, context: Context, map_init: Vec<(u32, Vec<u8>, Vec<u8>)>, inputs: &[&[u8]]) {
+/// Verifies `text` against `context` and, if the verifier accepts it, runs it on `inputs` in every build
+/// (with the maps of `vgen::map_defs`); panics with the report of the first soundness failure. A
+/// program the verifier refuses passes: each reproducer below holds once its bug is fixed.
+fn sound(text: &str, context: Context, inputs: &[&[u8]]) {
     let program = Program::from_asm(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let inputs = inputs.iter().map(|i| i.to_vec()).collect();
-    let case = Case { program, context, map_init, inputs, marks: Vec::new() };
-    match vgen::check(&case) {
-        Ok(Outcome::Accepted { .. }) => {}
-        Ok(Outcome::Rejected(e)) => panic!("the verifier refuses the reproducer: {e}"),
-        Err(u) => panic!("{}", vgen::report(&case, &u)),
+    let case = Case { program, context, map_init: Vec::new(), inputs, marks: Vec::new() };
+    if let Err(u) = vgen::check(&case) {
+        panic!("{}", vgen::report(&case, &u));
     }
 }
 
@@ -142,7 +137,7 @@ fn a_variable_offset_atomic_access_is_aligned() {
         lock add [%r4-16], %r5
         mov %r0, 0
         exit";
-    check_asm(text, Context::Buffer, &[&[0; 4]]);
+    sound(text, Context::Buffer, &[&[0; 4]]);
 }
 
 /// Stores into a value of a map read-only for programs are refused, but `map_update_elem` (and
@@ -163,7 +158,7 @@ fn helpers_that_change_a_read_only_map_are_refused() {
         mov %r4, 0
         call 2
         exit";
-    check_asm(text, Context::Buffer, &[&[]]);
+    sound(text, Context::Buffer, &[&[]]);
 }
 
 /// A store at a variable stack offset marks every byte it may touch as written, although it writes only
@@ -181,7 +176,7 @@ fn a_store_at_a_variable_stack_offset_does_not_initialise_every_byte_it_may_touc
         stdw [%r4-16], 0
         ldxdw %r0, [%r10-16]
         exit";
-    check_asm(text, Context::Buffer, &[&[0; 8]]);
+    sound(text, Context::Buffer, &[&[0; 8]]);
 }
 
 /// A pointer moved by a variable gets an identity made from the instruction's position, and a bounds
@@ -189,9 +184,9 @@ fn a_store_at_a_variable_stack_offset_does_not_initialise_every_byte_it_may_touc
 /// called from two places makes two pointers at one instruction: here `f` stores input + (len & 15) at
 /// fp-8 and input + ((len >> 4) & 15) at fp-16; proving that the second plus 4 is within the input
 /// then lets the program load 4 bytes through the first. With 4 bytes of input the first is input + 4:
-/// the checked run stops out of bounds (a verified one reads past the input).
+/// the checked run stops out of bounds (a verified one reads past the input). Found by the generator;
+/// now refused.
 #[test]
-#[ignore = "verifier bug: a bounds proof for one pointer covers another made by the same instruction in another call"]
 fn a_bounds_proof_covers_only_the_pointer_it_was_made_for() {
     let text = "
         mov %r6, %r1
@@ -223,7 +218,7 @@ fn a_bounds_proof_covers_only_the_pointer_it_was_made_for() {
         stxdw [%r3+0], %r1
         mov %r0, 0
         exit";
-    check_asm(text, Context::Buffer, &[&[0; 4]]);
+    sound(text, Context::Buffer, &[&[0; 4]]);
 }
 
 /// A number below the input's length stays related to it after a 32-bit addition of a constant even
@@ -249,14 +244,13 @@ fn a_wrapping_32_bit_addition_drops_the_relation_to_the_length() {
         exit
         mov %r0, 0
         exit";
-    check_asm(text, Context::Buffer, &[&[0]]);
+    sound(text, Context::Buffer, &[&[0]]);
 }
 
 /// The same through a copy: r3 = r4 + 1 in 32 bits is linked to r4 as "r4 + 1" even when it wraps to
 /// 0, so `r3 < length` makes the verifier believe r4 <= length - 2, and r4 is 0xffffffff. As above, a
-/// 64-bit subtraction brings it below 2^29 with the relation.
+/// 64-bit subtraction brings it below 2^29 with the relation. Now refused.
 #[test]
-#[ignore = "verifier bug: a copy linked to a number stays linked after a 32-bit addition that wraps"]
 fn a_wrapping_32_bit_addition_unlinks_a_copy() {
     let text = "
         mov %r6, %r1
@@ -275,7 +269,7 @@ fn a_wrapping_32_bit_addition_unlinks_a_copy() {
         exit
         mov %r0, 0
         exit";
-    check_asm(text, Context::Buffer, &[&[0xff; 4]]);
+    sound(text, Context::Buffer, &[&[0xff; 4]]);
 }
 
 /// The input pointer is typed as never null, but with an empty input it is 0 (as the engines pass it):
@@ -289,7 +283,7 @@ fn a_null_test_of_the_input_pointer_is_not_proven_false() {
         exit
         ldxb %r0, [%r10+8192]
         exit";
-    check_asm(text, Context::Buffer, &[&[]]);
+    sound(text, Context::Buffer, &[&[]]);
 }
 
 /// A state is taken as covering another when each register's value covers the other's, with the
@@ -297,9 +291,8 @@ fn a_null_test_of_the_input_pointer_is_not_proven_false() {
 /// bounds proof for one pointer holds for all that share its identity. Here the path that falls through
 /// makes r8 a copy of r4, the other makes them unrelated; the state of the first is stored at the join,
 /// the second is taken as covered, and the proof for r4 then lets the program load through r8. On the
-/// second path (third input byte odd) r8 is input + 15 with 4 bytes of input.
+/// second path (third input byte odd) r8 is input + 15 with 4 bytes of input. Now refused.
 #[test]
-#[ignore = "verifier bug: state inclusion ignores pointer identities, so a proof for one pointer covers an unrelated one"]
 fn a_joined_state_keeps_pointers_with_one_identity_only_if_both_paths_do() {
     let text = "
         mov %r6, %r1
@@ -330,7 +323,7 @@ fn a_joined_state_keeps_pointers_with_one_identity_only_if_both_paths_do() {
         exit
         mov %r0, 0
         exit";
-    check_asm(text, Context::Buffer, &[&[0, 15, 1, 0]]);
+    sound(text, Context::Buffer, &[&[0, 15, 1, 0]]);
 }
 
 /// A helper's memory argument of variable size is taken as written in full, to the largest size it may
@@ -346,5 +339,5 @@ fn a_helper_writes_only_the_bytes_its_size_says() {
         call 16
         ldxdw %r0, [%r10-16]
         exit";
-    check_asm(text, Context::Buffer, &[&[], &[0; 3]]);
+    sound(text, Context::Buffer, &[&[], &[0; 3]]);
 }

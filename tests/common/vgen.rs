@@ -124,21 +124,15 @@ pub enum Outcome {
 pub enum Known {
     /// A null test of the input pointer is proven false, but the pointer is 0 for an empty input.
     NullInput,
-    /// A relation to the input length (or a copy's link) survives a 32-bit addition that wraps.
+    /// A relation to the input length survives a 32-bit addition that wraps.
     LenWrap,
-    /// A bounds proof covers another pointer made by the same instruction in another call.
-    CallIdentity,
-    /// State inclusion ignores pointer identities.
-    JoinIdentity,
 }
 
 impl Known {
     pub fn describe(self) -> &'static str {
         match self {
             Known::NullInput => "the input pointer is taken as never null, but it is 0 when the input is empty",
-            Known::LenWrap => "a relation to the input length survives a 32-bit addition that wraps",
-            Known::CallIdentity => "a bounds proof covers another pointer made by the same instruction in another call",
-            Known::JoinIdentity => "state inclusion ignores pointer identities",
+            Known::LenWrap => "the relation to the input length survives a 32-bit addition that wraps",
         }
     }
 }
@@ -1406,9 +1400,6 @@ impl Gen<'_, '_> {
         out.push(alu64r(AluOp::Add, 0, 7));
         out.push(jmpr(Cond::Gt, 5, 0, skip));
         let base = if self.src.chance(30) { 4 } else { 8 };
-        if base == 8 {
-            out.push(Item::Mark(Known::JoinIdentity));
-        }
         out.push(ld(size_of(size), 0, base, 0));
         out.push(alu64r(AluOp::Add, 9, 0));
         out.push(Item::Label(skip));
@@ -2072,9 +2063,6 @@ impl Gen<'_, '_> {
         out.push(alu64r(AluOp::Add, 0, 7));
         out.push(jmpr(Cond::Gt, 5, 0, skip));
         let base = if self.src.chance(30) { 4 } else { 8 };
-        if base == 8 {
-            out.push(Item::Mark(Known::CallIdentity));
-        }
         out.push(ld(size_of(size), 0, base, 0));
         out.push(alu64r(AluOp::Add, 9, 0));
         out.push(Item::Label(skip));
