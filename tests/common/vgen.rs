@@ -1774,19 +1774,26 @@ impl Gen<'_, '_> {
                 let spill_at = if risky && self.src.chance(25) { slot + 4 } else { slot };
                 out.push(mov(3, region.base));
                 out.push(st(Size::DW, 10, spill_at, 3));
-                let fill = if risky {
-                    match self.src.below(4) {
+                let (fill, at) = if risky {
+                    match self.src.below(5) {
                         0 => out.push(sti(Size::B, 10, slot + self.src.range(0, 7), 0)),
                         1 => out.push(sti(Size::DW, 10, slot, 0)),
                         2 => out.push(st(Size::W, 10, slot + 4, 9)),
+                        3 => {
+                            // A load straddling the spilled pointer and the numbers above it.
+                            out.push(st(Size::DW, 10, slot + 8, 9));
+                            out.push(movi(3, 0));
+                            out.push(ld(Size::DW, 0, 10, slot + self.src.pick(&[4, 6])));
+                            out.push(alu64r(AluOp::Add, 9, 0));
+                        }
                         _ => {}
                     }
-                    self.src.pick(&[Size::W, Size::DW])
+                    (self.src.pick(&[Size::W, Size::DW]), slot + self.src.pick(&[0, 0, 4]))
                 } else {
-                    Size::DW
+                    (Size::DW, slot)
                 };
                 out.push(movi(3, 0));
-                out.push(ld(fill, 3, 10, slot));
+                out.push(ld(fill, 3, 10, at));
                 let spilled = Region { base: 3, ..region };
                 let spilled = if region.stack { Region { hi: slot, ..spilled } } else { spilled };
                 let size = self.src.pick(&[1i64, 2, 4, 8]);
@@ -1843,7 +1850,34 @@ impl Gen<'_, '_> {
 
     fn helper_misc(&mut self, out: &mut Vec<Item>, scope: Scope) {
         let skip = self.label();
-        match self.src.below(3) {
+        match self.src.below(4) {
+            3 => {
+                // get_current_comm writes `size` bytes (none when the size is 0) of a region, near its
+                // end at times, then some are read back.
+                let (region, release) = self.region(out, skip, scope);
+                let var = self.src.chance(60);
+                let x = if var {
+                    self.bounded(out, 4, skip, scope, (region.hi - region.lo).min(32))
+                } else {
+                    let n = self.src.range(0, 24);
+                    out.push(movi(4, n));
+                    Range { lo: n, hi: n }
+                };
+                let start = self.edge(&region, Range { lo: 0, hi: 0 }, x.hi.max(1));
+                out.push(mov(1, region.base));
+                out.push(addi(1, start));
+                out.push(mov(2, 4));
+                out.push(call(std_helpers::GET_CURRENT_COMM));
+                out.push(alu64r(AluOp::Add, 9, 0));
+                if x.hi > 0 && start >= i16::MIN as i64 && start <= i16::MAX as i64 {
+                    let j = self.src.range(0, x.hi - 1);
+                    out.push(ld(Size::B, 0, region.base, start + j));
+                    out.push(alu64r(AluOp::Add, 9, 0));
+                }
+                if let Some(reg) = release {
+                    self.release(out, reg);
+                }
+            }
             0 => {
                 // map_update_elem with the value on the stack, near the top of the frame at times.
                 let m = self.src.pick(&[map::ARRAY, map::HASH, map::BIG, map::ARRAY4, map::RODATA]);
@@ -1875,6 +1909,11 @@ impl Gen<'_, '_> {
                 let var = self.src.chance(40);
                 let x = if var {
                     self.bounded(out, 4, skip, scope, region.hi - region.lo)
+                } else if self.risky() {
+                    // A size near the ends of the 32- and 64-bit ranges.
+                    let n = self.src.pick(&[u32::MAX as u64, 1 << 32, (1 << 31) + 8, u64::MAX, 1 << 29]);
+                    out.push(lddw(4, n));
+                    Range { lo: 0, hi: 8 }
                 } else {
                     let n = self.src.range(0, 40);
                     out.push(movi(4, n));
@@ -2434,8 +2473,9 @@ pub enum Failure {
     ReadOnly { range: (usize, usize) },
     /// Only the poisoned build differs: the program read something it never wrote. `stack` and `regs`
     /// say which poison alone shows it; `var_store` that the program stores through a stack pointer
-    /// with a variable offset (as the verifier's log shows).
-    Uninit { stack: bool, regs: bool, var_store: bool, what: String },
+    /// with a variable offset, `var_write` that it passes a helper memory to write of a variable size
+    /// (as the verifier's log shows).
+    Uninit { stack: bool, regs: bool, var_store: bool, var_write: bool, what: String },
 }
 
 impl Failure {
@@ -2446,9 +2486,10 @@ impl Failure {
             Failure::Error { build, error, pc } => format!("{}: {error} at insn {pc:?}", build.name()),
             Failure::Differ { builds: (a, b), what } => format!("{} and {} differ: {what}", a.name(), b.name()),
             Failure::ReadOnly { range: (a, b) } => format!("read-only context bytes {a}..{b} changed"),
-            Failure::Uninit { stack, regs, var_store, what } => format!(
+            Failure::Uninit { stack, regs, var_store, var_write, what } => format!(
                 "the poisoned build differs, so the program read something it never wrote (stack poison alone \
-                 shows it: {stack}, register poison alone: {regs}; stores at variable stack offsets: {var_store}): {what}"
+                 shows it: {stack}, register poison alone: {regs}; stores at variable stack offsets: {var_store}, \
+                 helper writes of variable size: {var_write}): {what}"
             ),
         }
     }
@@ -2468,6 +2509,9 @@ impl Failure {
             }
             Failure::Uninit { stack: true, regs: false, var_store: true, .. } => {
                 Some("a store at a variable stack offset marks every byte it may touch as written")
+            }
+            Failure::Uninit { stack: true, regs: false, var_write: true, .. } => {
+                Some("a helper's memory argument of variable size is taken as written in full")
             }
             _ => None,
         }
@@ -2549,7 +2593,8 @@ pub fn check(case: &Case) -> Result<Outcome, Unsound> {
                     };
                     let stack = shows(Poison { stack: true, regs: false });
                     let regs = shows(Poison { stack: false, regs: true });
-                    Failure::Uninit { stack, regs, var_store: stores_at_variable_stack_offsets(case), what }
+                    let (var_store, var_write) = variable_stack_writes(case);
+                    Failure::Uninit { stack, regs, var_store, var_write, what }
                 }
                 _ => Failure::Differ { builds: (*first, *build), what },
             };
@@ -2571,23 +2616,25 @@ pub fn check(case: &Case) -> Result<Outcome, Unsound> {
 }
 
 /// Whether the verifier's log shows a store or atomic operation through a stack pointer with a variable
-/// offset.
-fn stores_at_variable_stack_offsets(case: &Case) -> bool {
+/// offset, and whether it shows a call of `get_current_comm` (the helper that writes memory) with a
+/// size that is not a constant.
+fn variable_stack_writes(case: &Case) -> (bool, bool) {
     let mut log = String::new();
     let _ = verify(case, Some(&mut log));
-    log.lines().any(|line| {
-        let Some((insn, state)) = line.split_once(" ; ") else { return false };
+    let (mut store, mut write) = (false, false);
+    for line in log.lines() {
+        let Some((insn, state)) = line.split_once(" ; ") else { continue };
         let insn = insn.split_once(": ").map_or(insn, |(_, i)| i);
-        if !(insn.starts_with("st") || insn.starts_with("lock")) {
-            return false;
+        let reg = |name: &str| state.split(", ").find_map(|v| v.strip_prefix(&format!("{name}=")));
+        if insn.starts_with("st") || insn.starts_with("lock") {
+            let base = insn.split_once("[%").and_then(|(_, rest)| rest.split(['+', '-', ']']).next());
+            store |= base.and_then(reg).is_some_and(|p| p.starts_with("fp") && p.contains("+var"));
         }
-        let Some(base) = insn.split_once("[%").and_then(|(_, rest)| rest.split(['+', '-', ']']).next()) else {
-            return false;
-        };
-        state
-            .split(", ")
-            .any(|v| v.strip_prefix(&format!("{base}=")).is_some_and(|p| p.starts_with("fp") && p.contains("+var")))
-    })
+        if insn == format!("call {}", std_helpers::GET_CURRENT_COMM) {
+            write |= reg("r2").is_some_and(|size| size.parse::<i64>().is_err());
+        }
+    }
+    (store, write)
 }
 
 fn difference(a: &Observed, b: &Observed) -> String {
