@@ -310,9 +310,10 @@ pub fn case(src: &mut Source) -> Case {
     let ctx = if src.chance(70) {
         Ctx::Buffer
     } else {
-        let size = src.pick(&[8i64, 16, 24, 32, 40, 64, 100, 128]);
+        // A context of no bytes at times: r1 is then 0, as for an empty buffer.
+        let size = if src.chance(3) { 0 } else { src.pick(&[8i64, 16, 24, 32, 40, 64, 100, 128]) };
         let mut ro = Vec::new();
-        for _ in 0..src.pick(&[0usize, 0, 1, 1, 2]) {
+        for _ in 0..if size > 0 { src.pick(&[0usize, 0, 1, 1, 2]) } else { 0 } {
             let a = src.range(0, size - 1);
             let b = src.range(a + 1, size.min(a + 24));
             if !ro.iter().any(|&(x, y)| a < y && x < b) {
