@@ -48,8 +48,8 @@ fn accepted_programs_run_safely_and_alike_in_every_mode() {
     let config = Config { cases, failure_persistence: None, ..Config::default() };
     // A fixed seed: the same programs on every run (the fuzz target explores further).
     let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &[11; 32]));
-    // `VERIFIER_SOUNDNESS_SHOW=<reason>` prints the programs rejected for that reason (to tune the
-    // generator).
+    // `VERIFIER_SOUNDNESS_SHOW=<reason>` prints the programs rejected for that reason, and
+    // `VERIFIER_SOUNDNESS_SHOW=accepted` the accepted ones (to tune the generator).
     let show = std::env::var("VERIFIER_SOUNDNESS_SHOW").ok();
     let stats = RefCell::new(Stats::default());
     let start = Instant::now();
@@ -74,6 +74,9 @@ fn accepted_programs_run_safely_and_alike_in_every_mode() {
                         *s.reasons.entry(vgen::reason(&e)).or_insert(0) += 1;
                     }
                     Outcome::Accepted { runs, errors } => {
+                        if show.as_deref() == Some("accepted") {
+                            eprintln!("accepted, inputs {:?}:\n{}", case.inputs, case.program.disassemble());
+                        }
                         s.accepted += 1;
                         s.runs += runs;
                         s.misaligned += errors;
