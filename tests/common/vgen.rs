@@ -20,6 +20,8 @@
 //! first fills its stack frames and unwritten registers with a pattern (a read of anything never
 //! written then changes the outcome). Every run must succeed, and all must agree on the result, the
 //! input bytes, the ring-buffer records and the maps; read-only context bytes must stay unchanged.
+//! A failure that is an instance of a verifier bug already known is told apart (see [`Known`] and
+//! [`Failure::known_bug`]), so that searches can go on past it.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
