@@ -11,8 +11,8 @@
 //! The test also measures the generator: it prints how many programs were accepted and the most
 //! frequent reasons for rejection, and fails if fewer than 30% were accepted (a generator the verifier
 //! mostly refuses tests little). Each soundness bug found is kept below as a test with its minimal
-//! program, ignored while the bug is open: it passes once the verifier refuses the program or runs it
-//! safely. Failures that are instances of an open bug, or of a rule the verifier documents (a store at
+//! program (to be ignored while such a bug is open): it passes once the verifier refuses the program
+//! or runs it safely. All those found so far are fixed. Failures that are instances of an open bug, or of a rule the verifier documents (a store at
 //! a variable stack offset makes every byte it may touch readable, as 0), are told apart by
 //! `vgen::Failure::known_bug` and counted and printed rather than failed on, so that the search goes
 //! on past them.
@@ -62,8 +62,8 @@ fn accepted_programs_run_safely_and_alike_in_every_mode() {
             let outcome = vgen::check(&case);
             let mut s = stats.borrow_mut();
             match outcome {
-                Err(u) => match u.failure.known_bug(&case) {
-                    // Known bugs (each an ignored test below) and what the verifier's rules allow are
+                Err(u) => match u.failure.known_bug() {
+                    // Open bugs (each a reproducer below) and what the verifier's rules allow are
                     // counted, not failed on, so that the search goes on for others.
                     Some(what) => {
                         if show.as_deref() == Some("known") {
@@ -133,7 +133,6 @@ fn sound(text: &str, context: Context, inputs: &[&[u8]]) {
 /// this program is accepted, and every build stops at the atomic add with `MisalignedAtomic` when the
 /// input is 4 bytes long (r3 = 4, so the address is r10 - 12).
 #[test]
-#[ignore = "verifier bug: atomic access at a variable offset is not checked for alignment"]
 fn a_variable_offset_atomic_access_is_aligned() {
     let text = "
         stdw [%r10-16], 0
@@ -153,7 +152,6 @@ fn a_variable_offset_atomic_access_is_aligned() {
 /// `map_delete_elem`) on such a map is accepted, and then always fails at run time with
 /// `InvalidArgument` ("the map is read-only for programs"). Not a memory error: the helper refuses.
 #[test]
-#[ignore = "verifier bug: map_update_elem on a map read-only for programs is accepted (fails at run time)"]
 fn helpers_that_change_a_read_only_map_are_refused() {
     let text = "
         stdw [%r10-8], 0
@@ -218,7 +216,6 @@ fn a_bounds_proof_covers_only_the_pointer_it_was_made_for() {
 /// and the relation along (length - 0xe0000101), so the input is believed to hold 3.7 GB from
 /// input + r4. With r4 = 0, the load is 512 MiB past a 1-byte input.
 #[test]
-#[ignore = "verifier bug: the relation to the input length survives a 32-bit addition that wraps"]
 fn a_wrapping_32_bit_addition_drops_the_relation_to_the_length() {
     let text = "
         mov %r6, %r1
@@ -266,7 +263,6 @@ fn a_wrapping_32_bit_addition_unlinks_a_copy() {
 /// The input pointer is typed as never null, but with an empty input it is 0 (as the engines pass it):
 /// the verifier proves the branch of `if r1 == 0` dead and never checks it, and it runs.
 #[test]
-#[ignore = "verifier bug: the input pointer is taken as never null, but it is 0 when the input is empty"]
 fn a_null_test_of_the_input_pointer_is_not_proven_false() {
     let text = "
         jeq %r1, 0, +2
@@ -321,7 +317,6 @@ fn a_joined_state_keeps_pointers_with_one_identity_only_if_both_paths_do() {
 /// have: here `get_current_comm(fp-16, len & 15)` writes `len & 15` bytes (none at all for an empty
 /// input, where the helper returns an error), and the verifier then lets the program read all 16.
 #[test]
-#[ignore = "verifier bug: a helper's memory argument of variable size is taken as written in full"]
 fn a_helper_writes_only_the_bytes_its_size_says() {
     let text = "
         mov %r1, %r10
@@ -336,9 +331,8 @@ fn a_helper_writes_only_the_bytes_its_size_says() {
 /// An end pointer made from a copy of the length joins the length's family of related numbers
 /// (`r3 = input_end [1x#1+0]`), and a branch on the length then narrows the family through it as if
 /// the pointer's offset (0) were the length: `len >= 8` is found infeasible and that path is never
-/// checked. Any input of 8 bytes or more runs the unchecked load.
+/// checked. Any input of 8 bytes or more runs the unchecked load. Found by the generator; now refused.
 #[test]
-#[ignore = "verifier bug: a branch on the length is pruned when an end pointer was made from a copy of it"]
 fn an_end_pointer_does_not_narrow_the_length_it_was_made_from() {
     let text = "
         mov %r7, %r2
