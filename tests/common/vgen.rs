@@ -2540,6 +2540,12 @@ pub fn check(case: &Case) -> Result<Outcome, Unsound> {
             return Err(Unsound { failure: f, run: Some(run) });
         }
     }
+    // The interpreter's shadow mode reports any read of a register or stack byte never written; the
+    // verifier's rule for stores at a variable stack offset (every byte they may touch is readable,
+    // frames start zeroed) is the one case it is allowed to see.
+    if let Some(f) = shadow(case) {
+        return Err(f);
+    }
     if let Context::Fixed { read_only, .. } = &case.context {
         for (run, (input, seen)) in case.inputs.iter().zip(reference).enumerate() {
             for range in read_only {
@@ -2551,6 +2557,27 @@ pub fn check(case: &Case) -> Result<Outcome, Unsound> {
         }
     }
     Ok(Outcome::Accepted { runs: case.inputs.len() })
+}
+
+/// Runs the case in the interpreter's shadow mode: a read of something never written is a failure.
+fn shadow(case: &Case) -> Option<Unsound> {
+    let vm = match Vm::builder(case.program.clone()).env(env(case)).shadow().budget(BUDGET).build() {
+        Ok(vm) => vm,
+        Err(e) => {
+            return Some(Unsound { failure: Failure::Build(format!("shadow mode does not build: {e}")), run: None })
+        }
+    };
+    for (run, input) in case.inputs.iter().enumerate() {
+        let mut mem = Aligned::new(input);
+        if let Err(e @ ebpf_vm::ExecError::UninitRead { what, .. }) = vm.execute(mem.bytes()) {
+            let (var_store, var_write) = variable_stack_writes(case);
+            let stack = matches!(what, ebpf_vm::Uninit::Stack(_));
+            let what = format!("shadow mode: {e}");
+            let failure = Failure::Uninit { stack, regs: !stack, var_store, var_write, what };
+            return Some(Unsound { failure, run: Some(run) });
+        }
+    }
+    None
 }
 
 /// Whether the verifier's log shows a store or atomic operation through a stack pointer with a variable
