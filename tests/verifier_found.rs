@@ -123,3 +123,17 @@ fn an_end_pointer_does_not_narrow_the_length_it_was_made_from() {
     assert!(matches!(err.kind, VerifyErrorKind::OutOfBounds { .. }), "{err}");
     assert_eq!(err.pc, 4, "{err}");
 }
+
+/// A constant added to a pointer that brings its offset to i64::MIN once overflowed the check of the
+/// offset's magnitude (found by the soundness fuzz target): it is refused as an unbounded offset.
+#[test]
+fn a_pointer_offset_of_i64_min_is_refused() {
+    let text = "
+        mov %r1, %r10
+        lddw %r2, 0x8000000000000000
+        add %r1, %r2
+        mov %r0, 0
+        exit";
+    let err = verify(text, Context::Buffer).expect_err("no such offset");
+    assert!(matches!(err.kind, VerifyErrorKind::UnboundedOffset { reg: 1 }), "{err}");
+}

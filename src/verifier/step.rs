@@ -333,7 +333,7 @@ impl Checker<'_> {
             let c = c as i64;
             let off = if op == AluOp::Add { p.off.checked_add(c) } else { p.off.checked_sub(c) };
             match off {
-                Some(off) if off.abs() <= MAX_OFFSET => q.off = off,
+                Some(off) if off.unsigned_abs() <= MAX_OFFSET as u64 => q.off = off,
                 _ => return Err(self.error(pc, K::UnboundedOffset { reg }, st)),
             }
             return Ok(Value::Ptr(q));
