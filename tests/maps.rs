@@ -1125,3 +1125,55 @@ fn ringbuf_records_take_at_most_half_the_buffer() {
     assert!(!r.output(&pattern(2, 2048 - 7)));
     assert_eq!(r.drain(), vec![largest]);
 }
+
+#[test]
+fn frozen_arrays_refuse_updates_and_other_kinds_cannot_be_frozen() {
+    for kind in [MapType::Array, MapType::PerCpuArray] {
+        let m = new_map(kind, 4, 8, 2);
+        m.update(&k(1), &v(7), BPF_ANY, 0).unwrap();
+        assert!(!m.frozen());
+        m.freeze().unwrap();
+        assert!(m.frozen(), "{kind:?}");
+        assert_eq!(m.update(&k(1), &v(8), BPF_ANY, 0), Err(MapError::Frozen), "{kind:?}");
+        assert_eq!(MapError::Frozen.errno(), -1);
+        assert_eq!(val(&m, &k(1), 0), Some(7));
+        m.freeze().unwrap(); // freezing twice is harmless
+    }
+    for m in [new_map(MapType::Hash, 4, 8, 2), ringbuf(4096)] {
+        assert_eq!(m.freeze(), Err(MapError::Unsupported));
+        assert!(!m.frozen());
+    }
+}
+
+/// `freeze` returns only when no update is in progress, and no update lands after it: the value seen
+/// right after freezing stays, however many threads were writing. (Concurrent updates of one array
+/// value may interleave, as the kernel's do without a lock; what freezing promises is that none is
+/// still landing.)
+#[test]
+fn freezing_while_threads_update_leaves_one_final_value() {
+    let word_value = |w: u64| -> Vec<u8> { (0..8).flat_map(|_| w.to_le_bytes()).collect() };
+    for round in 0..20u64 {
+        let m = new_map(MapType::Array, 4, 64, 1);
+        let writers: Vec<_> = (1..=3u64)
+            .map(|t| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    for n in 0.. {
+                        match m.update(&k(0), &word_value(t << 32 | n), BPF_ANY, 0) {
+                            Ok(()) => {}
+                            Err(MapError::Frozen) => return n,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                    unreachable!()
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_micros(200));
+        m.freeze().unwrap();
+        let at_freeze = m.get(&k(0), 0).unwrap();
+        let updates: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
+        assert!(updates > 0, "round {round}: the writers never ran");
+        assert_eq!(m.get(&k(0), 0).unwrap(), at_freeze, "round {round}: an update landed after freeze returned");
+    }
+}

@@ -6,8 +6,7 @@
 //! concrete inputs (short and truncated ones among them, which its guards must reject), and its
 //! return values, memory and map contents are compared with the same computation done in Rust.
 //! `<fixture>_checked` runs the scenario in checked mode on every engine. `<fixture>_verified` runs it
-//! built with `.verified()` and requires the very same observations; it is switched on by
-//! `EBPF_VM_VERIFY_FIXTURES` (see [`verified_too`]).
+//! built in verified mode (the default) and requires the very same observations.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -990,13 +989,50 @@ fn rodata_config_checked() {
     checked(rodata_config);
 }
 
-/// The rounds loop re-reads its bound from `.rodata` on every pass. The kernel proves it because it
-/// freezes `.rodata` at load and reads the frozen value as a constant; here the host may still change
-/// the map after building, so the value is unknown and the loop is refused (it runs checked).
+/// The rounds loop re-reads its bound from `.rodata` on every pass. Building freezes `.rodata`, as
+/// libbpf does at load, so the verifier reads the configured bound as a constant and proves the loop.
 #[test]
-fn rodata_config_is_refused_until_rodata_can_be_frozen() {
+fn rodata_config_verified() {
+    verified(rodata_config);
+}
+
+/// Once a program is built, `.rodata` cannot change under it: host updates fail.
+#[test]
+fn rodata_is_frozen_by_building() {
     let instance = Setup { engine: Engine::Interpreter, verified: true }.instance("rodata_config");
-    let built = instance.vm_builder("rodata_config").expect("program exists").verified().build();
+    let rodata = instance.map(".rodata").unwrap().clone();
+    let key = 0u32.to_ne_bytes();
+    rodata.update(&key, &[0; 16], 0, 0).expect("writable before building");
+    assert!(!rodata.frozen());
+    let vm = instance.vm_builder("rodata_config").expect("program exists").verified().build().expect("verifies");
+    assert!(rodata.frozen());
+    assert_eq!(rodata.update(&key, &[1; 16], 0, 0), Err(ebpf_vm::maps::MapError::Frozen));
+    assert_eq!(rodata.get(&key, 0).unwrap(), [0; 16], "the value the verifier read is still there");
+    // lanes == 0: the program returns 0 at once.
+    assert_eq!(vm.execute(&mut [1, 2, 3]), Ok(0));
+}
+
+/// A `.rodata` that is not frozen (a map built by hand, never frozen) holds unknown values: the
+/// rounds loop is then refused, with the loop named.
+#[test]
+fn rodata_config_is_refused_when_rodata_is_not_frozen() {
+    use ebpf_vm::maps::{ArrayMap, MapDef, MapType, BPF_F_RDONLY_PROG};
+    let instance = Setup { engine: Engine::Interpreter, verified: true }.instance("rodata_config");
+    let builder = instance.vm_builder("rodata_config").expect("program exists");
+    // The same program against a fresh, unfrozen `.rodata` of the same shape.
+    let def = instance.map(".rodata").unwrap().def();
+    assert_eq!(def.flags & BPF_F_RDONLY_PROG, BPF_F_RDONLY_PROG);
+    let fresh = ArrayMap::new(MapDef { map_type: MapType::Array, ..def }).unwrap();
+    let fresh: Arc<dyn ebpf_vm::maps::Map> = Arc::new(fresh);
+    fresh
+        .update(&0u32.to_ne_bytes(), &instance.map(".rodata").unwrap().get(&0u32.to_ne_bytes(), 0).unwrap(), 0, 0)
+        .unwrap();
+    let mut env = ebpf_vm::link::Env::new();
+    env.add_standard_helpers();
+    for m in instance.maps() {
+        env.add_map(if m.name == ".rodata" { fresh.clone() } else { m.map.clone() });
+    }
+    let built = builder.env(env).verified().build();
     let Err(ebpf_vm::BuildError::Verify(e)) = built else { panic!("expected a verification error") };
     assert!(matches!(e.kind, ebpf_vm::verifier::VerifyErrorKind::UnboundedLoop { .. }), "{e}");
 }

@@ -3,6 +3,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 use core::any::Any;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use super::storage::{copy_in, Slots};
 use super::{check_flags, check_key, check_value, Map, MapDef, MapError, BPF_NOEXIST, MAX_CPUS};
@@ -13,6 +14,10 @@ pub struct ArrayMap {
     def: MapDef,
     slots: Slots,
     cpus: usize,
+    /// Set by `freeze`; never cleared.
+    frozen: AtomicBool,
+    /// Host updates in progress (so that `freeze` can wait for them).
+    writers: AtomicU32,
 }
 
 /// `BPF_MAP_TYPE_PERCPU_ARRAY`: one value per index and per CPU slot.
@@ -45,10 +50,11 @@ impl ArrayMap {
         }
         let count = (def.max_entries as usize).checked_mul(cpus).ok_or(MapError::InvalidDef("array is too large"))?;
         let slots = Slots::new(def.value_size as usize, count)?;
-        Ok(ArrayMap { def, slots, cpus })
+        Ok(ArrayMap { def, slots, cpus, frozen: AtomicBool::new(false), writers: AtomicU32::new(0) })
     }
 
     /// Address of the value at `index` for `cpu`, if in range. Shared arrays have one slot, whatever the CPU.
+    /// Once the map is [frozen](Map::freeze), nothing may write through it.
     pub fn value_ptr(&self, index: u32, cpu: usize) -> Option<*mut u8> {
         let cpu = if self.cpus == 1 { 0 } else { cpu };
         (index < self.def.max_entries && cpu < self.cpus)
@@ -79,10 +85,31 @@ unsafe impl Map for ArrayMap {
             return Err(MapError::Exists);
         }
         let dst = self.value_ptr(i, cpu).ok_or(MapError::OutOfRange(i))?;
+        // Announce the write before checking the flag: `freeze` sets the flag, then waits for announced
+        // writes, so a write either sees the flag or finishes before `freeze` returns (sequentially
+        // consistent order of the two atomics).
+        self.writers.fetch_add(1, Ordering::SeqCst);
+        if self.frozen.load(Ordering::SeqCst) {
+            self.writers.fetch_sub(1, Ordering::SeqCst);
+            return Err(MapError::Frozen);
+        }
         // SAFETY: `dst` is the slot of index `i` for `cpu`: `value_size` bytes of this map's storage, and
         // `value` has `value_size` bytes (checked above).
         unsafe { copy_in(dst, value) };
+        self.writers.fetch_sub(1, Ordering::SeqCst);
         Ok(())
+    }
+
+    fn freeze(&self) -> Result<(), MapError> {
+        self.frozen.store(true, Ordering::SeqCst);
+        while self.writers.load(Ordering::SeqCst) != 0 {
+            core::hint::spin_loop();
+        }
+        Ok(())
+    }
+
+    fn frozen(&self) -> bool {
+        self.frozen.load(Ordering::SeqCst)
     }
 
     fn delete(&self, _key: &[u8]) -> Result<(), MapError> {
@@ -142,6 +169,12 @@ unsafe impl Map for PerCpuArrayMap {
     }
     fn regions(&self) -> Vec<Region> {
         self.0.regions()
+    }
+    fn freeze(&self) -> Result<(), MapError> {
+        self.0.freeze()
+    }
+    fn frozen(&self) -> bool {
+        self.0.frozen()
     }
     fn as_any(&self) -> &dyn Any {
         self

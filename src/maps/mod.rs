@@ -175,6 +175,9 @@ pub enum MapError {
     /// The host could not allocate the memory.
     #[error("out of memory allocating {0} bytes")]
     NoMemory(u64),
+    /// The map was frozen ([`Map::freeze`]): its values can no longer be changed from the host.
+    #[error("the map is frozen")]
+    Frozen,
 }
 
 impl MapError {
@@ -186,6 +189,7 @@ impl MapError {
             MapError::Full | MapError::OutOfRange(_) => -7,             // E2BIG
             MapError::NoMemory(_) | MapError::OverBudget { .. } => -12, // ENOMEM
             MapError::Unsupported => -95,                               // EOPNOTSUPP
+            MapError::Frozen => -1,                                     // EPERM
             _ => -22,                                                   // EINVAL
         }
     }
@@ -205,6 +209,10 @@ impl MapError {
 /// - [`regions`](Map::regions) returns regions covering value storage of that kind and nothing else
 ///   (memory the map owns for its whole life), and every range `lookup` returns lies inside one of
 ///   them; a region is writable only if programs may store into it.
+/// - Once [`frozen`](Map::frozen) has returned `true`, it returns `true` for the rest of the map's life
+///   and [`update`](Map::update) fails with [`MapError::Frozen`]; if the map is also read-only for
+///   programs ([`read_only_for_programs`](MapDef::read_only_for_programs)), its values never change
+///   again, because the verifier reads them as constants.
 /// - [`as_any`](Map::as_any) returns `self`.
 ///
 /// A host kind promises this with `unsafe impl`:
@@ -274,6 +282,20 @@ pub unsafe trait Map: Send + Sync + Any {
     /// Host memory programs may access through this map's values (for checked mode).
     fn regions(&self) -> Vec<Region> {
         Vec::new()
+    }
+
+    /// Makes the map's values immutable from the host from now on, as the kernel's `BPF_MAP_FREEZE`:
+    /// later updates fail with [`MapError::Frozen`]. Returns once no update is still in progress. A
+    /// loader freezes `.rodata` this way before building programs, so that the verifier can read its
+    /// `const volatile` configuration as constants. Kinds that cannot be frozen return
+    /// [`MapError::Unsupported`] (the default).
+    fn freeze(&self) -> Result<(), MapError> {
+        Err(MapError::Unsupported)
+    }
+
+    /// Whether [`freeze`](Map::freeze) has made the values immutable.
+    fn frozen(&self) -> bool {
+        false
     }
 
     /// The map as `Any`, to reach kind-specific operations.

@@ -119,7 +119,27 @@ impl Checker<'_> {
                 return Err(self.error(pc, K::PointerLeak { reg: r }, st));
             }
         }
+        if let (PtrKind::MapValue(m), true) = (p.kind, exact) {
+            if let Some(c) = self.frozen_read(m, lo, size) {
+                return Ok(Tracked::new(Value::scalar(Scalar::constant(c))));
+            }
+        }
         Ok(Tracked::new(Value::scalar(Scalar::unknown().zero_extend(size))))
+    }
+
+    /// The `size` bytes at offset `off` of map `m`'s value, if that value is frozen (see
+    /// [`Checker::frozen`]): what every execution will load there.
+    fn frozen_read(&self, m: u32, off: i64, size: u32) -> Option<u64> {
+        let bytes = self.frozen.get(m as usize)?.as_ref()?;
+        let at = usize::try_from(off).ok()?;
+        let b = bytes.get(at..at.checked_add(size as usize)?)?;
+        Some(match *b {
+            [a] => a as u64,
+            [a, b] => u16::from_ne_bytes([a, b]) as u64,
+            [a, b, c, d] => u32::from_ne_bytes([a, b, c, d]) as u64,
+            [a, b, c, d, e, f, g, h] => u64::from_ne_bytes([a, b, c, d, e, f, g, h]),
+            _ => return None,
+        })
     }
 
     /// A store of `value` (from register `src`, or an immediate) in `size` bytes at `r + off`.

@@ -50,6 +50,8 @@ pub(crate) struct Checker<'a> {
     pub(crate) cfg: Cfg,
     pub(crate) options: &'a Options,
     pub(crate) maps: Vec<MapDef>,
+    /// The values of frozen read-only one-entry arrays (`.rodata`), by map index: constants.
+    pub(crate) frozen: Vec<Option<Vec<u8>>>,
     pub(crate) contexts: Vec<CallSite>,
     context_ids: BTreeMap<(u32, usize), u32>,
     nodes: BTreeMap<(u32, usize), Node>,
@@ -83,7 +85,8 @@ impl<'a> Checker<'a> {
         let lp = &linked.programs()[program];
         let cfg = Cfg::new(lp.program());
         let maps: Vec<MapDef> = linked.env().maps().iter().map(|m| m.def()).collect();
-        let thresholds = thresholds(lp, &maps, linked.env().context());
+        let frozen: Vec<Option<Vec<u8>>> = linked.env().maps().iter().map(|m| frozen_value(m.as_ref())).collect();
+        let thresholds = thresholds(lp, &maps, &frozen, linked.env().context());
         Checker {
             linked,
             program,
@@ -91,6 +94,7 @@ impl<'a> Checker<'a> {
             cfg,
             options,
             maps,
+            frozen,
             contexts: Vec::new(),
             context_ids: BTreeMap::new(),
             nodes: BTreeMap::new(),
@@ -519,7 +523,17 @@ fn bounds(s: &Scalar, view: usize) -> (i128, i128) {
 
 /// Numbers at which widened bounds stop: the program's comparison constants and their neighbours, the
 /// sizes of its regions, and the ends of the 32- and 64-bit ranges.
-fn thresholds(lp: &LinkedProgram, maps: &[MapDef], context: &Context) -> Vec<u64> {
+/// The value of a map whose contents are constant: frozen, read-only for programs, and an array of one
+/// entry (so that every pointer into its values points into that one value).
+fn frozen_value(map: &dyn crate::maps::Map) -> Option<Vec<u8>> {
+    let def = map.def();
+    let one_value = def.map_type == crate::maps::MapType::Array && def.max_entries == 1;
+    (one_value && def.read_only_for_programs() && map.frozen()).then(|| map.get(&0u32.to_ne_bytes(), 0)).flatten()
+}
+
+/// Widening thresholds: the program's constants (and their neighbours), map sizes, the context size,
+/// and the naturally aligned words of frozen data (configuration that bounds loops).
+fn thresholds(lp: &LinkedProgram, maps: &[MapDef], frozen: &[Option<Vec<u8>>], context: &Context) -> Vec<u64> {
     let mut t: Vec<u64> = alloc::vec![0, 1, 512, u32::MAX as u64, i32::MAX as u64, i64::MAX as u64, u64::MAX];
     for (_, insn) in lp.program().iter() {
         let c = match insn {
@@ -538,6 +552,13 @@ fn thresholds(lp: &LinkedProgram, maps: &[MapDef], context: &Context) -> Vec<u64
     }
     if let Context::Fixed { size, .. } | Context::Packet { size, .. } = context {
         t.push(*size as u64);
+    }
+    for bytes in frozen.iter().flatten() {
+        // Bounded, so that a large `.rodata` cannot make widening slow.
+        for word in bytes.chunks_exact(4).take(256) {
+            let c = u32::from_ne_bytes([word[0], word[1], word[2], word[3]]) as u64;
+            t.extend([c.saturating_sub(1), c, c + 1]);
+        }
     }
     t.sort_unstable();
     t.dedup();

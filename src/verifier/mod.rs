@@ -12,7 +12,9 @@
 //! at any index). Helpers that write memory count as writing the least number of bytes their size
 //! argument may be. Atomics need an address proven aligned: on the stack, map values and ring-buffer
 //! records at an offset known modulo the size, never on the input or the context, whose alignment is
-//! the host's.
+//! the host's. Frozen read-only data (`.rodata` after [`Map::freeze`](crate::maps::Map::freeze), which
+//! building from an [`Instance`](crate::Instance) does) is read as constants, so configuration set
+//! before loading can bound loops.
 
 mod access;
 mod analysis;

@@ -123,11 +123,27 @@ impl Instance {
 
     /// A builder for a `Vm` running program `name`, with [`env`](Instance::env) and every program of the
     /// object as a tail-call target (by id).
+    ///
+    /// The first call freezes the object's read-only global data (`.rodata*`, see [`Map::freeze`]), as
+    /// libbpf does when it loads an object: set `const volatile` configuration before it. The verifier
+    /// then reads that data as constants, so a loop bounded by a configured value is proven to end.
     pub fn vm_builder(&self, name: &str) -> Result<VmBuilder, InstanceError> {
         let id = self.program_id(name).ok_or_else(|| InstanceError::NoProgram(name.to_string()))?;
+        self.freeze_read_only();
         let program = self.programs[id as usize].program.clone();
         Ok(Vm::builder(program)
             .env(self.env())
             .tail_call_targets(self.programs.iter().map(|p| p.program.clone()).collect()))
+    }
+
+    /// Freezes every read-only global data map (the kinds the loader creates support it).
+    fn freeze_read_only(&self) {
+        for m in &self.maps {
+            if m.origin == MapOrigin::GlobalData && m.map.def().read_only_for_programs() && !m.map.frozen() {
+                // Global data maps are arrays, which can always be frozen; a failure would only leave the
+                // data unfrozen, which the verifier then treats as unknown.
+                let _ = m.map.freeze();
+            }
+        }
     }
 }
