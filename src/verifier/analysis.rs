@@ -10,6 +10,7 @@ use alloc::vec::Vec;
 use core::fmt::Write;
 
 use super::error::{VerifyError, VerifyErrorKind};
+use super::liveness::Liveness;
 use super::scalar::Scalar;
 use super::state::{Frame, Slot, State};
 use super::value::{Delta, LenRel, Ptr, PtrKind, Tracked, Value, MAX_LOOP_DEPTH};
@@ -48,6 +49,7 @@ pub(crate) struct Checker<'a> {
     pub(crate) program: usize,
     pub(crate) lp: &'a LinkedProgram,
     pub(crate) cfg: Cfg,
+    liveness: Liveness,
     pub(crate) options: &'a Options,
     pub(crate) maps: Vec<MapDef>,
     /// The values of frozen read-only one-entry arrays (`.rodata`), by map index: constants.
@@ -84,6 +86,7 @@ impl<'a> Checker<'a> {
     pub(crate) fn new(linked: &'a Linked, program: usize, options: &'a Options, log: Option<&'a mut String>) -> Self {
         let lp = &linked.programs()[program];
         let cfg = Cfg::new(lp.program());
+        let liveness = Liveness::new(lp.program(), &cfg);
         let maps: Vec<MapDef> = linked.env().maps().iter().map(|m| m.def()).collect();
         let frozen: Vec<Option<Vec<u8>>> = linked.env().maps().iter().map(|m| frozen_value(m.as_ref())).collect();
         let thresholds = thresholds(lp, &maps, &frozen, linked.env().context());
@@ -92,6 +95,7 @@ impl<'a> Checker<'a> {
             program,
             lp,
             cfg,
+            liveness,
             options,
             maps,
             frozen,
@@ -225,6 +229,7 @@ impl<'a> Checker<'a> {
                 &state,
             ));
         };
+        self.forget_dead(&mut state, pc);
         let header = self.cfg.block(block).start() == pc && self.cfg.loop_of_header(block).is_some();
         if let Some(from) = from {
             let fb = self.cfg.block_of_pc(from).unwrap_or(block);
@@ -285,6 +290,21 @@ impl<'a> Checker<'a> {
             self.work.insert((ctx, order, pc));
         }
         Ok(())
+    }
+
+    /// Forgets the registers and stack slots of the innermost frame that nothing reads from `pc` on
+    /// before writing them.
+    fn forget_dead(&self, state: &mut State, pc: usize) {
+        let live = self.liveness.at(pc);
+        let top = state.top_mut();
+        for (r, t) in top.regs.iter_mut().enumerate().take(10) {
+            if live.regs & (1 << r) == 0 {
+                *t = Tracked::UNINIT;
+            }
+        }
+        if live.slots != u64::MAX {
+            top.stack.retain(|(k, _)| *k >= 64 || live.slots & (1u64 << k) != 0);
+        }
     }
 
     /// Runs the instructions from slot `pc` of context `ctx` to the end of their block (or a call).

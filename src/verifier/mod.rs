@@ -20,6 +20,7 @@ mod access;
 mod analysis;
 mod call;
 mod error;
+mod liveness;
 mod relation;
 mod scalar;
 mod state;

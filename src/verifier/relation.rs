@@ -98,8 +98,10 @@ pub(crate) fn relate(a: &mut State, b: &mut State, site: u32, discover: bool) {
     }
     // By pair of families (a's, b's) and shift t (b's d = a's d + scale * t): the positions where both
     // sides have a link of the same form.
-    let mut shifts: BTreeMap<(u32, u32, i64), Vec<Pos>> = BTreeMap::new();
-    for pos in positions(b) {
+    let pos_b = positions(b);
+    let mut grouped = alloc::vec![false; pos_b.len()];
+    let mut shifts: Vec<((u32, u32, i64), usize)> = Vec::new();
+    for (i, &pos) in pos_b.iter().enumerate() {
         let (Some(tb), Some(ta)) = (tracked_at(b, pos), tracked_at(a, pos)) else { continue };
         let (Some(lb), Some(la)) = (tb.link, ta.link) else { continue };
         if la.scale != lb.scale || la.w32 != lb.w32 {
@@ -111,7 +113,10 @@ pub(crate) fn relate(a: &mut State, b: &mut State, site: u32, discover: bool) {
             lb.d.checked_sub(la.d).filter(|diff| diff % la.scale == 0).map(|diff| diff / la.scale)
         };
         match t {
-            Some(t) => shifts.entry((la.id, lb.id, t)).or_default().push(pos),
+            Some(t) => {
+                shifts.push(((la.id, lb.id, t), i));
+                grouped[i] = true;
+            }
             // No common X: the member leaves the family on the incoming side.
             None => {
                 if let Some(t) = tracked_at_mut(b, pos) {
@@ -120,60 +125,54 @@ pub(crate) fn relate(a: &mut State, b: &mut State, site: u32, discover: bool) {
             }
         }
     }
+    // Groups of positions with the same (a's family, b's family, shift).
+    shifts.sort_unstable();
+    let mut groups: Vec<((u32, u32, i64), &[((u32, u32, i64), usize)])> =
+        shifts.chunk_by(|x, y| x.0 == y.0).map(|g| (g[0].0, g)).collect();
     // The largest group of each of a's families keeps its identity (renamed in b, moved to a's X); the
     // others become families of their own on both sides.
-    let mut groups: Vec<((u32, u32, i64), Vec<Pos>)> = shifts.into_iter().collect();
     groups.sort_by_key(|(key, members)| (core::cmp::Reverse(members.len()), key.2 != 0, *key));
     let mut claimed = alloc::collections::BTreeSet::new();
-    let mut claimed_b = alloc::collections::BTreeSet::new();
-    let mut grouped: alloc::collections::BTreeSet<Pos> = alloc::collections::BTreeSet::new();
-    for (_, members) in &groups {
-        grouped.extend(members.iter().copied());
-    }
-    for ((ida, idb, t), members) in groups {
+    // b's families, and the identity and shift their ungrouped members take.
+    let mut renamed_b: BTreeMap<u32, (u32, i64)> = BTreeMap::new();
+    for &((ida, idb, t), members) in &groups {
         let new_id = if claimed.insert(ida) {
             ida
         } else {
             derived_id(site, (ida as u64) << 32 ^ (idb as u64).rotate_left(17) ^ t as u64)
         };
-        if claimed_b.insert(idb) {
-            // b's other members of the family follow it into a's terms (X + t), so that they can still
-            // match constants in a.
-            for pos in positions(b) {
-                if grouped.contains(&pos) {
-                    continue;
-                }
-                if let Some(l) = tracked_at_mut(b, pos).and_then(|tb| tb.link.as_mut()) {
-                    if l.id == idb {
-                        let shifted = if l.w32 {
-                            Some(l.d.wrapping_sub(t) as u32 as i64)
-                        } else {
-                            l.scale.checked_mul(t).and_then(|st| l.d.checked_sub(st))
-                        };
-                        match shifted {
-                            Some(d) => {
-                                l.id = new_id;
-                                l.d = d;
-                            }
-                            None => l.id = derived_id(site, 0xdead ^ idb as u64),
-                        }
-                    }
-                }
+        renamed_b.entry(idb).or_insert((new_id, t));
+        for &(_, i) in members {
+            let pos = pos_b[i];
+            let da = tracked_at_mut(a, pos).and_then(|ta| ta.link.as_mut()).map(|l| {
+                l.id = new_id;
+                l.d
+            });
+            if let (Some(l), Some(da)) = (tracked_at_mut(b, pos).and_then(|tb| tb.link.as_mut()), da) {
+                l.id = new_id;
+                l.d = da;
             }
         }
-        for pos in members {
-            if let Some(ta) = tracked_at_mut(a, pos) {
-                if let Some(l) = ta.link.as_mut() {
-                    l.id = new_id;
-                }
+    }
+    // b's other members of a family that was matched follow it into a's terms (X + t), so that they can
+    // still match constants in a. Each member moves once, by its own family's shift.
+    for (i, &pos) in pos_b.iter().enumerate() {
+        if grouped[i] {
+            continue;
+        }
+        let Some(l) = tracked_at_mut(b, pos).and_then(|tb| tb.link.as_mut()) else { continue };
+        let Some(&(new_id, t)) = renamed_b.get(&l.id) else { continue };
+        let shifted = if l.w32 {
+            Some(l.d.wrapping_sub(t) as u32 as i64)
+        } else {
+            l.scale.checked_mul(t).and_then(|st| l.d.checked_sub(st))
+        };
+        match shifted {
+            Some(d) => {
+                l.id = new_id;
+                l.d = d;
             }
-            if let (Some(tb), Some(da)) = (tracked_at_mut(b, pos), tracked_at(a, pos).and_then(|t| t.link).map(|l| l.d))
-            {
-                if let Some(l) = tb.link.as_mut() {
-                    l.id = new_id;
-                    l.d = da;
-                }
-            }
+            None => l.id = derived_id(site, 0xdead ^ l.id as u64),
         }
     }
     adopt_constants(a, b);
@@ -201,6 +200,7 @@ fn hidden_values(s: &State) -> BTreeMap<u32, i128> {
 fn adopt_constants(to: &mut State, from: &State) {
     let mut adopted = Vec::new();
     let mut hidden: Option<BTreeMap<u32, i128>> = None;
+    let mut families: Option<alloc::collections::BTreeSet<u32>> = None;
     for pos in positions(from) {
         let (Some(tf), Some(tt)) = (tracked_at(from, pos), tracked_at(to, pos)) else { continue };
         let Some(l) = tf.link.filter(|l| !l.w32) else { continue };
@@ -215,7 +215,9 @@ fn adopt_constants(to: &mut State, from: &State) {
         let x = match known.get(&l.id) {
             Some(&x) => x,
             // A family `to` has no member of at all: its X is free, and this constant fixes it.
-            None if !has_family(to, l.id) && (c as i128 - l.d as i128) % l.scale as i128 == 0 => {
+            None if !families.get_or_insert_with(|| family_ids(to)).contains(&l.id)
+                && (c as i128 - l.d as i128) % l.scale as i128 == 0 =>
+            {
                 let x = (c as i128 - l.d as i128) / l.scale as i128;
                 known.insert(l.id, x);
                 x
@@ -233,9 +235,9 @@ fn adopt_constants(to: &mut State, from: &State) {
     }
 }
 
-/// Whether some value of `s` belongs to family `id`.
-fn has_family(s: &State, id: u32) -> bool {
-    positions(s).into_iter().any(|pos| tracked_at(s, pos).and_then(|t| t.link).is_some_and(|l| l.id == id))
+/// The families some value of `s` belongs to.
+fn family_ids(s: &State) -> alloc::collections::BTreeSet<u32> {
+    positions(s).into_iter().filter_map(|pos| tracked_at(s, pos).and_then(|t| t.link).map(|l| l.id)).collect()
 }
 
 /// What kind of value this is, for matching members: (number or pointer, region), and a placeholder.

@@ -113,6 +113,16 @@ impl LenRel {
         }
     }
 
+    /// As `join`, for a loop head that keeps changing: a distance to the length that keeps shrinking
+    /// (an index creeping towards the length one iteration at a time) jumps to 0, its last value
+    /// before the relation is lost, instead of taking one iteration per byte.
+    fn widen(self, o: LenRel) -> LenRel {
+        match (self, o) {
+            (LenRel::Below(a), LenRel::Below(b)) if b < a => LenRel::Below(0),
+            _ => self.join(o),
+        }
+    }
+
     fn includes(self, o: LenRel) -> bool {
         match (self, o) {
             (LenRel::None, _) => true,
@@ -198,12 +208,16 @@ impl Value {
             (a, b) if a == b => *a,
             (Value::Uninit, _) | (_, Value::Uninit) => Value::Uninit,
             (Value::Scalar { s: a, len: la }, Value::Scalar { s: b, len: lb }) => {
-                Value::Scalar { s: num(a, b), len: la.join(*lb) }
+                let len = if widen.is_some() { la.widen(*lb) } else { la.join(*lb) };
+                Value::Scalar { s: num(a, b), len }
             }
             (Value::Ptr(a), Value::Ptr(b)) if a.kind == b.kind => {
                 let nullable = a.nullable || b.nullable;
                 if a.off == b.off && a.var == b.var && a.id == b.id {
-                    Value::Ptr(Ptr { range: a.range.min(b.range), nullable, ..*a })
+                    // A proven range that keeps shrinking at a loop head is dropped rather than followed
+                    // down one byte per iteration.
+                    let range = if widen.is_some() && b.range < a.range { 0 } else { a.range.min(b.range) };
+                    Value::Ptr(Ptr { range, nullable, ..*a })
                 } else {
                     fold_join(a, b, id, nullable, widen)
                 }
