@@ -18,6 +18,9 @@ use super::value::{Link, Tracked, Value};
 /// A place in a state: frame, and register (0..11) or 11 + stack slot.
 type Pos = (usize, usize);
 
+/// A family of one state, the family of the other it matches, and the shift between their `X`s.
+type ShiftKey = (u32, u32, i64);
+
 /// The constant a value stands for, if it is one, with a key saying what kind of value it is (numbers
 /// relate only to numbers, pointer offsets only to pointers into the same region).
 fn constant(v: &Value) -> Option<(u8, u32, i64)> {
@@ -100,7 +103,7 @@ pub(crate) fn relate(a: &mut State, b: &mut State, site: u32, discover: bool) {
     // sides have a link of the same form.
     let pos_b = positions(b);
     let mut grouped = alloc::vec![false; pos_b.len()];
-    let mut shifts: Vec<((u32, u32, i64), usize)> = Vec::new();
+    let mut shifts: Vec<(ShiftKey, usize)> = Vec::new();
     for (i, &pos) in pos_b.iter().enumerate() {
         let (Some(tb), Some(ta)) = (tracked_at(b, pos), tracked_at(a, pos)) else { continue };
         let (Some(lb), Some(la)) = (tb.link, ta.link) else { continue };
@@ -127,7 +130,7 @@ pub(crate) fn relate(a: &mut State, b: &mut State, site: u32, discover: bool) {
     }
     // Groups of positions with the same (a's family, b's family, shift).
     shifts.sort_unstable();
-    let mut groups: Vec<((u32, u32, i64), &[((u32, u32, i64), usize)])> =
+    let mut groups: Vec<(ShiftKey, &[(ShiftKey, usize)])> =
         shifts.chunk_by(|x, y| x.0 == y.0).map(|g| (g[0].0, g)).collect();
     // The largest group of each of a's families keeps its identity (renamed in b, moved to a's X); the
     // others become families of their own on both sides.
