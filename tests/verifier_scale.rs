@@ -77,3 +77,40 @@ fn a_loop_costs_the_same_whatever_its_trip_count() {
     assert!(million.processed < 1000, "{million:?}");
     println!("4x4: {few:?}; 2048x256: {many:?}; 1024x1024: {million:?}");
 }
+
+/// A loop whose index is related to the input's length (`i <= len - k`, with `k` shrinking by one a
+/// pass) settles in a few passes instead of one pass per byte of distance.
+#[test]
+fn a_distance_to_the_input_length_does_not_creep() {
+    // r3 starts 200 bytes below the length and walks up; the loop runs at most 64 times.
+    let text = "mov %r0, 0\njlt %r2, 256, out\nmov %r3, 0\nmov %r4, %r2\nsub %r4, 200\n\
+                loop:\njge %r3, %r4, out\nadd %r3, 1\nadd %r0, 1\njlt %r0, 64, loop\nout:\nexit";
+    let s = stats(text);
+    assert!(s.processed < 200, "{s:?}");
+}
+
+/// Counters that grow on some paths of a loop (their unknown bits growing through carries, one bit a
+/// pass) reach the loop's fixpoint in a bounded number of passes, not one per bit.
+#[test]
+fn counters_bounded_only_by_their_bits_settle() {
+    let text = "mov %r6, 0\nmov %r7, 0\nmov %r8, 0\nmov %r9, 0\n\
+                loop:\nldxb %r0, [%r1+0]\njeq %r0, 0, skip\nadd %r7, 1\nskip:\njeq %r0, 1, skip2\nadd %r8, 3\nskip2:\n\
+                add %r9, %r7\nadd %r6, 1\njlt %r6, 16, loop\nmov %r0, %r7\nadd %r0, %r8\nadd %r0, %r9\nexit";
+    let program = Program::from_asm(text).unwrap();
+    let mut env = Env::new();
+    env.set_context(ebpf_vm::Context::fixed(8));
+    let linked = Linked::new(program, Vec::new(), env).unwrap();
+    let s = Verifier::new().verify(&Arc::new(linked)).unwrap_or_else(|e| panic!("{e}")).stats();
+    // 9 instructions a pass: at most about 40 passes (64 would be one per bit).
+    assert!(s.processed < 400, "{s:?}");
+}
+
+/// An inner loop's widening restarts with every pass of the outer loop: values the inner loop does not
+/// change keep their bounds (here the outer index bounds the inner loop).
+#[test]
+fn inner_loops_keep_the_bounds_of_outer_indices() {
+    let text = "mov %r0, 0\nmov %r6, 0\nouter:\nmov %r7, 0\ninner:\njge %r7, %r6, next\nadd %r0, 1\nadd %r7, 1\n\
+                ja inner\nnext:\nadd %r6, 1\njlt %r6, 100, outer\nexit";
+    let s = stats(text);
+    assert!(s.loops == 2 && s.processed < 2000, "{s:?}");
+}

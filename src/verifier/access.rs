@@ -285,14 +285,14 @@ impl Checker<'_> {
             let kept = match st.frames[depth].slot(i) {
                 None => Some(([None, None], 0)),
                 Some(Slot::Bytes(m)) => Some(([None, None], *m)),
-                Some(Slot::Halves(h, m)) => Some((*h, *m)),
+                Some(Slot::Halves(h, m)) => Some((**h, *m)),
                 Some(Slot::Spill(t)) if matches!(t.v, Value::Scalar { .. }) => Some(([None, None], 0xff)),
                 Some(Slot::Spill(_)) => None,
             };
             if let Some((mut h, m)) = kept {
                 let s = value.v.as_scalar().map_or_else(Scalar::unknown, |s| s.zero_extend(4));
                 h[half] = Some(Tracked { v: Value::scalar(s), ..value });
-                st.frames[depth].set_slot(i, Slot::Halves(h, m | bits));
+                st.frames[depth].set_slot(i, Slot::Halves(alloc::boxed::Box::new(h), m | bits));
                 return Ok(());
             }
         }

@@ -11,7 +11,7 @@ use core::fmt::Write;
 
 use super::error::{VerifyError, VerifyErrorKind};
 use super::liveness::Liveness;
-use super::scalar::Scalar;
+use super::scalar::{Scalar, Widening};
 use super::state::{Frame, Slot, State};
 use super::value::{Delta, LenRel, Ptr, PtrKind, Tracked, Value, MAX_LOOP_DEPTH};
 use super::Options;
@@ -22,10 +22,14 @@ use crate::program::cfg::Cfg;
 
 /// Most frames of nested bpf-to-bpf calls.
 pub(crate) const MAX_FRAMES: usize = crate::memory::MAX_FRAMES;
-/// Plain joins at a loop head before widening starts.
-const JOINS_BEFORE_WIDENING: u32 = 2;
+/// Plain joins of back-edge states at a loop head before widening starts.
+const JOINS_BEFORE_WIDENING: u32 = 1;
 /// Widenings to thresholds at a loop head before bounds jump straight to the ends of their ranges.
 const THRESHOLD_WIDENINGS: u32 = 12;
+/// Widening joins after those during which known bits may still be lost one at a time (a value bounded
+/// only by its bits, such as a mask or a narrow counter, settles); later, every bit above the lowest
+/// lost one is given up at once (a counter that only carries grow would take a join per bit).
+const BIT_GROWTH_JOINS: u32 = 8;
 
 /// One analysed copy of a function: the call that made it (none for the entry function).
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +44,7 @@ pub(crate) struct CallSite {
 /// The state stored at one program point of one context.
 struct Node {
     state: State,
+    /// Joins of back-edge states since a state last entered the loop (for a loop header).
     visits: u32,
 }
 
@@ -231,6 +236,7 @@ impl<'a> Checker<'a> {
         };
         self.forget_dead(&mut state, pc);
         let header = self.cfg.block(block).start() == pc && self.cfg.loop_of_header(block).is_some();
+        let mut back_edge = false;
         if let Some(from) = from {
             let fb = self.cfg.block_of_pc(from).unwrap_or(block);
             let retreating = self.cfg.block(block).start() == pc && self.cfg.rpo_index(block) <= self.cfg.rpo_index(fb);
@@ -242,6 +248,7 @@ impl<'a> Checker<'a> {
                     return Err(self.error(from, VerifyErrorKind::UnboundedLoop { header: pc }, &state));
                 }
                 join_into(&mut self.back_edges, (ctx, pc), &state);
+                back_edge = true;
             } else if header {
                 join_into(&mut self.entries, (ctx, pc), &state);
             }
@@ -257,9 +264,11 @@ impl<'a> Checker<'a> {
         let thresholds = &self.thresholds;
         let changed = match self.nodes.get_mut(&(ctx, pc)) {
             None => {
-                self.nodes.insert((ctx, pc), Node { state, visits: 1 });
+                self.nodes.insert((ctx, pc), Node { state, visits: 0 });
                 true
             }
+            // Nothing new: the stored state already stands for every state the incoming one does.
+            Some(node) if node.state.includes(&state) => false,
             Some(node) => {
                 // Relations common to both sides, in the stored side's terms (new ones at loop heads).
                 let mut stored = node.state.clone();
@@ -267,13 +276,17 @@ impl<'a> Checker<'a> {
                 if stored.includes(&state) && stored == node.state {
                     false
                 } else {
-                    node.visits += 1;
-                    let widen: Option<&[u64]> = if !header || node.visits <= JOINS_BEFORE_WIDENING {
+                    // Widening is what makes a loop's own passes end, so only the loop's back edges
+                    // count towards it; a state entering the loop anew (the next pass of an enclosing
+                    // loop, which that loop's widening bounds) joins plainly and starts the count again.
+                    node.visits = if back_edge { node.visits + 1 } else { 0 };
+                    let widen: Option<Widening<'_>> = if !back_edge || node.visits <= JOINS_BEFORE_WIDENING {
                         None
                     } else if node.visits <= JOINS_BEFORE_WIDENING + THRESHOLD_WIDENINGS {
-                        Some(thresholds)
+                        Some(Widening { thresholds, bits: false })
                     } else {
-                        Some(&[])
+                        let bits = node.visits > JOINS_BEFORE_WIDENING + THRESHOLD_WIDENINGS + BIT_GROWTH_JOINS;
+                        Some(Widening { thresholds: &[], bits })
                     };
                     let joined = stored.join(&state, pc as u32, widen);
                     if joined == node.state {

@@ -406,6 +406,15 @@ fn narrow(rel: Rel, mut a: View, mut b: View) -> Option<(View, View)> {
     Some((a, b))
 }
 
+/// How a widening join treats bounds that grew: intervals jump to the next of `thresholds` (sorted;
+/// none: to the end of the range), and with `bits`, known bits that were lost take every bit above
+/// them along (see `Tnum::widen_to`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Widening<'a> {
+    pub(crate) thresholds: &'a [u64],
+    pub(crate) bits: bool,
+}
+
 impl Scalar {
     /// Every 64-bit value.
     pub(crate) fn unknown() -> Scalar {
@@ -712,20 +721,29 @@ impl Scalar {
 
     /// Holds `newer` and `self`; every bound that grew jumps to the next of `thresholds` (or the end of its
     /// range), so that repeated widening ends.
-    pub(crate) fn widen(&self, newer: &Scalar, thresholds: &[u64]) -> Scalar {
+    pub(crate) fn widen(&self, newer: &Scalar, widening: Widening<'_>) -> Scalar {
+        let thresholds = widening.thresholds;
         let j = self.join(newer);
+        // `thresholds` is sorted (unsigned order).
+        debug_assert!(thresholds.is_sorted());
         let up = |old: u64, new: u64, max: u64| {
             if new <= old {
                 old
             } else {
-                thresholds.iter().copied().filter(|&t| t >= new && t <= max).min().unwrap_or(max)
+                let i = thresholds.partition_point(|&t| t < new);
+                thresholds.get(i).copied().filter(|&t| t <= max).unwrap_or(max)
             }
         };
         let down = |old: u64, new: u64| {
             if new >= old {
                 old
             } else {
-                thresholds.iter().copied().filter(|&t| t <= new).max().unwrap_or(0)
+                let i = thresholds.partition_point(|&t| t <= new);
+                if i == 0 {
+                    0
+                } else {
+                    thresholds[i - 1]
+                }
             }
         };
         let sup = |old: i64, new: i64, min: i64, max: i64| {
@@ -743,7 +761,7 @@ impl Scalar {
             }
         };
         Scalar {
-            t: j.t,
+            t: if widening.bits { self.t.widen_to(j.t) } else { j.t },
             umin: down(self.umin, j.umin),
             umax: up(self.umax, j.umax, u64::MAX),
             smin: sdown(self.smin, j.smin, i64::MIN, i64::MAX),
@@ -916,7 +934,7 @@ mod tests {
             }
             let j = a.join(&b);
             prop_assert!(j.contains(x) && j.contains(y) && j.includes(&a) && j.includes(&b));
-            let wd = a.widen(&b, &[0, 7, 255, 4096, u32::MAX as u64]);
+            let wd = a.widen(&b, Widening { thresholds: &[0, 7, 255, 4096, u32::MAX as u64], bits: true });
             prop_assert!(wd.contains(x) && wd.contains(y));
         }
 

@@ -4,16 +4,17 @@
 use alloc::vec::Vec;
 
 use super::relation;
-use super::scalar::Scalar;
+use super::scalar::{Scalar, Widening};
 use super::value::{Delta, LenRel, Link, PtrKind, Tracked, Value, MAX_LOOP_DEPTH};
 
 /// Bytes of one stack frame.
 pub(crate) const FRAME_BYTES: i64 = crate::memory::FRAME_SIZE as i64;
 
 /// One 8-byte stack slot that has been written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 // Slots live in sorted vectors of the few slots a program writes; boxing spills would cost an
-// allocation per spill for no saving.
+// allocation per spill for no saving (halves, rarer, are boxed so that every slot is not twice as
+// large as a spill).
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Slot {
     /// Bytes written with numbers: bit `i` set when byte `i` of the slot was written.
@@ -22,7 +23,7 @@ pub(crate) enum Slot {
     Spill(Tracked),
     /// Bytes written as in `Bytes`, of which each aligned 4-byte half written by one 32-bit store of a
     /// number (half 0 at the lower address) keeps that number.
-    Halves([Option<Tracked>; 2], u8),
+    Halves(alloc::boxed::Box<[Option<Tracked>; 2]>, u8),
 }
 
 impl Slot {
@@ -38,7 +39,10 @@ impl Slot {
     pub(crate) fn tracked_mut(&mut self) -> impl Iterator<Item = &mut Tracked> {
         let (one, two): (Option<&mut Tracked>, [Option<&mut Tracked>; 2]) = match self {
             Slot::Spill(t) => (Some(t), [None, None]),
-            Slot::Halves([a, b], _) => (None, [a.as_mut(), b.as_mut()]),
+            Slot::Halves(h, _) => {
+                let [a, b] = &mut **h;
+                (None, [a.as_mut(), b.as_mut()])
+            }
             Slot::Bytes(_) => (None, [None, None]),
         };
         one.into_iter().chain(two.into_iter().flatten())
@@ -264,7 +268,7 @@ impl State {
 
     /// The least state containing `self` and `o` (which must have the same frames), or with `widen` the
     /// widened one. `site` makes the identities of joined pointers stable.
-    pub(crate) fn join(&self, o: &State, site: u32, widen: Option<&[u64]>) -> State {
+    pub(crate) fn join(&self, o: &State, site: u32, widen: Option<Widening<'_>>) -> State {
         let frames = self
             .frames
             .iter()
@@ -389,7 +393,7 @@ impl State {
 }
 
 /// Joins two written slots; `None` when nothing of them is known written on both paths.
-fn join_slot(a: &Slot, b: &Slot, id: u32, widen: Option<&[u64]>) -> Option<Slot> {
+fn join_slot(a: &Slot, b: &Slot, id: u32, widen: Option<Widening<'_>>) -> Option<Slot> {
     let bytes = |s: &Slot| s.bytes();
     match (a, b) {
         (Slot::Halves(ha, ma), Slot::Halves(hb, mb)) => {
@@ -400,7 +404,7 @@ fn join_slot(a: &Slot, b: &Slot, id: u32, widen: Option<&[u64]>) -> Option<Slot>
                 }
             }
             let m = ma & mb;
-            (m != 0).then_some(Slot::Halves(halves, m))
+            (m != 0).then(|| Slot::Halves(alloc::boxed::Box::new(halves), m))
         }
         (Slot::Spill(x), Slot::Spill(y)) => {
             let t = x.join(y, id, widen);

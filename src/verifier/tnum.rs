@@ -101,6 +101,21 @@ impl Tnum {
         Tnum { value: self.value & !mu, mask: mu }
     }
 
+    /// `joined` (a join of `self` with something), where the bits it no longer knows are widened to
+    /// every bit from the lowest of them up to the top of its 32-bit half: a counter that gains one
+    /// unknown bit per loop pass (through carries) reaches its fixpoint in a step or two, while known
+    /// low bits (alignment) and the known-zero upper half of a 32-bit value stay.
+    pub(crate) fn widen_to(self, joined: Tnum) -> Tnum {
+        let grown = joined.mask & !self.mask;
+        if grown == 0 {
+            return joined;
+        }
+        let lowest = grown & grown.wrapping_neg();
+        let top = if grown >> 32 == 0 { u32::MAX as u64 } else { u64::MAX };
+        let mask = joined.mask | (top & !(lowest - 1));
+        Tnum { value: joined.value & !mask, mask }
+    }
+
     /// The values in both, or `None` when no value is.
     pub(crate) fn meet(self, o: Tnum) -> Option<Tnum> {
         if (self.value ^ o.value) & !self.mask & !o.mask != 0 {
@@ -248,6 +263,27 @@ mod tests {
             prop_assert!(lo <= x as i32 && x as i32 <= hi);
             if b.contains(x) {
                 prop_assert!(a.meet(b).is_some_and(|m| m.contains(x)));
+            }
+        }
+
+        #[test]
+        fn widening_holds_the_join_and_ends((a, x) in member(), (b, y) in member()) {
+            let joined = a.join(b);
+            let w = a.widen_to(joined);
+            prop_assert!(w.contains(x) && w.contains(y));
+            prop_assert!(w.mask & joined.mask == joined.mask);
+            let grown = joined.mask & !a.mask;
+            if grown != 0 {
+                // Every bit from the lowest lost one to the top of its half is unknown: a chain of
+                // widenings ends within two losses.
+                let lowest = grown.trailing_zeros();
+                let top = if grown >> 32 == 0 { 32 } else { 64 };
+                prop_assert!((lowest..top).all(|bit| w.mask >> bit & 1 == 1));
+                if top == 32 {
+                    prop_assert_eq!(w.mask >> 32, joined.mask >> 32, "the upper half is kept");
+                }
+            } else {
+                prop_assert_eq!(w, joined);
             }
         }
 

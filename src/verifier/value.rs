@@ -4,7 +4,7 @@
 
 use core::fmt;
 
-use super::scalar::Scalar;
+use super::scalar::{Scalar, Widening};
 
 /// Loops nested deeper than this inside one function get no termination proof from induction variables.
 pub(crate) const MAX_LOOP_DEPTH: usize = 4;
@@ -195,11 +195,11 @@ impl Value {
     }
 
     /// As [`join`](Value::join), but bounds that grew jump to the next threshold.
-    pub(crate) fn widen(&self, newer: &Value, id: u32, thresholds: &[u64]) -> Value {
-        self.combine(newer, id, Some(thresholds))
+    pub(crate) fn widen(&self, newer: &Value, id: u32, widening: Widening<'_>) -> Value {
+        self.combine(newer, id, Some(widening))
     }
 
-    fn combine(&self, o: &Value, id: u32, widen: Option<&[u64]>) -> Value {
+    fn combine(&self, o: &Value, id: u32, widen: Option<Widening<'_>>) -> Value {
         let num = |a: &Scalar, b: &Scalar| match widen {
             Some(t) => a.widen(b, t),
             None => a.join(b),
@@ -256,10 +256,12 @@ impl Value {
 }
 
 /// Two pointers into one region with different offsets: one pointer whose variable part holds both.
-fn fold_join(a: &Ptr, b: &Ptr, id: u32, nullable: bool, widen: Option<&[u64]>) -> Value {
+fn fold_join(a: &Ptr, b: &Ptr, id: u32, nullable: bool, widen: Option<Widening<'_>>) -> Value {
     let (av, bv) = (a.folded(), b.folded());
     let var = match widen {
-        Some(t) => av.widen(&bv, t),
+        // Known bits of a pointer's offset (its alignment, and often the only bound an offset that
+        // a comparison bounds on every path keeps once its interval was widened) are not widened.
+        Some(t) => av.widen(&bv, Widening { bits: false, ..t }),
         None => av.join(&bv),
     };
     Value::Ptr(Ptr { kind: a.kind, off: 0, var, id, range: 0, nullable })
@@ -327,7 +329,7 @@ impl Tracked {
         Tracked { v, deltas: [Delta::NONE; MAX_LOOP_DEPTH], link: None }
     }
 
-    pub(crate) fn join(&self, o: &Tracked, id: u32, widen: Option<&[u64]>) -> Tracked {
+    pub(crate) fn join(&self, o: &Tracked, id: u32, widen: Option<Widening<'_>>) -> Tracked {
         let v = match widen {
             Some(t) => self.v.widen(&o.v, id, t),
             None => self.v.join(&o.v, id),
