@@ -330,6 +330,10 @@ impl Tracked {
     }
 
     pub(crate) fn join(&self, o: &Tracked, id: u32, widen: Option<Widening<'_>>) -> Tracked {
+        // Joining (or widening) a value with itself changes nothing; most values of two states met.
+        if self == o && !matches!(self.v, Value::Ptr(_)) {
+            return *self;
+        }
         let v = match widen {
             Some(t) => self.v.widen(&o.v, id, t),
             None => self.v.join(&o.v, id),

@@ -111,8 +111,10 @@ impl Instance {
         self.maps.iter().find(|m| m.name == name).map(|m| &m.map)
     }
 
-    /// An environment with the maps (by index) and the standard helpers.
+    /// An environment with the maps (by index) and the standard helpers. Like
+    /// [`vm_builder`](Instance::vm_builder), it freezes the object's read-only global data first.
     pub fn env(&self) -> Env {
+        self.freeze_read_only();
         let mut env = Env::new();
         env.add_standard_helpers();
         for m in &self.maps {
@@ -129,7 +131,6 @@ impl Instance {
     /// then reads that data as constants, so a loop bounded by a configured value is proven to end.
     pub fn vm_builder(&self, name: &str) -> Result<VmBuilder, InstanceError> {
         let id = self.program_id(name).ok_or_else(|| InstanceError::NoProgram(name.to_string()))?;
-        self.freeze_read_only();
         let program = self.programs[id as usize].program.clone();
         Ok(Vm::builder(program)
             .env(self.env())
