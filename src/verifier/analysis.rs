@@ -25,11 +25,11 @@ pub(crate) const MAX_FRAMES: usize = crate::memory::MAX_FRAMES;
 /// Plain joins of back-edge states at a loop head before widening starts.
 const JOINS_BEFORE_WIDENING: u32 = 1;
 /// Widenings to thresholds at a loop head before bounds jump straight to the ends of their ranges.
-const THRESHOLD_WIDENINGS: u32 = 12;
+const THRESHOLD_WIDENINGS: u32 = 8;
 /// Widening joins after those during which known bits may still be lost one at a time (a value bounded
 /// only by its bits, such as a mask or a narrow counter, settles); later, every bit above the lowest
 /// lost one is given up at once (a counter that only carries grow would take a join per bit).
-const BIT_GROWTH_JOINS: u32 = 8;
+const BIT_GROWTH_JOINS: u32 = 4;
 
 /// One analysed copy of a function: the call that made it (none for the entry function).
 #[derive(Debug, Clone, Copy)]
@@ -554,8 +554,6 @@ fn bounds(s: &Scalar, view: usize) -> (i128, i128) {
     }
 }
 
-/// Numbers at which widened bounds stop: the program's comparison constants and their neighbours, the
-/// sizes of its regions, and the ends of the 32- and 64-bit ranges.
 /// The value of a map whose contents are constant: frozen, read-only for programs, and an array of one
 /// entry (so that every pointer into its values points into that one value).
 fn frozen_value(map: &dyn crate::maps::Map) -> Option<Vec<u8>> {
@@ -564,14 +562,15 @@ fn frozen_value(map: &dyn crate::maps::Map) -> Option<Vec<u8>> {
     (one_value && def.read_only_for_programs() && map.frozen()).then(|| map.get(&0u32.to_ne_bytes(), 0)).flatten()
 }
 
-/// Widening thresholds: the program's constants (and their neighbours), map sizes, the context size,
-/// and the naturally aligned words of frozen data (configuration that bounds loops).
+/// Numbers at which widened bounds stop: the constants the program compares with (and their
+/// neighbours; not the operands of arithmetic, whose masks and shifts would put a threshold at every
+/// power of two and make a loop take a pass for each), map sizes, the context size, the aligned words
+/// of frozen data (configuration that bounds loops), and the ends of the 32- and 64-bit ranges.
 fn thresholds(lp: &LinkedProgram, maps: &[MapDef], frozen: &[Option<Vec<u8>>], context: &Context) -> Vec<u64> {
     let mut t: Vec<u64> = alloc::vec![0, 1, 512, u32::MAX as u64, i32::MAX as u64, i64::MAX as u64, u64::MAX];
     for (_, insn) in lp.program().iter() {
         let c = match insn {
             Instruction::Jump { src: Operand::Imm(i), cond, .. } if *cond != Cond::Set => *i as i64,
-            Instruction::Alu { src: Operand::Imm(i), .. } => *i as i64,
             _ => continue,
         };
         for x in [c - 1, c, c + 1] {
