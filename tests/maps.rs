@@ -1154,12 +1154,16 @@ fn freezing_while_threads_update_leaves_one_final_value() {
     let word_value = |w: u64| -> Vec<u8> { (0..8).flat_map(|_| w.to_le_bytes()).collect() };
     for round in 0..20u64 {
         let m = new_map(MapType::Array, 4, 64, 1);
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let writers: Vec<_> = (1..=3u64)
             .map(|t| {
-                let m = m.clone();
+                let (m, running) = (m.clone(), running.clone());
                 std::thread::spawn(move || {
                     for n in 0.. {
                         match m.update(&k(0), &word_value(t << 32 | n), BPF_ANY, 0) {
+                            Ok(()) if n == 0 => {
+                                running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            }
                             Ok(()) => {}
                             Err(MapError::Frozen) => return n,
                             Err(e) => panic!("{e}"),
@@ -1169,11 +1173,14 @@ fn freezing_while_threads_update_leaves_one_final_value() {
                 })
             })
             .collect();
-        std::thread::sleep(std::time::Duration::from_micros(200));
+        // Freeze while every writer is in its loop.
+        while running.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+            std::thread::yield_now();
+        }
         m.freeze().unwrap();
         let at_freeze = m.get(&k(0), 0).unwrap();
         let updates: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
-        assert!(updates > 0, "round {round}: the writers never ran");
+        assert!(updates >= 3, "round {round}: every writer ran");
         assert_eq!(m.get(&k(0), 0).unwrap(), at_freeze, "round {round}: an update landed after freeze returned");
     }
 }
