@@ -5,7 +5,10 @@ fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     #[cfg(feature = "native-baseline")]
     {
-        let programs = ["fnv1a", "sort", "packets", "arith"];
+        let programs = [
+            "fnv1a", "sort", "packets", "arith", "sieve", "copy", "compare", "dispatch", "crc32", "muldiv", "hashmap",
+            "arraymap", "calls", "trivial",
+        ];
         let mut build = cc::Build::new();
         build.opt_level(2);
         for p in programs {

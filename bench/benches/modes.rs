@@ -15,7 +15,7 @@ use std::time::SystemTime;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use ebpf_vm::elf::Object;
-use ebpf_vm::{BuildError, Context, Engine, Vm};
+use ebpf_vm::{BuildError, Context, Engine, Instance, Vm};
 use ebpf_vm_bench::medians;
 use ebpf_vm_bench::programs::{input, INPUT_LEN, PROGRAMS};
 
@@ -28,11 +28,13 @@ const ENGINES: &[(&str, Engine)] = &[("interpreter", Engine::Interpreter), ("jit
 /// The modes, by name: whether the program is verified (else checked).
 const MODES: &[(&str, bool)] = &[("verified", true), ("checked", false)];
 
-/// Builds `name`'s program for `engine`, verified or checked, against a fixed 4096-byte context.
+/// Builds `name`'s program for `engine`, verified or checked, against a fixed 4096-byte context (with
+/// the maps of its own instance, for the map programs).
 fn build(name: &str, elf: &[u8], engine: Engine, verified: bool) -> Result<Vm, BuildError> {
     let object = Object::parse(elf).expect("benchmark object loads");
-    let program = object.program(name).expect("program").program.clone();
-    let builder = Vm::builder(program).engine(engine).context(Context::fixed(INPUT_LEN as u32));
+    let instance = Instance::new(&object).expect("maps are created");
+    let builder = instance.vm_builder(name).expect("program");
+    let builder = builder.engine(engine).context(Context::fixed(INPUT_LEN as u32));
     if verified { builder.verified() } else { builder.checked() }.build()
 }
 

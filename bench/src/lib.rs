@@ -12,6 +12,16 @@ pub mod native {
         fn native_sort(data: *mut u8, len: u64) -> u64;
         fn native_packets(data: *mut u8, len: u64) -> u64;
         fn native_arith(data: *mut u8, len: u64) -> u64;
+        fn native_sieve(data: *mut u8, len: u64) -> u64;
+        fn native_copy(data: *mut u8, len: u64) -> u64;
+        fn native_compare(data: *mut u8, len: u64) -> u64;
+        fn native_dispatch(data: *mut u8, len: u64) -> u64;
+        fn native_crc32(data: *mut u8, len: u64) -> u64;
+        fn native_muldiv(data: *mut u8, len: u64) -> u64;
+        fn native_hashmap(data: *mut u8, len: u64) -> u64;
+        fn native_arraymap(data: *mut u8, len: u64) -> u64;
+        fn native_calls(data: *mut u8, len: u64) -> u64;
+        fn native_trivial(data: *mut u8, len: u64) -> u64;
     }
 
     /// Bytes every benchmark input has, and the most the programs read or write.
@@ -24,13 +34,27 @@ pub mod native {
         unsafe { f(m.as_mut_ptr(), m.len() as u64) }
     }
 
-    /// The native build of a benchmark program.
+    /// The native build of a benchmark program (one of [`PROGRAMS`](crate::programs::PROGRAMS)).
+    ///
+    /// # Panics
+    /// On a name that is not a benchmark program.
     pub fn get(name: &str) -> fn(&mut [u8]) -> u64 {
         match name {
             "fnv1a" => |m| call(native_fnv1a, m),
             "sort" => |m| call(native_sort, m),
             "packets" => |m| call(native_packets, m),
-            _ => |m| call(native_arith, m),
+            "arith" => |m| call(native_arith, m),
+            "sieve" => |m| call(native_sieve, m),
+            "copy" => |m| call(native_copy, m),
+            "compare" => |m| call(native_compare, m),
+            "dispatch" => |m| call(native_dispatch, m),
+            "crc32" => |m| call(native_crc32, m),
+            "muldiv" => |m| call(native_muldiv, m),
+            "hashmap" => |m| call(native_hashmap, m),
+            "arraymap" => |m| call(native_arraymap, m),
+            "calls" => |m| call(native_calls, m),
+            "trivial" => |m| call(native_trivial, m),
+            _ => panic!("no benchmark program named `{name}`"),
         }
     }
 }
@@ -38,15 +62,26 @@ pub mod native {
 /// The clang-compiled benchmark programs of `benches/programs/` and the input they run on, shared by
 /// `benches/jit.rs` and `benches/modes.rs`.
 pub mod programs {
-    /// Bytes every benchmark input has; the programs read (and `sort` writes) exactly these.
+    /// Bytes every benchmark input has; the programs read (and `sort` and `copy` write) at most these.
     pub const INPUT_LEN: usize = 4096;
 
-    /// Each program's name (its function and its object's name) and its BPF object.
+    /// Each program's name (its function and its object's name) and its BPF object. `hashmap` and
+    /// `arraymap` use maps (build them through an [`ebpf_vm::Instance`]); `calls` makes bpf-to-bpf calls.
     pub const PROGRAMS: &[(&str, &[u8])] = &[
         ("fnv1a", include_bytes!("../benches/programs/fnv1a.o")),
         ("sort", include_bytes!("../benches/programs/sort.o")),
         ("packets", include_bytes!("../benches/programs/packets.o")),
         ("arith", include_bytes!("../benches/programs/arith.o")),
+        ("sieve", include_bytes!("../benches/programs/sieve.o")),
+        ("copy", include_bytes!("../benches/programs/copy.o")),
+        ("compare", include_bytes!("../benches/programs/compare.o")),
+        ("dispatch", include_bytes!("../benches/programs/dispatch.o")),
+        ("crc32", include_bytes!("../benches/programs/crc32.o")),
+        ("muldiv", include_bytes!("../benches/programs/muldiv.o")),
+        ("hashmap", include_bytes!("../benches/programs/hashmap.o")),
+        ("arraymap", include_bytes!("../benches/programs/arraymap.o")),
+        ("calls", include_bytes!("../benches/programs/calls.o")),
+        ("trivial", include_bytes!("../benches/programs/trivial.o")),
     ];
 
     /// 4096 bytes of input: pseudo-random numbers, and 64 frames of Ethernet/IPv4/UDP for `packets`.
