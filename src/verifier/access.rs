@@ -290,8 +290,24 @@ impl Checker<'_> {
                 Some(Slot::Spill(_)) => None,
             };
             if let Some((mut h, m)) = kept {
-                let s = value.v.as_scalar().map_or_else(Scalar::unknown, |s| s.zero_extend(4));
-                h[half] = Some(Tracked { v: Value::scalar(s), ..value });
+                let full = value.v.as_scalar().copied().unwrap_or_else(Scalar::unknown);
+                let mut kept = Tracked { v: Value::scalar(full.zero_extend(4)), ..value };
+                if full.umax > u32::MAX as u64 {
+                    // Only the low half is kept: the 64-bit relations of the register do not hold for it,
+                    // its 32-bit ones do (a family member's low 32 bits are those of `X + d`).
+                    for d in &mut kept.deltas {
+                        d.views &= 0b1100;
+                        if d.views == 0 {
+                            *d = super::value::Delta::NONE;
+                        }
+                    }
+                    kept.link = kept.link.filter(|l| l.scale == 1).map(|l| super::value::Link {
+                        d: l.d as u32 as i64,
+                        w32: true,
+                        ..l
+                    });
+                }
+                h[half] = Some(kept);
                 st.frames[depth].set_slot(i, Slot::Halves(alloc::boxed::Box::new(h), m | bits));
                 return Ok(());
             }

@@ -394,3 +394,45 @@ fn misaligned_atomics() {
     );
     t.finish(11);
 }
+
+/// A 32-bit store keeps the low half of a register; what a branch learns about the whole register says
+/// nothing more about the half than about its low 32 bits.
+#[test]
+fn halves_of_wider_numbers() {
+    let mut t = Table::new("32-bit spills of 64-bit numbers");
+    t.reject_spec(
+        Spec::new(
+            "a branch that bounds the register above 2^32 does not make its stored half impossible",
+            "
+            mov %r0, 0
+            jlt %r2, 8, out
+            ldxdw %r6, [%r1+0]
+            mov %r7, %r6
+            stxw [%r10-8], %r7
+            lddw %r3, 0xffffffff
+            jle %r6, %r3, out
+            ldxdw %r0, [%r10+8] # <-
+        out:
+            exit",
+        ),
+        &[(8, kind!(OutOfBounds { region: Stack, .. }))],
+    );
+    t.reject_spec(
+        Spec::new(
+            "nor does one on a copy filled from the half",
+            "
+            mov %r0, 0
+            jlt %r2, 8, out
+            ldxdw %r6, [%r1+0]
+            stxw [%r10-8], %r6
+            ldxw %r7, [%r10-8]
+            jgt %r7, 10, out
+            jle %r6, 10, out
+            ldxdw %r0, [%r10+8] # <-
+        out:
+            exit",
+        ),
+        &[(7, kind!(OutOfBounds { region: Stack, .. }))],
+    );
+    t.finish(2);
+}
