@@ -24,8 +24,15 @@ use crate::program::cfg::Cfg;
 pub(crate) const MAX_FRAMES: usize = crate::memory::MAX_FRAMES;
 /// Plain joins of back-edge states at a loop head before widening starts.
 const JOINS_BEFORE_WIDENING: u32 = 1;
-/// Widenings to thresholds at a loop head before bounds jump straight to the ends of their ranges.
-const THRESHOLD_WIDENINGS: u32 = 8;
+/// Widenings at a loop head in which a bound passes a threshold, before bounds jump straight to the
+/// ends of their ranges.
+const THRESHOLD_WIDENINGS: u32 = 12;
+/// Widening joins at a loop head that may use thresholds, at most. Passes in which bounds grow only as
+/// their known bits let them (a counter gains a bit a pass on its way to the threshold it is heading
+/// for) pass no threshold; this ends them too.
+const THRESHOLD_PASSES: u32 = 24;
+/// Thresholds learnt from the bounds of registers compared with each other, at most.
+const LEARNT_THRESHOLDS: usize = 64;
 /// Widening joins after those during which known bits may still be lost one at a time (a value bounded
 /// only by its bits, such as a mask or a narrow counter, settles); later, every bit above the lowest
 /// lost one is given up at once (a counter that only carries grow would take a join per bit).
@@ -46,6 +53,10 @@ struct Node {
     state: State,
     /// Joins of back-edge states since a state last entered the loop (for a loop header).
     visits: u32,
+    /// Of those, widenings in which a bound passed a threshold.
+    crossings: u32,
+    /// Of those, widenings without thresholds.
+    late: u32,
 }
 
 /// What the analysis of one program needs and builds.
@@ -70,6 +81,10 @@ pub(crate) struct Checker<'a> {
     /// Join of the states entering a loop from outside, by context and loop header slot.
     entries: BTreeMap<(u32, usize), State>,
     thresholds: Vec<u64>,
+    /// Thresholds for each register (see `Widening::regs`).
+    reg_thresholds: [Vec<u64>; 11],
+    /// Thresholds added from the bounds of compared registers (see [`Checker::learn_thresholds`]).
+    learnt: usize,
     pub(crate) processed: u64,
     pub(crate) loops_proven: u64,
     log: Option<&'a mut String>,
@@ -94,7 +109,7 @@ impl<'a> Checker<'a> {
         let liveness = Liveness::new(lp.program(), &cfg);
         let maps: Vec<MapDef> = linked.env().maps().iter().map(|m| m.def()).collect();
         let frozen: Vec<Option<Vec<u8>>> = linked.env().maps().iter().map(|m| frozen_value(m.as_ref())).collect();
-        let thresholds = thresholds(lp, &maps, &frozen, linked.env().context());
+        let (thresholds, reg_thresholds) = thresholds(lp, &maps, &frozen, linked.env().context());
         Checker {
             linked,
             program,
@@ -112,9 +127,43 @@ impl<'a> Checker<'a> {
             back_edges: BTreeMap::new(),
             entries: BTreeMap::new(),
             thresholds,
+            reg_thresholds,
+            learnt: 0,
             processed: 0,
             loops_proven: 0,
             log,
+        }
+    }
+
+    /// Adds the bounds a comparison with `other` gives register `reg` (`reg < other` bounds it by
+    /// `other`'s largest value less one, and so on) to the widening thresholds, so that a loop
+    /// counter compared with a bounded register settles at that bound. At most [`LEARNT_THRESHOLDS`].
+    pub(crate) fn learn_thresholds(&mut self, reg: usize, other: &Scalar) {
+        if other.as_const().is_some() || self.learnt >= LEARNT_THRESHOLDS || reg >= 11 {
+            return;
+        }
+        let candidates = [
+            other.umin,
+            other.umin.saturating_add(1),
+            other.umax,
+            other.umax.saturating_sub(1),
+            other.smin as u64,
+            other.smin.saturating_add(1) as u64,
+            other.smax as u64,
+            other.smax.saturating_sub(1) as u64,
+        ];
+        for t in candidates {
+            if self.learnt >= LEARNT_THRESHOLDS {
+                break;
+            }
+            let mut added = false;
+            for list in [&mut self.reg_thresholds[reg], &mut self.thresholds] {
+                if let Err(i) = list.binary_search(&t) {
+                    list.insert(i, t);
+                    added = true;
+                }
+            }
+            self.learnt += added as usize;
         }
     }
 
@@ -261,10 +310,10 @@ impl<'a> Checker<'a> {
             self.direct.push((ctx, pc, state));
             return Ok(());
         }
-        let thresholds = &self.thresholds;
+        let (thresholds, regs) = (&self.thresholds, &self.reg_thresholds);
         let changed = match self.nodes.get_mut(&(ctx, pc)) {
             None => {
-                self.nodes.insert((ctx, pc), Node { state, visits: 0 });
+                self.nodes.insert((ctx, pc), Node { state, visits: 0, crossings: 0, late: 0 });
                 true
             }
             // Nothing new: the stored state already stands for every state the incoming one does.
@@ -279,16 +328,31 @@ impl<'a> Checker<'a> {
                     // Widening is what makes a loop's own passes end, so only the loop's back edges
                     // count towards it; a state entering the loop anew (the next pass of an enclosing
                     // loop, which that loop's widening bounds) joins plainly and starts the count again.
-                    node.visits = if back_edge { node.visits + 1 } else { 0 };
+                    if back_edge {
+                        node.visits += 1;
+                    } else {
+                        (node.visits, node.crossings, node.late) = (0, 0, 0);
+                    }
+                    let crossed = core::cell::Cell::new(false);
                     let widen: Option<Widening<'_>> = if !back_edge || node.visits <= JOINS_BEFORE_WIDENING {
                         None
-                    } else if node.visits <= JOINS_BEFORE_WIDENING + THRESHOLD_WIDENINGS {
-                        Some(Widening { thresholds, bits: false })
+                    } else if node.crossings < THRESHOLD_WIDENINGS
+                        && node.visits <= JOINS_BEFORE_WIDENING + THRESHOLD_PASSES
+                    {
+                        Some(Widening { thresholds, regs: Some(regs), bits: false, crossed: &crossed })
                     } else {
-                        let bits = node.visits > JOINS_BEFORE_WIDENING + THRESHOLD_WIDENINGS + BIT_GROWTH_JOINS;
-                        Some(Widening { thresholds: &[], bits })
+                        node.late += 1;
+                        Some(Widening {
+                            thresholds: &[],
+                            regs: None,
+                            bits: node.late > BIT_GROWTH_JOINS,
+                            crossed: &crossed,
+                        })
                     };
                     let joined = stored.join(&state, pc as u32, widen);
+                    if crossed.get() {
+                        node.crossings += 1;
+                    }
                     if joined == node.state {
                         false
                     } else {
@@ -565,36 +629,51 @@ fn frozen_value(map: &dyn crate::maps::Map) -> Option<Vec<u8>> {
 /// Numbers at which widened bounds stop: the constants the program compares with (and their
 /// neighbours; not the operands of arithmetic, whose masks and shifts would put a threshold at every
 /// power of two and make a loop take a pass for each), map sizes, the context size, the aligned words
-/// of frozen data (configuration that bounds loops), and the ends of the 32- and 64-bit ranges.
-fn thresholds(lp: &LinkedProgram, maps: &[MapDef], frozen: &[Option<Vec<u8>>], context: &Context) -> Vec<u64> {
-    let mut t: Vec<u64> = alloc::vec![0, 1, 512, u32::MAX as u64, i32::MAX as u64, i64::MAX as u64, u64::MAX];
-    for (_, insn) in lp.program().iter() {
-        let c = match insn {
-            Instruction::Jump { src: Operand::Imm(i), cond, .. } if *cond != Cond::Set => *i as i64,
-            _ => continue,
-        };
-        for x in [c - 1, c, c + 1] {
-            t.push(x as u64);
-            t.push(x as u32 as u64);
-        }
-    }
+/// of frozen data (configuration that bounds loops), and the ends of the 32- and 64-bit ranges. For
+/// all values (stack slots use these), and for each register: only the constants that register is
+/// compared with (a switch on one register puts no steps in the way of a counter in another).
+fn thresholds(
+    lp: &LinkedProgram,
+    maps: &[MapDef],
+    frozen: &[Option<Vec<u8>>],
+    context: &Context,
+) -> (Vec<u64>, [Vec<u64>; 11]) {
+    let mut common: Vec<u64> = alloc::vec![0, 1, 512, u32::MAX as u64, i32::MAX as u64, i64::MAX as u64, u64::MAX];
     for m in maps {
-        t.push(m.value_size as u64);
-        t.push(m.key_size as u64);
+        common.push(m.value_size as u64);
+        common.push(m.key_size as u64);
     }
     if let Context::Fixed { size, .. } | Context::Packet { size, .. } = context {
-        t.push(*size as u64);
+        common.push(*size as u64);
     }
     for bytes in frozen.iter().flatten() {
         // Bounded, so that a large `.rodata` cannot make widening slow.
         for word in bytes.chunks_exact(4).take(256) {
             let c = u32::from_ne_bytes([word[0], word[1], word[2], word[3]]) as u64;
-            t.extend([c.saturating_sub(1), c, c + 1]);
+            common.extend([c.saturating_sub(1), c, c + 1]);
         }
     }
-    t.sort_unstable();
-    t.dedup();
-    t
+    let mut regs: [Vec<u64>; 11] = core::array::from_fn(|_| common.clone());
+    let mut all = common;
+    for (_, insn) in lp.program().iter() {
+        let (c, r) = match insn {
+            Instruction::Jump { src: Operand::Imm(i), cond, dst, .. } if *cond != Cond::Set => {
+                (*i as i64, dst.index() as usize)
+            }
+            _ => continue,
+        };
+        for x in [c - 1, c, c + 1] {
+            for t in [x as u64, x as u32 as u64] {
+                all.push(t);
+                regs[r].push(t);
+            }
+        }
+    }
+    for t in regs.iter_mut().chain([&mut all]) {
+        t.sort_unstable();
+        t.dedup();
+    }
+    (all, regs)
 }
 
 /// The registers and stack slots of the innermost frame that hold something, for error messages.

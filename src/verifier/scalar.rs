@@ -1,6 +1,7 @@
 //! Abstract numbers: unsigned and signed bounds of the 64-bit value and of its low 32 bits, with known
 //! bits, kept consistent with each other after every operation.
 
+use alloc::vec::Vec;
 use core::fmt;
 
 use super::tnum::Tnum;
@@ -408,11 +409,28 @@ fn narrow(rel: Rel, mut a: View, mut b: View) -> Option<(View, View)> {
 
 /// How a widening join treats bounds that grew: intervals jump to the next of `thresholds` (sorted;
 /// none: to the end of the range), and with `bits`, known bits that were lost take every bit above
-/// them along (see `Tnum::widen_to`).
+/// them along (see `Tnum::widen_to`). `crossed` is set when a bound passed a threshold it had not
+/// reached before (a bound that grew only as far as its known bits let it, below the threshold it
+/// was already heading for, passes none).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Widening<'a> {
     pub(crate) thresholds: &'a [u64],
+    /// Thresholds for each register, where they differ from `thresholds` (which stack slots use): the
+    /// constants that register is compared with, so that one register's tests do not put steps in
+    /// another's way.
+    pub(crate) regs: Option<&'a [Vec<u64>; 11]>,
     pub(crate) bits: bool,
+    pub(crate) crossed: &'a core::cell::Cell<bool>,
+}
+
+impl<'a> Widening<'a> {
+    /// The widening of register `r`.
+    pub(crate) fn for_reg(self, r: usize) -> Widening<'a> {
+        match self.regs.and_then(|regs| regs.get(r)) {
+            Some(t) => Widening { thresholds: t, regs: None, ..self },
+            None => self,
+        }
+    }
 }
 
 impl Scalar {
@@ -726,38 +744,67 @@ impl Scalar {
         let j = self.join(newer);
         // `thresholds` is sorted (unsigned order).
         debug_assert!(thresholds.is_sorted());
+        let crossed = widening.crossed;
+        let up_to = |x: u64, max: u64| {
+            let i = thresholds.partition_point(|&t| t < x);
+            thresholds.get(i).copied().filter(|&t| t <= max).unwrap_or(max)
+        };
         let up = |old: u64, new: u64, max: u64| {
             if new <= old {
                 old
             } else {
-                let i = thresholds.partition_point(|&t| t < new);
-                thresholds.get(i).copied().filter(|&t| t <= max).unwrap_or(max)
+                let to = up_to(new, max);
+                if to != up_to(old, max) {
+                    crossed.set(true);
+                }
+                to
+            }
+        };
+        let down_to = |x: u64| {
+            let i = thresholds.partition_point(|&t| t <= x);
+            if i == 0 {
+                0
+            } else {
+                thresholds[i - 1]
             }
         };
         let down = |old: u64, new: u64| {
             if new >= old {
                 old
             } else {
-                let i = thresholds.partition_point(|&t| t <= new);
-                if i == 0 {
-                    0
-                } else {
-                    thresholds[i - 1]
+                let to = down_to(new);
+                if to != down_to(old) {
+                    crossed.set(true);
                 }
+                to
             }
+        };
+        let sup_to = |x: i64, min: i64, max: i64| {
+            thresholds.iter().map(|&t| t as i64).filter(|&t| t >= x && t <= max && t >= min).min().unwrap_or(max)
         };
         let sup = |old: i64, new: i64, min: i64, max: i64| {
             if new <= old {
                 old
             } else {
-                thresholds.iter().map(|&t| t as i64).filter(|&t| t >= new && t <= max && t >= min).min().unwrap_or(max)
+                let to = sup_to(new, min, max);
+                if to != sup_to(old, min, max) {
+                    crossed.set(true);
+                }
+                to
             }
+        };
+        let sdown_to = |x: i64, min: i64, max: i64| {
+            thresholds.iter().map(|&t| t as i64).filter(|&t| t <= x && t >= min && t <= max).max().unwrap_or(min)
         };
         let sdown = |old: i64, new: i64, min: i64, max: i64| {
             if new >= old {
                 old
             } else {
-                thresholds.iter().map(|&t| t as i64).filter(|&t| t <= new && t >= min && t <= max).max().unwrap_or(min)
+                let to = sdown_to(new, min, max);
+                if to != sdown_to(old, min, max) {
+                    crossed.set(true);
+                }
+                to
             }
         };
         Scalar {
@@ -934,7 +981,8 @@ mod tests {
             }
             let j = a.join(&b);
             prop_assert!(j.contains(x) && j.contains(y) && j.includes(&a) && j.includes(&b));
-            let wd = a.widen(&b, Widening { thresholds: &[0, 7, 255, 4096, u32::MAX as u64], bits: true });
+            let crossed = core::cell::Cell::new(false);
+            let wd = a.widen(&b, Widening { thresholds: &[0, 7, 255, 4096, u32::MAX as u64], regs: None, bits: true, crossed: &crossed });
             prop_assert!(wd.contains(x) && wd.contains(y));
         }
 

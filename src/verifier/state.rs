@@ -277,7 +277,7 @@ impl State {
             .map(|(fi, (a, b))| {
                 let mut regs = [Tracked::UNINIT; 11];
                 for (r, reg) in regs.iter_mut().enumerate() {
-                    *reg = a.regs[r].join(&b.regs[r], join_id(site, fi, r), widen);
+                    *reg = a.regs[r].join(&b.regs[r], join_id(site, fi, r), widen.map(|w| w.for_reg(r)));
                 }
                 let mut stack = Vec::new();
                 let (mut i, mut j) = (0, 0);

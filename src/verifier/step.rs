@@ -103,12 +103,17 @@ impl Checker<'_> {
                 if let (Value::Scalar { .. }, None, Some((depth, slot))) =
                     (v.v, v.link, spill_slot(st, src.index(), offset, size.bytes()))
                 {
-                    // A number filled from the stack stays linked to the slot it came from, so that a
-                    // branch on the register bounds the slot too (a loop counter kept on the stack).
+                    // A number filled from the stack stays linked to the slot (or the 32-bit half of
+                    // one) it came from, so that a branch on the register bounds the slot too (a loop
+                    // counter kept on the stack, as one whose address a helper is given).
                     let id = fresh_id(pc);
                     st.unlink(id);
-                    if let Some(super::state::Slot::Spill(t)) = st.frames.get_mut(depth).and_then(|f| f.slot_mut(slot))
-                    {
+                    let kept = match st.frames.get_mut(depth).and_then(|f| f.slot_mut(slot.0)) {
+                        Some(super::state::Slot::Spill(t)) if slot.1.is_none() => Some(t),
+                        Some(super::state::Slot::Halves(h, _)) => slot.1.and_then(|i| h[i].as_mut()),
+                        _ => None,
+                    };
+                    if let Some(t) = kept {
                         t.link = Some(Link::origin(id));
                         v.link = Some(Link::origin(id));
                     }
@@ -141,6 +146,21 @@ impl Checker<'_> {
             Instruction::Ja32 { offset } => return Ok(Flow::Jump(vec![(target(pc, offset as i64), st.clone())])),
             Instruction::Jump { width, cond, dst, src, offset } => {
                 let to = target(pc, offset as i64);
+                let depth =
+                    self.cfg.block_of_pc(pc).and_then(|b| self.cfg.innermost_loop(b)).map(|l| self.cfg.loop_depth(l));
+                if let (Operand::Reg(r), Some(depth)) = (src, depth) {
+                    if cond != Cond::Set && depth <= super::value::MAX_LOOP_DEPTH {
+                        // Two registers compared in a loop: the bounds of one that the loop does not
+                        // change may be where the other settles.
+                        for (x, y) in [(dst.index(), r.index()), (r.index(), dst.index())] {
+                            let (tx, ty) = (st.reg(x), st.reg(y));
+                            let invariant = ty.deltas[depth - 1] == super::value::Delta::ZERO;
+                            if let (Value::Scalar { .. }, Value::Scalar { s, .. }, true) = (tx.v, ty.v, invariant) {
+                                self.learn_thresholds(x as usize, &s);
+                            }
+                        }
+                    }
+                }
                 let [not_taken, taken] = self.branch(pc, st, width, cond, dst.index(), src)?;
                 let mut out = Vec::new();
                 if let Some(s) = not_taken {
@@ -250,6 +270,18 @@ impl Checker<'_> {
                             _ => LenRel::None,
                         };
                         d.shifted(Value::Scalar { s: r, len: rel }, c, &a, !w64)
+                    }
+                    (AluOp::Add | AluOp::Sub, None) => {
+                        // A register added: the loop deltas move by its range (signed, at the width).
+                        let (lo, hi) = if w64 { (b.smin, b.smax) } else { (b.s32min as i64, b.s32max as i64) };
+                        let (lo, hi) = match op {
+                            AluOp::Add => (Some(lo), Some(hi)),
+                            _ => (hi.checked_neg(), lo.checked_neg()),
+                        };
+                        match (lo, hi) {
+                            (Some(lo), Some(hi)) => d.shifted_by(Value::scalar(r), lo, hi, &a, !w64),
+                            _ => Tracked::new(Value::scalar(r)),
+                        }
                     }
                     (AluOp::Lsh, Some(k)) if w64 && k < 63 => Tracked {
                         link: d.link.and_then(|l| l.scaled(1 << k, (a.smin, a.smax))),
@@ -573,13 +605,21 @@ impl Checker<'_> {
 }
 
 /// The frame and slot an aligned 8-byte access through `r + offset` reaches, when `r` is a stack
-/// pointer at a known offset.
-fn spill_slot(st: &State, r: u8, offset: i16, size: u32) -> Option<(usize, usize)> {
+/// pointer at a known offset; for an aligned 4-byte access, also the half of the slot (0 at the lower
+/// address).
+fn spill_slot(st: &State, r: u8, offset: i16, size: u32) -> Option<(usize, (usize, Option<usize>))> {
     let Value::Ptr(p) = st.reg(r).v else { return None };
     let PtrKind::Stack(depth) = p.kind else { return None };
     let at = p.off.checked_add(offset as i64)?;
-    (size == 8 && p.fixed() && (-super::state::FRAME_BYTES..0).contains(&at) && at % 8 == 0)
-        .then_some((depth as usize, ((-at - 1) / 8) as usize))
+    if !p.fixed() || !(-super::state::FRAME_BYTES..0).contains(&at) {
+        return None;
+    }
+    let slot = ((-at - 1) / 8) as usize;
+    match size {
+        8 if at % 8 == 0 => Some((depth as usize, (slot, None))),
+        4 if at % 4 == 0 => Some((depth as usize, (slot, Some(((at + 8 * (slot as i64 + 1)) / 4) as usize)))),
+        _ => None,
+    }
 }
 
 /// The slot a jump at `pc` by `offset` reaches.

@@ -361,20 +361,27 @@ impl Tracked {
 
     /// The value changed by adding `c` (`width` bits): the deltas follow where no view wrapped.
     pub(crate) fn shifted(&self, v: Value, c: i64, before: &Scalar, w32: bool) -> Tracked {
-        let mut deltas = self.deltas;
-        let views = no_wrap_views(before, c, w32) | if w32 { 0 } else { Delta::MODULAR };
-        for d in &mut deltas {
-            let views = d.views & views;
-            *d = match (d.lo.checked_add(c), d.hi.checked_add(c)) {
-                (Some(lo), Some(hi)) if views != 0 => Delta { lo, hi, views },
-                _ => Delta::NONE,
-            };
-        }
         let link = match (self.link, &v) {
             (Some(l), Value::Scalar { .. } | Value::Ptr(_)) => l.add(c, w32, (before.smin, before.smax)),
             _ => None,
         };
-        Tracked { v, deltas, link }
+        Tracked { link, ..self.shifted_by(v, c, c, before, w32) }
+    }
+
+    /// The number changed by adding some `c` in `lo..=hi` (`width` bits; a register, not a constant): the
+    /// deltas follow where no view wrapped for either end (so for none between), and no link holds.
+    pub(crate) fn shifted_by(&self, v: Value, lo: i64, hi: i64, before: &Scalar, w32: bool) -> Tracked {
+        let mut deltas = self.deltas;
+        let views =
+            no_wrap_views(before, lo, w32) & no_wrap_views(before, hi, w32) | if w32 { 0 } else { Delta::MODULAR };
+        for d in &mut deltas {
+            let views = d.views & views;
+            *d = match (d.lo.checked_add(lo), d.hi.checked_add(hi)) {
+                (Some(lo), Some(hi)) if views != 0 => Delta { lo, hi, views },
+                _ => Delta::NONE,
+            };
+        }
+        Tracked { v, deltas, link: None }
     }
 }
 

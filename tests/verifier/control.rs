@@ -100,6 +100,18 @@ fn loops_not_proven_to_end() {
             2,
         ),
         (
+            "step read from the input that may be zero",
+            "mov %r0, 0\njlt %r2, 1, out\nldxb %r6, [%r1+0]\nand %r6, 7\nmov %r3, 0\nloop:\nadd %r0, 1 # <-\nadd %r3, %r6\njlt %r3, 1000, loop\nout:\nexit",
+            5,
+            7,
+        ),
+        (
+            "count down by a step that may be zero",
+            "mov %r0, 0\njlt %r2, 1, out\nldxb %r6, [%r1+0]\nand %r6, 7\nmov %r3, 1000\nloop:\nadd %r0, 1 # <-\nsub %r3, %r6\njsgt %r3, 0, loop\nout:\nexit",
+            5,
+            7,
+        ),
+        (
             "loop in a callee, bound from the clock",
             "call local f\nexit\nf:\ncall 5\nmov %r6, %r0\nloop:\nsub %r6, 1 # <-\njne %r6, 0, loop\nmov %r0, 0\nexit",
             4,
@@ -142,7 +154,7 @@ fn loops_not_proven_to_end() {
         .options(small),
         &[(1, kind!(UnboundedLoop { header: 1 })), (2, kind!(UnboundedLoop { header: 1 }))],
     );
-    t.finish(16);
+    t.finish(18);
 }
 
 #[test]

@@ -232,3 +232,83 @@ fn loops_bounded_by_data() {
     );
     t.finish(7);
 }
+
+/// The `case N:` arms of a twelve-way switch on `%r7`, each adding to `%r0` and going to `next`.
+fn switch_arms() -> String {
+    let mut s = String::new();
+    for c in 0..11 {
+        s.push_str(&format!("jeq %r7, {c}, c{c}\n"));
+    }
+    s.push_str("add %r0, 1\nja next\n");
+    for c in 0..11 {
+        s.push_str(&format!("c{c}:\nadd %r0, {}\nja next\n", c + 2));
+    }
+    s
+}
+
+#[test]
+fn loops_that_take_precision() {
+    let mut t = Table::new("safe loops that take precision");
+    let inputs: &[&[u8]] = &[&[0], &[5], &[63], &[200], &[255]];
+    t.accept_spec(
+        Spec::new(
+            "a 32-bit counter on the stack whose address a helper is given",
+            "mov32 %r1, 0\nstxw [%r10-4], %r1\nloop:\nmov %r2, %r10\nadd %r2, -4\nlddw %r1, map_idx(0)\ncall 3\n\
+             ldxw %r1, [%r10-4]\nadd32 %r1, 1\nstxw [%r10-4], %r1\njlt32 %r1, 256, loop\nldxw %r0, [%r10-4]\nexit",
+        )
+        .maps(&[MapSpec::Hash { key: 4, value: 8, entries: 256 }]),
+        &[&[]],
+        Some(&[256]),
+    );
+    t.accept_spec(
+        Spec::new(
+            "the same in the lower half of a slot, with a lookup",
+            "mov %r6, 0\nmov32 %r1, 0\nstxw [%r10-8], %r1\nloop:\nmov %r2, %r10\nadd %r2, -8\nlddw %r1, map_idx(0)\n\
+             call 1\njeq %r0, 0, skip\nldxdw %r3, [%r0+0]\nadd %r6, %r3\nskip:\nldxw %r1, [%r10-8]\nadd32 %r1, 1\n\
+             stxw [%r10-8], %r1\njlt32 %r1, 10, loop\nmov %r0, %r6\nexit",
+        )
+        .maps(&[MapSpec::Array { value: 8, entries: 10 }]),
+        &[&[]],
+        Some(&[0]),
+    );
+    // The word index `j >> 6` stays below 3 only if the counter settles at the bound of the register
+    // it is compared with (at most 190), not at what its known bits allow (254).
+    t.accept(
+        "an access before the test of a counter bounded by a register",
+        "stdw [%r10-8], 0\nstdw [%r10-16], 0\nstdw [%r10-24], 0\nmov %r6, 0\njlt %r2, 1, skip\nldxb %r6, [%r1+0]\n\
+         skip:\nand %r6, 63\nadd %r6, 128\nmov %r3, 4\nloop:\nmov %r4, %r3\nrsh %r4, 6\nlsh %r4, 3\nmov %r5, %r10\n\
+         add %r5, -24\nadd %r5, %r4\nldxdw %r7, [%r5+0]\nadd %r7, 1\nstxdw [%r5+0], %r7\nadd %r3, 2\n\
+         jlt %r3, %r6, loop\nldxdw %r0, [%r10-24]\nexit",
+        NO_MAPS,
+        Context::Buffer,
+        inputs,
+    );
+    t.accept_returns(
+        "a counter ended by equality beside a twelve-way switch on another register",
+        &format!(
+            "{}mov %r0, 0\nmov %r6, 0\nloop:\nmov %r3, %r10\nadd %r3, -256\nadd %r3, %r6\nldxb %r7, [%r3+0]\n\
+             and %r7, 15\n{}next:\nadd %r6, 1\njne %r6, 256, loop\nexit",
+            stack_array(false),
+            switch_arms()
+        ),
+        &[],
+        (0..256u64).map(|b| if b % 16 <= 10 { b % 16 + 2 } else { 1 }).sum(),
+    );
+    t.accept(
+        "a step from 1 to 8 read from the input",
+        "mov %r0, 0\njlt %r2, 1, out\nldxb %r6, [%r1+0]\nand %r6, 7\nadd %r6, 1\nmov %r3, 0\nloop:\nadd %r0, 1\n\
+         add %r3, %r6\njlt %r3, 1000, loop\nout:\nexit",
+        NO_MAPS,
+        Context::Buffer,
+        inputs,
+    );
+    t.accept(
+        "a count down by a step from 1 to 8",
+        "mov %r0, 0\njlt %r2, 1, out\nldxb %r6, [%r1+0]\nand %r6, 7\nadd %r6, 1\nmov %r3, 1000\nloop:\nadd %r0, 1\n\
+         sub %r3, %r6\njsgt %r3, 0, loop\nout:\nexit",
+        NO_MAPS,
+        Context::Buffer,
+        inputs,
+    );
+    t.finish(6);
+}
