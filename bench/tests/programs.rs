@@ -6,18 +6,14 @@
 //! The programs are built as `benches/modes.rs` builds them: from their object through an
 //! [`Instance`] (which gives the map programs their maps), described to the verifier as what they are
 //! given, a fixed context of 4096 bytes (they read the input without a length guard, as rbpf passes
-//! no length). A verifier refusal of any program not in [`NOT_VERIFIED`] fails the test; the other
-//! builds still run, and the test prints what each program returned.
+//! no length). A verifier refusal of any program fails the test; the other builds still run, and the
+//! test prints what each program returned.
 
 use ebpf_vm::elf::Object;
 use ebpf_vm::{Context, Engine, Instance};
 #[cfg(feature = "native-baseline")]
 use ebpf_vm_bench::native;
 use ebpf_vm_bench::programs::{input, INPUT_LEN, PROGRAMS};
-
-/// Programs the verifier refuses, built checked only. `arith` counts Collatz steps: whether its inner
-/// loop `while (x != 1)` ends is not something a verifier can prove.
-const NOT_VERIFIED: &[&str] = &["arith"];
 
 const ENGINES: &[Engine] = &[Engine::Interpreter, Engine::Jit];
 
@@ -32,9 +28,6 @@ fn run_all(name: &str, elf: &[u8]) -> (Vec<(String, u64)>, Vec<String>) {
     };
     for &engine in ENGINES {
         for verified in [true, false] {
-            if verified && NOT_VERIFIED.contains(&name) {
-                continue;
-            }
             let mode = if verified { "verified" } else { "checked" };
             let builder = match instance.vm_builder(name) {
                 Ok(b) => b.engine(engine).context(Context::fixed(INPUT_LEN as u32)),
