@@ -2,7 +2,8 @@
 //! programs are in `benches/programs/`; with the `native-baseline` feature, `build.rs` compiles them
 //! natively too, and [`native`] calls that build. [`programs`] holds what the benches share: the
 //! compiled benchmark programs and their input; [`medians`] reads back what criterion measured, for
-//! the summary tables some benches print after their run.
+//! the summary tables some benches print after their run. With `UBPF_DIR` set to a built checkout of
+//! iovisor/ubpf, `build.rs` links it and the `ubpf` module wraps its interpreter and JIT.
 
 /// The benchmark programs compiled natively (feature `native-baseline`).
 #[cfg(feature = "native-baseline")]
@@ -58,6 +59,10 @@ pub mod native {
         }
     }
 }
+
+/// The iovisor/ubpf runtime: its interpreter and JIT (`UBPF_DIR` set at build time).
+#[cfg(ubpf)]
+pub mod ubpf;
 
 /// The clang-compiled benchmark programs of `benches/programs/` and the input they run on, shared by
 /// `benches/jit.rs` and `benches/modes.rs`.
