@@ -45,6 +45,8 @@ pub fn compile_object(
             |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(|e| JitError::Codegen(format!("{e}")));
         set(&mut flags, "opt_level", opt_level)?;
         set(&mut flags, "is_pic", "true")?;
+        // As for the JIT: no consistency check of Cranelift's own IR after every pass.
+        set(&mut flags, "enable_verifier", "false")?;
         // `isa::lookup_by_name` panics on a malformed triple: parse it first.
         let triple =
             target_lexicon::Triple::from_str(target).map_err(|e| JitError::Target(format!("{target}: {e}")))?;

@@ -138,9 +138,9 @@ pub(crate) fn compile_program<M: Module>(
         translate_function(module, &mut ctx.func, &mut fctx, unit, regions, rt, &ids, opts)?;
         // EBPF_VM_JIT_DISASM=1 prints the machine code of every compiled function, `ir` its Cranelift
         // IR before optimisation (for debugging).
-        let knob = std::env::var_os("EBPF_VM_JIT_DISASM");
-        let disasm = knob.as_ref().is_some_and(|v| v == "1");
-        if knob.is_some_and(|v| v == "ir") {
+        let knob = disasm_knob();
+        let disasm = knob == Some("1");
+        if knob == Some("ir") {
             std::eprintln!("; {prefix} function at slot {}\n{}", f.start, ctx.func.display());
         }
         ctx.set_disasm(disasm);
@@ -152,6 +152,12 @@ pub(crate) fn compile_program<M: Module>(
         module.clear_context(&mut ctx);
     }
     Ok(ids[&0])
+}
+
+/// `EBPF_VM_JIT_DISASM` (`1` or `ir`), read once per process.
+fn disasm_knob() -> Option<&'static str> {
+    static KNOB: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    KNOB.get_or_init(|| std::env::var("EBPF_VM_JIT_DISASM").ok()).as_deref()
 }
 
 /// Compiles `ctx` and defines it as `id`, placed so that its hottest loop touches as few cache lines
