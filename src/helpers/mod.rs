@@ -117,6 +117,9 @@ pub struct Helper {
     func: Arc<HelperFn>,
     /// The engines implement this helper themselves (`bpf_tail_call`).
     pub(crate) tail_call: bool,
+    /// The standard `bpf_map_lookup_elem`, which the JIT may inline for array maps (a host's own helper
+    /// with that id is always called).
+    pub(crate) map_lookup: bool,
 }
 
 impl Helper {
@@ -125,7 +128,7 @@ impl Helper {
     where
         F: Fn(&mut CallContext<'_>, [u64; 5]) -> Result<u64, HelperError> + Send + Sync + 'static,
     {
-        Helper { id, name: name.into(), sig, func: Arc::new(func), tail_call: false }
+        Helper { id, name: name.into(), sig, func: Arc::new(func), tail_call: false, map_lookup: false }
     }
 
     /// The id programs call it by.

@@ -62,18 +62,22 @@ fn invalid(arg: u8, reason: &'static str) -> HelperError {
 /// Every standard helper.
 pub fn all() -> Vec<Helper> {
     alloc::vec![
-        Helper::new(
-            MAP_LOOKUP_ELEM,
-            "map_lookup_elem",
-            sig(&[A::MapPtr, A::MapKey], RetKind::MapValueOrNull),
-            |ctx, a| {
-                let map = ctx.map(a[0], 1)?;
-                let mut buf = [0u8; MAX_KEY_SIZE as usize];
-                let key = key_buffer(&mut buf, map.as_ref())?;
-                ctx.read(a[1], key)?;
-                Ok(map.lookup(key, ctx.cpu()).map_or(0, |p| p.expose_provenance() as u64))
-            }
-        ),
+        {
+            let mut h = Helper::new(
+                MAP_LOOKUP_ELEM,
+                "map_lookup_elem",
+                sig(&[A::MapPtr, A::MapKey], RetKind::MapValueOrNull),
+                |ctx, a| {
+                    let map = ctx.map(a[0], 1)?;
+                    let mut buf = [0u8; MAX_KEY_SIZE as usize];
+                    let key = key_buffer(&mut buf, map.as_ref())?;
+                    ctx.read(a[1], key)?;
+                    Ok(map.lookup(key, ctx.cpu()).map_or(0, |p| p.expose_provenance() as u64))
+                },
+            );
+            h.map_lookup = true;
+            h
+        },
         Helper::new(
             MAP_UPDATE_ELEM,
             "map_update_elem",

@@ -61,12 +61,40 @@ pub(crate) struct Options {
     pub(crate) far_calls: bool,
 }
 
-/// The runtime functions, declared in a module.
+/// The runtime functions, declared in a module, and what compiled code may do without them.
 pub(crate) struct Runtime {
     call_helper: FuncId,
     region_check: FuncId,
     tail_call: FuncId,
     packet_load: FuncId,
+    /// Map lookups compiled inline (none for code that outlives the maps' addresses, or checks).
+    pub(crate) inline: InlineLookups,
+}
+
+/// Lookups in array maps that compiled code does itself, as the kernel's JITs do: where the standard
+/// `bpf_map_lookup_elem` is called on a shared array map that `r1` is known to name, the value's
+/// address is the key's index times the stride past the map's first value, or null past the end.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct InlineLookups {
+    /// The index of the standard `bpf_map_lookup_elem` in the environment's helpers.
+    pub(crate) helper: Option<u32>,
+    /// By map index: the layout of each shared array map.
+    pub(crate) arrays: Vec<Option<crate::maps::ArrayLayout>>,
+}
+
+impl InlineLookups {
+    /// What code for `linked` may look up inline: the maps live as long as `linked`, and array values
+    /// never move.
+    pub(crate) fn for_env(linked: &crate::link::Linked) -> InlineLookups {
+        let env = linked.env();
+        let helper = env.helpers().iter().position(|h| h.map_lookup).map(|i| i as u32);
+        let arrays = env
+            .maps()
+            .iter()
+            .map(|m| m.as_any().downcast_ref::<crate::maps::ArrayMap>().and_then(|a| a.inline_layout()))
+            .collect();
+        InlineLookups { helper, arrays }
+    }
 }
 
 fn sig<M: Module>(module: &M, params: usize, ret: bool) -> Signature {
@@ -94,6 +122,7 @@ pub(crate) fn declare_runtime<M: Module>(module: &mut M) -> Result<Runtime, JitE
         region_check: import(names::REGION_CHECK, 4)?,
         tail_call: import(names::TAIL_CALL, 3)?,
         packet_load: import(names::PACKET_LOAD, 3)?,
+        inline: InlineLookups::default(),
     })
 }
 
@@ -253,6 +282,7 @@ struct Fx<'a, 'b> {
     tail_call: FuncRef,
     packet_load: FuncRef,
     bpf_sig: SigRef,
+    inline: &'a InlineLookups,
     terminated: bool,
 }
 
@@ -391,6 +421,7 @@ fn translate_function<M: Module>(
         tail_call,
         packet_load,
         bpf_sig,
+        inline: &rt.inline,
         terminated: false,
     };
     fx.jump_to(f.start);
@@ -923,10 +954,13 @@ impl Fx<'_, '_> {
             }
             Instruction::Call { id } => match resolved {
                 Resolved::TailCall => self.tail_call(),
-                Resolved::Helper { index } => {
-                    let which = self.b.ins().iconst(I64, ((index as u64 + 1) << 32 | id as u64) as i64);
-                    self.helper_call(pc, which);
-                }
+                Resolved::Helper { index } => match self.inline_array(pc, index) {
+                    Some(layout) => self.inline_lookup(layout),
+                    None => {
+                        let which = self.b.ins().iconst(I64, ((index as u64 + 1) << 32 | id as u64) as i64);
+                        self.helper_call(pc, which);
+                    }
+                },
                 _ => return Err(JitError::Codegen(format!("instruction {pc}: call was not linked"))),
             },
             Instruction::CallReg { reg } => {
@@ -1028,6 +1062,55 @@ impl Fx<'_, '_> {
         let [r1, r2, r3, r4, r5] = self.args();
         let r0 = self.call_runtime(self.call_helper, &[self.ctx, pcv, which, r1, r2, r3, r4, r5, self.fp]);
         self.check_status();
+        self.set(Reg::R0, r0);
+    }
+
+    /// The layout of the array map a call at `pc` of helper `index` looks up in, when it is the standard
+    /// lookup and `r1` was last set, in the call's block and after any call, by an `lddw` of a shared
+    /// array map.
+    fn inline_array(&self, pc: usize, index: u32) -> Option<crate::maps::ArrayLayout> {
+        if self.inline.helper != Some(index) {
+            return None;
+        }
+        let start = self.cfg.block(self.cfg.block_of_pc(pc)?).start();
+        let mut map = None;
+        for (at, insn) in self.linked.program().iter() {
+            if at < start {
+                continue;
+            }
+            if at >= pc {
+                break;
+            }
+            match insn {
+                Instruction::Call { .. }
+                | Instruction::CallReg { .. }
+                | Instruction::CallLocal { .. }
+                | Instruction::CallBtf { .. }
+                | Instruction::LoadPacket { .. } => map = None,
+                _ if insn.written() == Some(Reg::R1) => {
+                    map = match (insn, self.linked.resolved_at(at)) {
+                        (Instruction::LoadImm64 { .. }, Resolved::Imm64(crate::link::Imm64Value::Map { index })) => {
+                            Some(index)
+                        }
+                        _ => None,
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.inline.arrays.get(map? as usize).copied().flatten()
+    }
+
+    /// `r0 = key < max_entries ? base + key * stride : 0`, the key the 4 bytes `r2` points to (proven
+    /// readable: only code that is not checked looks up inline).
+    fn inline_lookup(&mut self, layout: crate::maps::ArrayLayout) {
+        let r2 = self.get(Reg::R2);
+        let key = self.b.ins().uload32(MemFlagsData::new(), r2, 0);
+        let inside = self.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, key, layout.max_entries as i64);
+        let offset = self.b.ins().imul_imm_u(key, layout.stride as i64);
+        let value = self.b.ins().iadd_imm_u(offset, layout.base as i64);
+        let null = self.b.ins().iconst(I64, 0);
+        let r0 = self.b.ins().select(inside, value, null);
         self.set(Reg::R0, r0);
     }
 

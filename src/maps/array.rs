@@ -20,6 +20,17 @@ pub struct ArrayMap {
     writers: AtomicU32,
 }
 
+/// Where the values of a shared array map are (see `ArrayMap::inline_layout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ArrayLayout {
+    /// Address of the value of index 0.
+    pub(crate) base: u64,
+    /// Bytes from one value to the next.
+    pub(crate) stride: u64,
+    /// Number of values.
+    pub(crate) max_entries: u32,
+}
+
 /// `BPF_MAP_TYPE_PERCPU_ARRAY`: one value per index and per CPU slot.
 pub struct PerCpuArrayMap(ArrayMap);
 
@@ -51,6 +62,18 @@ impl ArrayMap {
         let count = (def.max_entries as usize).checked_mul(cpus).ok_or(MapError::InvalidDef("array is too large"))?;
         let slots = Slots::new(def.value_size as usize, count)?;
         Ok(ArrayMap { def, slots, cpus, frozen: AtomicBool::new(false), writers: AtomicU32::new(0) })
+    }
+
+    /// Where a lookup finds its value without calling the map, for a shared array (`None` for a
+    /// per-CPU one): the value of index `i < max_entries` is at `base + i * stride`, for the map's whole
+    /// life. Compiled code uses it to inline `bpf_map_lookup_elem`, as the kernel's JITs do.
+    pub(crate) fn inline_layout(&self) -> Option<ArrayLayout> {
+        let (base, stride) = self.slots.base_and_stride();
+        (self.cpus == 1).then_some(ArrayLayout {
+            base: base.expose_provenance() as u64,
+            stride: stride as u64,
+            max_entries: self.def.max_entries,
+        })
     }
 
     /// Address of the value at `index` for `cpu`, if in range. Shared arrays have one slot, whatever the CPU.

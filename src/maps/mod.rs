@@ -13,6 +13,8 @@ mod ringbuf;
 mod storage;
 mod typed;
 
+#[cfg_attr(not(feature = "jit"), allow(unused_imports))]
+pub(crate) use array::ArrayLayout;
 pub use array::{ArrayMap, PerCpuArrayMap};
 pub use hash::{HashKind, HashMap};
 pub use prog_array::ProgArrayMap;

@@ -49,6 +49,11 @@ impl Slots {
         self.ptr.as_ptr().wrapping_add(i * self.stride)
     }
 
+    /// The first slot's address and the distance between slots (slot `i` is at `base + i * stride`).
+    pub(crate) fn base_and_stride(&self) -> (*mut u8, usize) {
+        (self.ptr.as_ptr(), self.stride)
+    }
+
     /// The memory of all slots, as a region programs may read, and write if `writable`.
     pub(crate) fn region(&self, writable: bool) -> Region {
         let start = self.ptr.as_ptr().expose_provenance() as u64;
