@@ -104,7 +104,7 @@ fn inline_lookups_find_what_the_helper_finds() {
         assert_all_agree(&cases);
         // 7 keys past the end on each run; the first run adds each key once, the second again.
         let sum_once: u64 = (0..64).sum();
-        assert_eq!(cases[0].1, vec![7 << 32 | sum_once, 7 << 32 | 2 * sum_once], "value size {value_size}");
+        assert_eq!(cases[0].1, vec![(7 << 32) | sum_once, (7 << 32) | (2 * sum_once)], "value size {value_size}");
         assert_eq!(cases[0].2, (0..64).map(|k| 2 * k).collect::<Vec<u64>>());
     }
 }
