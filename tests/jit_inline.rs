@@ -1,7 +1,8 @@
-//! Array-map lookups the JIT compiles inline (verified and unchecked code, where `r1` is an `lddw` of a
-//! shared array map in the call's block): they find the same values as the helper the interpreter
-//! calls, return null past the end, use the map's stride for values that are not a multiple of 8
-//! bytes, and give way to the helper wherever the lookup is not the standard one or the map not known.
+//! Array-map lookups the JIT compiles inline (where `r1` is an `lddw` of a shared array map in the
+//! call's block; in checked code, when the key is on the stack): they find the same values as the
+//! helper the interpreter calls, return null past the end, use the map's stride for values that are not
+//! a multiple of 8 bytes, and give way to the helper wherever the lookup is not the standard one, the
+//! map not known, or (checked code) the key elsewhere, with the helper's errors.
 #![cfg(feature = "jit")]
 
 use std::sync::Arc;
@@ -135,4 +136,31 @@ fn a_map_reference_from_another_block_or_register_is_looked_up_by_the_helper() {
     let cases = runs(MapType::Array, 8, &text, false);
     assert_all_agree(&cases);
     assert_eq!(cases[0].1[0] >> 32, 7);
+}
+
+#[test]
+fn checked_code_with_a_key_off_the_stack_calls_the_helper() {
+    // The key is the input's first word: 5, then a bad address (the helper's error, on both engines).
+    let cases = [
+        ("key in the input", "mov %r2, %r1\nlddw %r1, map_fd(0)\ncall 1\njeq %r0, 0, +1\nmov %r0, 1\nexit"),
+        ("key at a bad address", "mov %r2, 64\nlddw %r1, map_fd(0)\ncall 1\nexit"),
+    ];
+    for (name, text) in cases {
+        let program = Program::from_asm(text).unwrap_or_else(|e| panic!("{e}"));
+        let outcome = |engine| {
+            let mut env = Env::new();
+            env.add_standard_helpers();
+            env.add_map(array(MapType::Array, 8, 64));
+            let vm = Vm::builder(program.clone()).env(env).engine(engine).checked().build().expect("builds");
+            let mut input = 5u64.to_ne_bytes();
+            format!("{:?}", vm.execute(&mut input))
+        };
+        let (interpreted, compiled) = (outcome(Engine::Interpreter), outcome(Engine::Jit));
+        assert_eq!(compiled, interpreted, "{name}");
+        if name == "key in the input" {
+            assert_eq!(interpreted, "Ok(1)");
+        } else {
+            assert!(interpreted.starts_with("Err("), "{name}: {interpreted}");
+        }
+    }
 }

@@ -136,11 +136,7 @@ impl JitProgram {
             far_calls: true,
         };
         let mut rt = translate::declare_runtime(&mut module)?;
-        if !checked {
-            // Checked code calls the helper, which checks the key's address (inline code could not
-            // report a bad one as the helper does).
-            rt.inline = translate::InlineLookups::for_env(linked);
-        }
+        rt.inline = translate::InlineLookups::for_env(linked);
         let regions = linked.regions();
         let mut ids = Vec::with_capacity(linked.programs().len());
         for (i, p) in linked.programs().iter().enumerate() {

@@ -67,7 +67,7 @@ pub(crate) struct Runtime {
     region_check: FuncId,
     tail_call: FuncId,
     packet_load: FuncId,
-    /// Map lookups compiled inline (none for code that outlives the maps' addresses, or checks).
+    /// Map lookups compiled inline (none for ahead-of-time code, which outlives the maps' addresses).
     pub(crate) inline: InlineLookups,
 }
 
@@ -954,13 +954,17 @@ impl Fx<'_, '_> {
             }
             Instruction::Call { id } => match resolved {
                 Resolved::TailCall => self.tail_call(),
-                Resolved::Helper { index } => match self.inline_array(pc, index) {
-                    Some(layout) => self.inline_lookup(layout),
-                    None => {
-                        let which = self.b.ins().iconst(I64, ((index as u64 + 1) << 32 | id as u64) as i64);
-                        self.helper_call(pc, which);
+                Resolved::Helper { index } => {
+                    let which = ((index as u64 + 1) << 32 | id as u64) as i64;
+                    match self.inline_array(pc, index) {
+                        Some(layout) if !self.opts.checked => self.inline_lookup(layout),
+                        Some(layout) if self.opts.uses_stack => self.checked_lookup(pc, which, layout),
+                        _ => {
+                            let which = self.b.ins().iconst(I64, which);
+                            self.helper_call(pc, which);
+                        }
                     }
-                },
+                }
                 _ => return Err(JitError::Codegen(format!("instruction {pc}: call was not linked"))),
             },
             Instruction::CallReg { reg } => {
@@ -1101,8 +1105,30 @@ impl Fx<'_, '_> {
         self.inline.arrays.get(map? as usize).copied().flatten()
     }
 
+    /// Checked code: the lookup inline when the key lies in the current frame or the frames above it
+    /// (where keys are), else the helper's call, which checks the key's address as always.
+    fn checked_lookup(&mut self, pc: usize, which: i64, layout: crate::maps::ArrayLayout) {
+        let r2 = self.get(Reg::R2);
+        let lo = self.b.ins().iadd_imm_s(self.fp, -(FRAME_SIZE as i64));
+        let hi = self.b.ins().load(I64, MemFlagsData::trusted(), self.ctx, offset::STACK_HI);
+        let span = self.b.ins().isub(hi, lo);
+        let last = self.b.ins().iadd_imm_s(span, -4);
+        let at = self.b.ins().isub(r2, lo);
+        let inside = self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, at, last);
+        let (fast, slow, join) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
+        self.b.ins().brif(inside, fast, &[], slow, &[]);
+        self.b.switch_to_block(fast);
+        self.inline_lookup(layout);
+        self.b.ins().jump(join, &[]);
+        self.b.switch_to_block(slow);
+        let which = self.b.ins().iconst(I64, which);
+        self.helper_call(pc, which);
+        self.b.ins().jump(join, &[]);
+        self.b.switch_to_block(join);
+    }
+
     /// `r0 = key < max_entries ? base + key * stride : 0`, the key the 4 bytes `r2` points to (proven
-    /// readable: only code that is not checked looks up inline).
+    /// readable, or checked by `checked_lookup`).
     fn inline_lookup(&mut self, layout: crate::maps::ArrayLayout) {
         let r2 = self.get(Reg::R2);
         let key = self.b.ins().uload32(MemFlagsData::new(), r2, 0);
