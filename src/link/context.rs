@@ -57,19 +57,27 @@ impl Context {
     /// Writes what the description promises into `mem` before a run: for [`Context::Packet`], the
     /// packet's start and end addresses into the struct's `data` and `data_end` fields (when the memory
     /// holds them).
+    #[inline]
     pub(crate) fn prepare(&self, mem: &mut [u8]) {
         if let Context::Packet { size, data, data_end } = *self {
-            let size = size as usize;
-            if mem.len() < size {
-                return;
-            }
-            let start = mem.as_ptr() as u64 + size as u64;
-            let end = mem.as_ptr() as u64 + mem.len() as u64;
-            for (field, value) in [(data, start), (data_end, end)] {
-                let at = field as usize;
-                if let Some(bytes) = mem.get_mut(at..at + 8).filter(|_| at + 8 <= size) {
-                    bytes.copy_from_slice(&value.to_ne_bytes());
-                }
+            Context::prepare_packet(mem, size, data, data_end);
+        }
+    }
+
+    /// [`prepare`](Context::prepare) for a packet context (out of line: most runs need none of it).
+    #[cold]
+    #[inline(never)]
+    fn prepare_packet(mem: &mut [u8], size: u32, data: u32, data_end: u32) {
+        let size = size as usize;
+        if mem.len() < size {
+            return;
+        }
+        let start = mem.as_ptr() as u64 + size as u64;
+        let end = mem.as_ptr() as u64 + mem.len() as u64;
+        for (field, value) in [(data, start), (data_end, end)] {
+            let at = field as usize;
+            if let Some(bytes) = mem.get_mut(at..at + 8).filter(|_| at + 8 <= size) {
+                bytes.copy_from_slice(&value.to_ne_bytes());
             }
         }
     }
