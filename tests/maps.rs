@@ -1184,3 +1184,50 @@ fn freezing_while_threads_update_leaves_one_final_value() {
         assert_eq!(m.get(&k(0), 0).unwrap(), at_freeze, "round {round}: an update landed after freeze returned");
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// A plain hash map against a model (a `BTreeMap` with the map's capacity): random updates with each
+    /// flag, deletions, lookups and walks over a small key space, so that keys are deleted, their slots
+    /// reused by other keys, and the map filled.
+    #[test]
+    fn hash_map_matches_a_model(ops in proptest::collection::vec((0u8..4, 0u32..24, 0u64..1000, 0u64..3), 1..200)) {
+        let m = new_map(MapType::Hash, 4, 8, 16);
+        let mut model = std::collections::BTreeMap::new();
+        for (op, key, value, flags) in ops {
+            match op {
+                0 => {
+                    let got = m.update(&k(key), &v(value), flags, 0).map_err(|e| e.errno());
+                    let present = model.contains_key(&key);
+                    let want = match flags {
+                        BPF_NOEXIST if present => Err(EEXIST),
+                        BPF_EXIST if !present => Err(ENOENT),
+                        _ if !present && model.len() == 16 => Err(E2BIG),
+                        _ => Ok(()),
+                    };
+                    proptest::prop_assert_eq!(got, want, "update {} {}", key, flags);
+                    if want.is_ok() {
+                        model.insert(key, value);
+                    }
+                }
+                1 => {
+                    let got = m.delete(&k(key)).map_err(|e| e.errno());
+                    let want = model.remove(&key).map(|_| ()).ok_or(ENOENT);
+                    proptest::prop_assert_eq!(got, want, "delete {}", key);
+                }
+                2 => proptest::prop_assert_eq!(val(&m, &k(key), 0), model.get(&key).copied(), "lookup {}", key),
+                _ => {
+                    let mut seen = BTreeSet::new();
+                    let mut out = [0u8; 4];
+                    let mut prev: Option<[u8; 4]> = None;
+                    while m.next_key(prev.as_ref().map(|p| &p[..]), &mut out).is_ok() {
+                        proptest::prop_assert!(seen.insert(u32::from_ne_bytes(out)), "a key twice");
+                        prev = Some(out);
+                    }
+                    proptest::prop_assert_eq!(seen, model.keys().copied().collect::<BTreeSet<u32>>());
+                }
+            }
+        }
+    }
+}

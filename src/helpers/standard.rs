@@ -87,8 +87,21 @@ pub fn all() -> Vec<Helper> {
                 let mut buf = [0u8; MAX_KEY_SIZE as usize];
                 let key = key_buffer(&mut buf, map.as_ref())?;
                 ctx.read(a[1], key)?;
-                let value = ctx.read_vec(a[2], map.def().value_size as usize)?;
-                Ok(match map.update(key, &value, a[3], ctx.cpu()) {
+                // Values up to 256 bytes (most) are read into a buffer on the stack, not a new vector.
+                let size = map.def().value_size as usize;
+                let mut small = [0u8; 256];
+                let large;
+                let value: &[u8] = match small.get_mut(..size) {
+                    Some(buf) => {
+                        ctx.read(a[2], buf)?;
+                        buf
+                    }
+                    None => {
+                        large = ctx.read_vec(a[2], size)?;
+                        &large
+                    }
+                };
+                Ok(match map.update(key, value, a[3], ctx.cpu()) {
                     Ok(()) => 0,
                     Err(e) => e.errno() as u64,
                 })

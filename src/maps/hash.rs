@@ -2,9 +2,9 @@
 //! from key to slot sits behind a spin lock. Every operation takes constant time (amortised), whatever
 //! the map's size: LRU order is a linked list through the slots, and iteration goes in slot order.
 
-use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::any::Any;
+use core::hash::BuildHasher;
 
 use spin::Mutex;
 
@@ -28,11 +28,18 @@ pub enum HashKind {
 const NIL: u32 = u32::MAX;
 
 /// Key to slot. Slots are handed out in order, then reused from the free list; the per-slot vectors
-/// grow as slots are first used, so an empty map of large capacity costs little.
+/// grow as slots are first used, so an empty map of large capacity costs little. Keys are kept in one
+/// flat vector (a slot's key at `slot * key_size`), and the table holds slots: adding or removing a key
+/// allocates nothing once its slot has been used.
 struct Index {
-    slot_of: hashbrown::HashMap<Box<[u8]>, u32>,
-    /// The key held by each slot used so far.
-    key_of: Vec<Option<Box<[u8]>>>,
+    /// The slots that hold a key, found by the key's hash.
+    table: hashbrown::HashTable<u32>,
+    hasher: hashbrown::DefaultHashBuilder,
+    key_size: usize,
+    /// The key of each slot used so far, `key_size` bytes each.
+    keys: Vec<u8>,
+    /// Whether each slot used so far holds a key now.
+    used: Vec<bool>,
     /// Slots freed by deletions.
     free: Vec<u32>,
     /// Occupied slots from most to least recently used (LRU maps only): links by slot.
@@ -43,10 +50,13 @@ struct Index {
 }
 
 impl Index {
-    fn new() -> Index {
+    fn new(key_size: usize) -> Index {
         Index {
-            slot_of: hashbrown::HashMap::new(),
-            key_of: Vec::new(),
+            table: hashbrown::HashTable::new(),
+            hasher: hashbrown::DefaultHashBuilder::default(),
+            key_size,
+            keys: Vec::new(),
+            used: Vec::new(),
             free: Vec::new(),
             newer: Vec::new(),
             older: Vec::new(),
@@ -55,20 +65,54 @@ impl Index {
         }
     }
 
+    /// The key slot `slot` holds (or last held).
+    fn key(&self, slot: u32) -> &[u8] {
+        let at = slot as usize * self.key_size;
+        &self.keys[at..at + self.key_size]
+    }
+
+    /// Number of keys.
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// The slot holding `key` (of `key_size` bytes), if any.
+    fn find(&self, key: &[u8]) -> Option<u32> {
+        let hash = self.hasher.hash_one(key);
+        self.table.find(hash, |&s| self.key(s) == key).copied()
+    }
+
+    /// Records that `slot` (free, from `take_slot`) holds `key`.
+    fn insert(&mut self, slot: u32, key: &[u8]) -> Result<(), MapError> {
+        let Index { table, hasher, keys, key_size, .. } = self;
+        let ks = *key_size;
+        let rehash = |&s: &u32| hasher.hash_one(&keys[s as usize * ks..(s as usize + 1) * ks]);
+        table.try_reserve(1, rehash).map_err(|_| MapError::NoMemory(key.len() as u64))?;
+        let at = slot as usize * ks;
+        self.keys[at..at + ks].copy_from_slice(key);
+        self.used[slot as usize] = true;
+        let hash = self.hasher.hash_one(key);
+        let Index { table, hasher, keys, .. } = self;
+        table.insert_unique(hash, slot, |&s| hasher.hash_one(&keys[s as usize * ks..(s as usize + 1) * ks]));
+        Ok(())
+    }
+
     /// A slot for a new key, if there is one.
     fn take_slot(&mut self, capacity: u32) -> Result<Option<u32>, MapError> {
         if let Some(s) = self.free.pop() {
             return Ok(Some(s));
         }
-        let next = self.key_of.len() as u32;
+        let next = self.used.len() as u32;
         if next >= capacity {
             return Ok(None);
         }
         let grow = |v: &mut Vec<u32>| v.try_reserve(1).map_err(|_| MapError::NoMemory(4));
-        self.key_of.try_reserve(1).map_err(|_| MapError::NoMemory(16))?;
+        self.keys.try_reserve(self.key_size).map_err(|_| MapError::NoMemory(self.key_size as u64))?;
+        self.used.try_reserve(1).map_err(|_| MapError::NoMemory(1))?;
         grow(&mut self.newer)?;
         grow(&mut self.older)?;
-        self.key_of.push(None);
+        self.keys.resize(self.keys.len() + self.key_size, 0);
+        self.used.push(false);
         self.newer.push(NIL);
         self.older.push(NIL);
         Ok(Some(next))
@@ -110,8 +154,12 @@ impl Index {
 
     /// Removes the key of `slot` from the index; the slot is then free to reuse.
     fn forget(&mut self, slot: u32, lru: bool) {
-        if let Some(key) = self.key_of[slot as usize].take() {
-            self.slot_of.remove(&key);
+        if self.used[slot as usize] {
+            let hash = self.hasher.hash_one(self.key(slot));
+            if let Ok(entry) = self.table.find_entry(hash, |&s| s == slot) {
+                entry.remove();
+            }
+            self.used[slot as usize] = false;
         }
         if lru {
             self.unlink(slot);
@@ -138,7 +186,7 @@ impl HashMap {
         super::check_def(&def, cpus)?;
         let n = def.max_entries as usize;
         let slots = Slots::new(def.value_size as usize, n.checked_mul(cpus).ok_or(MapError::InvalidDef("too large"))?)?;
-        Ok(HashMap { def, kind, cpus, slots, index: Mutex::new(Index::new()) })
+        Ok(HashMap { def, kind, cpus, slots, index: Mutex::new(Index::new(def.key_size as usize)) })
     }
 
     fn ptr(&self, slot: u32, cpu: usize) -> *mut u8 {
@@ -159,7 +207,7 @@ impl HashMap {
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.index.lock().slot_of.len()
+        self.index.lock().len()
     }
 
     /// Whether the map has no entries.
@@ -186,7 +234,7 @@ unsafe impl Map for HashMap {
             return None;
         }
         let mut ix = self.index.lock();
-        let slot = *ix.slot_of.get(key)?;
+        let slot = ix.find(key)?;
         if self.lru() {
             ix.touch(slot);
         }
@@ -198,7 +246,7 @@ unsafe impl Map for HashMap {
         if key.len() != self.def.key_size as usize {
             return None;
         }
-        let slot = *self.index.lock().slot_of.get(key)?;
+        let slot = self.index.lock().find(key)?;
         Some(self.ptr(slot, cpu))
     }
 
@@ -208,7 +256,7 @@ unsafe impl Map for HashMap {
         check_value(&self.def, value)?;
         let cpu = self.cpu_slot(cpu).ok_or(MapError::OutOfRange(cpu as u32))?;
         let mut ix = self.index.lock();
-        let slot = match ix.slot_of.get(key).copied() {
+        let slot = match ix.find(key) {
             Some(_) if flags == BPF_NOEXIST => return Err(MapError::Exists),
             Some(slot) => {
                 if self.lru() {
@@ -228,16 +276,10 @@ unsafe impl Map for HashMap {
                     }
                     None => return Err(MapError::Full),
                 };
-                let mut owned = Vec::new();
-                owned.try_reserve_exact(key.len()).map_err(|_| MapError::NoMemory(key.len() as u64))?;
-                owned.extend_from_slice(key);
-                let owned = owned.into_boxed_slice();
-                if ix.slot_of.try_reserve(1).is_err() {
+                if let Err(e) = ix.insert(slot, key) {
                     ix.free.push(slot);
-                    return Err(MapError::NoMemory(key.len() as u64));
+                    return Err(e);
                 }
-                ix.slot_of.insert(owned.clone(), slot);
-                ix.key_of[slot as usize] = Some(owned);
                 if self.lru() {
                     ix.push_newest(slot);
                 }
@@ -256,7 +298,7 @@ unsafe impl Map for HashMap {
     fn delete(&self, key: &[u8]) -> Result<(), MapError> {
         check_key(&self.def, key)?;
         let mut ix = self.index.lock();
-        let slot = *ix.slot_of.get(key).ok_or(MapError::NotFound)?;
+        let slot = ix.find(key).ok_or(MapError::NotFound)?;
         ix.forget(slot, self.lru());
         ix.free.push(slot);
         Ok(())
@@ -269,12 +311,12 @@ unsafe impl Map for HashMap {
         let ix = self.index.lock();
         // Keys go in slot order. A key that is not in the map restarts from the first key, as in the
         // kernel.
-        let from = match key.and_then(|k| ix.slot_of.get(k)) {
-            Some(&slot) => slot as usize + 1,
+        let from = match key.filter(|k| k.len() == ix.key_size).and_then(|k| ix.find(k)) {
+            Some(slot) => slot as usize + 1,
             None => 0,
         };
-        let next = ix.key_of.get(from..).unwrap_or(&[]).iter().flatten().next().ok_or(MapError::NotFound)?;
-        out.copy_from_slice(next);
+        let next = (from..ix.used.len()).find(|&s| ix.used[s]).ok_or(MapError::NotFound)?;
+        out.copy_from_slice(ix.key(next as u32));
         Ok(())
     }
 
