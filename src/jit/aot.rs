@@ -72,6 +72,7 @@ pub fn compile_object(
             uses_stack: linked.uses_stack(),
             may_grant: false,
             far_calls: false,
+            verified: false,
         };
         let program = linked.entry_program();
         translate::compile_program(&mut module, program, None, &rt, opts, name, Linkage::Export, &*quick)?;

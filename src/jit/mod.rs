@@ -118,7 +118,12 @@ fn host_isas() -> Result<(cranelift_codegen::isa::OwnedTargetIsa, cranelift_code
 
 impl JitProgram {
     /// Compiles the programs of `linked` for the host.
-    pub(crate) fn compile(linked: &Linked, checked: bool, metered: bool) -> Result<JitProgram, JitError> {
+    pub(crate) fn compile(
+        linked: &Linked,
+        checked: bool,
+        metered: bool,
+        verified: bool,
+    ) -> Result<JitProgram, JitError> {
         let (isa, quick) = host_isas()?;
         let big_endian = isa.endianness() == cranelift_codegen::ir::Endianness::Big;
         let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
@@ -134,6 +139,10 @@ impl JitProgram {
             uses_stack: linked.uses_stack(),
             may_grant: linked.may_grant(),
             far_calls: true,
+            verified: verified
+                && linked.programs().iter().all(|p| {
+                    (0..p.program().instructions().len()).all(|i| p.resolved(i) != crate::link::Resolved::TailCall)
+                }),
         };
         let mut rt = translate::declare_runtime(&mut module)?;
         rt.inline = translate::InlineLookups::for_env(linked);

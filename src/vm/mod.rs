@@ -188,6 +188,7 @@ impl VmBuilder {
                 &linked,
                 self.mode == Mode::Checked,
                 self.budget.is_some(),
+                self.mode == Mode::Verified,
             )?)),
         };
         Ok(Vm { linked, prepared, engine: self.engine, mode: self.mode, budget: self.budget })

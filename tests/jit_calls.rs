@@ -1,0 +1,49 @@
+//! bpf-to-bpf calls in verified code, where the JIT leaves out what the verifier proves: the depth test
+//! before a call (verified calls nest at most as deep as the stack has frames) and, after a call of a
+//! function that calls nothing, the test of the status (nothing in it can fail). A function that calls
+//! a helper still reports the helper's failure, as on the interpreter.
+#![cfg(feature = "jit")]
+
+use ebpf_vm::helpers::{Helper, HelperError, HelperSig};
+use ebpf_vm::{Context, Engine, Env, Program, Vm};
+
+/// What `text` returns, verified, on each engine, with helper 100 that fails when its argument is 7.
+fn outcomes(text: &str) -> Vec<String> {
+    let program = Program::from_asm(text).unwrap_or_else(|e| panic!("{e}"));
+    [Engine::Interpreter, Engine::Jit]
+        .into_iter()
+        .map(|engine| {
+            let mut env = Env::new();
+            env.add_helper(Helper::new(100, "fails_on_7", HelperSig::scalars(1), |_, a| {
+                if a[0] == 7 {
+                    Err(HelperError::Failed("seven".into()))
+                } else {
+                    Ok(a[0] * 2)
+                }
+            }));
+            env.set_context(Context::fixed(8));
+            let vm = Vm::builder(program.clone()).env(env).engine(engine).verified().build().expect("verifies");
+            format!("{:?}", vm.execute(&mut [0u8; 8]))
+        })
+        .collect()
+}
+
+#[test]
+fn leaf_calls_return_their_values() {
+    let text =
+        "mov %r6, 0\nmov %r7, 0\nloop:\nmov %r1, %r6\ncall local sq\nadd %r7, %r0\nadd %r6, 1\njlt %r6, 10, loop\n\
+                mov %r0, %r7\nexit\nsq:\nmov %r0, %r1\nmul %r0, %r1\nexit";
+    let got = outcomes(text);
+    assert_eq!(got, vec!["Ok(285)".to_string(); 2]);
+}
+
+#[test]
+fn a_called_function_still_reports_its_helpers_failure() {
+    for (arg, ok) in [(3, true), (7, false)] {
+        let text =
+            format!("mov %r1, {arg}\ncall local f\nadd %r0, 1\nexit\nf:\ncall local g\nexit\ng:\ncall 100\nexit");
+        let got = outcomes(&text);
+        assert_eq!(got[0], got[1], "argument {arg}: the JIT and the interpreter differ");
+        assert_eq!(got[0].starts_with("Ok("), ok, "argument {arg}: {}", got[0]);
+    }
+}
