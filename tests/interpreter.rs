@@ -492,3 +492,90 @@ fn a_panicking_helper_panics_in_the_caller_on_both_engines() {
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| vm.execute(&mut [])));
     }
 }
+
+/// `random_program` with instruction pairs the interpreter runs as one when no budget counts
+/// instructions (`mov r, a; add r, b` as a superinstruction, `jcc +1; ja` as one threaded jump), put
+/// in place of pairs of one-slot instructions (so that every jump target stays an instruction), and
+/// every jump forward (backward ones go to the final `exit`), so that nearly every program ends.
+fn fusable_program() -> impl Strategy<Value = Vec<Instruction>> {
+    use isa::{AluOp, Cond, Operand, Width};
+    random_program().prop_map(|mut p| {
+        let last: usize = p.iter().map(|i| i.slots()).sum::<usize>() - 1;
+        let mut at = 0usize;
+        for insn in p.iter_mut() {
+            let here = at;
+            at += insn.slots();
+            let forward = |offset: i64| if offset < 0 { (last - here - 1) as i64 } else { offset };
+            match insn {
+                Instruction::Ja { offset } | Instruction::Jump { offset, .. } => {
+                    *offset = forward(*offset as i64) as i16
+                }
+                Instruction::Ja32 { offset } => *offset = forward(*offset as i64) as i32,
+                _ => {}
+            }
+        }
+        let conds = [Cond::Eq, Cond::Ne, Cond::Gt, Cond::Ge, Cond::Lt, Cond::Le, Cond::Sgt, Cond::Slt, Cond::Set];
+        let reg = |k: usize| Reg::new((k % 10) as u8).expect("r0-r9");
+        let mut pc = 0usize;
+        for k in 0..p.len().saturating_sub(2) {
+            let (here, next) = (p[k].slots(), p[k + 1].slots());
+            if here == 1 && next == 1 && !matches!(p[k + 1], Instruction::Exit) {
+                match k % 4 {
+                    0 => {
+                        let (r, a) = (reg(k * 3), reg(k * 5 + 1));
+                        let b = if k % 8 == 0 {
+                            Operand::Reg(reg(k + if k % 16 == 0 { 0 } else { 7 }))
+                        } else {
+                            Operand::Imm(k as i32 - 9)
+                        };
+                        p[k] = Instruction::Alu { width: Width::W64, op: AluOp::Mov, dst: r, src: Operand::Reg(a) };
+                        p[k + 1] = Instruction::Alu { width: Width::W64, op: AluOp::Add, dst: r, src: b };
+                    }
+                    2 => {
+                        let cond = conds[(k / 4) % conds.len()];
+                        let src = if k % 3 == 0 { Operand::Reg(reg(k + 2)) } else { Operand::Imm(k as i32 % 5) };
+                        let width = if k % 5 == 0 { Width::W32 } else { Width::W64 };
+                        p[k] = Instruction::Jump { width, cond, dst: reg(k), src, offset: 1 };
+                        // To the final `exit`, or just past the pair.
+                        let to = if k % 3 == 1 { last } else { pc + 2 };
+                        p[k + 1] = Instruction::Ja { offset: (to as i64 - (pc as i64 + 1) - 1) as i16 };
+                    }
+                    _ => {}
+                }
+            }
+            pc += here;
+        }
+        p
+    })
+}
+
+/// Superinstructions and threaded jumps change nothing but the number of dispatches: a random program
+/// that ends within a budget (which turns them off) returns the same without one (which turns them on).
+#[test]
+#[cfg_attr(miri, ignore = "thousands of programs: too slow to interpret under Miri")]
+fn fused_code_runs_as_the_plain_code() {
+    static RATE: common::Rate = common::Rate::new("fused_code_runs_as_the_plain_code");
+    let strategy = (fusable_program(), proptest::collection::vec(any::<u8>(), 0..64));
+    common::run_property(&RATE, 3000, strategy, |(p, mem)| {
+        let Ok(program) = Program::from_instructions(p) else {
+            RATE.skipped();
+            return Ok(());
+        };
+        let helper = || Helper::new(5, "echo", HelperSig::scalars(1), |_, a| Ok(a[0]));
+        let plain = Vm::builder(program.clone()).helper(helper()).budget(20_000).checked().build().expect("builds");
+        // One buffer for both runs, its contents reset: results may hold its address (r1).
+        let mut buf = mem.clone();
+        let counted = plain.execute(&mut buf);
+        if matches!(counted, Err(ExecError::BudgetExhausted { .. })) {
+            RATE.skipped();
+            return Ok(());
+        }
+        RATE.ran();
+        let after = buf.clone();
+        buf.copy_from_slice(&mem);
+        let fused = Vm::builder(program).helper(helper()).checked().build().expect("builds");
+        prop_assert_eq!(fused.execute(&mut buf), counted);
+        prop_assert_eq!(buf, after);
+        Ok(())
+    });
+}

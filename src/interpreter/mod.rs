@@ -44,6 +44,9 @@ pub(crate) enum Op {
     Jeq32I, Jgt32I, Jge32I, Jset32I, Jne32I, Jsgt32I, Jsge32I, Jlt32I, Jle32I, Jslt32I, Jsle32I,
     Jeq32R, Jgt32R, Jge32R, Jset32R, Jne32R, Jsgt32R, Jsge32R, Jlt32R, Jle32R, Jslt32R, Jsle32R,
     Call, CallX, CallLocal, Exit, TailCall,
+    /// Superinstructions (see [`fuse`]): `mov dst, src; add dst, reg` (the register in `target`), and
+    /// `mov dst, src; add dst, imm`, 64-bit; each stands for its slot and the next.
+    MovAdd64R, MovAdd64I,
 }
 
 /// One pre-decoded instruction: 16 bytes, one per program slot (the second slot of an `lddw` is never
@@ -125,17 +128,121 @@ fn imm_for(width: Width, v: i32) -> u64 {
 
 impl Code {
     /// Translates a linked program for the interpreter.
-    pub(crate) fn compile(program: &LinkedProgram) -> Code {
+    /// With `fuse`, also threads jumps and forms superinstructions ([`fuse`]): for runs that count no
+    /// instructions (a budget counts what runs) and watch no single instruction (shadow mode).
+    pub(crate) fn compile(program: &LinkedProgram, fuse: bool) -> Code {
         let mut slots = alloc::vec![Slot::new(Op::Nop); program.program().slot_count()];
         for (pc, insn, resolved) in program.iter() {
             slots[pc] = translate(pc, insn, resolved);
+        }
+        if fuse {
+            self::fuse(&mut slots);
         }
         Code { slots }
     }
 
     /// Translates every program of a linked set, by program id.
-    pub(crate) fn compile_all(linked: &Linked) -> Vec<Code> {
-        linked.programs().iter().map(Code::compile).collect()
+    pub(crate) fn compile_all(linked: &Linked, fuse: bool) -> Vec<Code> {
+        linked.programs().iter().map(|p| Code::compile(p, fuse)).collect()
+    }
+}
+
+/// The condition that holds where `op`'s does not (`None` for `jset`, which has none).
+fn inverse(op: Op) -> Option<Op> {
+    use Op::*;
+    Some(match op {
+        Jeq64I => Jne64I,
+        Jne64I => Jeq64I,
+        Jgt64I => Jle64I,
+        Jle64I => Jgt64I,
+        Jge64I => Jlt64I,
+        Jlt64I => Jge64I,
+        Jsgt64I => Jsle64I,
+        Jsle64I => Jsgt64I,
+        Jsge64I => Jslt64I,
+        Jslt64I => Jsge64I,
+        Jeq64R => Jne64R,
+        Jne64R => Jeq64R,
+        Jgt64R => Jle64R,
+        Jle64R => Jgt64R,
+        Jge64R => Jlt64R,
+        Jlt64R => Jge64R,
+        Jsgt64R => Jsle64R,
+        Jsle64R => Jsgt64R,
+        Jsge64R => Jslt64R,
+        Jslt64R => Jsge64R,
+        Jeq32I => Jne32I,
+        Jne32I => Jeq32I,
+        Jgt32I => Jle32I,
+        Jle32I => Jgt32I,
+        Jge32I => Jlt32I,
+        Jlt32I => Jge32I,
+        Jsgt32I => Jsle32I,
+        Jsle32I => Jsgt32I,
+        Jsge32I => Jslt32I,
+        Jslt32I => Jsge32I,
+        Jeq32R => Jne32R,
+        Jne32R => Jeq32R,
+        Jgt32R => Jle32R,
+        Jle32R => Jgt32R,
+        Jge32R => Jlt32R,
+        Jlt32R => Jge32R,
+        Jsgt32R => Jsle32R,
+        Jsle32R => Jsgt32R,
+        Jsge32R => Jslt32R,
+        Jslt32R => Jsge32R,
+        _ => return None,
+    })
+}
+
+/// Whether `op` is a conditional jump.
+fn conditional(op: Op) -> bool {
+    (Op::Jeq64I as u8..=Op::Jsle32R as u8).contains(&(op as u8))
+}
+
+/// Fewer dispatches for the same instructions, every slot still runnable on its own (a jump may land on
+/// any of them):
+/// - a jump to a `ja` goes straight to where the `ja` goes (up to 8 `ja`s, so a cycle of them stays);
+/// - `jcc X, +1; ja Y` becomes, in the first slot, the opposite jump to Y whose fall-through skips the
+///   `ja` (its `off` is the slots it skips);
+/// - `mov r, a; add r, b` (64-bit, `b` a register or an immediate) becomes one superinstruction.
+fn fuse(slots: &mut [Slot]) {
+    let n = slots.len();
+    let final_target = |slots: &[Slot], mut t: usize| {
+        for _ in 0..8 {
+            match slots.get(t) {
+                Some(s) if s.op == Op::Ja && s.target as usize != t => t = s.target as usize,
+                _ => break,
+            }
+        }
+        t
+    };
+    for i in 0..n {
+        let op = slots[i].op;
+        if op == Op::Ja || conditional(op) {
+            slots[i].target = final_target(slots, slots[i].target as usize) as u32;
+        }
+        if conditional(op) && slots[i].target as usize == i + 2 && slots.get(i + 1).is_some_and(|s| s.op == Op::Ja) {
+            if let Some(inv) = inverse(op) {
+                let to = final_target(slots, slots[i + 1].target as usize);
+                slots[i] = Slot { op: inv, target: to as u32, off: 1, ..slots[i] };
+            }
+        }
+    }
+    for i in 0..n.saturating_sub(1) {
+        let (a, b) = (slots[i], slots[i + 1]);
+        if a.op != Op::Mov64R || b.dst != a.dst {
+            continue;
+        }
+        match b.op {
+            // `mov r, a; add r, r` adds `a` twice.
+            Op::Add64R => {
+                let second = if b.src == a.dst { a.src } else { b.src };
+                slots[i] = Slot { op: Op::MovAdd64R, target: second as u32, ..a };
+            }
+            Op::Add64I => slots[i] = Slot { op: Op::MovAdd64I, imm: b.imm, ..a },
+            _ => {}
+        }
     }
 }
 
@@ -613,6 +720,9 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool, const SHADOW: bool>(
             ($c:expr) => {
                 if $c {
                     pc = s.target as usize;
+                } else {
+                    // 0, or the slots a threaded jump's fall-through skips (see `fuse`).
+                    pc += s.off as u16 as usize;
                 }
             };
         }
@@ -697,6 +807,14 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool, const SHADOW: bool>(
             Op::Mov32R => r[d] = r[sr] as u32 as u64,
             Op::Arsh32R => bin32!(r[sr], |a, b| (a as i32) >> (b & 31)),
 
+            Op::MovAdd64R => {
+                r[d] = r[sr].wrapping_add(r[s.target as usize & 15]);
+                pc += 1;
+            }
+            Op::MovAdd64I => {
+                r[d] = r[sr].wrapping_add(s.imm);
+                pc += 1;
+            }
             Op::Neg64 => r[d] = r[d].wrapping_neg(),
             Op::Neg32 => r[d] = (r[d] as u32).wrapping_neg() as u64,
             Op::Zext32 => r[d] = r[d] as u32 as u64,

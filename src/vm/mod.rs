@@ -182,7 +182,12 @@ impl VmBuilder {
             Verifier::with_options(self.options).verify(&linked)?;
         }
         let prepared = match self.engine {
-            Engine::Interpreter => Prepared::Interpreter(Code::compile_all(&linked).into()),
+            Engine::Interpreter => {
+                // Superinstructions and threaded jumps run several instructions a dispatch: not when a
+                // budget counts instructions or shadow mode watches each one.
+                let fuse = self.budget.is_none() && self.mode != Mode::Shadow;
+                Prepared::Interpreter(Code::compile_all(&linked, fuse).into())
+            }
             #[cfg(feature = "jit")]
             Engine::Jit => Prepared::Jit(Arc::new(crate::jit::JitProgram::compile(
                 &linked,
