@@ -5,8 +5,9 @@
 //! an empty program. rbpf is left out of the programs it refuses (maps; calls for its Cranelift JIT).
 //! Also: compile time per BPF instruction, and the cost of one `execute` of a trivial program.
 //!
-//! `CC=clang-19 cargo bench -p ebpf-vm-bench --features native-baseline --bench jit` (without the feature, the native
-//! baseline is left out).
+//! `cargo bench -p ebpf-vm-bench --bench jit` (the native baseline comes with the default
+//! `native-baseline` feature; with `--no-default-features` it is left out). `benches/compare.rs` runs
+//! the same programs on every peer in one table.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ebpf_vm::elf::Object;

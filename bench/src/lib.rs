@@ -1,6 +1,6 @@
-//! Benchmarks of `ebpf-vm` side by side with rbpf and native code: see `benches/`. The benchmark
-//! programs are in `benches/programs/`; with the `native-baseline` feature, `build.rs` compiles them
-//! natively too, and [`native`] calls that build. [`programs`] holds what the benches share: the
+//! Benchmarks of `ebpf-vm` side by side with rbpf, ubpf and native code: see `benches/`. The
+//! benchmark programs are in `benches/programs/`; with the `native-baseline` feature (the default),
+//! `build.rs` compiles them natively too, and [`native`] calls that build. [`programs`] holds what the benches share: the
 //! compiled benchmark programs and their input; [`medians`] reads back what criterion measured, for
 //! the summary tables some benches print after their run. With `UBPF_DIR` set to a built checkout of
 //! iovisor/ubpf, `build.rs` links it and the `ubpf` module wraps its interpreter and JIT.
