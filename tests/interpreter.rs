@@ -493,8 +493,50 @@ fn a_panicking_helper_panics_in_the_caller_on_both_engines() {
     }
 }
 
+/// The loop step and test the interpreter runs as one superinstruction (`add r, c; jcc r, imm`, with
+/// no budget), at each end of each comparison, with the jump plain and threaded over a `ja`.
+#[test]
+fn add_and_compare_pairs_at_their_boundaries() {
+    type Test = fn(u64, u64) -> bool;
+    let conds: [(&str, Test); 6] = [
+        ("jeq", |a, b| a == b),
+        ("jne", |a, b| a != b),
+        ("jlt", |a, b| a < b),
+        ("jle", |a, b| a <= b),
+        ("jgt", |a, b| a > b),
+        ("jge", |a, b| a >= b),
+    ];
+    let mut cases = 0;
+    for (op, holds) in conds {
+        for start in [-2i64, 3, 4, 5, 6, 7] {
+            for step in [1i64, -1, 16_383, -16_383] {
+                let limit = 5i64.wrapping_add(step - 1);
+                let x = start.wrapping_add(step) as u64;
+                // r0 = r1 + 100 where the jump is taken, r1 where it is not.
+                let expected = if holds(x, limit as u64) { x.wrapping_add(100) } else { x };
+                let plain = format!(
+                    "mov %r1, {start}\nadd %r1, {step}\n{op} %r1, {limit}, +2\nmov %r0, %r1\nexit\n\
+                     mov %r0, %r1\nadd %r0, 100\nexit"
+                );
+                let threaded = format!(
+                    "mov %r1, {start}\nadd %r1, {step}\n{op} %r1, {limit}, +1\nja +3\nmov %r0, %r1\nadd %r0, 100\n\
+                     exit\nmov %r0, %r1\nexit"
+                );
+                for text in [plain, threaded] {
+                    let program = Program::from_asm(&text).expect("assembles");
+                    let vm = Vm::builder(program).checked().build().expect("builds");
+                    assert_eq!(vm.execute(&mut []), Ok(expected), "{text}");
+                    cases += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(cases, 6 * 6 * 4 * 2);
+}
+
 /// `random_program` with instruction pairs the interpreter runs as one when no budget counts
-/// instructions (`mov r, a; add r, b` as a superinstruction, `jcc +1; ja` as one threaded jump), put
+/// instructions (`mov r, a; add r, b` and `add r, c; jcc r, imm` as superinstructions, `jcc +1; ja` as
+/// one threaded jump), put
 /// in place of pairs of one-slot instructions (so that every jump target stays an instruction), and
 /// every jump forward (backward ones go to the final `exit`), so that nearly every program ends.
 fn fusable_program() -> impl Strategy<Value = Vec<Instruction>> {
@@ -517,9 +559,12 @@ fn fusable_program() -> impl Strategy<Value = Vec<Instruction>> {
         let conds = [Cond::Eq, Cond::Ne, Cond::Gt, Cond::Ge, Cond::Lt, Cond::Le, Cond::Sgt, Cond::Slt, Cond::Set];
         let reg = |k: usize| Reg::new((k % 10) as u8).expect("r0-r9");
         let mut pc = 0usize;
+        // Instructions before this one belong to a pattern already placed.
+        let mut free = 0usize;
         for k in 0..p.len().saturating_sub(2) {
             let (here, next) = (p[k].slots(), p[k + 1].slots());
-            if here == 1 && next == 1 && !matches!(p[k + 1], Instruction::Exit) {
+            if k >= free && here == 1 && next == 1 && !matches!(p[k + 1], Instruction::Exit) {
+                free = k + 3;
                 match k % 4 {
                     0 => {
                         let (r, a) = (reg(k * 3), reg(k * 5 + 1));
@@ -530,6 +575,27 @@ fn fusable_program() -> impl Strategy<Value = Vec<Instruction>> {
                         };
                         p[k] = Instruction::Alu { width: Width::W64, op: AluOp::Mov, dst: r, src: Operand::Reg(a) };
                         p[k + 1] = Instruction::Alu { width: Width::W64, op: AluOp::Add, dst: r, src: b };
+                    }
+                    1 => {
+                        // A loop's step and test (backward jumps are made forward below).
+                        let cond = conds[(k / 4) % conds.len()];
+                        let r = reg(k * 3);
+                        let step = [1, -1, 8, 16_383, -16_384, 20_000][(k / 4) % 6];
+                        p[k] = Instruction::Alu { width: Width::W64, op: AluOp::Add, dst: r, src: Operand::Imm(step) };
+                        // Equal to the sum where `r` was still zero, so that equality and the
+                        // ends of ranges are met.
+                        let imm = if (k / 8) % 2 == 0 { step } else { k as i32 % 7 };
+                        let third = p.get(k + 2).is_some_and(|i| i.slots() == 1 && !matches!(i, Instruction::Exit));
+                        let offset = if third && k % 3 != 0 {
+                            // `add; jcc +1; ja X`: the jump threaded over the `ja` too.
+                            p[k + 2] = Instruction::Ja { offset: (last as i64 - (pc as i64 + 2) - 1) as i16 };
+                            1
+                        } else {
+                            let to = if k % 3 == 0 { last } else { pc + 2 };
+                            (to as i64 - (pc as i64 + 1) - 1) as i16
+                        };
+                        p[k + 1] =
+                            Instruction::Jump { width: Width::W64, cond, dst: r, src: Operand::Imm(imm), offset };
                     }
                     2 => {
                         let cond = conds[(k / 4) % conds.len()];

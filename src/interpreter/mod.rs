@@ -47,6 +47,9 @@ pub(crate) enum Op {
     /// Superinstructions (see [`fuse`]): `mov dst, src; add dst, reg` (the register in `target`), and
     /// `mov dst, src; add dst, imm`, 64-bit; each stands for its slot and the next.
     MovAdd64R, MovAdd64I,
+    /// `add dst, c; jcc dst, imm` (64-bit, unsigned or equality tests): `off` holds `c << 1` and the
+    /// jump's fall-through skip (see [`fuse`]), `imm` and `target` the jump's.
+    AddJeq64I, AddJne64I, AddJlt64I, AddJle64I, AddJgt64I, AddJge64I,
 }
 
 /// One pre-decoded instruction: 16 bytes, one per program slot (the second slot of an `lddw` is never
@@ -205,7 +208,8 @@ fn conditional(op: Op) -> bool {
 /// - a jump to a `ja` goes straight to where the `ja` goes (up to 8 `ja`s, so a cycle of them stays);
 /// - `jcc X, +1; ja Y` becomes, in the first slot, the opposite jump to Y whose fall-through skips the
 ///   `ja` (its `off` is the slots it skips);
-/// - `mov r, a; add r, b` (64-bit, `b` a register or an immediate) becomes one superinstruction.
+/// - `mov r, a; add r, b` (64-bit, `b` a register or an immediate) becomes one superinstruction;
+/// - so does `add r, c; jcc r, imm` (a loop's step and test: 64-bit, `c` within ±16,383).
 fn fuse(slots: &mut [Slot]) {
     let n = slots.len();
     let final_target = |slots: &[Slot], mut t: usize| {
@@ -243,6 +247,24 @@ fn fuse(slots: &mut [Slot]) {
             Op::Add64I => slots[i] = Slot { op: Op::MovAdd64I, imm: b.imm, ..a },
             _ => {}
         }
+    }
+    // After the pass above, which reads the `add`s as they were.
+    for i in 0..n.saturating_sub(1) {
+        let (a, b) = (slots[i], slots[i + 1]);
+        let step = a.imm as i64;
+        if a.op != Op::Add64I || b.dst != a.dst || !(-16_383..=16_383).contains(&step) || !(0..=1).contains(&b.off) {
+            continue;
+        }
+        let op = match b.op {
+            Op::Jeq64I => Op::AddJeq64I,
+            Op::Jne64I => Op::AddJne64I,
+            Op::Jlt64I => Op::AddJlt64I,
+            Op::Jle64I => Op::AddJle64I,
+            Op::Jgt64I => Op::AddJgt64I,
+            Op::Jge64I => Op::AddJge64I,
+            _ => continue,
+        };
+        slots[i] = Slot { op, off: (step as i16) << 1 | b.off, ..b };
     }
 }
 
@@ -726,6 +748,18 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool, const SHADOW: bool>(
                 }
             };
         }
+        // `add dst, c; jcc dst, imm` (see `fuse`): `off` is `c << 1 | skip`.
+        macro_rules! add_jump {
+            (|$x:ident| $c:expr) => {{
+                let $x = r[d].wrapping_add((s.off >> 1) as i64 as u64);
+                r[d] = $x;
+                if $c {
+                    pc = s.target as usize;
+                } else {
+                    pc += 1 + (s.off & 1) as usize;
+                }
+            }};
+        }
         macro_rules! addr {
             ($base:expr) => {
                 r[$base].wrapping_add(s.off as i64 as u64)
@@ -807,6 +841,12 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool, const SHADOW: bool>(
             Op::Mov32R => r[d] = r[sr] as u32 as u64,
             Op::Arsh32R => bin32!(r[sr], |a, b| (a as i32) >> (b & 31)),
 
+            Op::AddJeq64I => add_jump!(|x| x == s.imm),
+            Op::AddJne64I => add_jump!(|x| x != s.imm),
+            Op::AddJlt64I => add_jump!(|x| x < s.imm),
+            Op::AddJle64I => add_jump!(|x| x <= s.imm),
+            Op::AddJgt64I => add_jump!(|x| x > s.imm),
+            Op::AddJge64I => add_jump!(|x| x >= s.imm),
             Op::MovAdd64R => {
                 r[d] = r[sr].wrapping_add(r[s.target as usize & 15]);
                 pc += 1;
