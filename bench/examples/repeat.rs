@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Engines: `interp-verified`, `interp-checked`, `jit-verified`, `jit-checked`. It prints the result,
-//! which must be the same on every engine.
+//! which must be the same on every engine. `build-jit-verified` and `build-interp-verified` build
+//! (verify and compile) the program that many times instead, and run it once.
 
 use ebpf_vm::elf::Object;
 use ebpf_vm::{Context, Engine, Instance};
@@ -21,11 +22,13 @@ fn main() {
         eprintln!("{usage}");
         std::process::exit(2);
     };
-    let (engine, verified) = match engine.as_str() {
-        "interp-verified" => (Engine::Interpreter, true),
-        "interp-checked" => (Engine::Interpreter, false),
-        "jit-verified" => (Engine::Jit, true),
-        "jit-checked" => (Engine::Jit, false),
+    let (engine, verified, builds) = match engine.as_str() {
+        "build-jit-verified" => (Engine::Jit, true, true),
+        "build-interp-verified" => (Engine::Interpreter, true, true),
+        "interp-verified" => (Engine::Interpreter, true, false),
+        "interp-checked" => (Engine::Interpreter, false, false),
+        "jit-verified" => (Engine::Jit, true, false),
+        "jit-checked" => (Engine::Jit, false, false),
         _ => {
             eprintln!("{usage}");
             std::process::exit(2);
@@ -41,12 +44,23 @@ fn main() {
     };
     let object = Object::parse(elf).expect("benchmark object loads");
     let instance = Instance::new(&object).expect("maps are created");
-    let builder = instance.vm_builder(name).expect("program").engine(engine).context(Context::fixed(INPUT_LEN as u32));
-    let vm = if verified { builder.verified() } else { builder.checked() }.build().expect("builds");
+    let build = || {
+        let builder =
+            instance.vm_builder(name).expect("program").engine(engine).context(Context::fixed(INPUT_LEN as u32));
+        if verified { builder.verified() } else { builder.checked() }.build().expect("builds")
+    };
+    let mut vm = build();
     let mut mem = input(name);
     let mut result = 0;
-    for _ in 0..times {
+    if builds {
+        for _ in 0..times {
+            vm = build();
+        }
         result = vm.execute(&mut mem).expect("runs");
+    } else {
+        for _ in 0..times {
+            result = vm.execute(&mut mem).expect("runs");
+        }
     }
     println!("{result:#x}");
 }

@@ -162,14 +162,48 @@ pub(crate) fn compile_program<M: Module>(
         ids.insert(f.start, id);
     }
     let cfg = Cfg::new(program);
-    let mut ctx = module.make_context();
-    let mut fctx = FunctionBuilderContext::new();
+    // The contexts of the last compilation on this thread, cleared: their buffers (the register
+    // allocator's above all) are reused, not allocated again for every program.
+    let (mut ctx, mut fctx) =
+        CONTEXTS.with(|c| c.take()).unwrap_or_else(|| (Context::new(), FunctionBuilderContext::new()));
+    module.clear_context(&mut ctx);
+    let result = compile_functions(
+        module, linked, &cfg, regions, rt, opts, prefix, quick, &ids, &signature, &mut ctx, &mut fctx,
+    );
+    module.clear_context(&mut ctx);
+    CONTEXTS.with(|c| c.set(Some((ctx, fctx))));
+    result?;
+    Ok(ids[&0])
+}
+
+std::thread_local! {
+    /// See `compile_program`.
+    static CONTEXTS: core::cell::Cell<Option<(Context, FunctionBuilderContext)>> = const { core::cell::Cell::new(None) };
+}
+
+/// Translates and compiles every function of `linked` (see `compile_program`).
+#[allow(clippy::too_many_arguments)]
+fn compile_functions<M: Module>(
+    module: &mut M,
+    linked: &LinkedProgram,
+    cfg: &Cfg,
+    regions: Option<&[Region]>,
+    rt: &Runtime,
+    opts: Options,
+    prefix: &str,
+    quick: &dyn TargetIsa,
+    ids: &BTreeMap<usize, FuncId>,
+    signature: &Signature,
+    ctx: &mut Context,
+    fctx: &mut FunctionBuilderContext,
+) -> Result<(), JitError> {
+    let program = linked.program();
     for (fi, f) in program.functions().iter().enumerate() {
         let id = ids[&f.start];
         ctx.func.signature = signature.clone();
         ctx.func.name = UserFuncName::user(0, id.as_u32());
-        let unit = Unit { linked, cfg: &cfg, index: fi, f: *f };
-        translate_function(module, &mut ctx.func, &mut fctx, unit, regions, rt, &ids, opts)?;
+        let unit = Unit { linked, cfg, index: fi, f: *f };
+        translate_function(module, &mut ctx.func, fctx, unit, regions, rt, ids, opts)?;
         // EBPF_VM_JIT_DISASM=1 prints the machine code of every compiled function, `ir` its Cranelift
         // IR before optimisation (for debugging).
         let knob = disasm_knob();
@@ -179,13 +213,13 @@ pub(crate) fn compile_program<M: Module>(
         }
         ctx.set_disasm(disasm);
         let large = program.instruction_range(*f).len() > LARGE_FUNCTION;
-        define_placed(module, id, &mut ctx, large.then_some(quick))?;
+        define_placed(module, id, ctx, large.then_some(quick))?;
         if let Some(code) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()).filter(|_| disasm) {
             std::eprintln!("; {prefix} function at slot {}\n{code}", f.start);
         }
-        module.clear_context(&mut ctx);
+        module.clear_context(ctx);
     }
-    Ok(ids[&0])
+    Ok(())
 }
 
 /// `EBPF_VM_JIT_DISASM` (`1` or `ir`), read once per process.
