@@ -12,6 +12,7 @@ mod prog_array;
 mod ringbuf;
 mod storage;
 mod typed;
+mod unsupported;
 
 #[cfg_attr(not(feature = "jit"), allow(unused_imports))]
 pub(crate) use array::ArrayLayout;
@@ -20,6 +21,7 @@ pub use hash::{HashKind, HashMap};
 pub use prog_array::ProgArrayMap;
 pub use ringbuf::RingBufMap;
 pub use typed::{Array, Pod, TypedHashMap};
+pub use unsupported::UnsupportedMap;
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -69,6 +71,53 @@ impl MapType {
             27 => MapType::RingBuf,
             n => MapType::Other(n),
         }
+    }
+
+    /// The kernel's name for this type, without its `BPF_MAP_TYPE_` prefix, in lower case
+    /// (`"perf_event_array"`); `"unknown"` for a number the kernel does not define.
+    pub fn name(self) -> &'static str {
+        const NAMES: [&str; 34] = [
+            "unspec",
+            "hash",
+            "array",
+            "prog_array",
+            "perf_event_array",
+            "percpu_hash",
+            "percpu_array",
+            "stack_trace",
+            "cgroup_array",
+            "lru_hash",
+            "lru_percpu_hash",
+            "lpm_trie",
+            "array_of_maps",
+            "hash_of_maps",
+            "devmap",
+            "sockmap",
+            "cpumap",
+            "xskmap",
+            "sockhash",
+            "cgroup_storage",
+            "reuseport_sockarray",
+            "percpu_cgroup_storage",
+            "queue",
+            "stack",
+            "sk_storage",
+            "devmap_hash",
+            "struct_ops",
+            "ringbuf",
+            "inode_storage",
+            "task_storage",
+            "bloom_filter",
+            "user_ringbuf",
+            "cgrp_storage",
+            "arena",
+        ];
+        NAMES.get(self.raw() as usize).copied().unwrap_or("unknown")
+    }
+
+    /// Whether this runtime has a built-in implementation of the type ([`create`] makes it).
+    pub fn implemented(self) -> bool {
+        !matches!(self, MapType::Other(_))
     }
 
     /// The kernel's number for this type.
@@ -164,7 +213,7 @@ pub enum MapError {
     #[error("operation not supported by this map kind")]
     Unsupported,
     /// The map type has no built-in implementation.
-    #[error("map type {0} is not supported")]
+    #[error("map type {0} ({name}) is not supported", name = MapType::from_raw(*.0).name())]
     UnsupportedType(u32),
     /// Creating the map would pass the memory budget of its maps.
     #[error("the map needs up to {need} bytes, and only {remaining} bytes of the map budget remain")]
