@@ -75,7 +75,7 @@ fn disasm_verify_and_sections() {
     let out = ebpf_vm(&["sections", &fixture("tail_host")]);
     let text = stdout(&out);
     assert!(text.contains("program 1: handler_add section=socket"), "{text}");
-    assert!(text.contains("map 0: handlers type=ProgArray"), "{text}");
+    assert!(text.contains("map 0: handlers type=prog_array"), "{text}");
 }
 
 #[test]
@@ -141,4 +141,30 @@ fn maps_for_assembly_the_verifier_log_and_the_three_modes() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("KIND one of hash"));
     std::fs::remove_file(&asm).ok();
+}
+
+/// `.kconfig` externs get their values from `--kconfig` and `--kconfig-file`; a strong one without
+/// a value is an error naming it; `sections` names every map kind.
+#[test]
+fn kconfig_values_from_the_command_line() {
+    let obj = fixture("kernel_maps");
+    let out = ebpf_vm(&["sections", &obj]);
+    let text = stdout(&out);
+    assert!(text.contains("map 1: events type=perf_event_array key_size=4 value_size=4 max_entries=0"), "{text}");
+    assert!(text.contains("origin=Kconfig"), "{text}");
+
+    let out = ebpf_vm(&["run", &obj, "--section", "kconfig"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("kconfig `CONFIG_HZ`: no value given, and the extern is not __weak"), "{err}");
+
+    let config = std::env::temp_dir().join(format!("ebpf-vm-cli-kconfig-{}", std::process::id()));
+    std::fs::write(&config, "CONFIG_HZ=100\n# CONFIG_PREEMPT is not set\nCONFIG_EXT4_FS=y\n").expect("writes");
+    let args = ["run", &obj, "--section", "kconfig", "--kconfig-file", config.to_str().unwrap()];
+    let out =
+        ebpf_vm(&[&args[..], &["--kconfig", "LINUX_KERNEL_VERSION=5.10.0", "--kconfig", "CONFIG_HZ=300"]].concat());
+    std::fs::remove_file(&config).ok();
+    // (0x050a00 * 1000 + 300) * 10 + 0) * 10 + 1) * 1000: the later CONFIG_HZ wins.
+    let want = (((0x050a00u64 * 1000 + 300) * 10) * 10 + 1) * 1000;
+    assert!(stdout(&out).contains(&format!("{want:#x}")), "{}", stdout(&out));
 }

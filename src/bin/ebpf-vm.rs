@@ -18,7 +18,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use ebpf_vm::elf::Object;
+use ebpf_vm::elf::{kernel_version, Kconfig, Object};
 use ebpf_vm::link::Linked;
 use ebpf_vm::maps::{self, Map, MapDef, MapType, ProgArrayMap};
 use ebpf_vm::{Context, Engine, Instance, Mode, Program, Verifier, Vm};
@@ -27,9 +27,10 @@ const USAGE: &str = "usage:
   ebpf-vm run FILE [--section NAME] [--engine interpreter|jit] [--mode verified|checked|unchecked]
                    [--mem-hex HEX | --mem-file PATH] [--repeat N] [--dump-maps] [--budget N]
                    [--map KIND:KEY_SIZE:VALUE_SIZE:MAX_ENTRIES]... [--context CONTEXT]
+                   [--kconfig KEY=VALUE]... [--kconfig-file PATH]
   ebpf-vm disasm FILE
   ebpf-vm verify FILE [--section NAME] [--log] [--map KIND:KEY_SIZE:VALUE_SIZE:MAX_ENTRIES]...
-                      [--context CONTEXT]
+                      [--context CONTEXT] [--kconfig KEY=VALUE]... [--kconfig-file PATH]
   ebpf-vm sections FILE
 run verifies the program first (--mode verified, the default); --mode checked runs it with
 every memory access checked instead; --mode unchecked runs it with no checks at all (only for
@@ -38,7 +39,8 @@ programs you trust). --map gives assembly text and bytecode their maps: the N-th
 prog_array. verify --log prints the verifier's state at each instruction. --context says what
 r1 points to: buffer (the default: the memory, its length in r2), fixed:SIZE (exactly SIZE bytes)
 or packet:SIZE:DATA:DATA_END (a SIZE-byte struct with 8-byte packet start and end fields at
-DATA and DATA_END, then the packet).";
+DATA and DATA_END, then the packet). --kconfig and --kconfig-file (a kernel .config) give an
+object's .kconfig externs their values; LINUX_KERNEL_VERSION defaults to this machine's kernel.";
 
 /// A loaded input file.
 enum Input {
@@ -96,6 +98,8 @@ struct Options {
     log: bool,
     /// What the program is given, for the verifier.
     context: Context,
+    /// Values for an object's `.kconfig` externs.
+    kconfig: Kconfig,
 }
 
 /// A context description from `--context buffer|fixed:SIZE|packet:SIZE:DATA:DATA_END`.
@@ -158,6 +162,20 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--map" => o.maps.push(parse_map(&value(a)?)?),
             "--log" => o.log = true,
             "--context" => o.context = parse_context(&value(a)?)?,
+            "--kconfig" => {
+                let v = value(a)?;
+                let (key, val) = v.split_once('=').ok_or(format!("--kconfig {v}: expected KEY=VALUE"))?;
+                o.kconfig.set(key, val);
+            }
+            "--kconfig-file" => {
+                let path = value(a)?;
+                let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+                let file = Kconfig::parse(&text).map_err(|e| format!("{path}: {e}"))?;
+                // In command-line order: a later value of the same name wins.
+                for (key, val) in file.iter() {
+                    o.kconfig.set(key, val);
+                }
+            }
             other => return Err(format!("unknown option {other}\n{USAGE}")),
         }
     }
@@ -194,6 +212,7 @@ fn mode(o: &Options) -> Result<Mode, String> {
 fn verifier_log(input: &Input, o: &Options) -> Result<String, String> {
     let linked = match input {
         Input::Object(obj) => {
+            let obj = &configured(obj, o)?;
             let instance = Instance::new(obj).map_err(|e| e.to_string())?;
             let name = match &o.section {
                 Some(s) => s.clone(),
@@ -220,6 +239,24 @@ fn verifier_log(input: &Input, o: &Options) -> Result<String, String> {
     Ok(log)
 }
 
+/// `obj` with its `.kconfig` externs set from `--kconfig` and `--kconfig-file`, and
+/// `LINUX_KERNEL_VERSION` from this machine's kernel release unless given (as libbpf does).
+fn configured(obj: &Object, o: &Options) -> Result<Object, String> {
+    let mut obj = obj.clone();
+    if obj.kconfig_externs().is_empty() {
+        return Ok(obj);
+    }
+    let mut config = o.kconfig.clone();
+    if config.get("LINUX_KERNEL_VERSION").is_none() {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        if let Some(v) = kernel_version(release.trim()) {
+            config.set("LINUX_KERNEL_VERSION", v.to_string());
+        }
+    }
+    obj.set_kconfig(&config).map_err(|e| format!("{e} (give it with --kconfig KEY=VALUE)"))?;
+    Ok(obj)
+}
+
 /// Maps by name, for `--dump-maps`.
 type NamedMaps = Vec<(String, Arc<dyn Map>)>;
 
@@ -231,7 +268,7 @@ fn prepare(input: &Input, o: &Options) -> Result<(Vm, NamedMaps), String> {
                 Some(s) => s.clone(),
                 None => obj.programs().first().ok_or("the object has no programs")?.name.clone(),
             };
-            let instance = Instance::new(obj).map_err(|e| e.to_string())?;
+            let instance = Instance::new(&configured(obj, o)?).map_err(|e| e.to_string())?;
             let maps = instance.maps().iter().map(|m| (m.name.clone(), Arc::clone(&m.map))).collect();
             (instance.vm_builder(&name).map_err(|e| e.to_string())?, maps)
         }
@@ -368,8 +405,13 @@ fn run(args: &[String]) -> Result<(), String> {
                     for (i, m) in obj.maps().iter().enumerate() {
                         let d = m.def;
                         println!(
-                            "map {i}: {} type={:?} key_size={} value_size={} max_entries={} origin={:?}",
-                            m.name, d.map_type, d.key_size, d.value_size, d.max_entries, m.origin
+                            "map {i}: {} type={} key_size={} value_size={} max_entries={} origin={:?}",
+                            m.name,
+                            d.map_type.name(),
+                            d.key_size,
+                            d.value_size,
+                            d.max_entries,
+                            m.origin
                         );
                     }
                 }

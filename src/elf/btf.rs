@@ -13,6 +13,8 @@ const MAGIC: u16 = 0xeb9f;
 pub(crate) enum Kind {
     Int {
         size: u32,
+        /// BTF's encoding bits: 1 signed, 2 char, 4 bool.
+        encoding: u32,
     },
     Ptr {
         target: u32,
@@ -131,8 +133,8 @@ impl Btf {
             let vlen = (info & 0xffff) as usize;
             let kind = match (info >> 24) & 0x1f {
                 1 => {
-                    c.skip(4)?;
-                    Kind::Int { size: size_or_type }
+                    let word = c.u32()?;
+                    Kind::Int { size: size_or_type, encoding: (word >> 24) & 0xf }
                 }
                 2 => Kind::Ptr { target: size_or_type },
                 3 => {
@@ -220,7 +222,7 @@ impl Btf {
             return Err(err("type nesting is too deep"));
         }
         Ok(match self.resolve(id)?.kind {
-            Kind::Int { size } | Kind::Struct { size, .. } | Kind::Enum { size } | Kind::Float { size } => size,
+            Kind::Int { size, .. } | Kind::Struct { size, .. } | Kind::Enum { size } | Kind::Float { size } => size,
             Kind::DataSec { size, .. } => size,
             Kind::Ptr { .. } => 8,
             Kind::Array { elem, nelems } => {

@@ -11,6 +11,9 @@
 //! allocates memory before it has been checked against the file or a limit.
 
 mod btf;
+mod kconfig;
+
+pub use kconfig::{kernel_version, Kconfig, KconfigError, KconfigExtern, KconfigKind};
 
 use alloc::collections::BTreeMap;
 use alloc::format;
@@ -74,6 +77,14 @@ pub enum ElfError {
     /// No program of that name or section.
     #[error("no program named `{0}` (by function or section name)")]
     NoProgram(String),
+    /// An extern the loader cannot lay out (a `.kconfig` extern of a type libbpf does not allow).
+    #[error("extern `{name}`: {reason}")]
+    Extern {
+        /// The extern's name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// Where a map came from.
@@ -85,6 +96,8 @@ pub enum MapOrigin {
     Legacy,
     /// A global data section, as a one-entry array.
     GlobalData,
+    /// The `.kconfig` externs' values, as a one-entry read-only array (see [`Object::set_kconfig`]).
+    Kconfig,
 }
 
 /// A map an object defines: what to create, and what to put in it.
@@ -125,6 +138,9 @@ pub struct Object {
     programs: Vec<ObjectProgram>,
     maps: Vec<MapSpec>,
     license: String,
+    kconfig: Vec<KconfigExtern>,
+    /// Why the `.kconfig` value is not complete yet (a strong extern without a value), if it is not.
+    kconfig_pending: Option<KconfigError>,
 }
 
 /// The id of the program in `programs` with this function name, or else the first one in the section
@@ -223,11 +239,41 @@ impl Object {
         btf_maps(&file, &symbols, btf.as_ref(), &mut maps)?;
         legacy_maps(&file, &symbols, &mut maps)?;
         global_data(&file, &mut maps)?;
+        let kconfig = kconfig_externs(&file, btf.as_ref(), &mut maps)?;
 
         let mut programs = Vec::new();
-        link_programs(&file, &symbols, &maps, &mut programs)?;
+        link_programs(&file, &symbols, &maps, &kconfig, &mut programs)?;
         prog_array_inits(&file, &mut maps, &programs)?;
-        Ok(Object { programs, maps, license })
+        let mut object = Object { programs, maps, license, kconfig, kconfig_pending: None };
+        // Until the host gives values, weak externs are zero and strong ones are missing.
+        if let Err(e) = object.set_kconfig(&Kconfig::new()) {
+            object.kconfig_pending = Some(e);
+        }
+        Ok(object)
+    }
+
+    /// The `.kconfig` externs the programs read (`extern int CONFIG_HZ __kconfig;`), with their
+    /// places in the `.kconfig` map.
+    pub fn kconfig_externs(&self) -> &[KconfigExtern] {
+        &self.kconfig
+    }
+
+    /// Gives the `.kconfig` externs their values (libbpf's rules: see [`Kconfig`]): the initial
+    /// contents of the `.kconfig` map. A strong extern without a value is an error, and the object
+    /// keeps its previous values; weak ones without a value are zero.
+    pub fn set_kconfig(&mut self, config: &Kconfig) -> Result<(), KconfigError> {
+        let Some(map) = self.maps.iter_mut().find(|m| m.origin == MapOrigin::Kconfig) else {
+            return Ok(());
+        };
+        map.data = Some(kconfig::fill(&self.kconfig, map.def.value_size, config)?);
+        self.kconfig_pending = None;
+        Ok(())
+    }
+
+    /// `Ok` once every strong `.kconfig` extern has a value (see [`set_kconfig`](Object::set_kconfig)),
+    /// else why not: the maps cannot be created before.
+    pub fn kconfig_complete(&self) -> Result<(), KconfigError> {
+        self.kconfig_pending.clone().map_or(Ok(()), Err)
     }
 
     /// The programs, in the order of their sections and offsets; a program's id is its position.
@@ -253,6 +299,12 @@ impl Object {
     /// The definition of the map with this name.
     pub fn map(&self, name: &str) -> Option<&MapSpec> {
         self.maps.iter().find(|m| m.name == name)
+    }
+
+    /// The definition of the map with this name, to change before the maps are created, as libbpf's
+    /// loaders do with `bpf_map__set_max_entries` for sizes an object leaves to them.
+    pub fn map_mut(&mut self, name: &str) -> Option<&mut MapSpec> {
+        self.maps.iter_mut().find(|m| m.name == name)
     }
 
     /// The license string.
@@ -352,15 +404,28 @@ fn btf_map_def(btf: &Btf, name: &str, var_type: u32) -> Result<(MapDef, Option<u
         }
     }
     let ty = MapType::from_raw(ty.ok_or_else(|| map_err(name, "no map type"))?);
+    // What the kind implies where the definition says nothing (as libbpf and the kernel read it);
+    // a size still missing is 0, left for the host to set before it creates the map (libbpf's
+    // loaders do that with `bpf_map__set_max_entries` and the like), and creating it fails until then.
+    let (default_key, default_value) = match ty.raw() {
+        // Ring buffers, queues, stacks and bloom filters have no key; ring buffers no value either.
+        27 | 31 => (0, 0),
+        22 | 23 | 30 => (0, 0),
+        // File descriptors and program ids: arrays of them, and maps of maps.
+        3 | 4 | 8 | 12 | 14 | 15 | 16 | 17 | 18 | 20 => (4, 4),
+        13 | 25 => (0, 4),
+        // Local storage: keyed by a file descriptor.
+        24 | 28 | 29 | 32 => (4, 0),
+        // Stack traces: a u32 id.
+        7 => (4, 0),
+        _ => (0, 0),
+    };
     let (key_size, value_size) = match ty {
         MapType::RingBuf => (0, 0),
-        MapType::ProgArray => (key_size.unwrap_or(4), value_size.unwrap_or(4)),
-        _ => (
-            key_size.ok_or_else(|| map_err(name, "no key size"))?,
-            value_size.ok_or_else(|| map_err(name, "no value size"))?,
-        ),
+        _ => (key_size.unwrap_or(default_key), value_size.unwrap_or(default_value)),
     };
-    let max_entries = max_entries.ok_or_else(|| map_err(name, "no max_entries"))?;
+    // A perf event array with no size has one entry per CPU: 0 here, sized when it is created.
+    let max_entries = max_entries.unwrap_or(0);
     Ok((MapDef { map_type: ty, key_size, value_size, max_entries, flags }, values_offset))
 }
 
@@ -437,6 +502,84 @@ fn global_data(file: &File<'_>, out: &mut Vec<MapSpec>) -> Result<(), ElfError> 
     Ok(())
 }
 
+/// Finds the `.kconfig` externs (undefined symbols described in BTF's `.kconfig` section), lays them
+/// out, and adds the map that holds their values (zero until [`Object::set_kconfig`]).
+fn kconfig_externs(file: &File<'_>, btf: Option<&Btf>, out: &mut Vec<MapSpec>) -> Result<Vec<KconfigExtern>, ElfError> {
+    let undefined: Vec<(String, bool)> = file
+        .symbols()
+        .filter(|s| s.is_undefined() && !s.name().unwrap_or("").is_empty())
+        .map(|s| (s.name().unwrap_or("").to_string(), s.is_weak()))
+        .collect();
+    let Some(btf) = btf.filter(|_| !undefined.is_empty()) else { return Ok(Vec::new()) };
+    // The VARs of the `.kconfig` DATASEC, by name.
+    let mut vars: BTreeMap<&str, u32> = BTreeMap::new();
+    for t in btf.types() {
+        if let Kind::DataSec { vars: list, .. } = &t.kind {
+            if t.name == ".kconfig" {
+                for v in list {
+                    if let Ok(var) = btf.get(v.var) {
+                        if let Kind::Var { target } = var.kind {
+                            vars.entry(var.name.as_str()).or_insert(target);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut found = Vec::new();
+    for (name, weak) in undefined {
+        let Some(&target) = vars.get(name.as_str()) else { continue };
+        let bad = |reason: &str| ElfError::Extern { name: name.clone(), reason: reason.to_string() };
+        let t = btf.resolve(target)?;
+        let (kind, size) = match &t.kind {
+            Kind::Int { size: 1, encoding } if encoding & 4 != 0 => (KconfigKind::Bool, 1),
+            Kind::Int { size: 1, encoding } if encoding & 2 != 0 => (KconfigKind::Char, 1),
+            Kind::Int { size, encoding } => (KconfigKind::Int { signed: encoding & 1 != 0 }, *size),
+            Kind::Enum { size } if t.name == "libbpf_tristate" => (KconfigKind::Tristate, *size),
+            Kind::Enum { size } => (KconfigKind::Int { signed: false }, *size),
+            Kind::Array { elem, nelems } => match btf.resolve(*elem)?.kind {
+                Kind::Int { size: 1, .. } if *nelems > 0 => (KconfigKind::Str, *nelems),
+                _ => return Err(bad("an array extern must be of char")),
+            },
+            _ => return Err(bad("a .kconfig extern must be a bool, char, integer, libbpf_tristate or char array")),
+        };
+        if !matches!(kind, KconfigKind::Str) && ![1, 2, 4, 8].contains(&size) {
+            return Err(bad("integers of 1, 2, 4 or 8 bytes only"));
+        }
+        if size > 4096 {
+            return Err(bad("larger than 4096 bytes"));
+        }
+        found.push((name, kind, size, weak));
+    }
+    if found.is_empty() {
+        return Ok(Vec::new());
+    }
+    if found.len() > 4096 {
+        return Err(ElfError::Extern { name: ".kconfig".into(), reason: "more than 4096 externs".into() });
+    }
+    let (externs, size) = kconfig::layout(found)
+        .ok_or_else(|| ElfError::Extern { name: ".kconfig".into(), reason: "the values overflow".into() })?;
+    let def = MapDef {
+        map_type: MapType::Array,
+        key_size: 4,
+        value_size: size.max(1),
+        max_entries: 1,
+        flags: BPF_F_RDONLY_PROG,
+    };
+    out.push(MapSpec {
+        name: ".kconfig".into(),
+        origin: MapOrigin::Kconfig,
+        def,
+        data: Some(alloc::vec![0; size.max(1) as usize]),
+        prog_inits: Vec::new(),
+        section: SectionIndex(0),
+        offset: 0,
+        size: u64::from(size.max(1)),
+        values_offset: None,
+    });
+    Ok(externs)
+}
+
 fn slots_of(data: &[u8]) -> Vec<Insn> {
     data.chunks_exact(INSN_SIZE)
         .map(|c| {
@@ -475,6 +618,7 @@ fn link_programs(
     file: &File<'_>,
     symbols: &Symbols,
     maps: &[MapSpec],
+    kconfig: &[KconfigExtern],
     out: &mut Vec<ObjectProgram>,
 ) -> Result<(), ElfError> {
     let text = file.section_by_name(".text");
@@ -482,7 +626,7 @@ fn link_programs(
         Some(t) => (slots_of(t.data().map_err(parse_err)?), relocations(file, t)?, Some(t.index())),
         None => (Vec::new(), BTreeMap::new(), None),
     };
-    let index = MapIndex::new(maps);
+    let index = MapIndex::new(maps, kconfig);
     let mut total = 0usize;
     for section in file.sections() {
         let sec_name = section.name().map_err(parse_err)?.to_string();
@@ -539,19 +683,29 @@ struct MapIndex<'m> {
     maps: &'m [MapSpec],
     data: BTreeMap<usize, usize>,
     defs: BTreeMap<(usize, u64), usize>,
+    /// `.kconfig` externs by name: the `.kconfig` map's index and the extern's offset in its value.
+    externs: BTreeMap<&'m str, (usize, u32)>,
 }
 
 impl<'m> MapIndex<'m> {
-    fn new(maps: &'m [MapSpec]) -> MapIndex<'m> {
-        let (mut data, mut defs) = (BTreeMap::new(), BTreeMap::new());
+    fn new(maps: &'m [MapSpec], kconfig: &'m [KconfigExtern]) -> MapIndex<'m> {
+        let (mut data, mut defs, mut externs) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
         for (i, m) in maps.iter().enumerate() {
-            if m.origin == MapOrigin::GlobalData {
-                data.entry(m.section.0).or_insert(i);
-            } else {
-                defs.entry((m.section.0, m.offset)).or_insert(i);
+            match m.origin {
+                MapOrigin::GlobalData => {
+                    data.entry(m.section.0).or_insert(i);
+                }
+                MapOrigin::Kconfig => {
+                    for e in kconfig {
+                        externs.insert(e.name.as_str(), (i, e.offset));
+                    }
+                }
+                _ => {
+                    defs.entry((m.section.0, m.offset)).or_insert(i);
+                }
             }
         }
-        MapIndex { maps, data, defs }
+        MapIndex { maps, data, defs, externs }
     }
 
     /// The map a symbol at `addr` of `section` names, with its index.
@@ -575,6 +729,23 @@ fn apply(
 ) -> Result<bool, ElfError> {
     let fail = |reason: String| ElfError::Relocation { section: section.to_string(), offset, reason };
     let insn = *code.get(at).ok_or_else(|| fail("relocation outside the code".into()))?;
+    if insn.opcode == opcode::LDDW && sym_section.is_none() {
+        // An extern: the address of its value in the `.kconfig` map.
+        let &(index, offset) = maps.externs.get(sym_name.as_str()).ok_or_else(|| {
+            fail(format!(
+                "lddw refers to `{sym_name}`, an extern that is not in .kconfig (only .kconfig externs are resolved)"
+            ))
+        })?;
+        let index = i32::try_from(index).map_err(|_| fail("too many maps".into()))?;
+        if insn.imm != 0 {
+            return Err(fail(format!("lddw of extern `{sym_name}` with an addend")));
+        }
+        let next = code.get_mut(at + 1).ok_or_else(|| fail("lddw is cut in half".into()))?;
+        next.imm = offset as i32;
+        code[at].src = opcode::PSEUDO_MAP_VALUE;
+        code[at].imm = index;
+        return Ok(false);
+    }
     if insn.opcode == opcode::LDDW {
         let (index, m) = sym_section
             .and_then(|s| maps.find(s, *sym_addr))

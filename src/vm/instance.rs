@@ -6,9 +6,10 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use super::{Vm, VmBuilder};
-use crate::elf::{MapOrigin, Object, ObjectProgram};
+use crate::elf::{KconfigError, MapOrigin, Object, ObjectProgram};
+use crate::isa::{Imm64, Instruction};
 use crate::link::Env;
-use crate::maps::{self, Map, MapBudget, MapError, ProgArrayMap, BPF_ANY};
+use crate::maps::{self, Map, MapBudget, MapError, ProgArrayMap, UnsupportedMap, BPF_ANY};
 
 /// Why an object cannot be instantiated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,6 +27,20 @@ pub enum InstanceError {
     /// No program of that name or section.
     #[error("no program named `{0}` (by function or section name)")]
     NoProgram(String),
+    /// The program uses a map of a kind this runtime does not implement (the object loads; only the
+    /// programs that use such a map cannot run).
+    #[error("program `{program}` uses map `{map}`, a {kind} map, which this runtime does not implement")]
+    UnsupportedMap {
+        /// The program's name.
+        program: String,
+        /// The map's name.
+        map: String,
+        /// The map's kind (`perf_event_array`).
+        kind: &'static str,
+    },
+    /// A strong `.kconfig` extern has no value (see [`Object::set_kconfig`]).
+    #[error(transparent)]
+    Kconfig(#[from] KconfigError),
 }
 
 /// One live map of an instance.
@@ -51,6 +66,9 @@ impl core::fmt::Debug for InstanceMap {
 pub struct Instance {
     programs: Vec<ObjectProgram>,
     maps: Vec<InstanceMap>,
+    /// Why programs cannot use the map at the same index, if they cannot: a kind with no
+    /// implementation, or a definition that is not complete (sizes left for the loader to set).
+    unusable: Vec<Option<MapError>>,
     license: String,
 }
 
@@ -63,10 +81,29 @@ impl Instance {
     /// Creates the object's maps, charging `budget` for the most each can take: an object that asks
     /// for more fails with [`MapError::OverBudget`] before anything large is allocated.
     pub fn with_budget(object: &Object, mut budget: MapBudget) -> Result<Instance, InstanceError> {
+        object.kconfig_complete()?;
         let mut maps = Vec::with_capacity(object.maps().len());
+        let mut unusable = Vec::with_capacity(object.maps().len());
         for spec in object.maps() {
             let err = |error| InstanceError::Map { name: spec.name.clone(), error };
-            let map = maps::create_within(spec.def, &mut budget).map_err(err)?;
+            // A kind with no implementation, or a definition the object left incomplete (libbpf's
+            // loaders set such sizes before they load: see `Object::map_mut`), gets a stand-in that
+            // holds nothing: the object loads, and only programs that use that map are refused.
+            let created = match spec.def.map_type.implemented() {
+                true => maps::create_within(spec.def, &mut budget),
+                false => Err(MapError::UnsupportedType(spec.def.map_type.raw())),
+            };
+            let map: Arc<dyn Map> = match created {
+                Ok(map) => {
+                    unusable.push(None);
+                    map
+                }
+                Err(e @ (MapError::UnsupportedType(_) | MapError::InvalidDef(_))) if spec.data.is_none() => {
+                    unusable.push(Some(e));
+                    Arc::new(UnsupportedMap::new(spec.def))
+                }
+                Err(e) => return Err(err(e)),
+            };
             if let Some(data) = &spec.data {
                 map.update(&0u32.to_ne_bytes(), data, BPF_ANY, 0).map_err(err)?;
             }
@@ -78,7 +115,7 @@ impl Instance {
             }
             maps.push(InstanceMap { name: spec.name.clone(), origin: spec.origin, map });
         }
-        Ok(Instance { programs: object.programs().to_vec(), maps, license: object.license().to_string() })
+        Ok(Instance { programs: object.programs().to_vec(), maps, unusable, license: object.license().to_string() })
     }
 
     /// The programs, by id (what program arrays hold).
@@ -132,15 +169,38 @@ impl Instance {
     pub fn vm_builder(&self, name: &str) -> Result<VmBuilder, InstanceError> {
         let id = self.program_id(name).ok_or_else(|| InstanceError::NoProgram(name.to_string()))?;
         let program = self.programs[id as usize].program.clone();
+        if let Some((m, why)) = self.unusable_map_of(&program) {
+            return Err(match why {
+                MapError::UnsupportedType(_) => InstanceError::UnsupportedMap {
+                    program: self.programs[id as usize].name.clone(),
+                    map: m.name.clone(),
+                    kind: m.map.def().map_type.name(),
+                },
+                e => InstanceError::Map { name: m.name.clone(), error: e.clone() },
+            });
+        }
         Ok(Vm::builder(program)
             .env(self.env())
             .tail_call_targets(self.programs.iter().map(|p| p.program.clone()).collect()))
     }
 
+    /// The first map `program` refers to that programs cannot use, and why.
+    fn unusable_map_of(&self, program: &crate::program::Program) -> Option<(&InstanceMap, &MapError)> {
+        program.instructions().iter().find_map(|i| {
+            let index = match i {
+                Instruction::LoadImm64 { value: Imm64::MapFd(fd) | Imm64::MapValue { fd, .. }, .. } => *fd,
+                _ => return None,
+            };
+            let index = usize::try_from(index).ok()?;
+            Some((self.maps.get(index)?, self.unusable.get(index)?.as_ref()?))
+        })
+    }
+
     /// Freezes every read-only global data map (the kinds the loader creates support it).
     fn freeze_read_only(&self) {
         for m in &self.maps {
-            if m.origin == MapOrigin::GlobalData && m.map.def().read_only_for_programs() && !m.map.frozen() {
+            let data = matches!(m.origin, MapOrigin::GlobalData | MapOrigin::Kconfig);
+            if data && m.map.def().read_only_for_programs() && !m.map.frozen() {
                 // Global data maps are arrays, which can always be frozen; a failure would only leave the
                 // data unfrozen, which the verifier then treats as unknown.
                 let _ = m.map.freeze();
