@@ -45,7 +45,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     for name in [".data", ".bss"] {
         let value = instance.map(name).and_then(|m| m.get(&0u32.to_ne_bytes(), 0)).ok_or("no global data")?;
-        println!("global data {name}: {:02x?}", value);
+        let bytes: Vec<String> = value.iter().map(|b| format!("{b:#04x}")).collect();
+        println!("global data {name} ({} bytes): [{}]", value.len(), bytes.join(", "));
     }
     Ok(())
 }

@@ -16,11 +16,21 @@ fn stdout(o: &Output) -> String {
 
 #[test]
 fn run_prints_r0_then_the_maps() {
-    let out = ebpf_vm(&["run", &fixture("hash_count"), "--mem-hex", "61 62 63 61", "--repeat", "2", "--dump-maps"]);
+    let out = ebpf_vm(&[
+        "run",
+        &fixture("hash_count"),
+        "--section",
+        "count_bytes",
+        "--mem-hex",
+        "61 62 63 61",
+        "--repeat",
+        "2",
+        "--dump-maps",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = stdout(&out);
     let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("0x18"), "8 bytes hashed in all, times weight 3");
+    assert_eq!(lines.next(), Some("0x18 (24)"), "8 bytes hashed in all, times weight 3");
     let rest: Vec<&str> = lines.collect();
     assert!(rest.contains(&r#"{"map":"counts","key":"61000000","value":"0400000000000000"}"#), "{text}");
     assert!(rest.contains(&r#"{"map":".data","key":"00000000","value":"6600000000000000"}"#), "{text}");
@@ -34,7 +44,7 @@ fn run_selects_a_program_and_reads_memory_from_a_file() {
     let out = ebpf_vm(&["run", &fixture("tail_init"), "--section", "first", "--mem-file", mem.to_str().unwrap()]);
     std::fs::remove_file(&mem).ok();
     assert!(out.status.success());
-    assert_eq!(stdout(&out), "0x7d3\n"); // 2000 + 3
+    assert_eq!(stdout(&out), "0x7d3 (2003)\n"); // 2000 + 3
 }
 
 #[test]
@@ -43,12 +53,12 @@ fn run_assembly_text_and_raw_bytecode() {
     let asm = dir.join(format!("ebpf-vm-cli-{}.s", std::process::id()));
     std::fs::write(&asm, "mov %r0, %r2\nadd %r0, 40\nexit\n").unwrap();
     let out = ebpf_vm(&["run", asm.to_str().unwrap(), "--mem-hex", "0102"]);
-    assert_eq!(stdout(&out), "0x2a\n");
+    assert_eq!(stdout(&out), "0x2a (42)\n");
     let raw = dir.join(format!("ebpf-vm-cli-raw-{}.bin", std::process::id()));
     let program = ebpf_vm::Program::from_asm("mov %r0, 7\nexit").unwrap();
     std::fs::write(&raw, program.to_bytes()).unwrap();
     let out = ebpf_vm(&["run", raw.to_str().unwrap()]);
-    assert_eq!(stdout(&out), "0x7\n");
+    assert_eq!(stdout(&out), "0x7 (7)\n");
     std::fs::remove_file(&asm).ok();
     std::fs::remove_file(&raw).ok();
 }
@@ -83,13 +93,24 @@ fn errors_exit_1_with_a_message() {
     for args in [
         vec!["run", "/nonexistent/file.o"],
         vec!["run", &fixture("hash_count"), "--section", "nope"],
-        vec!["run", &fixture("hash_count"), "--mem-hex", "abc"],
-        vec!["frobnicate", &fixture("hash_count")],
-        vec!["run"],
+        vec!["run", &fixture("hash_count"), "--section", "count_bytes", "--mem-hex", "abc"],
     ] {
         let out = ebpf_vm(&args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         assert!(!out.stderr.is_empty(), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    // A wrong command line is status 2, and the message names what is wrong.
+    for (args, says) in [
+        (vec!["frobnicate", &fixture("hash_count")], "unrecognized subcommand 'frobnicate'"),
+        (vec!["run"], "<FILE>"),
+        (vec!["run", &fixture("hash_count"), "--mode", "fast"], "invalid value 'fast' for '--mode <mode>'"),
+        (vec!["run", &fixture("hash_count"), "--repeat", "0"], "--repeat"),
+    ] {
+        let out = ebpf_vm(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(err.contains(says), "{args:?}: {err}");
         assert!(out.stdout.is_empty(), "{args:?}");
     }
     // An out-of-bounds access is an error with the instruction index.
@@ -116,10 +137,10 @@ fn maps_for_assembly_the_verifier_log_and_the_three_modes() {
     let path = asm.to_str().unwrap();
     // The map the program names, from the command line; three runs count to three.
     let out = ebpf_vm(&["run", path, "--map", "array:4:8:1", "--repeat", "3", "--dump-maps"]);
-    assert_eq!(stdout(&out), "0x3\n{\"map\":\"map0\",\"key\":\"00000000\",\"value\":\"0300000000000000\"}\n");
+    assert_eq!(stdout(&out), "0x3 (3)\n{\"map\":\"map0\",\"key\":\"00000000\",\"value\":\"0300000000000000\"}\n");
     for mode in ["verified", "checked", "unchecked"] {
         let out = ebpf_vm(&["run", path, "--map", "array:4:8:1", "--mode", mode]);
-        assert_eq!(stdout(&out), "0x1\n", "{mode}");
+        assert_eq!(stdout(&out), "0x1 (1)\n", "{mode}");
     }
     // A value too small for the 8-byte read is refused, naming the region and its size.
     let out = ebpf_vm(&["run", path, "--map", "array:4:4:1"]);
@@ -167,4 +188,140 @@ fn kconfig_values_from_the_command_line() {
     // (0x050a00 * 1000 + 300) * 10 + 0) * 10 + 1) * 1000: the later CONFIG_HZ wins.
     let want = (((0x050a00u64 * 1000 + 300) * 10) * 10 + 1) * 1000;
     assert!(stdout(&out).contains(&format!("{want:#x}")), "{}", stdout(&out));
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn temp(name: &str, contents: &[u8]) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("ebpf-vm-cli-{}-{name}", std::process::id()));
+    std::fs::write(&path, contents).expect("writes");
+    path
+}
+
+/// Help for the command and each subcommand, with what each does and its defaults; `help` and
+/// `--version` succeed.
+#[test]
+fn help_version_and_subcommand_help() {
+    let out = ebpf_vm(&["run", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    for says in
+        ["Usage: ebpf-vm run [OPTIONS] <FILE>", "--mode <mode>", "[default: verified]", "[default: jit]", "--budget"]
+    {
+        assert!(text.contains(says), "{says}: {text}");
+    }
+    let out = ebpf_vm(&["help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    for says in ["run", "verify", "disasm", "sections", "maps", "Verify (by default) and run a program"] {
+        assert!(text.contains(says), "{says}: {text}");
+    }
+    let out = ebpf_vm(&["--version"]);
+    assert_eq!((out.status.code(), stdout(&out)), (Some(0), format!("ebpf-vm {}\n", env!("CARGO_PKG_VERSION"))));
+    let out = ebpf_vm(&["disasm", "--help"]);
+    assert!(stdout(&out).contains("--section <NAME>"), "{}", stdout(&out));
+}
+
+/// A file that is no program says so, rather than what the assembler made of it.
+#[test]
+fn a_file_that_is_no_program_says_so() {
+    let text = temp("passwd", b"root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1::/usr/sbin:/usr/sbin/nologin\n");
+    let out = ebpf_vm(&["run", text.to_str().unwrap()]);
+    std::fs::remove_file(&text).ok();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not an ELF object, BPF bytecode or assembly text"), "{}", stderr(&out));
+    let binary = temp("odd", &[0xff, 0xfe, 0x00, 0x01, 0x02]);
+    let out = ebpf_vm(&["run", binary.to_str().unwrap()]);
+    std::fs::remove_file(&binary).ok();
+    assert!(stderr(&out).contains("not a whole number of 8-byte instructions"), "{}", stderr(&out));
+    // Assembly with a mistake past its first instruction is still read as assembly.
+    let asm = temp("typo.s", b"mov %r0, 1\nmvo %r0, 2\nexit\n");
+    let out = ebpf_vm(&["run", asm.to_str().unwrap()]);
+    std::fs::remove_file(&asm).ok();
+    assert!(stderr(&out).contains("line 2"), "{}", stderr(&out));
+}
+
+/// With several programs, `run` and `verify` need `--section`, and a section name that holds more
+/// than one program is refused; the errors list the programs.
+#[test]
+fn programs_are_chosen_explicitly() {
+    let obj = fixture("tail_init");
+    for cmd in ["run", "verify"] {
+        let out = ebpf_vm(&[cmd, &obj]);
+        assert_eq!(out.status.code(), Some(1), "{cmd}");
+        assert!(stderr(&out).contains("say which with --section"), "{cmd}: {}", stderr(&out));
+        assert!(stderr(&out).contains("first (section socket)"), "{cmd}: {}", stderr(&out));
+        let out = ebpf_vm(&[cmd, &obj, "--section", "socket"]);
+        assert_eq!(out.status.code(), Some(1), "{cmd}");
+        assert!(stderr(&out).contains("section `socket` holds"), "{cmd}: {}", stderr(&out));
+    }
+    // One program: no --section needed.
+    let out = ebpf_vm(&["run", &fixture("globals"), "--mem-hex", "00"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// `disasm` numbers every slot, writes where jumps go, and shows only the program `--section` names.
+#[test]
+fn disasm_numbers_slots_and_honours_section() {
+    let out = ebpf_vm(&["disasm", &fixture("tail_init"), "--section", "first"]);
+    let text = stdout(&out);
+    assert!(text.starts_with("# program first (section socket)"), "{text}");
+    assert!(!text.contains("# program second"), "{text}");
+    assert!(text.lines().nth(1).is_some_and(|l| l.trim_start().starts_with("0: ")), "{text}");
+    let out = ebpf_vm(&["disasm", &fixture("subprog")]);
+    let text = stdout(&out);
+    assert!(text.contains(" 0: call local +5") && text.contains("; to 6"), "{text}");
+    // lddw takes two slots: the next instruction is numbered after both.
+    let asm = temp("lddw.s", b"lddw %r0, 0x100000000\nja -3\nexit\n");
+    let text = stdout(&ebpf_vm(&["disasm", asm.to_str().unwrap()]));
+    std::fs::remove_file(&asm).ok();
+    assert!(text.contains("2: ja -3") && text.contains("; to 0"), "{text}");
+    assert!(text.contains("3: exit"), "{text}");
+}
+
+/// r0 in hex and signed; an out-of-bounds access told against the input; a checked program that
+/// never ends stopped by the default budget.
+#[test]
+fn run_output_and_errors_as_a_user_reads_them() {
+    let neg = temp("neg.s", b"mov %r0, -2\nexit\n");
+    assert_eq!(stdout(&ebpf_vm(&["run", neg.to_str().unwrap()])), "0xfffffffffffffffe (-2)\n");
+    std::fs::remove_file(&neg).ok();
+    let oob = temp("oob.s", b"ldxdw %r0, [%r1+100]\nexit\n");
+    let out = ebpf_vm(&["run", oob.to_str().unwrap(), "--mode", "checked", "--mem-hex", "00112233"]);
+    std::fs::remove_file(&oob).ok();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("instruction 0: load of 8 bytes at input+100 (the input is 4 bytes)"),
+        "{}",
+        stderr(&out)
+    );
+    let spin = temp("spin.s", b"ja -1\nexit\n");
+    let out = ebpf_vm(&["run", spin.to_str().unwrap(), "--mode", "checked", "--budget", "1000"]);
+    assert!(stderr(&out).contains("budget exhausted"), "{}", stderr(&out));
+    // Without --budget, the default stops it too (a billion instructions).
+    let out = ebpf_vm(&["run", spin.to_str().unwrap(), "--mode", "checked"]);
+    std::fs::remove_file(&spin).ok();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("budget exhausted"), "{}", stderr(&out));
+}
+
+/// `--dump-maps` shows pending ring-buffer records and per-CPU values of this machine's CPUs only;
+/// `maps` lists an object's maps.
+#[test]
+fn dump_maps_and_the_maps_command() {
+    let out = ebpf_vm(&["run", &fixture("ringbuf"), "--mem-hex", "000102030405060708", "--repeat", "2", "--dump-maps"]);
+    let text = stdout(&out);
+    assert!(text.contains(r#"{"map":"events","record":"00000000000000000102030405060708"}"#), "{text}");
+    assert!(text.contains(r#"{"map":"events","record":"01000000000000000102030405060708"}"#), "{text}");
+    let out = ebpf_vm(&["run", &fixture("percpu"), "--dump-maps"]);
+    let here = std::thread::available_parallelism().map_or(1, usize::from).min(16);
+    let cpus = stdout(&out).lines().filter(|l| l.starts_with(r#"{"map":"per_cpu_total","cpu":"#)).count();
+    assert_eq!(cpus, here, "{}", stdout(&out));
+    let out = ebpf_vm(&["maps", &fixture("kernel_maps")]);
+    let text = stdout(&out);
+    assert!(text.lines().next().is_some_and(|l| l.starts_with("name") && l.contains("max_entries")), "{text}");
+    assert!(text.contains("perf_event_array (unsupported)"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with(".kconfig") && l.contains("0x80") && l.ends_with("Kconfig")), "{text}");
 }

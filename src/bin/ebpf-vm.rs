@@ -1,46 +1,152 @@
 //! `ebpf-vm`: run, verify, inspect and disassemble BPF programs without writing a host.
 //!
 //! ```text
-//! ebpf-vm run FILE [--section NAME] [--engine interpreter|jit] [--mode verified|checked|unchecked]
-//!                  [--mem-hex HEX | --mem-file PATH] [--repeat N] [--dump-maps] [--budget N]
-//!                  [--map KIND:KEY_SIZE:VALUE_SIZE:MAX_ENTRIES]... [--context CONTEXT]
-//! ebpf-vm disasm FILE
-//! ebpf-vm verify FILE [--section NAME] [--log] [--map KIND:KEY_SIZE:VALUE_SIZE:MAX_ENTRIES]...
-//!                     [--context buffer|fixed:SIZE|packet:SIZE:DATA:DATA_END]
+//! ebpf-vm run FILE [--section NAME] [--engine jit|interpreter] [--mode verified|checked|unchecked] ...
+//! ebpf-vm verify FILE [--section NAME] [--log] ...
+//! ebpf-vm disasm FILE [--section NAME]
 //! ebpf-vm sections FILE
+//! ebpf-vm maps FILE
+//! ebpf-vm help [COMMAND]
 //! ```
 //!
-//! FILE is an ELF object (clang `-target bpf`), raw bytecode, or assembly text. `run` verifies the
-//! program first (`--mode verified`, the default) or checks every access as it runs (`--mode
-//! checked`), prints r0 as lowercase hex on the first line, and with `--dump-maps` one JSON object per
-//! map entry. `verify` only verifies, and names the instruction and the rule when it refuses.
+//! FILE is an ELF object (clang `-target bpf`), raw bytecode, or assembly text. `ebpf-vm COMMAND
+//! --help` says what each option does and its default. `run` prints r0 in hex and as a signed number
+//! on the first line, and with `--dump-maps` one JSON object per map entry (and per pending ring-buffer
+//! record). Errors go to standard error: exit status 1 for a failure, 2 for a wrong command line.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use ebpf_vm::elf::{kernel_version, Kconfig, Object};
+use clap::{value_parser, Arg, ArgAction, ArgMatches, Command};
+use ebpf_vm::elf::{kernel_version, Kconfig, Object, ObjectProgram};
 use ebpf_vm::link::Linked;
-use ebpf_vm::maps::{self, Map, MapDef, MapType, ProgArrayMap};
-use ebpf_vm::{Context, Engine, Instance, Mode, Program, Verifier, Vm};
+use ebpf_vm::maps::{self, Map, MapDef, MapType, ProgArrayMap, RingBufMap};
+use ebpf_vm::{Context, Engine, ExecError, Instance, Mode, Program, Verifier, Vm};
 
-const USAGE: &str = "usage:
-  ebpf-vm run FILE [--section NAME] [--engine interpreter|jit] [--mode verified|checked|unchecked]
-                   [--mem-hex HEX | --mem-file PATH] [--repeat N] [--dump-maps] [--budget N]
-                   [--map KIND:KEY_SIZE:VALUE_SIZE:MAX_ENTRIES]... [--context CONTEXT]
-                   [--kconfig KEY=VALUE]... [--kconfig-file PATH]
-  ebpf-vm disasm FILE
-  ebpf-vm verify FILE [--section NAME] [--log] [--map KIND:KEY_SIZE:VALUE_SIZE:MAX_ENTRIES]...
-                      [--context CONTEXT] [--kconfig KEY=VALUE]... [--kconfig-file PATH]
-  ebpf-vm sections FILE
-run verifies the program first (--mode verified, the default); --mode checked runs it with
-every memory access checked instead; --mode unchecked runs it with no checks at all (only for
-programs you trust). --map gives assembly text and bytecode their maps: the N-th is what
-`lddw rX, map_fd(N)` names; KIND is hash, array, lru_hash, percpu_hash, percpu_array, ringbuf or
-prog_array. verify --log prints the verifier's state at each instruction. --context says what
-r1 points to: buffer (the default: the memory, its length in r2), fixed:SIZE (exactly SIZE bytes)
-or packet:SIZE:DATA:DATA_END (a SIZE-byte struct with 8-byte packet start and end fields at
-DATA and DATA_END, then the packet). --kconfig and --kconfig-file (a kernel .config) give an
-object's .kconfig externs their values; LINUX_KERNEL_VERSION defaults to this machine's kernel.";
+/// Instructions `run` allows by default before it stops a program (checked and unchecked programs
+/// are not proven to end).
+const DEFAULT_BUDGET: u64 = 1_000_000_000;
+
+/// Map kinds `--map` knows.
+const MAP_KINDS: &str = "hash, array, lru_hash, percpu_hash, percpu_array, ringbuf, prog_array";
+
+fn file_arg() -> Arg {
+    Arg::new("FILE").required(true).help("An ELF object (clang -target bpf), raw bytecode, or assembly text")
+}
+
+fn section_arg() -> Arg {
+    Arg::new("section").long("section").value_name("NAME").help(
+        "The program, by function or section name; required when the object has more than one \
+         program, and a section name must name only one",
+    )
+}
+
+/// What `run` and `verify` share: what the program is given.
+fn program_args() -> [Arg; 5] {
+    [
+        section_arg(),
+        Arg::new("context").long("context").value_name("CONTEXT").default_value("buffer").help(
+            "What r1 points to: buffer (the memory, its length in r2), fixed:SIZE (exactly SIZE \
+             bytes) or packet:SIZE:DATA:DATA_END (a SIZE-byte struct with 8-byte packet start and end \
+             fields at DATA and DATA_END, then the packet)",
+        ),
+        Arg::new("map").long("map").value_name("KIND:KEY_SIZE:VALUE_SIZE:MAX_ENTRIES").action(ArgAction::Append).help(
+            format!(
+                "A map for assembly text or bytecode: the N-th is what `lddw rX, map_fd(N)` names. \
+                 KIND: {MAP_KINDS}"
+            ),
+        ),
+        Arg::new("kconfig").long("kconfig").value_name("KEY=VALUE").action(ArgAction::Append).help(
+            "A value for an object's .kconfig extern (y, n, m, a number, or a quoted string); \
+             LINUX_KERNEL_VERSION defaults to this machine's kernel",
+        ),
+        Arg::new("kconfig-file")
+            .long("kconfig-file")
+            .value_name("PATH")
+            .help("A kernel .config whose values the .kconfig externs take (--kconfig values win)"),
+    ]
+}
+
+fn cli() -> Command {
+    Command::new("ebpf-vm")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Run, verify, inspect and disassemble BPF programs")
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .subcommand(
+            Command::new("run")
+                .about("Verify (by default) and run a program; print r0, then the maps with --dump-maps")
+                .arg(file_arg())
+                .args(program_args())
+                .arg(
+                    Arg::new("engine")
+                        .long("engine")
+                        .value_parser(["jit", "interpreter"])
+                        .default_value(if cfg!(feature = "jit") { "jit" } else { "interpreter" })
+                        .help("Which engine runs the program"),
+                )
+                .arg(
+                    Arg::new("mode")
+                        .long("mode")
+                        .value_parser(["verified", "checked", "unchecked"])
+                        .default_value("verified")
+                        .help(
+                            "verified: proven safe before it runs, then run with no checks; checked: every \
+                     access checked as it runs; unchecked: no checks at all (only for programs you trust)",
+                        ),
+                )
+                .arg(
+                    Arg::new("mem-hex")
+                        .long("mem-hex")
+                        .value_name("HEX")
+                        .conflicts_with("mem-file")
+                        .help("The program's memory, as hex bytes (default: none)"),
+                )
+                .arg(Arg::new("mem-file").long("mem-file").value_name("PATH").help("The program's memory, from a file"))
+                .arg(
+                    Arg::new("repeat")
+                        .long("repeat")
+                        .value_name("N")
+                        .default_value("1")
+                        .value_parser(value_parser!(u64).range(1..))
+                        .help("Runs N times on the same memory and maps; prints the last r0"),
+                )
+                .arg(Arg::new("budget").long("budget").value_name("N").value_parser(value_parser!(u64)).help(format!(
+                    "Stops the program after N instructions, 0 for no limit (default: {DEFAULT_BUDGET} \
+                             in checked and unchecked modes, none for verified programs, which end)"
+                )))
+                .arg(
+                    Arg::new("dump-maps")
+                        .long("dump-maps")
+                        .action(ArgAction::SetTrue)
+                        .help("Prints every map entry, and every pending ring-buffer record, as JSON lines"),
+                ),
+        )
+        .subcommand(
+            Command::new("verify")
+                .about("Verify a program: say it is proven safe, or name the instruction and the rule it breaks")
+                .arg(file_arg())
+                .args(program_args())
+                .arg(
+                    Arg::new("log")
+                        .long("log")
+                        .action(ArgAction::SetTrue)
+                        .help("Prints the verifier's state at each instruction it analysed"),
+                ),
+        )
+        .subcommand(
+            Command::new("disasm")
+                .about("Print a program's instructions, each with its slot index and jump targets")
+                .arg(file_arg())
+                .arg(section_arg().help("Only this program (by function or section name; default: every program)")),
+        )
+        .subcommand(Command::new("sections").about("List an object's programs and maps").arg(file_arg()))
+        .subcommand(
+            Command::new("maps")
+                .about("List an object's maps: name, kind, key and value sizes, capacity, flags, origin")
+                .arg(file_arg()),
+        )
+}
 
 /// A loaded input file.
 enum Input {
@@ -58,7 +164,22 @@ fn load(path: &str) -> Result<Input, String> {
     let is_asm_name = [".s", ".asm", ".txt"].iter().any(|ext| path.ends_with(ext));
     if is_asm_name || (looks_like_text && !bytes.is_empty()) {
         let text = String::from_utf8_lossy(&bytes);
-        return Program::from_asm(&text).map(Input::Program).map_err(|e| format!("{path}: {e}"));
+        return Program::from_asm(&text).map(Input::Program).map_err(|e| {
+            // Text whose first instruction is not one is no assembly at all.
+            let first = text.lines().position(|l| !l.trim().is_empty() && !l.trim_start().starts_with(['#', ';']));
+            let at_first = first.is_some_and(|n| e.to_string().starts_with(&format!("assembly: line {}:", n + 1)));
+            if at_first && !is_asm_name {
+                format!("{path}: not an ELF object, BPF bytecode or assembly text (read as {e})")
+            } else {
+                format!("{path}: {e}")
+            }
+        });
+    }
+    if bytes.len() % 8 != 0 {
+        return Err(format!(
+            "{path}: not an ELF object, BPF bytecode or assembly text ({} bytes, not a whole number of 8-byte instructions)",
+            bytes.len()
+        ));
     }
     Program::from_bytes(&bytes).map(Input::Program).map_err(|e| format!("{path}: {e}"))
 }
@@ -80,26 +201,6 @@ fn decode_hex(text: &str) -> Result<Vec<u8>, String> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Options after the file name.
-#[derive(Default)]
-struct Options {
-    section: Option<String>,
-    engine: Option<String>,
-    mode: Option<String>,
-    mem: Option<Vec<u8>>,
-    repeat: u64,
-    dump_maps: bool,
-    budget: Option<u64>,
-    /// Maps for assembly text and bytecode, in `map_fd(N)` order.
-    maps: Vec<MapDef>,
-    /// `verify --log`: print the abstract state at each instruction.
-    log: bool,
-    /// What the program is given, for the verifier.
-    context: Context,
-    /// Values for an object's `.kconfig` externs.
-    kconfig: Kconfig,
 }
 
 /// A context description from `--context buffer|fixed:SIZE|packet:SIZE:DATA:DATA_END`.
@@ -136,88 +237,112 @@ fn parse_map(spec: &str) -> Result<MapDef, String> {
     Ok(MapDef { map_type, key_size: num(key)?, value_size: num(value)?, max_entries: num(max)?, flags: 0 })
 }
 
-fn parse_options(args: &[String]) -> Result<Options, String> {
-    let mut o = Options { repeat: 1, ..Options::default() };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
-        match a.as_str() {
-            "--section" => o.section = Some(value(a)?),
-            "--engine" => o.engine = Some(value(a)?),
-            "--mode" => o.mode = Some(value(a)?),
-            "--mem-hex" => o.mem = Some(decode_hex(&value(a)?)?),
-            "--mem-file" => {
-                let path = value(a)?;
-                o.mem = Some(std::fs::read(&path).map_err(|e| format!("{path}: {e}"))?);
-            }
-            "--repeat" => {
-                let v = value(a)?;
-                o.repeat = v.parse().ok().filter(|&n| n > 0).ok_or(format!("--repeat: not a positive number: {v}"))?;
-            }
-            "--budget" => {
-                let v = value(a)?;
-                o.budget = Some(v.parse().map_err(|_| format!("--budget: not a number: {v}"))?);
-            }
-            "--dump-maps" => o.dump_maps = true,
-            "--map" => o.maps.push(parse_map(&value(a)?)?),
-            "--log" => o.log = true,
-            "--context" => o.context = parse_context(&value(a)?)?,
-            "--kconfig" => {
-                let v = value(a)?;
-                let (key, val) = v.split_once('=').ok_or(format!("--kconfig {v}: expected KEY=VALUE"))?;
-                o.kconfig.set(key, val);
-            }
-            "--kconfig-file" => {
-                let path = value(a)?;
-                let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
-                let file = Kconfig::parse(&text).map_err(|e| format!("{path}: {e}"))?;
-                // In command-line order: a later value of the same name wins.
-                for (key, val) in file.iter() {
-                    o.kconfig.set(key, val);
-                }
-            }
-            other => return Err(format!("unknown option {other}\n{USAGE}")),
+/// What `run` and `verify` read from their options.
+struct Options {
+    section: Option<String>,
+    context: Context,
+    maps: Vec<MapDef>,
+    kconfig: Kconfig,
+    engine: Engine,
+    mode: Mode,
+    budget: Option<u64>,
+}
+
+fn options(m: &ArgMatches, run: bool) -> Result<Options, String> {
+    let strings = |id: &str| m.get_many::<String>(id).into_iter().flatten().cloned().collect::<Vec<_>>();
+    let mut kconfig = Kconfig::new();
+    if let Some(path) = m.get_one::<String>("kconfig-file") {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        for (key, value) in Kconfig::parse(&text).map_err(|e| format!("{path}: {e}"))?.iter() {
+            kconfig.set(key, value);
         }
     }
-    Ok(o)
+    for kv in strings("kconfig") {
+        let (key, value) = kv.split_once('=').ok_or(format!("--kconfig {kv}: expected KEY=VALUE"))?;
+        kconfig.set(key, value);
+    }
+    let context = parse_context(m.get_one::<String>("context").map_or("buffer", String::as_str))?;
+    let maps = strings("map").iter().map(|s| parse_map(s)).collect::<Result<Vec<_>, _>>()?;
+    let (engine, mode, budget) = if run {
+        let engine = match m.get_one::<String>("engine").map(String::as_str) {
+            Some("interpreter") => Engine::Interpreter,
+            #[cfg(feature = "jit")]
+            _ => Engine::Jit,
+            #[cfg(not(feature = "jit"))]
+            _ => return Err("this build has no JIT (feature `jit`); use --engine interpreter".into()),
+        };
+        let mode = match m.get_one::<String>("mode").map(String::as_str) {
+            Some("checked") => Mode::Checked,
+            Some("unchecked") => Mode::Unchecked,
+            _ => Mode::Verified,
+        };
+        let budget = match m.get_one::<u64>("budget") {
+            Some(0) => None,
+            Some(&n) => Some(n),
+            None if mode == Mode::Verified => None,
+            None => Some(DEFAULT_BUDGET),
+        };
+        (engine, mode, budget)
+    } else {
+        // Verifying needs no compiled code.
+        (Engine::Interpreter, Mode::Verified, None)
+    };
+    Ok(Options { section: m.get_one::<String>("section").cloned(), context, maps, kconfig, engine, mode, budget })
 }
 
-/// Map kinds `--map` knows.
-const MAP_KINDS: &str = "hash, array, lru_hash, percpu_hash, percpu_array, ringbuf, prog_array";
-
-fn engine(o: &Options) -> Result<Engine, String> {
-    match o.engine.as_deref() {
-        Some("interpreter") => Ok(Engine::Interpreter),
-        #[cfg(feature = "jit")]
-        None | Some("jit") => Ok(Engine::Jit),
-        #[cfg(not(feature = "jit"))]
-        None => Ok(Engine::Interpreter),
-        #[cfg(not(feature = "jit"))]
-        Some("jit") => Err("this build has no JIT (feature `jit`); use --engine interpreter".into()),
-        Some(e) => Err(format!("unknown engine {e:?} (interpreter, jit)")),
+/// The program of `obj` that `section` names: by function name, or else the only program of that
+/// section; with no `section`, the only program of the object.
+fn pick<'o>(obj: &'o Object, section: Option<&str>) -> Result<&'o ObjectProgram, String> {
+    let list = |ps: &[&ObjectProgram]| {
+        ps.iter().map(|p| format!("{} (section {})", p.name, p.section)).collect::<Vec<_>>().join(", ")
+    };
+    let all: Vec<&ObjectProgram> = obj.programs().iter().collect();
+    let Some(name) = section else {
+        return match all[..] {
+            [] => Err("the object has no programs".into()),
+            [only] => Ok(only),
+            _ => Err(format!("the object has {} programs: say which with --section ({})", all.len(), list(&all))),
+        };
+    };
+    if let Some(p) = all.iter().find(|p| p.name == name) {
+        return Ok(p);
+    }
+    let in_section: Vec<&ObjectProgram> = all.iter().copied().filter(|p| p.section == name).collect();
+    match in_section[..] {
+        [] => Err(format!("no program named `{name}` (by function or section name); the programs: {}", list(&all))),
+        [only] => Ok(only),
+        _ => Err(format!(
+            "section `{name}` holds {} programs: name one by its function ({})",
+            in_section.len(),
+            list(&in_section)
+        )),
     }
 }
 
-/// The mode `--mode` asks for.
-fn mode(o: &Options) -> Result<Mode, String> {
-    match o.mode.as_deref() {
-        None | Some("verified") => Ok(Mode::Verified),
-        Some("checked") => Ok(Mode::Checked),
-        Some("unchecked") => Ok(Mode::Unchecked),
-        Some(m) => Err(format!("unknown mode {m:?} (verified, checked, unchecked)")),
+/// `obj` with its `.kconfig` externs set from `--kconfig` and `--kconfig-file`, and
+/// `LINUX_KERNEL_VERSION` from this machine's kernel release unless given (as libbpf does).
+fn configured(obj: &Object, o: &Options) -> Result<Object, String> {
+    let mut obj = obj.clone();
+    if obj.kconfig_externs().is_empty() {
+        return Ok(obj);
     }
+    let mut config = o.kconfig.clone();
+    if config.get("LINUX_KERNEL_VERSION").is_none() {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        if let Some(v) = kernel_version(release.trim()) {
+            config.set("LINUX_KERNEL_VERSION", v.to_string());
+        }
+    }
+    obj.set_kconfig(&config).map_err(|e| format!("{e} (give it with --kconfig KEY=VALUE)"))?;
+    Ok(obj)
 }
 
 /// The verifier's log of the program: the state at each instruction it analysed, up to the first error.
 fn verifier_log(input: &Input, o: &Options) -> Result<String, String> {
     let linked = match input {
         Input::Object(obj) => {
-            let obj = &configured(obj, o)?;
-            let instance = Instance::new(obj).map_err(|e| e.to_string())?;
-            let name = match &o.section {
-                Some(s) => s.clone(),
-                None => obj.programs().first().ok_or("the object has no programs")?.name.clone(),
-            };
+            let name = pick(obj, o.section.as_deref())?.name.clone();
+            let instance = Instance::new(&configured(obj, o)?).map_err(|e| e.to_string())?;
             let program = instance.program(&name).ok_or(format!("no program {name}"))?.program.clone();
             let targets = instance.programs().iter().map(|p| p.program.clone()).collect();
             let mut env = instance.env();
@@ -239,24 +364,6 @@ fn verifier_log(input: &Input, o: &Options) -> Result<String, String> {
     Ok(log)
 }
 
-/// `obj` with its `.kconfig` externs set from `--kconfig` and `--kconfig-file`, and
-/// `LINUX_KERNEL_VERSION` from this machine's kernel release unless given (as libbpf does).
-fn configured(obj: &Object, o: &Options) -> Result<Object, String> {
-    let mut obj = obj.clone();
-    if obj.kconfig_externs().is_empty() {
-        return Ok(obj);
-    }
-    let mut config = o.kconfig.clone();
-    if config.get("LINUX_KERNEL_VERSION").is_none() {
-        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-        if let Some(v) = kernel_version(release.trim()) {
-            config.set("LINUX_KERNEL_VERSION", v.to_string());
-        }
-    }
-    obj.set_kconfig(&config).map_err(|e| format!("{e} (give it with --kconfig KEY=VALUE)"))?;
-    Ok(obj)
-}
-
 /// Maps by name, for `--dump-maps`.
 type NamedMaps = Vec<(String, Arc<dyn Map>)>;
 
@@ -264,10 +371,10 @@ type NamedMaps = Vec<(String, Arc<dyn Map>)>;
 fn prepare(input: &Input, o: &Options) -> Result<(Vm, NamedMaps), String> {
     let (builder, maps) = match input {
         Input::Object(obj) => {
-            let name = match &o.section {
-                Some(s) => s.clone(),
-                None => obj.programs().first().ok_or("the object has no programs")?.name.clone(),
-            };
+            if !o.maps.is_empty() {
+                return Err("--map applies to assembly text and bytecode; an object declares its own maps".into());
+            }
+            let name = pick(obj, o.section.as_deref())?.name.clone();
             let instance = Instance::new(&configured(obj, o)?).map_err(|e| e.to_string())?;
             let maps = instance.maps().iter().map(|m| (m.name.clone(), Arc::clone(&m.map))).collect();
             (instance.vm_builder(&name).map_err(|e| e.to_string())?, maps)
@@ -286,15 +393,12 @@ fn prepare(input: &Input, o: &Options) -> Result<(Vm, NamedMaps), String> {
             (builder, named)
         }
     };
-    if !o.maps.is_empty() && matches!(input, Input::Object(_)) {
-        return Err("--map applies to assembly text and bytecode; an object declares its own maps".into());
-    }
-    let mut builder = builder.engine(engine(o)?).context(o.context.clone());
-    builder = match mode(o)? {
+    let mut builder = builder.engine(o.engine).context(o.context.clone());
+    builder = match o.mode {
         Mode::Verified => builder.verified(),
         Mode::Checked => builder.checked(),
         // SAFETY: whoever runs the command asked for no checks with `--mode unchecked`: the program's
-        // accesses are theirs to vouch for, as the usage says.
+        // accesses are theirs to vouch for, as the help says.
         _ => unsafe { builder.unchecked() },
     };
     if let Some(n) = o.budget {
@@ -303,10 +407,17 @@ fn prepare(input: &Input, o: &Options) -> Result<(Vm, NamedMaps), String> {
     Ok((builder.build().map_err(|e| e.to_string())?, maps))
 }
 
+/// Per-CPU slots worth printing: those of the CPUs this machine has.
+fn cpus_here(map: &dyn Map) -> usize {
+    let here = std::thread::available_parallelism().map_or(1, usize::from);
+    map.cpus().min(here).max(1)
+}
+
 fn dump_maps(maps: &NamedMaps) {
     for (name, map) in maps {
-        let def = map.def();
-        if def.map_type == MapType::RingBuf {
+        if let Some(rb) = map.downcast_ref::<RingBufMap>() {
+            // Pending records, oldest first (consumed: a second dump shows only newer ones).
+            rb.consume(|record| println!("{{\"map\":\"{name}\",\"record\":\"{}\"}}", hex(record)));
             continue;
         }
         if let Some(pa) = map.downcast_ref::<ProgArrayMap>() {
@@ -317,10 +428,11 @@ fn dump_maps(maps: &NamedMaps) {
             }
             continue;
         }
+        let per_cpu = map.cpus() > 1;
         for key in map.keys() {
-            for cpu in 0..map.cpus() {
+            for cpu in 0..cpus_here(map.as_ref()) {
                 let Some(value) = map.get(&key, cpu) else { continue };
-                if map.cpus() > 1 {
+                if per_cpu {
                     println!(
                         "{{\"map\":\"{name}\",\"cpu\":{cpu},\"key\":\"{}\",\"value\":\"{}\"}}",
                         hex(&key),
@@ -334,98 +446,176 @@ fn dump_maps(maps: &NamedMaps) {
     }
 }
 
-fn run(args: &[String]) -> Result<(), String> {
-    let (cmd, file, rest) = match args {
-        [cmd, file, rest @ ..] => (cmd.as_str(), file.as_str(), rest),
-        [cmd] if cmd == "--help" || cmd == "-h" => {
-            println!("{USAGE}");
-            return Ok(());
-        }
-        _ => return Err(USAGE.into()),
+/// An execution error, with an out-of-bounds address told relative to the input when it is near it.
+fn describe(e: &ExecError, mem: &[u8]) -> String {
+    let ExecError::OutOfBounds { pc, addr, len, write } = *e else { return e.to_string() };
+    let base = mem.as_ptr() as u64;
+    let what = if write { "store" } else { "load" };
+    let size = mem.len() as u64;
+    let near = 1 << 20;
+    let place = if !mem.is_empty() && addr >= base && addr - base < size + near {
+        format!("input+{} (the input is {size} bytes)", addr - base)
+    } else if !mem.is_empty() && addr < base && base - addr < near {
+        format!("input-{} (before the input, which is {size} bytes)", base - addr)
+    } else if addr < 4096 {
+        format!("address {addr:#x} (a null or small pointer)")
+    } else {
+        format!("address {addr:#x}, in no memory the program was given (the input is {size} bytes)")
     };
-    let o = parse_options(rest)?;
-    let input = load(file)?;
-    match cmd {
-        "run" => {
-            let (vm, maps) = prepare(&input, &o)?;
-            let mut mem = o.mem.clone().unwrap_or_default();
-            let mut r0 = 0;
-            for _ in 0..o.repeat {
-                let mut buf = mem.clone();
-                r0 = vm.execute(&mut buf).map_err(|e| e.to_string())?;
-                mem = buf;
-            }
-            println!("{r0:#x}");
-            if o.dump_maps {
-                dump_maps(&maps);
-            }
-            Ok(())
-        }
-        "disasm" => {
-            match &input {
-                Input::Object(obj) => {
-                    for p in obj.programs() {
-                        println!("# program {} (section {}), {} slots", p.name, p.section, p.program.slot_count());
-                        print!("{}", p.program.disassemble());
-                    }
-                }
-                Input::Program(p) => print!("{}", p.disassemble()),
-            }
-            Ok(())
-        }
-        "verify" => {
-            let mut o = o;
-            o.mode = Some("verified".into());
-            // Verifying needs no compiled code.
-            o.engine = Some("interpreter".into());
-            if o.log {
-                print!("{}", verifier_log(&input, &o)?);
-            }
-            let (vm, _) = prepare(&input, &o)?;
-            println!(
-                "verified: {} ({} slots) is proven safe for a {} context",
-                if vm.program().name().is_empty() { file } else { vm.program().name() },
-                vm.program().slot_count(),
-                match o.context {
-                    Context::Buffer => "buffer".to_string(),
-                    Context::Fixed { size, .. } => format!("fixed {size}-byte"),
-                    Context::Packet { size, .. } => format!("packet-style ({size}-byte struct)"),
-                    _ => "custom".to_string(),
-                }
-            );
-            Ok(())
-        }
-        "sections" => {
-            match &input {
-                Input::Object(obj) => {
-                    println!("license: {}", obj.license());
-                    for (id, p) in obj.programs().iter().enumerate() {
-                        println!("program {id}: {} section={} slots={}", p.name, p.section, p.program.slot_count());
-                    }
-                    for (i, m) in obj.maps().iter().enumerate() {
-                        let d = m.def;
-                        println!(
-                            "map {i}: {} type={} key_size={} value_size={} max_entries={} origin={:?}",
-                            m.name,
-                            d.map_type.name(),
-                            d.key_size,
-                            d.value_size,
-                            d.max_entries,
-                            m.origin
-                        );
-                    }
-                }
-                Input::Program(p) => println!("program 0: (raw) slots={}", p.slot_count()),
-            }
-            Ok(())
-        }
-        other => Err(format!("unknown command {other:?}\n{USAGE}")),
+    format!("instruction {pc}: {what} of {len} bytes at {place} is out of bounds")
+}
+
+fn run(m: &ArgMatches) -> Result<(), String> {
+    let path = m.get_one::<String>("FILE").expect("required");
+    let o = options(m, true)?;
+    let input = load(path)?;
+    let (vm, maps) = prepare(&input, &o)?;
+    let mut mem = match (m.get_one::<String>("mem-hex"), m.get_one::<String>("mem-file")) {
+        (Some(h), _) => decode_hex(h)?,
+        (_, Some(f)) => std::fs::read(f).map_err(|e| format!("{f}: {e}"))?,
+        _ => Vec::new(),
+    };
+    let mut r0 = 0;
+    for _ in 0..*m.get_one::<u64>("repeat").unwrap_or(&1) {
+        r0 = vm.execute(&mut mem).map_err(|e| describe(&e, &mem))?;
     }
+    println!("{r0:#x} ({})", r0 as i64);
+    if m.get_flag("dump-maps") {
+        dump_maps(&maps);
+    }
+    Ok(())
+}
+
+fn verify(m: &ArgMatches) -> Result<(), String> {
+    let path = m.get_one::<String>("FILE").expect("required");
+    let o = options(m, false)?;
+    let input = load(path)?;
+    if m.get_flag("log") {
+        print!("{}", verifier_log(&input, &o)?);
+    }
+    let (vm, _) = prepare(&input, &o)?;
+    println!(
+        "verified: {} ({} slots) is proven safe for a {} context",
+        if vm.program().name().is_empty() { path } else { vm.program().name() },
+        vm.program().slot_count(),
+        match o.context {
+            Context::Buffer => "buffer".to_string(),
+            Context::Fixed { size, .. } => format!("fixed {size}-byte"),
+            Context::Packet { size, .. } => format!("packet-style ({size}-byte struct)"),
+            _ => "custom".to_string(),
+        }
+    );
+    Ok(())
+}
+
+/// A program's instructions, one a line: slot index, instruction, and for jumps and calls the slot
+/// they go to.
+fn listing(program: &Program) -> String {
+    let mut out = String::new();
+    let mut slot = 0usize;
+    let width = program.slot_count().max(1).to_string().len();
+    for insn in program.instructions() {
+        let text = ebpf_vm::isa::disassemble_one(insn);
+        match insn.branch_target(slot) {
+            Some(to) => out.push_str(&format!("{slot:>width$}: {text:<32} ; to {to}\n")),
+            None => out.push_str(&format!("{slot:>width$}: {text}\n")),
+        }
+        slot += insn.slots();
+    }
+    out
+}
+
+fn disasm(m: &ArgMatches) -> Result<(), String> {
+    let path = m.get_one::<String>("FILE").expect("required");
+    match load(path)? {
+        Input::Object(obj) => {
+            let chosen: Vec<&ObjectProgram> = match m.get_one::<String>("section") {
+                Some(name) => vec![pick(&obj, Some(name))?],
+                None => obj.programs().iter().collect(),
+            };
+            for p in chosen {
+                println!("# program {} (section {}), {} slots", p.name, p.section, p.program.slot_count());
+                print!("{}", listing(&p.program));
+            }
+        }
+        Input::Program(p) => {
+            if m.get_one::<String>("section").is_some() {
+                return Err("--section applies to ELF objects only".into());
+            }
+            print!("{}", listing(&p));
+        }
+    }
+    Ok(())
+}
+
+fn sections(m: &ArgMatches) -> Result<(), String> {
+    let path = m.get_one::<String>("FILE").expect("required");
+    match load(path)? {
+        Input::Object(obj) => {
+            println!("license: {}", obj.license());
+            for (id, p) in obj.programs().iter().enumerate() {
+                println!("program {id}: {} section={} slots={}", p.name, p.section, p.program.slot_count());
+            }
+            for (i, m) in obj.maps().iter().enumerate() {
+                let d = m.def;
+                println!(
+                    "map {i}: {} type={} key_size={} value_size={} max_entries={} origin={:?}",
+                    m.name,
+                    d.map_type.name(),
+                    d.key_size,
+                    d.value_size,
+                    d.max_entries,
+                    m.origin
+                );
+            }
+        }
+        Input::Program(p) => println!("program 0: (raw) slots={}", p.slot_count()),
+    }
+    Ok(())
+}
+
+fn maps_of(m: &ArgMatches) -> Result<(), String> {
+    let path = m.get_one::<String>("FILE").expect("required");
+    let Input::Object(obj) = load(path)? else {
+        return Err(format!("{path}: not an ELF object (assembly and bytecode declare no maps)"));
+    };
+    println!(
+        "{:<24} {:<32} {:>8} {:>10} {:>11} {:>10}  origin",
+        "name", "kind", "key", "value", "max_entries", "flags"
+    );
+    for spec in obj.maps() {
+        let d = spec.def;
+        let kind = if d.map_type.implemented() {
+            d.map_type.name().to_string()
+        } else {
+            format!("{} (unsupported)", d.map_type.name())
+        };
+        println!(
+            "{:<24} {:<32} {:>8} {:>10} {:>11} {:>#10x}  {:?}",
+            spec.name, kind, d.key_size, d.value_size, d.max_entries, d.flags, spec.origin
+        );
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
+    let matches = match cli().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => {
+            // Help and version go to standard output with status 0; a wrong command line is 2.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let result = match matches.subcommand() {
+        Some(("run", m)) => run(m),
+        Some(("verify", m)) => verify(m),
+        Some(("disasm", m)) => disasm(m),
+        Some(("sections", m)) => sections(m),
+        Some(("maps", m)) => maps_of(m),
+        _ => Err("a command is required (see ebpf-vm --help)".into()),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ebpf-vm: {e}");
