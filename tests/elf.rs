@@ -378,3 +378,31 @@ fn checked_mode_still_applies_to_loaded_programs() {
     let vm = Vm::builder(asm).env(obj.env()).checked().build().unwrap();
     assert!(matches!(vm.execute(&mut [0; 8]), Err(ExecError::OutOfBounds { pc: 0, .. })));
 }
+
+/// `bpf_probe_read_*` copy memory the execution may read and fail like the kernel's elsewhere
+/// (-EFAULT, destination zeroed), strings cut to fit and NUL-terminated; the coarse clocks advance.
+/// Every engine, verified and checked (fixture `probe_read.c`).
+#[test]
+fn probe_read_helpers_and_coarse_clocks() {
+    let obj = load("probe_read");
+    let efault = 14u64;
+    for &engine in ENGINES {
+        for verified in [true, false] {
+            let build = |name: &str| {
+                let b = obj.vm_builder(name).expect("program").engine(engine);
+                if verified { b.verified() } else { b.checked() }.build().expect("builds")
+            };
+            let mut mem = b"hello\0\x01\x02\x03".to_vec();
+            let sum: u64 = mem[..8].iter().map(|&b| b as u64).sum();
+            assert_eq!(build("probe_bytes").execute(&mut mem), Ok(sum * 1000 + efault * 10 + 1), "{engine:?}");
+            let want = 6 << 48 | 4 << 32 | (b'h' as u64) << 16 | efault;
+            assert_eq!(build("probe_string").execute(&mut mem), Ok(want), "{engine:?}");
+            // No NUL before the input ends: the full read faults (and zeroes its buffer), the cut one
+            // stops in time.
+            let mut short = b"abc".to_vec();
+            let want = (-(efault as i64) as u64 & 0xffff) << 48 | 4 << 32 | efault;
+            assert_eq!(build("probe_string").execute(&mut short), Ok(want), "{engine:?}");
+            assert_eq!(build("clocks").execute(&mut []), Ok(7), "{engine:?}");
+        }
+    }
+}

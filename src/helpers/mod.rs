@@ -42,6 +42,9 @@ pub enum ArgKind {
     MapOf(crate::maps::MapType),
     /// A ring-buffer record the program reserved and still holds, at its start; the call releases it.
     Record,
+    /// Any value, pointer or number: an address the helper reads through its own checks
+    /// (`bpf_probe_read_*`'s source), so the verifier asks nothing of it.
+    Address,
 }
 
 /// The kind of a helper's result.

@@ -33,6 +33,22 @@ pub const TAIL_CALL: u32 = 12;
 pub const GET_CURRENT_PID_TGID: u32 = 14;
 /// `bpf_get_current_comm`
 pub const GET_CURRENT_COMM: u32 = 16;
+/// `bpf_probe_read` (the kernel's older name of `bpf_probe_read_kernel`)
+pub const PROBE_READ: u32 = 4;
+/// `bpf_probe_read_str`
+pub const PROBE_READ_STR: u32 = 45;
+/// `bpf_probe_read_user`
+pub const PROBE_READ_USER: u32 = 112;
+/// `bpf_probe_read_kernel`
+pub const PROBE_READ_KERNEL: u32 = 113;
+/// `bpf_probe_read_user_str`
+pub const PROBE_READ_USER_STR: u32 = 114;
+/// `bpf_probe_read_kernel_str`
+pub const PROBE_READ_KERNEL_STR: u32 = 115;
+/// `bpf_jiffies64`: milliseconds of the monotonic clock (this runtime's jiffies tick at 1000 Hz).
+pub const JIFFIES64: u32 = 118;
+/// `bpf_ktime_get_coarse_ns`: the monotonic clock (here as fine as `bpf_ktime_get_ns`).
+pub const KTIME_GET_COARSE_NS: u32 = 160;
 /// `bpf_ktime_get_boot_ns`
 pub const KTIME_GET_BOOT_NS: u32 = 125;
 /// `bpf_ringbuf_output`
@@ -47,6 +63,8 @@ pub const RINGBUF_DISCARD: u32 = 133;
 pub const RINGBUF_QUERY: u32 = 134;
 
 const EINVAL: u64 = -22i64 as u64;
+/// `-EFAULT`, what the `bpf_probe_read_*` helpers return for memory the execution may not read.
+const EFAULT: u64 = -14i64 as u64;
 const EAGAIN: u64 = -11i64 as u64;
 
 fn sig(args: &[A], ret: RetKind) -> HelperSig {
@@ -163,6 +181,16 @@ pub fn all() -> Vec<Helper> {
         Helper::new(KTIME_GET_BOOT_NS, "ktime_get_boot_ns", HelperSig::scalars(0), |_, _| Ok(
             crate::host::monotonic_ns()
         )),
+        Helper::new(PROBE_READ, "probe_read", probe_sig(), probe_read),
+        Helper::new(PROBE_READ_USER, "probe_read_user", probe_sig(), probe_read),
+        Helper::new(PROBE_READ_KERNEL, "probe_read_kernel", probe_sig(), probe_read),
+        Helper::new(PROBE_READ_STR, "probe_read_str", probe_sig(), probe_read_str),
+        Helper::new(PROBE_READ_USER_STR, "probe_read_user_str", probe_sig(), probe_read_str),
+        Helper::new(PROBE_READ_KERNEL_STR, "probe_read_kernel_str", probe_sig(), probe_read_str),
+        Helper::new(JIFFIES64, "jiffies64", HelperSig::scalars(0), |_, _| Ok(crate::host::monotonic_ns() / 1_000_000)),
+        Helper::new(KTIME_GET_COARSE_NS, "ktime_get_coarse_ns", HelperSig::scalars(0), |_, _| Ok(
+            crate::host::monotonic_ns()
+        )),
         Helper::new(
             RINGBUF_OUTPUT,
             "ringbuf_output",
@@ -188,6 +216,89 @@ pub fn all() -> Vec<Helper> {
             |ctx, a| { Ok(ringbuf(ctx, a[0])?.query(a[1])) }
         ),
     ]
+}
+
+/// `(void *dst, u32 size, const void *src)`: `dst` is written, `src` any address.
+fn probe_sig() -> HelperSig {
+    sig(&[A::WriteMem, A::MemSize, A::Address], RetKind::Scalar)
+}
+
+/// Whether the execution may read `len` bytes at `addr` (input, stack, map values, granted
+/// records), whatever the mode: `bpf_probe_read_*` read any address they are given, and only memory
+/// the host gave the execution is theirs to read.
+fn probe_readable(ctx: &CallContext<'_>, addr: u64, len: u64) -> bool {
+    ctx.memory.classify(addr, len, false, ctx.grants).is_some()
+}
+
+/// Writes `len` zero bytes at `dst`.
+fn zero_fill(ctx: &CallContext<'_>, dst: u64, len: u64) -> Result<(), HelperError> {
+    let zeros = [0u8; 256];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(256);
+        ctx.write(dst + done, &zeros[..n as usize])?;
+        done += n;
+    }
+    Ok(())
+}
+
+/// `bpf_probe_read_{user,kernel}`: copies `size` bytes at `src` into `dst` and returns 0; where the
+/// execution may not read them, zeroes `dst` and returns `-EFAULT`, as the kernel's do on a fault.
+fn probe_read(ctx: &mut CallContext<'_>, a: [u64; 5]) -> Result<u64, HelperError> {
+    let (dst, size, src) = (a[0], a[1], a[2]);
+    ctx.check(dst, size, true)?;
+    if size == 0 {
+        return Ok(0);
+    }
+    if !probe_readable(ctx, src, size) {
+        zero_fill(ctx, dst, size)?;
+        return Ok(EFAULT);
+    }
+    let mut chunk = [0u8; 256];
+    let mut done = 0;
+    while done < size {
+        let n = (size - done).min(256);
+        ctx.read(src + done, &mut chunk[..n as usize])?;
+        ctx.write(dst + done, &chunk[..n as usize])?;
+        done += n;
+    }
+    Ok(0)
+}
+
+/// `bpf_probe_read_{user,kernel}_str`: copies the NUL-terminated string at `src` into `dst`, at most
+/// `size - 1` bytes and then a NUL, and returns the bytes written with the NUL; where the execution
+/// may not read a byte before the string ends, zeroes `dst` and returns `-EFAULT`.
+fn probe_read_str(ctx: &mut CallContext<'_>, a: [u64; 5]) -> Result<u64, HelperError> {
+    let (dst, size, src) = (a[0], a[1], a[2]);
+    ctx.check(dst, size, true)?;
+    if size == 0 {
+        return Ok(0);
+    }
+    let mut chunk = [0u8; 256];
+    let mut written = 0u64;
+    loop {
+        // Whole chunks where the string's next bytes may all be read; byte by byte near the end of
+        // what may be read.
+        let room = size - 1 - written;
+        let mut n = room.min(256);
+        while n > 0 && !probe_readable(ctx, src + written, n) {
+            n = if n > 1 { 1 } else { 0 };
+        }
+        if n == 0 && room > 0 {
+            zero_fill(ctx, dst, size)?;
+            return Ok(EFAULT);
+        }
+        let buf = &mut chunk[..n as usize];
+        ctx.read(src + written, buf)?;
+        let end = buf.iter().position(|&b| b == 0);
+        let take = end.map_or(n, |e| e as u64);
+        ctx.write(dst + written, &buf[..take as usize])?;
+        written += take;
+        if end.is_some() || written == size - 1 {
+            ctx.write(dst + written, &[0])?;
+            return Ok(written + 1);
+        }
+    }
 }
 
 fn ringbuf<'a>(ctx: &CallContext<'a>, handle: u64) -> Result<&'a RingBufMap, HelperError> {

@@ -38,6 +38,11 @@ impl Checker<'_> {
             }
             match *kind {
                 ArgKind::Unused => {}
+                ArgKind::Address => {
+                    if v == Value::Released {
+                        return Err(bad(st, i, "a released record".into()));
+                    }
+                }
                 ArgKind::Scalar | ArgKind::MemSize => match v {
                     Value::Scalar { .. } => {}
                     Value::Ptr(_) | Value::Map(_) if self.options.allow_pointer_leaks => {}
