@@ -406,3 +406,28 @@ fn probe_read_helpers_and_coarse_clocks() {
         }
     }
 }
+
+/// Queue and stack maps with `bpf_map_push_elem`, `_pop_elem` and `_peek_elem`: FIFO and LIFO
+/// order, a full queue making room with `BPF_EXIST`, a full stack refusing, and empty maps found
+/// empty; every engine, verified and checked (fixture `queue_stack.c`).
+#[test]
+fn queue_and_stack_maps() {
+    use ebpf_vm::maps::QueueMap;
+    for &engine in ENGINES {
+        for verified in [true, false] {
+            let obj = load("queue_stack");
+            let b = obj.vm_builder("queue_stack").expect("program").engine(engine);
+            let vm = if verified { b.verified() } else { b.checked() }.build().expect("builds");
+            assert_eq!(vm.execute(&mut (1..=8).collect::<Vec<u8>>()), Ok(0x05_06_07_04_03_02), "{engine:?}");
+            let fifo = obj.map("fifo").and_then(|m| m.downcast_ref::<QueueMap>()).expect("queue");
+            let lifo = obj.map("lifo").and_then(|m| m.downcast_ref::<QueueMap>()).expect("stack");
+            assert_eq!(fifo.values(), vec![7u64.to_ne_bytes().to_vec(), 8u64.to_ne_bytes().to_vec()]);
+            assert_eq!(lifo.values(), vec![2u64.to_ne_bytes().to_vec(), 1u64.to_ne_bytes().to_vec()]);
+            // Two bytes: each map gets two values, and the third pop or peek finds them empty.
+            let obj = load("queue_stack");
+            let b = obj.vm_builder("queue_stack").expect("program").engine(engine);
+            let vm = if verified { b.verified() } else { b.checked() }.build().expect("builds");
+            assert_eq!(vm.execute(&mut [9, 10]), Ok(0x09_0a_ff_0a_09_ff), "{engine:?}");
+        }
+    }
+}

@@ -1232,3 +1232,66 @@ proptest::proptest! {
         }
     }
 }
+
+/// Queues and stacks from the host: order, capacity, `BPF_EXIST`, sizes and flags.
+#[test]
+fn queues_and_stacks_from_the_host() {
+    use ebpf_vm::maps::{Order, QueueMap};
+    let def = |ty| MapDef { map_type: ty, key_size: 0, value_size: 2, max_entries: 3, flags: 0 };
+    let q = QueueMap::new(def(MapType::Queue), Order::Fifo).expect("queue");
+    let s = QueueMap::new(def(MapType::Stack), Order::Lifo).expect("stack");
+    for m in [&q, &s] {
+        for v in [[1, 0], [2, 0], [3, 0]] {
+            m.push(&v, BPF_ANY).expect("room");
+        }
+        assert_eq!(m.push(&[4, 0], BPF_ANY), Err(MapError::Full));
+        assert_eq!(m.push(&[4, 0], 4), Err(MapError::InvalidFlags(4)));
+        assert_eq!(m.push(&[4], BPF_ANY), Err(MapError::ValueSize { got: 1, want: 2 }));
+        m.push(&[4, 0], BPF_EXIST).expect("the oldest makes room");
+        assert_eq!(m.len(), 3);
+    }
+    let mut out = [0u8; 2];
+    let drain = |m: &QueueMap, out: &mut [u8; 2]| {
+        let mut got = Vec::new();
+        while m.pop(out).is_ok() {
+            got.push(out[0]);
+        }
+        got
+    };
+    q.peek(&mut out).expect("not empty");
+    assert_eq!(out, [2, 0]);
+    assert_eq!(drain(&q, &mut out), vec![2, 3, 4]);
+    assert_eq!(drain(&s, &mut out), vec![4, 3, 2]);
+    assert_eq!(q.pop(&mut out), Err(MapError::NotFound));
+    assert_eq!(s.peek(&mut out), Err(MapError::NotFound));
+    // Through the Map trait: update pushes, lookups find nothing, keys do not exist.
+    let m = maps::create(def(MapType::Queue)).expect("created");
+    m.update(&[], &[7, 0], BPF_ANY, 0).expect("pushed");
+    assert_eq!(m.update(&[0], &[7, 0], BPF_ANY, 0), Err(MapError::KeySize { got: 1, want: 0 }));
+    assert_eq!(m.lookup(&[], 0), None);
+    assert!(m.keys().is_empty());
+    assert_eq!(m.delete(&[]), Err(MapError::Unsupported));
+    // Definitions: no key, a value, a capacity.
+    for bad in [
+        MapDef { key_size: 4, ..def(MapType::Queue) },
+        MapDef { value_size: 0, ..def(MapType::Stack) },
+        MapDef { max_entries: 0, ..def(MapType::Queue) },
+    ] {
+        assert!(matches!(maps::create(bad), Err(MapError::InvalidDef(_))), "{bad:?}");
+    }
+}
+
+/// The verifier checks that `bpf_map_pop_elem` writes a whole value into memory the program owns.
+#[test]
+fn popping_into_too_small_a_buffer_is_refused() {
+    let queue =
+        || maps::create(MapDef { map_type: MapType::Queue, key_size: 0, value_size: 8, max_entries: 2, flags: 0 });
+    let pop = |off: i32| format!("mov %r2, %r10\nadd %r2, {off}\nlddw %r1, map_fd(0)\ncall 88\nmov %r0, 0\nexit");
+    let build = |text: &str| {
+        let program = ebpf_vm::Program::from_asm(text).expect("assembles");
+        ebpf_vm::Vm::builder(program).standard_helpers().map(queue().expect("queue")).verified().build()
+    };
+    assert!(build(&pop(-8)).is_ok());
+    let err = build(&pop(-4)).expect_err("4 bytes of stack for an 8-byte value");
+    assert!(err.to_string().contains("insn 4"), "{err}");
+}

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use clap::{value_parser, Arg, ArgAction, ArgMatches, Command};
 use ebpf_vm::elf::{kernel_version, Kconfig, Object, ObjectProgram};
 use ebpf_vm::link::Linked;
-use ebpf_vm::maps::{self, Map, MapDef, MapType, ProgArrayMap, RingBufMap};
+use ebpf_vm::maps::{self, Map, MapDef, MapType, ProgArrayMap, QueueMap, RingBufMap};
 use ebpf_vm::{Context, Engine, ExecError, Instance, Mode, Program, Verifier, Vm};
 
 /// Instructions `run` allows by default before it stops a program (checked and unchecked programs
@@ -28,7 +28,7 @@ use ebpf_vm::{Context, Engine, ExecError, Instance, Mode, Program, Verifier, Vm}
 const DEFAULT_BUDGET: u64 = 1_000_000_000;
 
 /// Map kinds `--map` knows.
-const MAP_KINDS: &str = "hash, array, lru_hash, percpu_hash, percpu_array, ringbuf, prog_array";
+const MAP_KINDS: &str = "hash, array, lru_hash, percpu_hash, percpu_array, ringbuf, prog_array, queue, stack";
 
 fn file_arg() -> Arg {
     Arg::new("FILE").required(true).help("An ELF object (clang -target bpf), raw bytecode, or assembly text")
@@ -231,6 +231,8 @@ fn parse_map(spec: &str) -> Result<MapDef, String> {
         "percpu_array" => MapType::PerCpuArray,
         "ringbuf" => MapType::RingBuf,
         "prog_array" => MapType::ProgArray,
+        "queue" => MapType::Queue,
+        "stack" => MapType::Stack,
         _ => return Err(bad()),
     };
     let num = |s: &str| s.parse::<u32>().map_err(|_| bad());
@@ -418,6 +420,13 @@ fn dump_maps(maps: &NamedMaps) {
         if let Some(rb) = map.downcast_ref::<RingBufMap>() {
             // Pending records, oldest first (consumed: a second dump shows only newer ones).
             rb.consume(|record| println!("{{\"map\":\"{name}\",\"record\":\"{}\"}}", hex(record)));
+            continue;
+        }
+        if let Some(q) = map.downcast_ref::<QueueMap>() {
+            // In the order a pop would take them.
+            for value in q.values() {
+                println!("{{\"map\":\"{name}\",\"value\":\"{}\"}}", hex(&value));
+            }
             continue;
         }
         if let Some(pa) = map.downcast_ref::<ProgArrayMap>() {

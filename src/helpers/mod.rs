@@ -30,6 +30,9 @@ pub enum ArgKind {
     MapKey,
     /// Pointer to a value of the map in the previous map argument.
     MapValue,
+    /// Pointer to memory for a value of the map in the previous map argument, which the helper
+    /// writes (`bpf_map_pop_elem`'s destination).
+    MapValueOut,
     /// Pointer to memory the helper reads; its size is the next argument.
     ReadMem,
     /// Pointer to memory the helper writes; its size is the next argument.

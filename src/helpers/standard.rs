@@ -10,7 +10,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use alloc::sync::Arc;
 
 use super::{ArgKind as A, CallContext, Helper, HelperError, HelperSig, RetKind};
-use crate::maps::{Map, MapType, RingBufMap, MAX_KEY_SIZE};
+use crate::maps::{Map, MapType, QueueMap, RingBufMap, MAX_KEY_SIZE};
 use crate::memory::{Grants, Region};
 
 /// `bpf_map_lookup_elem`
@@ -33,6 +33,12 @@ pub const TAIL_CALL: u32 = 12;
 pub const GET_CURRENT_PID_TGID: u32 = 14;
 /// `bpf_get_current_comm`
 pub const GET_CURRENT_COMM: u32 = 16;
+/// `bpf_map_push_elem`
+pub const MAP_PUSH_ELEM: u32 = 87;
+/// `bpf_map_pop_elem`
+pub const MAP_POP_ELEM: u32 = 88;
+/// `bpf_map_peek_elem`
+pub const MAP_PEEK_ELEM: u32 = 89;
 /// `bpf_probe_read` (the kernel's older name of `bpf_probe_read_kernel`)
 pub const PROBE_READ: u32 = 4;
 /// `bpf_probe_read_str`
@@ -181,6 +187,34 @@ pub fn all() -> Vec<Helper> {
         Helper::new(KTIME_GET_BOOT_NS, "ktime_get_boot_ns", HelperSig::scalars(0), |_, _| Ok(
             crate::host::monotonic_ns()
         )),
+        Helper::new(
+            MAP_PUSH_ELEM,
+            "map_push_elem",
+            sig(&[A::MapMut, A::MapValue, A::Scalar], RetKind::Scalar),
+            |ctx, a| {
+                let queue = queue_of(ctx, a[0])?;
+                let mut buf = [0u8; 256];
+                let size = queue.def().value_size as usize;
+                let large;
+                let value: &[u8] = match buf.get_mut(..size) {
+                    Some(b) => {
+                        ctx.read(a[1], b)?;
+                        b
+                    }
+                    None => {
+                        large = ctx.read_vec(a[1], size)?;
+                        &large
+                    }
+                };
+                Ok(queue.push(value, a[2]).map_or_else(|e| e.errno() as u64, |()| 0))
+            }
+        ),
+        Helper::new(MAP_POP_ELEM, "map_pop_elem", sig(&[A::MapMut, A::MapValueOut], RetKind::Scalar), |ctx, a| {
+            take(ctx, a, true)
+        }),
+        Helper::new(MAP_PEEK_ELEM, "map_peek_elem", sig(&[A::MapPtr, A::MapValueOut], RetKind::Scalar), |ctx, a| {
+            take(ctx, a, false)
+        }),
         Helper::new(PROBE_READ, "probe_read", probe_sig(), probe_read),
         Helper::new(PROBE_READ_USER, "probe_read_user", probe_sig(), probe_read),
         Helper::new(PROBE_READ_KERNEL, "probe_read_kernel", probe_sig(), probe_read),
@@ -216,6 +250,26 @@ pub fn all() -> Vec<Helper> {
             |ctx, a| { Ok(ringbuf(ctx, a[0])?.query(a[1])) }
         ),
     ]
+}
+
+/// The queue or stack a handle refers to.
+fn queue_of<'a>(ctx: &CallContext<'a>, handle: u64) -> Result<&'a QueueMap, HelperError> {
+    ctx.map(handle, 1)?.downcast_ref::<QueueMap>().ok_or(invalid(1, "not a queue or stack"))
+}
+
+/// `bpf_map_pop_elem` (`remove`) and `bpf_map_peek_elem`: the next value into the program's memory,
+/// 0; or `-ENOENT` when the map is empty (the destination is left as it was).
+fn take(ctx: &mut CallContext<'_>, a: [u64; 5], remove: bool) -> Result<u64, HelperError> {
+    let queue = queue_of(ctx, a[0])?;
+    let mut value = alloc::vec![0u8; queue.def().value_size as usize];
+    let got = if remove { queue.pop(&mut value) } else { queue.peek(&mut value) };
+    match got {
+        Ok(()) => {
+            ctx.write(a[1], &value)?;
+            Ok(0)
+        }
+        Err(e) => Ok(e.errno() as u64),
+    }
 }
 
 /// `(void *dst, u32 size, const void *src)`: `dst` is written, `src` any address.

@@ -181,9 +181,19 @@ impl Shadow {
                 _ => {}
             }
         }
+        let mut map = None;
         for (i, kind) in args.iter().enumerate() {
-            if *kind == ArgKind::WriteMem {
-                self.write(at, r[i + 1], r[i + 2]);
+            match *kind {
+                ArgKind::MapPtr | ArgKind::MapMut | ArgKind::MapOf(_) => {
+                    map = maps::handle_index(r[i + 1]).and_then(|m| env.map(m)).map(|m| m.def());
+                }
+                ArgKind::WriteMem => self.write(at, r[i + 1], r[i + 2]),
+                ArgKind::MapValueOut => {
+                    if let Some(def) = map {
+                        self.write(at, r[i + 1], def.value_size as u64);
+                    }
+                }
+                _ => {}
             }
         }
         Ok(())

@@ -9,6 +9,7 @@
 mod array;
 mod hash;
 mod prog_array;
+mod queue;
 mod ringbuf;
 mod storage;
 mod typed;
@@ -19,6 +20,7 @@ pub(crate) use array::ArrayLayout;
 pub use array::{ArrayMap, PerCpuArrayMap};
 pub use hash::{HashKind, HashMap};
 pub use prog_array::ProgArrayMap;
+pub use queue::{Order, QueueMap};
 pub use ringbuf::RingBufMap;
 pub use typed::{Array, Pod, TypedHashMap};
 pub use unsupported::UnsupportedMap;
@@ -54,6 +56,10 @@ pub enum MapType {
     LruHash,
     /// `BPF_MAP_TYPE_RINGBUF`
     RingBuf,
+    /// `BPF_MAP_TYPE_QUEUE`
+    Queue,
+    /// `BPF_MAP_TYPE_STACK`
+    Stack,
     /// Any other kernel type number, for host-provided kinds.
     Other(u32),
 }
@@ -69,6 +75,8 @@ impl MapType {
             6 => MapType::PerCpuArray,
             9 => MapType::LruHash,
             27 => MapType::RingBuf,
+            22 => MapType::Queue,
+            23 => MapType::Stack,
             n => MapType::Other(n),
         }
     }
@@ -130,6 +138,8 @@ impl MapType {
             MapType::PerCpuArray => 6,
             MapType::LruHash => 9,
             MapType::RingBuf => 27,
+            MapType::Queue => 22,
+            MapType::Stack => 23,
             MapType::Other(n) => n,
         }
     }
@@ -446,6 +456,7 @@ pub fn footprint(def: &MapDef) -> u64 {
         // Sparse: entries are set by the host (programs cannot update program arrays).
         MapType::ProgArray => 64,
         MapType::RingBuf => entries,
+        MapType::Queue | MapType::Stack => (def.value_size as u64).saturating_mul(entries),
         MapType::Other(_) => 0,
     }
 }
@@ -472,6 +483,8 @@ pub fn create_within(def: MapDef, budget: &mut MapBudget) -> Result<Arc<dyn Map>
         MapType::PerCpuHash => Arc::new(HashMap::new(def, HashKind::PerCpu)?),
         MapType::ProgArray => Arc::new(ProgArrayMap::new(def)?),
         MapType::RingBuf => Arc::new(RingBufMap::new(def)?),
+        MapType::Queue => Arc::new(QueueMap::new(def, Order::Fifo)?),
+        MapType::Stack => Arc::new(QueueMap::new(def, Order::Lifo)?),
         MapType::Other(n) => return Err(MapError::UnsupportedType(n)),
     };
     budget.charge(need)?;

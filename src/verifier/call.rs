@@ -64,12 +64,13 @@ impl Checker<'_> {
                     }
                     map = Some(m);
                 }
-                ArgKind::MapKey | ArgKind::MapValue => {
+                ArgKind::MapKey | ArgKind::MapValue | ArgKind::MapValueOut => {
                     let Some(def) = map.and_then(|m| self.maps.get(m as usize)) else {
                         return Err(bad(st, i, "no map argument before it".into()));
                     };
                     let size = if *kind == ArgKind::MapKey { def.key_size } else { def.value_size };
-                    self.mem_arg(pc, st, r, (size as u64, size as u64), Dir::Read, id)?;
+                    let dir = if *kind == ArgKind::MapValueOut { Dir::Write } else { Dir::Read };
+                    self.mem_arg(pc, st, r, (size as u64, size as u64), dir, id)?;
                 }
                 ArgKind::ReadMem | ArgKind::WriteMem => {
                     let size = match st.reg(r + 1).v {
