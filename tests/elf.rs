@@ -431,3 +431,21 @@ fn queue_and_stack_maps() {
         }
     }
 }
+
+/// A Bloom filter with `bpf_map_push_elem` (add) and `bpf_map_peek_elem` (may it be there?): every
+/// added value is found, and pop is not supported; every engine, verified and checked (fixture
+/// `bloom.c`).
+#[test]
+fn bloom_filter_map() {
+    for &engine in ENGINES {
+        for verified in [true, false] {
+            let obj = load("bloom");
+            let b = obj.vm_builder("bloom").expect("program").engine(engine);
+            let vm = if verified { b.verified() } else { b.checked() }.build().expect("builds");
+            let mut mem: Vec<u8> = (0..16u32).flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()).collect();
+            let r = vm.execute(&mut mem).expect("runs");
+            assert_eq!(r / 100, 16, "every added value found ({engine:?})");
+            assert!(r % 100 <= 2, "few false positives among 16: {} ({engine:?})", r % 100);
+        }
+    }
+}

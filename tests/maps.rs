@@ -1295,3 +1295,33 @@ fn popping_into_too_small_a_buffer_is_refused() {
     let err = build(&pop(-4)).expect_err("4 bytes of stack for an 8-byte value");
     assert!(err.to_string().contains("insn 4"), "{err}");
 }
+
+/// Bloom filters from the host: no false negatives, few false positives at capacity, and the
+/// operations a filter does not have.
+#[test]
+fn bloom_filters_have_no_false_negatives() {
+    use ebpf_vm::maps::BloomFilterMap;
+    let def = MapDef { map_type: MapType::BloomFilter, key_size: 0, value_size: 8, max_entries: 1000, flags: 0 };
+    let f = BloomFilterMap::new(def).expect("created");
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let added: Vec<u64> = (0..1000).map(|_| next()).collect();
+    for v in &added {
+        f.add(&v.to_ne_bytes(), BPF_ANY).expect("added");
+    }
+    assert!(added.iter().all(|v| f.may_contain(&v.to_ne_bytes()) == Ok(true)));
+    let others = (0..10_000).filter(|_| f.may_contain(&next().to_ne_bytes()) == Ok(true)).count();
+    assert!(others < 500, "{others} false positives in 10,000 at capacity");
+    assert_eq!(f.add(&[0; 8], BPF_EXIST), Err(MapError::InvalidFlags(BPF_EXIST)));
+    assert_eq!(f.add(&[0; 4], BPF_ANY), Err(MapError::ValueSize { got: 4, want: 8 }));
+    let m = maps::create(def).expect("created");
+    m.update(&[], &[1; 8], BPF_ANY, 0).expect("added through the Map trait");
+    assert_eq!(m.lookup(&[], 0), None);
+    assert_eq!(m.delete(&[]), Err(MapError::Unsupported));
+    assert!(matches!(maps::create(MapDef { key_size: 4, ..def }), Err(MapError::InvalidDef(_))));
+}

@@ -28,7 +28,8 @@ use ebpf_vm::{Context, Engine, ExecError, Instance, Mode, Program, Verifier, Vm}
 const DEFAULT_BUDGET: u64 = 1_000_000_000;
 
 /// Map kinds `--map` knows.
-const MAP_KINDS: &str = "hash, array, lru_hash, percpu_hash, percpu_array, ringbuf, prog_array, queue, stack";
+const MAP_KINDS: &str =
+    "hash, array, lru_hash, percpu_hash, percpu_array, ringbuf, prog_array, queue, stack, bloom_filter";
 
 fn file_arg() -> Arg {
     Arg::new("FILE").required(true).help("An ELF object (clang -target bpf), raw bytecode, or assembly text")
@@ -233,6 +234,7 @@ fn parse_map(spec: &str) -> Result<MapDef, String> {
         "prog_array" => MapType::ProgArray,
         "queue" => MapType::Queue,
         "stack" => MapType::Stack,
+        "bloom_filter" => MapType::BloomFilter,
         _ => return Err(bad()),
     };
     let num = |s: &str| s.parse::<u32>().map_err(|_| bad());

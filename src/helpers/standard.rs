@@ -10,7 +10,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use alloc::sync::Arc;
 
 use super::{ArgKind as A, CallContext, Helper, HelperError, HelperSig, RetKind};
-use crate::maps::{Map, MapType, QueueMap, RingBufMap, MAX_KEY_SIZE};
+use crate::maps::{BloomFilterMap, Map, MapError, MapType, QueueMap, RingBufMap, MAX_KEY_SIZE};
 use crate::memory::{Grants, Region};
 
 /// `bpf_map_lookup_elem`
@@ -192,9 +192,9 @@ pub fn all() -> Vec<Helper> {
             "map_push_elem",
             sig(&[A::MapMut, A::MapValue, A::Scalar], RetKind::Scalar),
             |ctx, a| {
-                let queue = queue_of(ctx, a[0])?;
+                let map = ctx.map(a[0], 1)?;
                 let mut buf = [0u8; 256];
-                let size = queue.def().value_size as usize;
+                let size = map.def().value_size as usize;
                 let large;
                 let value: &[u8] = match buf.get_mut(..size) {
                     Some(b) => {
@@ -206,7 +206,12 @@ pub fn all() -> Vec<Helper> {
                         &large
                     }
                 };
-                Ok(queue.push(value, a[2]).map_or_else(|e| e.errno() as u64, |()| 0))
+                let pushed = if let Some(bloom) = map.downcast_ref::<BloomFilterMap>() {
+                    bloom.add(value, a[2])
+                } else {
+                    queue_of(ctx, a[0])?.push(value, a[2])
+                };
+                Ok(pushed.map_or_else(|e| e.errno() as u64, |()| 0))
             }
         ),
         Helper::new(MAP_POP_ELEM, "map_pop_elem", sig(&[A::MapMut, A::MapValueOut], RetKind::Scalar), |ctx, a| {
@@ -258,8 +263,21 @@ fn queue_of<'a>(ctx: &CallContext<'a>, handle: u64) -> Result<&'a QueueMap, Help
 }
 
 /// `bpf_map_pop_elem` (`remove`) and `bpf_map_peek_elem`: the next value into the program's memory,
-/// 0; or `-ENOENT` when the map is empty (the destination is left as it was).
+/// 0; or `-ENOENT` when the map is empty (the destination is left as it was). On a Bloom filter,
+/// peek reads the value and answers 0 (may be there) or `-ENOENT`; pop is `-EOPNOTSUPP`.
 fn take(ctx: &mut CallContext<'_>, a: [u64; 5], remove: bool) -> Result<u64, HelperError> {
+    // A Bloom filter's peek reads the value and says whether it may be there; it has no pop.
+    if let Some(bloom) = ctx.map(a[0], 1)?.downcast_ref::<BloomFilterMap>() {
+        if remove {
+            return Ok(MapError::Unsupported.errno() as u64);
+        }
+        let value = ctx.read_vec(a[1], bloom.def().value_size as usize)?;
+        return Ok(match bloom.may_contain(&value) {
+            Ok(true) => 0,
+            Ok(false) => MapError::NotFound.errno() as u64,
+            Err(e) => e.errno() as u64,
+        });
+    }
     let queue = queue_of(ctx, a[0])?;
     let mut value = alloc::vec![0u8; queue.def().value_size as usize];
     let got = if remove { queue.pop(&mut value) } else { queue.peek(&mut value) };

@@ -178,6 +178,12 @@ impl Shadow {
                     }
                 }
                 ArgKind::ReadMem => self.read(at, ptr, next)?,
+                // A Bloom filter's peek reads the value (see `verifier::call`).
+                ArgKind::MapValueOut => {
+                    if let Some(def) = map.filter(|d| d.map_type == maps::MapType::BloomFilter) {
+                        self.read(at, ptr, def.value_size as u64)?;
+                    }
+                }
                 _ => {}
             }
         }
@@ -188,11 +194,11 @@ impl Shadow {
                     map = maps::handle_index(r[i + 1]).and_then(|m| env.map(m)).map(|m| m.def());
                 }
                 ArgKind::WriteMem => self.write(at, r[i + 1], r[i + 2]),
-                ArgKind::MapValueOut => {
-                    if let Some(def) = map {
-                        self.write(at, r[i + 1], def.value_size as u64);
-                    }
-                }
+                ArgKind::MapValueOut => match map {
+                    Some(def) if def.map_type == maps::MapType::BloomFilter => {}
+                    Some(def) => self.write(at, r[i + 1], def.value_size as u64),
+                    None => {}
+                },
                 _ => {}
             }
         }

@@ -7,6 +7,7 @@
 //! values are host atomics. Hosts can implement [`Map`] for their own kinds.
 
 mod array;
+mod bloom;
 mod hash;
 mod prog_array;
 mod queue;
@@ -18,6 +19,7 @@ mod unsupported;
 #[cfg_attr(not(feature = "jit"), allow(unused_imports))]
 pub(crate) use array::ArrayLayout;
 pub use array::{ArrayMap, PerCpuArrayMap};
+pub use bloom::{BloomFilterMap, BLOOM_HASHES};
 pub use hash::{HashKind, HashMap};
 pub use prog_array::ProgArrayMap;
 pub use queue::{Order, QueueMap};
@@ -60,6 +62,8 @@ pub enum MapType {
     Queue,
     /// `BPF_MAP_TYPE_STACK`
     Stack,
+    /// `BPF_MAP_TYPE_BLOOM_FILTER`
+    BloomFilter,
     /// Any other kernel type number, for host-provided kinds.
     Other(u32),
 }
@@ -77,6 +81,7 @@ impl MapType {
             27 => MapType::RingBuf,
             22 => MapType::Queue,
             23 => MapType::Stack,
+            30 => MapType::BloomFilter,
             n => MapType::Other(n),
         }
     }
@@ -140,6 +145,7 @@ impl MapType {
             MapType::RingBuf => 27,
             MapType::Queue => 22,
             MapType::Stack => 23,
+            MapType::BloomFilter => 30,
             MapType::Other(n) => n,
         }
     }
@@ -457,6 +463,7 @@ pub fn footprint(def: &MapDef) -> u64 {
         MapType::ProgArray => 64,
         MapType::RingBuf => entries,
         MapType::Queue | MapType::Stack => (def.value_size as u64).saturating_mul(entries),
+        MapType::BloomFilter => (entries.saturating_mul(BLOOM_HASHES as u64 * 10 / 7).max(64) / 8).saturating_mul(2),
         MapType::Other(_) => 0,
     }
 }
@@ -485,6 +492,7 @@ pub fn create_within(def: MapDef, budget: &mut MapBudget) -> Result<Arc<dyn Map>
         MapType::RingBuf => Arc::new(RingBufMap::new(def)?),
         MapType::Queue => Arc::new(QueueMap::new(def, Order::Fifo)?),
         MapType::Stack => Arc::new(QueueMap::new(def, Order::Lifo)?),
+        MapType::BloomFilter => Arc::new(BloomFilterMap::new(def)?),
         MapType::Other(n) => return Err(MapError::UnsupportedType(n)),
     };
     budget.charge(need)?;

@@ -69,7 +69,9 @@ impl Checker<'_> {
                         return Err(bad(st, i, "no map argument before it".into()));
                     };
                     let size = if *kind == ArgKind::MapKey { def.key_size } else { def.value_size };
-                    let dir = if *kind == ArgKind::MapValueOut { Dir::Write } else { Dir::Read };
+                    // A Bloom filter's peek reads the value it is given.
+                    let out = *kind == ArgKind::MapValueOut && def.map_type != MapType::BloomFilter;
+                    let dir = if out { Dir::Write } else { Dir::Read };
                     self.mem_arg(pc, st, r, (size as u64, size as u64), dir, id)?;
                 }
                 ArgKind::ReadMem | ArgKind::WriteMem => {
