@@ -449,3 +449,26 @@ fn bloom_filter_map() {
         }
     }
 }
+
+/// An LPM trie of IPv4 routes, filled and matched by the program: the longest matching prefix wins,
+/// and an address no prefix covers finds nothing; every engine, verified and checked (fixture
+/// `lpm.c`).
+#[test]
+fn lpm_trie_routes() {
+    for &engine in ENGINES {
+        for verified in [true, false] {
+            let obj = load("lpm");
+            let b = obj.vm_builder("route").expect("program").engine(engine);
+            let vm = if verified { b.verified() } else { b.checked() }.build().expect("builds");
+            for (addr, want) in [
+                ([10, 1, 2, 3], 3),
+                ([10, 1, 255, 0], 2),
+                ([10, 255, 0, 0], 1),
+                ([11, 0, 0, 0], 0),
+                ([192, 168, 0, 1], 4),
+            ] {
+                assert_eq!(vm.execute(&mut addr.to_vec()), Ok(want), "{addr:?} {engine:?}");
+            }
+        }
+    }
+}

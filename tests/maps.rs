@@ -1325,3 +1325,101 @@ fn bloom_filters_have_no_false_negatives() {
     assert_eq!(m.delete(&[]), Err(MapError::Unsupported));
     assert!(matches!(maps::create(MapDef { key_size: 4, ..def }), Err(MapError::InvalidDef(_))));
 }
+
+/// An LPM trie key: prefix length, then 2 bytes of data.
+fn lpm_key(len: u32, data: u16) -> Vec<u8> {
+    let mut k = len.to_ne_bytes().to_vec();
+    k.extend_from_slice(&data.to_be_bytes());
+    k
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// An LPM trie with 16-bit data against a reference that scans every stored prefix for the
+    /// longest match: random inserts with each flag, deletes, lookups at random lengths, and walks.
+    /// Every case runs (none is skipped).
+    #[test]
+    #[cfg_attr(miri, ignore = "256 random sequences: too slow under Miri")]
+    fn lpm_trie_matches_a_reference(ops in proptest::collection::vec((0u8..4, 0u32..=18, proptest::prelude::any::<u16>(), 0u64..3), 1..150)) {
+        use ebpf_vm::maps::BPF_F_NO_PREALLOC;
+        let d = MapDef { map_type: MapType::LpmTrie, key_size: 6, value_size: 8, max_entries: 12, flags: BPF_F_NO_PREALLOC };
+        let m = maps::create(d).expect("trie");
+        let mask = |data: u16, len: u32| if len == 0 { 0 } else { data & (u16::MAX << (16 - len.min(16))) };
+        // (prefix length, masked data) -> value
+        let mut reference: std::collections::BTreeMap<(u32, u16), u64> = std::collections::BTreeMap::new();
+        for (op, len, data, flags) in ops {
+            let key = lpm_key(len, data);
+            match op {
+                0 => {
+                    let value = u64::from(data) << 8 | u64::from(len);
+                    let got = m.update(&key, &v(value), flags, 0).map_err(|e| e.errno());
+                    let entry = (len, mask(data, len));
+                    let present = reference.contains_key(&entry);
+                    let want = match flags {
+                        _ if len > 16 => Err(-22),
+                        BPF_NOEXIST if present => Err(EEXIST),
+                        BPF_EXIST if !present => Err(ENOENT),
+                        _ if !present && reference.len() == 12 => Err(E2BIG),
+                        _ => Ok(()),
+                    };
+                    proptest::prop_assert_eq!(got, want, "update /{} {:#x} {}", len, data, flags);
+                    if want.is_ok() {
+                        reference.insert(entry, value);
+                    }
+                }
+                1 => {
+                    let got = m.delete(&key).map_err(|e| e.errno());
+                    let want = if len > 16 { Err(ENOENT) } else { reference.remove(&(len, mask(data, len))).map(|_| ()).ok_or(ENOENT) };
+                    proptest::prop_assert_eq!(got, want, "delete /{} {:#x}", len, data);
+                }
+                2 => {
+                    let limit = len.min(16);
+                    let want = reference
+                        .iter()
+                        .filter(|(&(l, p), _)| l <= limit && mask(data, l) == p)
+                        .max_by_key(|(&(l, _), _)| l)
+                        .map(|(_, &value)| value);
+                    proptest::prop_assert_eq!(val(&m, &key, 0), want, "lookup /{} {:#x}", len, data);
+                }
+                _ => {
+                    let mut seen = BTreeSet::new();
+                    let mut out = [0u8; 6];
+                    let mut prev: Option<[u8; 6]> = None;
+                    while m.next_key(prev.as_ref().map(|p| &p[..]), &mut out).is_ok() {
+                        let entry = (u32::from_ne_bytes(out[..4].try_into().unwrap()), u16::from_be_bytes([out[4], out[5]]));
+                        proptest::prop_assert!(seen.insert(entry), "a key twice");
+                        prev = Some(out);
+                    }
+                    proptest::prop_assert_eq!(seen, reference.keys().copied().collect::<BTreeSet<_>>());
+                }
+            }
+        }
+    }
+}
+
+/// LPM trie definitions: the kernel's rules (a prefix length and 1 to 256 data bytes, a value,
+/// `BPF_F_NO_PREALLOC`); a prefix longer than the data is refused; a lookup pointer stays in the map's
+/// region.
+#[test]
+fn lpm_trie_definitions_and_regions() {
+    use ebpf_vm::maps::BPF_F_NO_PREALLOC;
+    let d = MapDef { map_type: MapType::LpmTrie, key_size: 8, value_size: 4, max_entries: 4, flags: BPF_F_NO_PREALLOC };
+    for bad in [
+        MapDef { key_size: 4, ..d },
+        MapDef { key_size: 4 + 257, ..d },
+        MapDef { value_size: 0, ..d },
+        MapDef { flags: 0, ..d },
+    ] {
+        assert!(matches!(maps::create(bad), Err(MapError::InvalidDef(_))), "{bad:?}");
+    }
+    let m = maps::create(d).expect("trie");
+    let key = |len: u32, addr: [u8; 4]| [&len.to_ne_bytes()[..], &addr].concat();
+    assert_eq!(m.update(&key(33, [10, 0, 0, 0]), &[1; 4], BPF_ANY, 0).map_err(|e| e.errno()), Err(-22));
+    m.update(&key(8, [10, 9, 9, 9]), &[1, 0, 0, 0], BPF_ANY, 0).expect("stored masked");
+    let p = m.lookup(&key(32, [10, 1, 2, 3]), 0).expect("10/8 matches");
+    assert!(in_regions(&m, p, 4));
+    assert_eq!(m.lookup(&key(7, [10, 1, 2, 3]), 0), None, "a lookup looks no further than its own length");
+    m.delete(&key(8, [10, 0, 0, 0])).expect("the same prefix, written masked");
+    assert!(m.lookup(&key(32, [10, 1, 2, 3]), 0).is_none());
+}

@@ -9,6 +9,7 @@
 mod array;
 mod bloom;
 mod hash;
+mod lpm;
 mod prog_array;
 mod queue;
 mod ringbuf;
@@ -21,6 +22,7 @@ pub(crate) use array::ArrayLayout;
 pub use array::{ArrayMap, PerCpuArrayMap};
 pub use bloom::{BloomFilterMap, BLOOM_HASHES};
 pub use hash::{HashKind, HashMap};
+pub use lpm::{LpmTrieMap, BPF_F_NO_PREALLOC, LPM_MAX_DATA};
 pub use prog_array::ProgArrayMap;
 pub use queue::{Order, QueueMap};
 pub use ringbuf::RingBufMap;
@@ -64,6 +66,8 @@ pub enum MapType {
     Stack,
     /// `BPF_MAP_TYPE_BLOOM_FILTER`
     BloomFilter,
+    /// `BPF_MAP_TYPE_LPM_TRIE`
+    LpmTrie,
     /// Any other kernel type number, for host-provided kinds.
     Other(u32),
 }
@@ -82,6 +86,7 @@ impl MapType {
             22 => MapType::Queue,
             23 => MapType::Stack,
             30 => MapType::BloomFilter,
+            11 => MapType::LpmTrie,
             n => MapType::Other(n),
         }
     }
@@ -146,6 +151,7 @@ impl MapType {
             MapType::Queue => 22,
             MapType::Stack => 23,
             MapType::BloomFilter => 30,
+            MapType::LpmTrie => 11,
             MapType::Other(n) => n,
         }
     }
@@ -457,7 +463,7 @@ pub fn footprint(def: &MapDef) -> u64 {
     match def.map_type {
         MapType::Array => stride.saturating_mul(entries),
         MapType::PerCpuArray => stride.saturating_mul(entries).saturating_mul(cpus),
-        MapType::Hash | MapType::LruHash => entries.saturating_mul(stride + key),
+        MapType::Hash | MapType::LruHash | MapType::LpmTrie => entries.saturating_mul(stride + key),
         MapType::PerCpuHash => entries.saturating_mul(stride.saturating_mul(cpus) + key),
         // Sparse: entries are set by the host (programs cannot update program arrays).
         MapType::ProgArray => 64,
@@ -493,6 +499,7 @@ pub fn create_within(def: MapDef, budget: &mut MapBudget) -> Result<Arc<dyn Map>
         MapType::Queue => Arc::new(QueueMap::new(def, Order::Fifo)?),
         MapType::Stack => Arc::new(QueueMap::new(def, Order::Lifo)?),
         MapType::BloomFilter => Arc::new(BloomFilterMap::new(def)?),
+        MapType::LpmTrie => Arc::new(LpmTrieMap::new(def)?),
         MapType::Other(n) => return Err(MapError::UnsupportedType(n)),
     };
     budget.charge(need)?;
