@@ -472,3 +472,28 @@ fn lpm_trie_routes() {
         }
     }
 }
+
+/// `bpf_strncmp` against constant strings (-1, 0 or 1, stopping at a NUL or after `s1_sz` bytes),
+/// every engine, verified and checked (fixture `strncmp.c`); a second string that runs out of
+/// readable memory before its NUL stops the program with an error naming the argument.
+#[test]
+fn strncmp_helper() {
+    let obj = load("strncmp");
+    for &engine in ENGINES {
+        for verified in [true, false] {
+            let b = obj.vm_builder("compare").expect("program").engine(engine);
+            let vm = if verified { b.verified() } else { b.checked() }.build().expect("builds");
+            for (input, want) in [(&b"hello"[..], 110), (b"hell", 10), (b"help", 210), (b"z", 221), (b"{", 222)] {
+                assert_eq!(vm.execute(&mut input.to_vec()), Ok(want), "{input:?} {engine:?}");
+            }
+        }
+    }
+    let text = "mov %r3, %r1\nstdw [%r10-8], 0x61616161\nmov %r1, %r10\nadd %r1, -8\nmov %r2, 8\ncall 182\nexit";
+    for &engine in ENGINES {
+        let program = ebpf_vm::Program::from_asm(text).expect("assembles");
+        let vm = Vm::builder(program).standard_helpers().engine(engine).verified().build().expect("verifies");
+        let err = vm.execute(&mut b"aaaa".to_vec()).expect_err("s2 has no NUL in the input");
+        assert!(matches!(err, ExecError::Helper { id: 182, .. }), "{err}");
+        assert!(err.to_string().contains("NUL-terminated"), "{err}");
+    }
+}

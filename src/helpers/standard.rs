@@ -39,6 +39,8 @@ pub const MAP_PUSH_ELEM: u32 = 87;
 pub const MAP_POP_ELEM: u32 = 88;
 /// `bpf_map_peek_elem`
 pub const MAP_PEEK_ELEM: u32 = 89;
+/// `bpf_strncmp`
+pub const STRNCMP: u32 = 182;
 /// `bpf_probe_read` (the kernel's older name of `bpf_probe_read_kernel`)
 pub const PROBE_READ: u32 = 4;
 /// `bpf_probe_read_str`
@@ -220,6 +222,7 @@ pub fn all() -> Vec<Helper> {
         Helper::new(MAP_PEEK_ELEM, "map_peek_elem", sig(&[A::MapPtr, A::MapValueOut], RetKind::Scalar), |ctx, a| {
             take(ctx, a, false)
         }),
+        Helper::new(STRNCMP, "strncmp", sig(&[A::ReadMem, A::MemSize, A::Address], RetKind::Scalar), strncmp),
         Helper::new(PROBE_READ, "probe_read", probe_sig(), probe_read),
         Helper::new(PROBE_READ_USER, "probe_read_user", probe_sig(), probe_read),
         Helper::new(PROBE_READ_KERNEL, "probe_read_kernel", probe_sig(), probe_read),
@@ -288,6 +291,30 @@ fn take(ctx: &mut CallContext<'_>, a: [u64; 5], remove: bool) -> Result<u64, Hel
         }
         Err(e) => Ok(e.errno() as u64),
     }
+}
+
+/// `bpf_strncmp(s1, s1_sz, s2)`: compares at most `s1_sz` bytes of `s1` with the NUL-terminated
+/// `s2`, stopping at a NUL, and returns -1, 0 or 1, as the kernel's. The kernel's verifier asks `s2`
+/// to be a constant string; here it may be any string the execution may read, and one that is not
+/// NUL-terminated inside such memory (read as far as `s1_sz` needs) stops the program.
+fn strncmp(ctx: &mut CallContext<'_>, a: [u64; 5]) -> Result<u64, HelperError> {
+    let (s1, n, s2) = (a[0], a[1], a[2]);
+    let mut c1 = [0u8; 1];
+    let mut c2 = [0u8; 1];
+    for i in 0..n {
+        ctx.read(s1 + i, &mut c1)?;
+        if !probe_readable(ctx, s2.wrapping_add(i), 1) {
+            return Err(invalid(3, "s2 is not a NUL-terminated string the program may read"));
+        }
+        ctx.read(s2 + i, &mut c2)?;
+        if c1[0] != c2[0] {
+            return Ok(if c1[0] < c2[0] { -1i64 as u64 } else { 1 });
+        }
+        if c1[0] == 0 {
+            break;
+        }
+    }
+    Ok(0)
 }
 
 /// `(void *dst, u32 size, const void *src)`: `dst` is written, `src` any address.
