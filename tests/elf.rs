@@ -497,3 +497,22 @@ fn strncmp_helper() {
         assert!(err.to_string().contains("NUL-terminated"), "{err}");
     }
 }
+
+/// `bpf_map_lookup_percpu_elem` reads any CPU slot of a per-CPU map, and finds nothing past the
+/// slots or in a map that is not per-CPU; every engine, verified and checked (fixture
+/// `percpu_lookup.c`).
+#[test]
+fn lookup_percpu_elem_reads_every_cpu_slot() {
+    for &engine in ENGINES {
+        for verified in [true, false] {
+            let obj = load("percpu_lookup");
+            let map = obj.map("per_cpu").expect("map");
+            for cpu in 0..16u64 {
+                map.update(&0u32.to_ne_bytes(), &((cpu + 1) * 100).to_ne_bytes(), 0, cpu as usize).expect("slot");
+            }
+            let b = obj.vm_builder("sum_cpus").expect("program").engine(engine);
+            let vm = if verified { b.verified() } else { b.checked() }.build().expect("builds");
+            assert_eq!(vm.execute(&mut [5]), Ok(13_600 + 5), "{engine:?}");
+        }
+    }
+}

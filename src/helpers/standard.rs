@@ -41,6 +41,8 @@ pub const MAP_POP_ELEM: u32 = 88;
 pub const MAP_PEEK_ELEM: u32 = 89;
 /// `bpf_strncmp`
 pub const STRNCMP: u32 = 182;
+/// `bpf_map_lookup_percpu_elem`
+pub const MAP_LOOKUP_PERCPU_ELEM: u32 = 195;
 /// `bpf_probe_read` (the kernel's older name of `bpf_probe_read_kernel`)
 pub const PROBE_READ: u32 = 4;
 /// `bpf_probe_read_str`
@@ -222,6 +224,23 @@ pub fn all() -> Vec<Helper> {
         Helper::new(MAP_PEEK_ELEM, "map_peek_elem", sig(&[A::MapPtr, A::MapValueOut], RetKind::Scalar), |ctx, a| {
             take(ctx, a, false)
         }),
+        Helper::new(
+            MAP_LOOKUP_PERCPU_ELEM,
+            "map_lookup_percpu_elem",
+            sig(&[A::MapPtr, A::MapKey, A::Scalar], RetKind::MapValueOrNull),
+            |ctx, a| {
+                // The value of another CPU's slot; null past the map's slots (as the kernel's past
+                // its CPUs), and for maps that are not per-CPU.
+                let map = ctx.map(a[0], 1)?;
+                if map.cpus() <= 1 || a[2] >= map.cpus() as u64 {
+                    return Ok(0);
+                }
+                let mut buf = [0u8; MAX_KEY_SIZE as usize];
+                let key = key_buffer(&mut buf, map.as_ref())?;
+                ctx.read(a[1], key)?;
+                Ok(map.lookup(key, a[2] as usize).map_or(0, |p| p.expose_provenance() as u64))
+            }
+        ),
         Helper::new(STRNCMP, "strncmp", sig(&[A::ReadMem, A::MemSize, A::Address], RetKind::Scalar), strncmp),
         Helper::new(PROBE_READ, "probe_read", probe_sig(), probe_read),
         Helper::new(PROBE_READ_USER, "probe_read_user", probe_sig(), probe_read),
