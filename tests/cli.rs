@@ -269,7 +269,8 @@ fn disasm_numbers_slots_and_honours_section() {
     let text = stdout(&out);
     assert!(text.starts_with("# program first (section socket)"), "{text}");
     assert!(!text.contains("# program second"), "{text}");
-    assert!(text.lines().nth(1).is_some_and(|l| l.trim_start().starts_with("0: ")), "{text}");
+    let first = text.lines().skip(1).find(|l| !l.starts_with(';'));
+    assert!(first.is_some_and(|l| l.trim_start().starts_with("0: ")), "{text}");
     let out = ebpf_vm(&["disasm", &fixture("subprog")]);
     let text = stdout(&out);
     assert!(text.contains(" 0: call local +5") && text.contains("; to 6"), "{text}");
@@ -324,4 +325,16 @@ fn dump_maps_and_the_maps_command() {
     assert!(text.lines().next().is_some_and(|l| l.starts_with("name") && l.contains("max_entries")), "{text}");
     assert!(text.contains("perf_event_array (unsupported)"), "{text}");
     assert!(text.lines().any(|l| l.starts_with(".kconfig") && l.contains("0x80") && l.ends_with("Kconfig")), "{text}");
+}
+
+/// `disasm` shows the C source line before the instructions compiled from it.
+#[test]
+fn disasm_interleaves_source_lines() {
+    let text = stdout(&ebpf_vm(&["disasm", &fixture("subprog")]));
+    let lines: Vec<&str> = text.lines().collect();
+    let at =
+        lines.iter().position(|l| l.starts_with("; return sum_of_squares(data, len) + square(3);  // subprog.c:19"));
+    assert_eq!(at, Some(1), "{text}");
+    assert!(lines[2].trim_start().starts_with("0: call local"), "{text}");
+    assert!(text.contains("; s += square(p[i]);  // subprog.c:13"), "{text}");
 }

@@ -182,3 +182,48 @@ fn externs_the_loader_cannot_resolve_are_errors_naming_them() {
     let err = object("ksym").expect_err("a __ksym extern");
     assert!(err.to_string().contains("`bpf_prog_active`, an extern that is not in .kconfig"), "{err}");
 }
+
+/// `.BTF.ext` line info: each program knows the C source line of its instructions, `.text`
+/// functions included where they were appended.
+#[test]
+fn programs_carry_their_source_lines() {
+    let obj = object("subprog").expect("parses");
+    let p = obj.program("squares").expect("program");
+    let (slot, first) = p.lines.first().expect("line info");
+    assert_eq!(*slot, 0);
+    assert!(first.file.ends_with("subprog.c"), "{first:?}");
+    assert_eq!((first.line, first.text.trim()), (19, "return sum_of_squares(data, len) + square(3);"));
+    // A line of `sum_of_squares`, in .text, appended after the program's own 6 slots.
+    assert!(
+        p.lines.iter().any(|(s, l)| *s >= 6 && l.text.contains("s += square(p[i]);") && l.line == 13),
+        "{:?}",
+        p.lines
+    );
+    assert!(p.lines.windows(2).all(|w| w[0].0 <= w[1].0), "in slot order");
+    assert!(p.lines.iter().all(|(s, _)| *s < p.program.slot_count()));
+}
+
+/// Malformed line info is a typed error, never a panic: the `.BTF.ext` of `subprog.o` (at byte
+/// 0x7d4 of the file) with its magic, its line-info length and its record size broken in turn.
+#[test]
+fn malformed_line_info_is_a_typed_error() {
+    let path = format!("{}/tests/fixtures/subprog.o", env!("CARGO_MANIFEST_DIR"));
+    let good = std::fs::read(&path).expect("fixture");
+    let ext = 0x7d4;
+    assert_eq!(u16::from_le_bytes([good[ext], good[ext + 1]]), 0xeb9f, "the fixture's .BTF.ext moved");
+    let line_off = u32::from_le_bytes(good[ext + 16..ext + 20].try_into().unwrap()) as usize;
+    let patches: [(usize, &[u8]); 4] = [
+        (ext, &[0, 0]),                                     // magic
+        (ext + 20, &0x7fff_fff0u32.to_le_bytes()),          // line info length past the section
+        (ext + 32 + line_off, &8u32.to_le_bytes()),         // records shorter than 16 bytes
+        (ext + 32 + line_off + 8, &u32::MAX.to_le_bytes()), // a record count past the section
+    ];
+    for (at, bytes) in patches {
+        let mut bad = good.clone();
+        bad[at..at + bytes.len()].copy_from_slice(bytes);
+        match Object::parse(&bad) {
+            Err(ElfError::Btf(reason)) => assert!(reason.contains(".BTF.ext"), "{reason}"),
+            other => panic!("patch at {at:#x}: {:?}", other.map(|_| ())),
+        }
+    }
+}

@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{value_parser, Arg, ArgAction, ArgMatches, Command};
-use ebpf_vm::elf::{kernel_version, Kconfig, Object, ObjectProgram};
+use ebpf_vm::elf::{kernel_version, Kconfig, Object, ObjectProgram, SourceLine};
 use ebpf_vm::link::Linked;
 use ebpf_vm::maps::{self, Map, MapDef, MapType, ProgArrayMap, QueueMap, RingBufMap};
 use ebpf_vm::{Context, Engine, ExecError, Instance, Mode, Program, Verifier, Vm};
@@ -520,12 +520,23 @@ fn verify(m: &ArgMatches) -> Result<(), String> {
 }
 
 /// A program's instructions, one a line: slot index, instruction, and for jumps and calls the slot
-/// they go to.
-fn listing(program: &Program) -> String {
+/// they go to; before the first instruction of each C source line (`lines`, from the object's line
+/// info), that line and where it is.
+fn listing(program: &Program, lines: &[(usize, SourceLine)]) -> String {
     let mut out = String::new();
     let mut slot = 0usize;
     let width = program.slot_count().max(1).to_string().len();
+    let mut next_line = lines.iter().peekable();
+    let mut last: Option<&SourceLine> = None;
     for insn in program.instructions() {
+        while let Some((_, l)) = next_line.next_if(|(at, _)| *at <= slot) {
+            // One comment per line of source, whatever the column.
+            if last.is_none_or(|p| (&p.file, p.line) != (&l.file, l.line)) {
+                let file = l.file.rsplit('/').next().unwrap_or(&l.file);
+                out.push_str(&format!("; {}  // {file}:{}\n", l.text.trim(), l.line));
+                last = Some(l);
+            }
+        }
         let text = ebpf_vm::isa::disassemble_one(insn);
         match insn.branch_target(slot) {
             Some(to) => out.push_str(&format!("{slot:>width$}: {text:<32} ; to {to}\n")),
@@ -546,14 +557,14 @@ fn disasm(m: &ArgMatches) -> Result<(), String> {
             };
             for p in chosen {
                 println!("# program {} (section {}), {} slots", p.name, p.section, p.program.slot_count());
-                print!("{}", listing(&p.program));
+                print!("{}", listing(&p.program, &p.lines));
             }
         }
         Input::Program(p) => {
             if m.get_one::<String>("section").is_some() {
                 return Err("--section applies to ELF objects only".into());
             }
-            print!("{}", listing(&p));
+            print!("{}", listing(&p, &[]));
         }
     }
     Ok(())

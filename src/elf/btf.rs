@@ -73,6 +73,8 @@ pub(crate) struct Type {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Btf {
     types: Vec<Type>,
+    /// The string section (names, and the source lines line info points to).
+    strings: Vec<u8>,
 }
 
 fn err(reason: &'static str) -> ElfError {
@@ -192,7 +194,14 @@ impl Btf {
             };
             out.push(Type { name: name(name_off)?, kind });
         }
-        Ok(Btf { types: out })
+        Ok(Btf { types: out, strings: strings.to_vec() })
+    }
+
+    /// At most `max` bytes of the string at `off` (up to its NUL).
+    pub(crate) fn string_prefix(&self, off: u32, max: usize) -> Option<String> {
+        let rest = self.strings.get(off as usize..)?;
+        let end = rest.iter().take(max).position(|&b| b == 0).unwrap_or(rest.len().min(max));
+        Some(String::from_utf8_lossy(&rest[..end]).into_owned())
     }
 
     /// The type with this id.

@@ -11,8 +11,10 @@
 //! allocates memory before it has been checked against the file or a limit.
 
 mod btf;
+mod btf_ext;
 mod kconfig;
 
+pub use btf_ext::{SourceLine, MAX_LINE_TEXT};
 pub use kconfig::{kernel_version, Kconfig, KconfigError, KconfigExtern, KconfigKind};
 
 use alloc::collections::BTreeMap;
@@ -129,6 +131,9 @@ pub struct ObjectProgram {
     pub section: String,
     /// The linked program.
     pub program: Program,
+    /// The C source line of instructions, by slot index, where the object has line info (`.BTF.ext`,
+    /// clang `-g`): the line an instruction starts, in slot order.
+    pub lines: Vec<(usize, SourceLine)>,
 }
 
 /// A parsed BPF object: its programs, the definitions of its maps (shared by all its programs, by
@@ -241,8 +246,12 @@ impl Object {
         global_data(&file, &mut maps)?;
         let kconfig = kconfig_externs(&file, btf.as_ref(), &mut maps)?;
 
+        let line_info = match (file.section_by_name(".BTF.ext"), btf.as_ref()) {
+            (Some(s), Some(btf)) => btf_ext::line_info(s.data().map_err(parse_err)?, btf)?,
+            _ => btf_ext::LineInfo::new(),
+        };
         let mut programs = Vec::new();
-        link_programs(&file, &symbols, &maps, &kconfig, &mut programs)?;
+        link_programs(&file, &symbols, &maps, &kconfig, &line_info, &mut programs)?;
         prog_array_inits(&file, &mut maps, &programs)?;
         let mut object = Object { programs, maps, license, kconfig, kconfig_pending: None };
         // Until the host gives values, weak externs are zero and strong ones are missing.
@@ -619,6 +628,7 @@ fn link_programs(
     symbols: &Symbols,
     maps: &[MapSpec],
     kconfig: &[KconfigExtern],
+    line_info: &btf_ext::LineInfo,
     out: &mut Vec<ObjectProgram>,
 ) -> Result<(), ElfError> {
     let text = file.section_by_name(".text");
@@ -672,7 +682,22 @@ fn link_programs(
             let program = Program::from_bytes(&bytes)
                 .map_err(|error| ElfError::Program { name: name.clone(), error })?
                 .with_name(name.clone());
-            out.push(ObjectProgram { name, section: sec_name.clone(), program });
+            // Line info of the function's own slots, then of `.text` where it was appended (offsets
+            // outside the code are ignored).
+            let mut lines = Vec::new();
+            if let Some(own_lines) = line_info.get(&sec_name) {
+                for (&off, l) in own_lines.range(addr..addr.saturating_add(size)) {
+                    lines.push((((off - addr) / 8) as usize, l.clone()));
+                }
+            }
+            if need_text {
+                if let Some(text_lines) = line_info.get(".text") {
+                    for (&off, l) in text_lines.range(..(text_slots.len() as u64).saturating_mul(8)) {
+                        lines.push((text_base + (off / 8) as usize, l.clone()));
+                    }
+                }
+            }
+            out.push(ObjectProgram { name, section: sec_name.clone(), program, lines });
         }
     }
     Ok(())
