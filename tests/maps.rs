@@ -1301,7 +1301,9 @@ fn popping_into_too_small_a_buffer_is_refused() {
 #[test]
 fn bloom_filters_have_no_false_negatives() {
     use ebpf_vm::maps::BloomFilterMap;
-    let def = MapDef { map_type: MapType::BloomFilter, key_size: 0, value_size: 8, max_entries: 1000, flags: 0 };
+    // Smaller under Miri, which runs this too (the filter's atomics).
+    let n: u32 = if cfg!(miri) { 40 } else { 1000 };
+    let def = MapDef { map_type: MapType::BloomFilter, key_size: 0, value_size: 8, max_entries: n, flags: 0 };
     let f = BloomFilterMap::new(def).expect("created");
     let mut x = 0x2545_f491_4f6c_dd1du64;
     let mut next = || {
@@ -1310,13 +1312,14 @@ fn bloom_filters_have_no_false_negatives() {
         x ^= x << 17;
         x
     };
-    let added: Vec<u64> = (0..1000).map(|_| next()).collect();
+    let added: Vec<u64> = (0..n).map(|_| next()).collect();
     for v in &added {
         f.add(&v.to_ne_bytes(), BPF_ANY).expect("added");
     }
     assert!(added.iter().all(|v| f.may_contain(&v.to_ne_bytes()) == Ok(true)));
-    let others = (0..10_000).filter(|_| f.may_contain(&next().to_ne_bytes()) == Ok(true)).count();
-    assert!(others < 500, "{others} false positives in 10,000 at capacity");
+    let queries = n as usize * 10;
+    let others = (0..queries).filter(|_| f.may_contain(&next().to_ne_bytes()) == Ok(true)).count();
+    assert!(others * 20 < queries, "{others} false positives in {queries} at capacity");
     assert_eq!(f.add(&[0; 8], BPF_EXIST), Err(MapError::InvalidFlags(BPF_EXIST)));
     assert_eq!(f.add(&[0; 4], BPF_ANY), Err(MapError::ValueSize { got: 4, want: 8 }));
     let m = maps::create(def).expect("created");
