@@ -330,25 +330,29 @@ fn bytemuck_bytes(words: &mut [u64]) -> &mut [u8] {
     unsafe { core::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), len) }
 }
 
+/// The variables BTF lists in the data section `section` (`.maps`, `.kconfig`): name to type.
+fn datasec_vars<'b>(btf: &'b Btf, section: &str) -> BTreeMap<&'b str, u32> {
+    let mut vars = BTreeMap::new();
+    let lists = btf.types().iter().filter(|t| t.name == section).filter_map(|t| match &t.kind {
+        Kind::DataSec { vars, .. } => Some(vars),
+        _ => None,
+    });
+    for v in lists.flatten() {
+        if let Ok(var) = btf.get(v.var) {
+            if let Kind::Var { target } = var.kind {
+                vars.entry(var.name.as_str()).or_insert(target);
+            }
+        }
+    }
+    vars
+}
+
 /// Reads `.maps`: each variable's BTF struct of pointer-encoded fields.
 fn btf_maps(file: &File<'_>, symbols: &Symbols, btf: Option<&Btf>, out: &mut Vec<MapSpec>) -> Result<(), ElfError> {
     let Some(section) = file.section_by_name(".maps") else { return Ok(()) };
     let btf = btf.ok_or(ElfError::Btf("the object has .maps but no .BTF"))?;
-    // The map variables: VARs listed in the `.maps` DATASEC, by name (looked up once, not per map).
-    let mut vars: BTreeMap<&str, u32> = BTreeMap::new();
-    for t in btf.types() {
-        if let Kind::DataSec { vars: list, .. } = &t.kind {
-            if t.name == ".maps" {
-                for v in list {
-                    if let Ok(var) = btf.get(v.var) {
-                        if let Kind::Var { target } = var.kind {
-                            vars.entry(var.name.as_str()).or_insert(target);
-                        }
-                    }
-                }
-            }
-        }
-    }
+    // The map variables, by name (looked up once, not per map).
+    let vars = datasec_vars(btf, ".maps");
     for (name, offset, size) in symbols.in_section(section.index()) {
         let var_type = *vars.get(name.as_str()).ok_or_else(|| map_err(&name, "not described in BTF"))?;
         let (def, values_offset) = btf_map_def(btf, &name, var_type)?;
@@ -520,21 +524,7 @@ fn kconfig_externs(file: &File<'_>, btf: Option<&Btf>, out: &mut Vec<MapSpec>) -
         .map(|s| (s.name().unwrap_or("").to_string(), s.is_weak()))
         .collect();
     let Some(btf) = btf.filter(|_| !undefined.is_empty()) else { return Ok(Vec::new()) };
-    // The VARs of the `.kconfig` DATASEC, by name.
-    let mut vars: BTreeMap<&str, u32> = BTreeMap::new();
-    for t in btf.types() {
-        if let Kind::DataSec { vars: list, .. } = &t.kind {
-            if t.name == ".kconfig" {
-                for v in list {
-                    if let Ok(var) = btf.get(v.var) {
-                        if let Kind::Var { target } = var.kind {
-                            vars.entry(var.name.as_str()).or_insert(target);
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let vars = datasec_vars(btf, ".kconfig");
     let mut found = Vec::new();
     for (name, weak) in undefined {
         let Some(&target) = vars.get(name.as_str()) else { continue };

@@ -115,23 +115,11 @@ pub fn all() -> Vec<Helper> {
                 let mut buf = [0u8; MAX_KEY_SIZE as usize];
                 let key = key_buffer(&mut buf, map.as_ref())?;
                 ctx.read(a[1], key)?;
-                // Values up to 256 bytes (most) are read into a buffer on the stack, not a new vector.
-                let size = map.def().value_size as usize;
-                let mut small = [0u8; 256];
-                let large;
-                let value: &[u8] = match small.get_mut(..size) {
-                    Some(buf) => {
-                        ctx.read(a[2], buf)?;
-                        buf
-                    }
-                    None => {
-                        large = ctx.read_vec(a[2], size)?;
-                        &large
-                    }
-                };
-                Ok(match map.update(key, value, a[3], ctx.cpu()) {
-                    Ok(()) => 0,
-                    Err(e) => e.errno() as u64,
+                with_value(ctx, a[2], map.def().value_size as usize, |ctx, value| {
+                    Ok(match map.update(key, value, a[3], ctx.cpu()) {
+                        Ok(()) => 0,
+                        Err(e) => e.errno() as u64,
+                    })
                 })
             }
         ),
@@ -197,25 +185,14 @@ pub fn all() -> Vec<Helper> {
             sig(&[A::MapMut, A::MapValue, A::Scalar], RetKind::Scalar),
             |ctx, a| {
                 let map = ctx.map(a[0], 1)?;
-                let mut buf = [0u8; 256];
-                let size = map.def().value_size as usize;
-                let large;
-                let value: &[u8] = match buf.get_mut(..size) {
-                    Some(b) => {
-                        ctx.read(a[1], b)?;
-                        b
-                    }
-                    None => {
-                        large = ctx.read_vec(a[1], size)?;
-                        &large
-                    }
-                };
-                let pushed = if let Some(bloom) = map.downcast_ref::<BloomFilterMap>() {
-                    bloom.add(value, a[2])
-                } else {
-                    queue_of(ctx, a[0])?.push(value, a[2])
-                };
-                Ok(pushed.map_or_else(|e| e.errno() as u64, |()| 0))
+                with_value(ctx, a[1], map.def().value_size as usize, |ctx, value| {
+                    let pushed = if let Some(bloom) = map.downcast_ref::<BloomFilterMap>() {
+                        bloom.add(value, a[2])
+                    } else {
+                        queue_of(ctx, a[0])?.push(value, a[2])
+                    };
+                    Ok(pushed.map_or_else(|e| e.errno() as u64, |()| 0))
+                })
             }
         ),
         Helper::new(MAP_POP_ELEM, "map_pop_elem", sig(&[A::MapMut, A::MapValueOut], RetKind::Scalar), |ctx, a| {
@@ -277,6 +254,24 @@ pub fn all() -> Vec<Helper> {
             |ctx, a| { Ok(ringbuf(ctx, a[0])?.query(a[1])) }
         ),
     ]
+}
+
+/// Reads a value of `size` bytes of program memory at `addr` and passes it to `f`: values up to 256
+/// bytes (most) through a buffer on the stack, larger ones through a new vector.
+fn with_value<'a>(
+    ctx: &CallContext<'a>,
+    addr: u64,
+    size: usize,
+    f: impl FnOnce(&CallContext<'a>, &[u8]) -> Result<u64, HelperError>,
+) -> Result<u64, HelperError> {
+    let mut small = [0u8; 256];
+    match small.get_mut(..size) {
+        Some(buf) => {
+            ctx.read(addr, buf)?;
+            f(ctx, buf)
+        }
+        None => f(ctx, &ctx.read_vec(addr, size)?),
+    }
 }
 
 /// The queue or stack a handle refers to.
