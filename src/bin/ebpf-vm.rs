@@ -185,6 +185,11 @@ fn load(path: &str) -> Result<Input, String> {
     Program::from_bytes(&bytes).map(Input::Program).map_err(|e| format!("{path}: {e}"))
 }
 
+/// The FILE argument (clap requires it; a missing one is still an error, not a panic).
+fn file(m: &ArgMatches) -> Result<&String, String> {
+    m.get_one::<String>("FILE").ok_or_else(|| "a FILE is required".to_string())
+}
+
 fn decode_hex(text: &str) -> Result<Vec<u8>, String> {
     let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
     let digits = digits.strip_prefix(b"0x").unwrap_or(&digits);
@@ -477,7 +482,7 @@ fn describe(e: &ExecError, mem: &[u8]) -> String {
 }
 
 fn run(m: &ArgMatches) -> Result<(), String> {
-    let path = m.get_one::<String>("FILE").expect("required");
+    let path = file(m)?;
     let o = options(m, true)?;
     let input = load(path)?;
     let (vm, maps) = prepare(&input, &o)?;
@@ -498,7 +503,7 @@ fn run(m: &ArgMatches) -> Result<(), String> {
 }
 
 fn verify(m: &ArgMatches) -> Result<(), String> {
-    let path = m.get_one::<String>("FILE").expect("required");
+    let path = file(m)?;
     let o = options(m, false)?;
     let input = load(path)?;
     if m.get_flag("log") {
@@ -548,7 +553,7 @@ fn listing(program: &Program, lines: &[(usize, SourceLine)]) -> String {
 }
 
 fn disasm(m: &ArgMatches) -> Result<(), String> {
-    let path = m.get_one::<String>("FILE").expect("required");
+    let path = file(m)?;
     match load(path)? {
         Input::Object(obj) => {
             let chosen: Vec<&ObjectProgram> = match m.get_one::<String>("section") {
@@ -571,7 +576,7 @@ fn disasm(m: &ArgMatches) -> Result<(), String> {
 }
 
 fn sections(m: &ArgMatches) -> Result<(), String> {
-    let path = m.get_one::<String>("FILE").expect("required");
+    let path = file(m)?;
     match load(path)? {
         Input::Object(obj) => {
             println!("license: {}", obj.license());
@@ -597,7 +602,7 @@ fn sections(m: &ArgMatches) -> Result<(), String> {
 }
 
 fn maps_of(m: &ArgMatches) -> Result<(), String> {
-    let path = m.get_one::<String>("FILE").expect("required");
+    let path = file(m)?;
     let Input::Object(obj) = load(path)? else {
         return Err(format!("{path}: not an ELF object (assembly and bytecode declare no maps)"));
     };
