@@ -308,7 +308,7 @@ fn run_output_and_errors_as_a_user_reads_them() {
     assert!(stderr(&out).contains("budget exhausted"), "{}", stderr(&out));
 }
 
-/// `--dump-maps` shows pending ring-buffer records and per-CPU values of this machine's CPUs only;
+/// `--dump-maps` shows pending ring-buffer records, perf samples and per-CPU values of this machine's CPUs only;
 /// `maps` lists an object's maps.
 #[test]
 fn dump_maps_and_the_maps_command() {
@@ -323,8 +323,13 @@ fn dump_maps_and_the_maps_command() {
     let out = ebpf_vm(&["maps", &fixture("kernel_maps")]);
     let text = stdout(&out);
     assert!(text.lines().next().is_some_and(|l| l.starts_with("name") && l.contains("max_entries")), "{text}");
-    assert!(text.contains("perf_event_array (unsupported)"), "{text}");
+    assert!(text.contains("stack_trace (unsupported)"), "{text}");
+    assert!(text.contains("perf_event_array ") && !text.contains("perf_event_array (unsupported)"), "{text}");
     assert!(text.lines().any(|l| l.starts_with(".kconfig") && l.contains("0x80") && l.ends_with("Kconfig")), "{text}");
+    // Perf samples, per CPU.
+    let out = ebpf_vm(&["run", &fixture("perf"), "--section", "emit", "--mem-hex", "2a000000", "--dump-maps"]);
+    let text = stdout(&out);
+    assert!(text.contains(r#"{"map":"events","cpu":0,"sample":"0000000000000000000000002a000000"}"#), "{text}");
 }
 
 /// `disasm` shows the C source line before the instructions compiled from it.

@@ -70,16 +70,18 @@ fn only_programs_that_use_an_unusable_map_are_refused() {
     let Err(err) = instance.vm_builder("uses_maps") else { panic!("uses_maps built") };
     assert_eq!(
         err,
-        InstanceError::UnsupportedMap { program: "uses_maps".into(), map: "events".into(), kind: "perf_event_array" }
+        InstanceError::UnsupportedMap { program: "uses_maps".into(), map: "stacks".into(), kind: "stack_trace" }
     );
     assert_eq!(
         err.to_string(),
-        "program `uses_maps` uses map `events`, a perf_event_array map, which this runtime does not implement"
+        "program `uses_maps` uses map `stacks`, a stack_trace map, which this runtime does not implement"
     );
     // The stand-in holds nothing and refuses changes.
-    let events = instance.map("events").expect("stand-in");
-    assert_eq!(events.get(&0u32.to_ne_bytes(), 0), None);
-    assert_eq!(events.update(&0u32.to_ne_bytes(), &[0; 4], 0, 0), Err(MapError::UnsupportedType(4)));
+    let stacks = instance.map("stacks").expect("stand-in");
+    assert_eq!(stacks.get(&0u32.to_ne_bytes(), 0), None);
+    assert_eq!(stacks.update(&0u32.to_ne_bytes(), &[0; 0], 0, 0), Err(MapError::UnsupportedType(7)));
+    // The perf event array, sized by the loader's rule, is a real one.
+    assert!(instance.map("events").and_then(|m| m.downcast_ref::<ebpf_vm::maps::PerfEventArrayMap>()).is_some());
     // The other program of the object runs.
     let vm = instance.vm_builder("kconfig").expect("uses no such map").build().expect("builds");
     assert!(vm.execute(&mut []).is_ok());

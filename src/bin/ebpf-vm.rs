@@ -20,7 +20,7 @@ use std::sync::Arc;
 use clap::{value_parser, Arg, ArgAction, ArgMatches, Command};
 use ebpf_vm::elf::{kernel_version, Kconfig, Object, ObjectProgram, SourceLine};
 use ebpf_vm::link::Linked;
-use ebpf_vm::maps::{self, Map, MapDef, MapType, ProgArrayMap, QueueMap, RingBufMap};
+use ebpf_vm::maps::{self, Map, MapDef, MapType, PerfEvent, PerfEventArrayMap, ProgArrayMap, QueueMap, RingBufMap};
 use ebpf_vm::{Context, Engine, ExecError, Instance, Mode, Program, Verifier, Vm};
 
 /// Instructions `run` allows by default before it stops a program (checked and unchecked programs
@@ -29,7 +29,7 @@ const DEFAULT_BUDGET: u64 = 1_000_000_000;
 
 /// Map kinds `--map` knows.
 const MAP_KINDS: &str =
-    "hash, array, lru_hash, percpu_hash, percpu_array, ringbuf, prog_array, queue, stack, bloom_filter";
+    "hash, array, lru_hash, percpu_hash, percpu_array, ringbuf, perf_event_array, prog_array, queue, stack, bloom_filter";
 
 fn file_arg() -> Arg {
     Arg::new("FILE").required(true).help("An ELF object (clang -target bpf), raw bytecode, or assembly text")
@@ -116,12 +116,9 @@ fn cli() -> Command {
                     "Stops the program after N instructions, 0 for no limit (default: {DEFAULT_BUDGET} \
                              in checked and unchecked modes, none for verified programs, which end)"
                 )))
-                .arg(
-                    Arg::new("dump-maps")
-                        .long("dump-maps")
-                        .action(ArgAction::SetTrue)
-                        .help("Prints every map entry, and every pending ring-buffer record, as JSON lines"),
-                ),
+                .arg(Arg::new("dump-maps").long("dump-maps").action(ArgAction::SetTrue).help(
+                    "Prints every map entry, pending ring-buffer record and perf sample (or loss), as JSON lines",
+                )),
         )
         .subcommand(
             Command::new("verify")
@@ -236,6 +233,7 @@ fn parse_map(spec: &str) -> Result<MapDef, String> {
         "percpu_hash" => MapType::PerCpuHash,
         "percpu_array" => MapType::PerCpuArray,
         "ringbuf" => MapType::RingBuf,
+        "perf_event_array" => MapType::PerfEventArray,
         "prog_array" => MapType::ProgArray,
         "queue" => MapType::Queue,
         "stack" => MapType::Stack,
@@ -427,6 +425,14 @@ fn dump_maps(maps: &NamedMaps) {
         if let Some(rb) = map.downcast_ref::<RingBufMap>() {
             // Pending records, oldest first (consumed: a second dump shows only newer ones).
             rb.consume(|record| println!("{{\"map\":\"{name}\",\"record\":\"{}\"}}", hex(record)));
+            continue;
+        }
+        if let Some(perf) = map.downcast_ref::<PerfEventArrayMap>() {
+            // Pending samples per CPU, oldest first, and losses where they happened (consumed).
+            perf.consume_all(|cpu, event| match event {
+                PerfEvent::Sample(s) => println!("{{\"map\":\"{name}\",\"cpu\":{cpu},\"sample\":\"{}\"}}", hex(s)),
+                PerfEvent::Lost(n) => println!("{{\"map\":\"{name}\",\"cpu\":{cpu},\"lost\":{n}}}"),
+            });
             continue;
         }
         if let Some(q) = map.downcast_ref::<QueueMap>() {

@@ -10,7 +10,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use alloc::sync::Arc;
 
 use super::{ArgKind as A, CallContext, Helper, HelperError, HelperSig, RetKind};
-use crate::maps::{BloomFilterMap, Map, MapError, MapType, QueueMap, RingBufMap, MAX_KEY_SIZE};
+use crate::maps::{BloomFilterMap, Map, MapError, MapType, PerfEventArrayMap, QueueMap, RingBufMap, MAX_KEY_SIZE};
 use crate::memory::{Grants, Region};
 
 /// `bpf_map_lookup_elem`
@@ -33,6 +33,8 @@ pub const TAIL_CALL: u32 = 12;
 pub const GET_CURRENT_PID_TGID: u32 = 14;
 /// `bpf_get_current_comm`
 pub const GET_CURRENT_COMM: u32 = 16;
+/// `bpf_perf_event_output`
+pub const PERF_EVENT_OUTPUT: u32 = 25;
 /// `bpf_map_push_elem`
 pub const MAP_PUSH_ELEM: u32 = 87;
 /// `bpf_map_pop_elem`
@@ -229,6 +231,12 @@ pub fn all() -> Vec<Helper> {
         Helper::new(KTIME_GET_COARSE_NS, "ktime_get_coarse_ns", HelperSig::scalars(0), |_, _| Ok(
             crate::host::monotonic_ns()
         )),
+        Helper::new(
+            PERF_EVENT_OUTPUT,
+            "perf_event_output",
+            sig(&[A::Context, A::MapOf(MapType::PerfEventArray), A::Scalar, A::ReadMem, A::MemSize], RetKind::Scalar),
+            perf_event_output
+        ),
         Helper::new(
             RINGBUF_OUTPUT,
             "ringbuf_output",
@@ -428,13 +436,50 @@ fn key_buffer<'b>(buf: &'b mut [u8; MAX_KEY_SIZE as usize], map: &dyn Map) -> Re
 fn writable_map<'a>(ctx: &CallContext<'a>, handle: u64) -> Result<&'a Arc<dyn Map>, HelperError> {
     let map = ctx.map(handle, 1)?;
     let def = map.def();
-    if matches!(def.map_type, MapType::ProgArray | MapType::RingBuf) {
-        return Err(invalid(1, "programs cannot change program arrays or ring buffers through map helpers"));
+    if matches!(def.map_type, MapType::ProgArray | MapType::RingBuf | MapType::PerfEventArray) {
+        return Err(invalid(
+            1,
+            "programs cannot change program arrays, ring buffers or perf event arrays through map helpers",
+        ));
     }
     if def.read_only_for_programs() {
         return Err(invalid(1, "the map is read-only for programs"));
     }
     Ok(map)
+}
+
+/// `bpf_perf_event_output`'s flags: the index of the CPU's buffer, or this value for the current CPU.
+const BPF_F_CURRENT_CPU: u64 = 0xffff_ffff;
+
+/// `bpf_perf_event_output(ctx, map, flags, data, size)`: copies `size` bytes of program memory as a
+/// sample into the buffer of the CPU slot the execution holds, as the kernel's: the index in `flags`
+/// must be that CPU's (or `BPF_F_CURRENT_CPU`); `-E2BIG` past the map's entries, `-ENOENT` for an
+/// entry with no buffer, `-EOPNOTSUPP` for another CPU's, `-EINVAL` for other flags (the context
+/// bytes a socket program may append), `-ENOSPC` when the buffer is full (the sample is counted lost).
+fn perf_event_output(ctx: &mut CallContext<'_>, a: [u64; 5]) -> Result<u64, HelperError> {
+    let perf = ctx.map(a[1], 2)?.downcast_ref::<PerfEventArrayMap>().ok_or(invalid(2, "not a perf event array"))?;
+    let (flags, data, size) = (a[2], a[3], a[4]);
+    if flags > BPF_F_CURRENT_CPU {
+        return Ok(EINVAL);
+    }
+    let cpu = if flags == BPF_F_CURRENT_CPU { ctx.cpu() } else { flags as usize };
+    if cpu >= perf.def().max_entries as usize {
+        return Ok(-7i64 as u64); // E2BIG
+    }
+    if cpu >= perf.buffer_count() {
+        return Ok(-2i64 as u64); // ENOENT
+    }
+    if cpu != ctx.cpu() {
+        return Ok(-95i64 as u64); // EOPNOTSUPP
+    }
+    ctx.check(data, size, false)?;
+    let len = usize::try_from(size).map_err(|_| invalid(5, "the size is too large"))?;
+    let ctx = &*ctx;
+    let written = perf.output_with(cpu, len, |piece, offset| ctx.read(data.wrapping_add(offset as u64), piece))?;
+    Ok(match written {
+        Ok(()) => 0,
+        Err(_) => -28i64 as u64, // ENOSPC
+    })
 }
 
 /// `bpf_ringbuf_output` flags that only concern wake-ups (there is nothing to wake here).

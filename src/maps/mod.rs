@@ -10,6 +10,7 @@ mod array;
 mod bloom;
 mod hash;
 mod lpm;
+mod perf;
 mod prog_array;
 mod queue;
 mod ringbuf;
@@ -23,6 +24,7 @@ pub use array::{ArrayMap, PerCpuArrayMap};
 pub use bloom::{BloomFilterMap, BLOOM_HASHES};
 pub use hash::{HashKind, HashMap};
 pub use lpm::{LpmTrieMap, BPF_F_NO_PREALLOC, LPM_MAX_DATA};
+pub use perf::{PerfEvent, PerfEventArrayMap, DEFAULT_PERF_BUFFER, MIN_PERF_BUFFER};
 pub use prog_array::ProgArrayMap;
 pub use queue::{Order, QueueMap};
 pub use ringbuf::RingBufMap;
@@ -52,6 +54,8 @@ pub enum MapType {
     Array,
     /// `BPF_MAP_TYPE_PROG_ARRAY`: program ids for tail calls.
     ProgArray,
+    /// `BPF_MAP_TYPE_PERF_EVENT_ARRAY`: a buffer of samples per CPU.
+    PerfEventArray,
     /// `BPF_MAP_TYPE_PERCPU_HASH`
     PerCpuHash,
     /// `BPF_MAP_TYPE_PERCPU_ARRAY`
@@ -79,6 +83,7 @@ impl MapType {
             1 => MapType::Hash,
             2 => MapType::Array,
             3 => MapType::ProgArray,
+            4 => MapType::PerfEventArray,
             5 => MapType::PerCpuHash,
             6 => MapType::PerCpuArray,
             9 => MapType::LruHash,
@@ -144,6 +149,7 @@ impl MapType {
             MapType::Hash => 1,
             MapType::Array => 2,
             MapType::ProgArray => 3,
+            MapType::PerfEventArray => 4,
             MapType::PerCpuHash => 5,
             MapType::PerCpuArray => 6,
             MapType::LruHash => 9,
@@ -468,6 +474,10 @@ pub fn footprint(def: &MapDef) -> u64 {
         // Sparse: entries are set by the host (programs cannot update program arrays).
         MapType::ProgArray => 64,
         MapType::RingBuf => entries,
+        MapType::PerfEventArray => {
+            let buffers = if entries == 0 { cpus } else { entries.min(cpus) };
+            buffers * DEFAULT_PERF_BUFFER as u64
+        }
         MapType::Queue | MapType::Stack => (def.value_size as u64).saturating_mul(entries),
         MapType::BloomFilter => (entries.saturating_mul(BLOOM_HASHES as u64 * 10 / 7).max(64) / 8).saturating_mul(2),
         MapType::Other(_) => 0,
@@ -496,6 +506,7 @@ pub fn create_within(def: MapDef, budget: &mut MapBudget) -> Result<Arc<dyn Map>
         MapType::PerCpuHash => Arc::new(HashMap::new(def, HashKind::PerCpu)?),
         MapType::ProgArray => Arc::new(ProgArrayMap::new(def)?),
         MapType::RingBuf => Arc::new(RingBufMap::new(def)?),
+        MapType::PerfEventArray => Arc::new(PerfEventArrayMap::new(def)?),
         MapType::Queue => Arc::new(QueueMap::new(def, Order::Fifo)?),
         MapType::Stack => Arc::new(QueueMap::new(def, Order::Lifo)?),
         MapType::BloomFilter => Arc::new(BloomFilterMap::new(def)?),

@@ -56,7 +56,7 @@ impl Checker<'_> {
                         if ty != Some(want) {
                             return Err(bad(st, i, format!("expects a map of kind {want:?}, not {ty:?}")));
                         }
-                    } else if matches!(ty, Some(MapType::RingBuf | MapType::ProgArray)) {
+                    } else if matches!(ty, Some(MapType::RingBuf | MapType::ProgArray | MapType::PerfEventArray)) {
                         return Err(bad(st, i, format!("a map of kind {ty:?} has no keys or values here")));
                     }
                     if *kind == ArgKind::MapMut && def.is_some_and(|d| d.read_only_for_programs()) {
