@@ -50,6 +50,7 @@ impl Slots {
     }
 
     /// The first slot's address and the distance between slots (slot `i` is at `base + i * stride`).
+    #[cfg_attr(not(feature = "jit"), allow(dead_code))]
     pub(crate) fn base_and_stride(&self) -> (*mut u8, usize) {
         (self.ptr.as_ptr(), self.stride)
     }
