@@ -274,6 +274,11 @@ fn disasm_numbers_slots_and_honours_section() {
     let out = ebpf_vm(&["disasm", &fixture("subprog")]);
     let text = stdout(&out);
     assert!(text.contains(" 0: call local +5") && text.contains("; to 6"), "{text}");
+    // A function reference says where the function starts; `.text` functions the program does not
+    // use are left out (the object's `never` is only used by the other program).
+    let text = stdout(&ebpf_vm(&["disasm", &fixture("loop"), "--section", "loop_sum"]));
+    assert!(text.contains("13: lddw %r2, func(+14)") && text.contains("; the function at 28"), "{text}");
+    assert!(text.contains("# program loop_sum (section socket), 54 slots"), "{text}");
     // lddw takes two slots: the next instruction is numbered after both.
     let asm = temp("lddw.s", b"lddw %r0, 0x100000000\nja -3\nexit\n");
     let text = stdout(&ebpf_vm(&["disasm", asm.to_str().unwrap()]));

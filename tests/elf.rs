@@ -516,3 +516,45 @@ fn lookup_percpu_elem_reads_every_cpu_slot() {
         }
     }
 }
+
+/// `bpf_loop` with a callback that reads a map and its caller's stack and writes the caller's stack;
+/// it stops the loop once the sum passes a limit. Every engine, verified and checked, against the same
+/// loop in Rust (fixture `loop.c`).
+#[test]
+fn bpf_loop_with_a_callback() {
+    use ebpf_vm::maps::Array;
+    // The loop in Rust: (sum, iterations made), as the callback and bpf_loop compute them.
+    let model = |limit: u64, n: u32| {
+        let (mut sum, mut made) = (0u64, 0u32);
+        for i in 0..n as u64 {
+            sum += (i % 8 + 10) * (i + 1);
+            made += 1;
+            if sum > limit {
+                break;
+            }
+        }
+        (sum, made)
+    };
+    let mut ran = 0;
+    for &engine in ENGINES {
+        for verified in [true, false] {
+            let obj = load("loop");
+            let weights = Array::<u64>::new(Arc::clone(obj.map("weights").expect("weights"))).expect("u64 array");
+            for i in 0..8u32 {
+                weights.set(i, &(i as u64 + 10)).expect("set");
+            }
+            let b = obj.vm_builder("loop_sum").expect("program").engine(engine);
+            let vm = if verified { b.verified() } else { b.checked() }.build().expect("builds");
+            for (limit, n) in [(1000u32, 16u32), (10, 16), (u32::MAX, 100), (5, 0), (0, 1), (100_000, 1000)] {
+                let mut input: Vec<u8> = limit.to_ne_bytes().into_iter().chain(n.to_ne_bytes()).collect();
+                let (sum, made) = model(limit as u64, n);
+                assert_eq!(vm.execute(&mut input), Ok(sum << 32 | made as u64), "{engine:?} {limit} {n}");
+                ran += 1;
+            }
+            let b = obj.vm_builder("loop_errors").expect("program").engine(engine);
+            let vm = if verified { b.verified() } else { b.checked() }.build().expect("builds");
+            assert_eq!(vm.execute(&mut []), Ok(22 << 16 | 7 << 8), "EINVAL, E2BIG, and 0 iterations");
+        }
+    }
+    assert_eq!(ran, 24);
+}

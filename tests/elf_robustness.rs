@@ -13,6 +13,8 @@ const FIXTURES: &[&[u8]] = &[
     include_bytes!("fixtures/globals.o"),
     include_bytes!("fixtures/legacy_maps.o"),
     include_bytes!("fixtures/packet.o"),
+    include_bytes!("fixtures/loop.o"),
+    include_bytes!("fixtures/perf.o"),
 ];
 
 fn exercise(bytes: &[u8]) {

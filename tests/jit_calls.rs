@@ -47,3 +47,40 @@ fn a_called_function_still_reports_its_helpers_failure() {
         assert_eq!(got[0].starts_with("Ok("), ok, "argument {arg}: {}", got[0]);
     }
 }
+
+/// What `text` gives in checked mode on each engine, with the standard helpers and a budget.
+fn checked_outcomes(text: &str) -> Vec<String> {
+    let program = Program::from_asm(text).unwrap_or_else(|e| panic!("{e}"));
+    [Engine::Interpreter, Engine::Jit]
+        .into_iter()
+        .map(|engine| {
+            let vm = Vm::builder(program.clone()).standard_helpers().engine(engine).checked().budget(100_000);
+            format!("{:?}", vm.build().expect("builds").execute(&mut [0u8; 8]))
+        })
+        .collect()
+}
+
+/// `bpf_loop` in checked mode, where nothing proved the callback: a value that is no function of the
+/// program is refused by the helper, a callback that loops over itself runs out of frames, and a
+/// callback that fails stops the program; alike on both engines.
+#[test]
+fn bpf_loop_callbacks_checked_at_run_time() {
+    let not_a_function = "mov %r1, 2\nlddw %r2, 0xfffffe0000000003\nmov %r3, 0\nmov %r4, 0\ncall 181\nexit\n\
+                          cb:\nmov %r0, 0\nexit\nf:\nlddw %r1, func(cb)\nexit";
+    let got = checked_outcomes(not_a_function);
+    assert!(got[0].contains("Helper { pc: 5, id: 181") && got[0].contains("not a callback"), "{got:?}");
+    assert_eq!(got[0], got[1]);
+    let recursive = "mov %r1, 2\nlddw %r2, func(cb)\nmov %r3, 0\nmov %r4, 0\ncall 181\nexit\n\
+                     cb:\nmov %r1, 2\nlddw %r2, func(cb)\nmov %r3, 0\nmov %r4, 0\ncall 181\nexit";
+    let got = checked_outcomes(recursive);
+    assert_eq!(got, vec!["Err(CallDepthExceeded { pc: 12 })".to_string(); 2]);
+    let out_of_bounds = "mov %r1, 5\nlddw %r2, func(cb)\nmov %r3, 0\nmov %r4, 0\ncall 181\nexit\n\
+                         cb:\nstdw [%r2+0], 1\nmov %r0, 0\nexit";
+    let got = checked_outcomes(out_of_bounds);
+    assert!(got[0].starts_with("Err(OutOfBounds { pc: 7,"), "{got:?}");
+    assert_eq!(got[0], got[1]);
+    let budget = "mov %r1, 100000\nlddw %r2, func(cb)\nmov %r3, 0\nmov %r4, 0\ncall 181\nexit\ncb:\nmov %r0, 0\nexit";
+    let got = checked_outcomes(budget);
+    assert!(got[0].starts_with("Err(BudgetExhausted"), "{got:?}");
+    assert_eq!(got[0], got[1]);
+}

@@ -69,6 +69,7 @@ fn map_type_numbers_are_the_kernels() {
         (MapType::Hash, 1),
         (MapType::Array, 2),
         (MapType::ProgArray, 3),
+        (MapType::PerfEventArray, 4),
         (MapType::PerCpuHash, 5),
         (MapType::PerCpuArray, 6),
         (MapType::LruHash, 9),
@@ -78,7 +79,7 @@ fn map_type_numbers_are_the_kernels() {
         assert_eq!(t.raw(), n);
         assert_eq!(MapType::from_raw(n), t);
     }
-    for n in [0, 4, 7, 8, 10, 26, 28, 1000, u32::MAX] {
+    for n in [0, 7, 8, 10, 26, 28, 1000, u32::MAX] {
         assert_eq!(MapType::from_raw(n), MapType::Other(n));
         assert_eq!(MapType::from_raw(n).raw(), n);
     }

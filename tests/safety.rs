@@ -443,18 +443,18 @@ fn impossible_maps_are_typed_errors() {
     let huge =
         MapDef { map_type: MapType::PerCpuHash, key_size: 512, value_size: u32::MAX, max_entries: u32::MAX, flags: 0 };
     assert!(matches!(maps::create(huge), Err(MapError::OverBudget { .. })));
-    let other = MapDef { map_type: MapType::from_raw(4), key_size: 4, value_size: 4, max_entries: 4, flags: 0 };
-    assert_eq!(maps::create(other).err(), Some(MapError::UnsupportedType(4)));
+    let other = MapDef { map_type: MapType::from_raw(8), key_size: 4, value_size: 4, max_entries: 4, flags: 0 };
+    assert_eq!(maps::create(other).err(), Some(MapError::UnsupportedType(8)));
     let mut b = ObjectBuilder::new();
-    b.legacy_map("perf", [4, 4, 4, 4, 0]);
+    b.legacy_map("cgroups", [8, 4, 4, 4, 0]);
     b.program("socket", "prog", &[Instruction::Exit], &[]);
     let object = Object::parse(&b.build()).expect("parses");
     // The object loads with a stand-in for the map; only programs that use it are refused (see
     // tests/kernel_objects.rs), and this one does not.
     let instance = Instance::new(&object).expect("loads");
     assert_eq!(
-        instance.map("perf").expect("stand-in").update(&[0; 4], &[0; 4], 0, 0),
-        Err(MapError::UnsupportedType(4))
+        instance.map("cgroups").expect("stand-in").update(&[0; 4], &[0; 4], 0, 0),
+        Err(MapError::UnsupportedType(8))
     );
     assert!(instance.vm_builder("prog").is_ok());
 }
@@ -511,4 +511,39 @@ fn a_function_too_large_to_optimise_compiles_and_runs() {
     let run =
         |engine| Vm::builder(program.clone()).engine(engine).checked().build().expect("builds").execute(&mut [0u8; 9]);
     assert_eq!(run(Engine::Jit), run(Engine::Interpreter));
+}
+
+/// A `lddw` of a `.text` function (a `bpf_loop` callback) takes its addend from the object: one that
+/// is not an instruction's start, or lies past `.text`, is a typed error, never a reference into the
+/// middle of code or past it.
+#[test]
+fn function_references_from_an_object_are_checked() {
+    let build = |addend: i32| {
+        let mut b = ObjectBuilder::new();
+        let cb = b.text_function(
+            "cb",
+            &[
+                Instruction::Alu {
+                    width: ebpf_vm::isa::Width::W64,
+                    op: ebpf_vm::isa::AluOp::Mov,
+                    dst: Reg::R0,
+                    src: ebpf_vm::isa::Operand::Imm(0),
+                },
+                Instruction::Exit,
+            ],
+        );
+        let code = [Instruction::LoadImm64 { dst: Reg::R2, value: Imm64::Const(addend as u64) }, Instruction::Exit];
+        b.program("socket", "prog", &code, &[(0, cb)]);
+        Object::parse(&b.build())
+    };
+    let object = build(0).expect("a reference to the function's start");
+    let program = &object.programs()[0].program;
+    assert!(matches!(program.instructions()[0], Instruction::LoadImm64 { value: Imm64::Func(2), .. }));
+    for addend in [3, -8, 16, 1 << 20] {
+        assert!(
+            matches!(build(addend), Err(ElfError::Relocation { .. } | ElfError::Program { .. })),
+            "{addend}: {:?}",
+            build(addend)
+        );
+    }
 }

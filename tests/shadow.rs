@@ -226,3 +226,27 @@ fn the_jit_refuses_shadow_mode() {
     let err = Vm::builder(program).engine(ebpf_vm::Engine::Jit).shadow().build().unwrap_err();
     assert_eq!(err, ebpf_vm::BuildError::ShadowNeedsInterpreter);
 }
+
+/// A `bpf_loop` callback starts each iteration with r1, r2 and r10 only, in a fresh frame; its caller
+/// gets back r0 and its own r6-r9, not r1-r5.
+#[test]
+fn bpf_loop_callbacks() {
+    let with = |cb: &str, after: &str| {
+        format!(
+            "mov %r6, 7\nstdw [%r10-8], 0\nmov %r1, 3\nlddw %r2, func(cb)\nmov %r3, %r10\nadd %r3, -8\nmov %r4, 0\n\
+             call 181\n{after}\nexit\ncb:\n{cb}"
+        )
+    };
+    // Slots: 0 mov, 1 stdw, 2 mov, 3-4 lddw, 5 mov, 6 add, 7 mov, 8 call, 9 after; the callback at 10 + .
+    let sum = "ldxdw %r3, [%r2+0]\nadd %r3, %r1\nstxdw [%r2+0], %r3\nmov %r0, 0\nexit";
+    assert_eq!(run(&with(sum, "ldxdw %r0, [%r10-8]\nadd %r0, %r6")), Ok(3 + 7));
+    assert_eq!(run(&with("mov %r0, %r3\nexit", "")), reg(10, 3), "r3 is not an argument");
+    assert_eq!(run(&with("mov %r0, %r6\nexit", "")), reg(10, 6), "nor the caller's r6");
+    assert_eq!(run(&with("ldxdw %r0, [%r10-8]\nexit", "")), stack(10, -8), "a fresh frame");
+    // The second iteration's frame is fresh again, though the first wrote it.
+    assert_eq!(
+        run(&with("jeq %r1, 1, second\nstdw [%r10-8], 0\nmov %r0, 0\nexit\nsecond:\nldxdw %r0, [%r10-8]\nexit", "")),
+        stack(14, -8)
+    );
+    assert_eq!(run(&with("mov %r0, 0\nexit", "mov %r0, %r1")), reg(9, 1), "r1 after the call");
+}

@@ -8,6 +8,8 @@
 #[path = "verifier/harness.rs"]
 mod harness;
 
+#[path = "verifier/callbacks.rs"]
+mod callbacks;
 #[path = "verifier/calls.rs"]
 mod calls;
 #[path = "verifier/comparisons.rs"]

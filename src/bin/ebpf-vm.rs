@@ -549,9 +549,16 @@ fn listing(program: &Program, lines: &[(usize, SourceLine)]) -> String {
             }
         }
         let text = ebpf_vm::isa::disassemble_one(insn);
-        match insn.branch_target(slot) {
-            Some(to) => out.push_str(&format!("{slot:>width$}: {text:<32} ; to {to}\n")),
-            None => out.push_str(&format!("{slot:>width$}: {text}\n")),
+        let func = match *insn {
+            ebpf_vm::isa::Instruction::LoadImm64 { value: ebpf_vm::isa::Imm64::Func(off), .. } => {
+                Some(slot as i64 + 1 + off as i64)
+            }
+            _ => None,
+        };
+        match (insn.branch_target(slot), func) {
+            (Some(to), _) => out.push_str(&format!("{slot:>width$}: {text:<32} ; to {to}\n")),
+            (None, Some(f)) => out.push_str(&format!("{slot:>width$}: {text:<32} ; the function at {f}\n")),
+            (None, None) => out.push_str(&format!("{slot:>width$}: {text}\n")),
         }
         slot += insn.slots();
     }

@@ -209,6 +209,78 @@ impl Symbols {
         let list = self.by_section.get(&section.0).into_iter().flatten();
         list.filter(|(_, kind, global)| *kind == SymbolKind::Text && *global).map(|(s, _, _)| s.clone()).collect()
     }
+
+    /// Every function of `section`, static ones too, as slot ranges in address order; `None` unless
+    /// they tile the section's `slots` exactly (no gap, no overlap).
+    fn function_ranges(&self, section: SectionIndex, slots: usize) -> Option<Vec<(usize, usize)>> {
+        let list = self.by_section.get(&section.0)?;
+        let mut ranges: Vec<(usize, usize)> = Vec::new();
+        for ((_, addr, size), kind, _) in list {
+            if *kind != SymbolKind::Text {
+                continue;
+            }
+            let (start, len) = (usize::try_from(addr / 8).ok()?, usize::try_from(size / 8).ok()?);
+            if addr % 8 != 0 || size % 8 != 0 || len == 0 || ranges.last().is_some_and(|r| r.1 != start) {
+                return None;
+            }
+            ranges.push((start, start.checked_add(len)?));
+        }
+        (ranges.first().is_some_and(|r| r.0 == 0) && ranges.last().is_some_and(|r| r.1 == slots)).then_some(ranges)
+    }
+}
+
+/// The slot a `call` of a local function or a `lddw` of a function at slot `at` refers to, if it is one.
+fn local_target(code: &[Insn], at: usize) -> Option<usize> {
+    let i = code.get(at)?;
+    let refers = i.opcode == opcode::CALL && i.src == opcode::CALL_LOCAL
+        || i.opcode == opcode::LDDW && i.src == opcode::PSEUDO_FUNC;
+    usize::try_from((at as i64 + 1).checked_add(i.imm as i64)?).ok().filter(|_| refers)
+}
+
+/// Keeps of the `.text` appended at `text_base` only the functions (`ranges`, relative to `.text`)
+/// that the program calls or takes the address of, directly or through each other, as libbpf appends
+/// only the subprograms a program uses; calls and function references are made to point to where
+/// their targets moved. Returns the new slot of each `.text` slot that was kept.
+fn keep_used_text(code: &mut Vec<Insn>, text_base: usize, ranges: &[(usize, usize)]) -> Vec<Option<usize>> {
+    let text_len = code.len() - text_base;
+    let function_of = |slot: usize| ranges.partition_point(|r| r.1 <= slot);
+    let mut used = alloc::vec![false; ranges.len()];
+    let mut work = alloc::vec![(0usize, text_base)];
+    while let Some((from, to)) = work.pop() {
+        let mut at = from;
+        while at < to {
+            if let Some(t) = local_target(code, at).and_then(|t| t.checked_sub(text_base)).filter(|&t| t < text_len) {
+                let f = function_of(t);
+                if f < used.len() && !used[f] {
+                    used[f] = true;
+                    work.push((text_base + ranges[f].0, text_base + ranges[f].1));
+                }
+            }
+            at += if code[at].opcode == opcode::LDDW { 2 } else { 1 };
+        }
+    }
+    let mut moved = alloc::vec![None; text_len];
+    let mut next = text_base;
+    for (f, &(start, end)) in ranges.iter().enumerate() {
+        if used[f] {
+            for (k, slot) in moved[start..end].iter_mut().enumerate() {
+                *slot = Some(next + k);
+            }
+            next += end - start;
+        }
+    }
+    let new_of = |old: usize| if old < text_base { Some(old) } else { moved.get(old - text_base).copied().flatten() };
+    let old = core::mem::take(code);
+    for (at, insn) in old.iter().enumerate() {
+        let Some(new_at) = new_of(at) else { continue };
+        let mut insn = *insn;
+        // Every target of a kept slot is kept: it made its function used.
+        if let Some(new_target) = local_target(&old, at).and_then(new_of) {
+            insn.imm = (new_target as i64 - new_at as i64 - 1) as i32;
+        }
+        code.push(insn);
+    }
+    moved
 }
 
 impl Object {
@@ -653,6 +725,7 @@ fn link_programs(
                 let at = ((off - addr) / 8) as usize;
                 need_text |= apply(&mut code, at, target, &index, text_index, text_base, &sec_name, off)?;
             }
+            let mut moved: Option<Vec<Option<usize>>> = None;
             if need_text {
                 total = total.saturating_add(text_slots.len());
                 if total > MAX_OBJECT_SLOTS {
@@ -662,6 +735,11 @@ fn link_programs(
                 for (&off, target) in &text_relocs {
                     let at = text_base.saturating_add(usize::try_from(off / 8).unwrap_or(usize::MAX));
                     apply(&mut code, at, target, &index, text_index, text_base, ".text", off)?;
+                }
+                // Functions the program never reaches would be code no path runs: left out (when the
+                // symbols say where each function is).
+                if let Some(ranges) = text_index.and_then(|t| symbols.function_ranges(t, text_slots.len())) {
+                    moved = Some(keep_used_text(&mut code, text_base, &ranges));
                 }
             }
             total = total.saturating_add(own.len());
@@ -683,7 +761,14 @@ fn link_programs(
             if need_text {
                 if let Some(text_lines) = line_info.get(".text") {
                     for (&off, l) in text_lines.range(..(text_slots.len() as u64).saturating_mul(8)) {
-                        lines.push((text_base + (off / 8) as usize, l.clone()));
+                        let slot = (off / 8) as usize;
+                        let at = match &moved {
+                            Some(moved) => moved.get(slot).copied().flatten(),
+                            None => Some(text_base + slot),
+                        };
+                        if let Some(at) = at {
+                            lines.push((at, l.clone()));
+                        }
                     }
                 }
             }
@@ -760,6 +845,20 @@ fn apply(
         code[at].src = opcode::PSEUDO_MAP_VALUE;
         code[at].imm = index;
         return Ok(false);
+    }
+    if insn.opcode == opcode::LDDW && text_index.is_some() && *sym_section == text_index {
+        // The address of a `.text` function (a callback for `bpf_loop`): symbol plus the addend in imm,
+        // in bytes, made relative to the slot after the lddw, as libbpf does.
+        let off = (*sym_addr as i64).wrapping_add(insn.imm as i64);
+        if off < 0 || off % 8 != 0 {
+            return Err(fail(format!("lddw of function `{sym_name}` at byte {off} of .text, not a slot")));
+        }
+        let rel = (text_base as i64).saturating_add(off / 8).saturating_sub(at as i64 + 1);
+        let next = code.get_mut(at + 1).ok_or_else(|| fail("lddw is cut in half".into()))?;
+        next.imm = 0;
+        code[at].src = opcode::PSEUDO_FUNC;
+        code[at].imm = i32::try_from(rel).map_err(|_| fail("function offset out of range".into()))?;
+        return Ok(true);
     }
     if insn.opcode == opcode::LDDW {
         let (index, m) = sym_section

@@ -126,6 +126,9 @@ pub struct Helper {
     /// The standard `bpf_map_lookup_elem`, which the JIT may inline for array maps (a host's own helper
     /// with that id is always called).
     pub(crate) map_lookup: bool,
+    /// The standard `bpf_loop`, whose callback the engines call themselves; the function runs only
+    /// for a callback that is not one of the program's functions.
+    pub(crate) bpf_loop: bool,
 }
 
 impl Helper {
@@ -134,7 +137,15 @@ impl Helper {
     where
         F: Fn(&mut CallContext<'_>, [u64; 5]) -> Result<u64, HelperError> + Send + Sync + 'static,
     {
-        Helper { id, name: name.into(), sig, func: Arc::new(func), tail_call: false, map_lookup: false }
+        Helper {
+            id,
+            name: name.into(),
+            sig,
+            func: Arc::new(func),
+            tail_call: false,
+            map_lookup: false,
+            bpf_loop: false,
+        }
     }
 
     /// The id programs call it by.

@@ -41,6 +41,10 @@ pub const MAP_PUSH_ELEM: u32 = 87;
 pub const MAP_POP_ELEM: u32 = 88;
 /// `bpf_map_peek_elem`
 pub const MAP_PEEK_ELEM: u32 = 89;
+/// `bpf_loop`: calls a function of the program up to a given number of times.
+pub const LOOP: u32 = 181;
+/// Most iterations `bpf_loop` makes (the kernel's limit); asking for more fails with `-E2BIG`.
+pub const MAX_LOOPS: u64 = 1 << 23;
 /// `bpf_strncmp`
 pub const STRNCMP: u32 = 182;
 /// `bpf_map_lookup_percpu_elem`
@@ -152,6 +156,23 @@ pub fn all() -> Vec<Helper> {
                 |_, _| Err(HelperError::Failed(Cow::Borrowed("tail_call is carried out by the engine"))),
             );
             h.tail_call = true;
+            h
+        },
+        {
+            // The engines run the loop, calling the callback as a bpf-to-bpf function in a frame of its
+            // own; this function only answers the calls they cannot make (see `bpf_loop`).
+            let mut h = Helper::new(
+                LOOP,
+                "loop",
+                sig(&[A::Scalar, A::Scalar, A::Address, A::Scalar], RetKind::Scalar),
+                |_, _| {
+                    Err(invalid(
+                        2,
+                        "not a callback function of the program (a `lddw rX, func` of it, in a direct call)",
+                    ))
+                },
+            );
+            h.bpf_loop = true;
             h
         },
         Helper::new(GET_CURRENT_PID_TGID, "get_current_pid_tgid", HelperSig::scalars(0), |_, _| {

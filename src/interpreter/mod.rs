@@ -12,7 +12,7 @@ use core::mem::MaybeUninit;
 use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::helpers::standard::release_grants;
+use crate::helpers::standard::{release_grants, MAX_LOOPS};
 use crate::helpers::CallContext;
 use crate::isa::{AluOp, AtomicOp, ByteOrder, Cond, Instruction, Operand, PacketMode, Size, SxWidth, Width};
 use crate::link::{ExecError, Linked, LinkedProgram, Resolved, MAX_TAIL_CALLS};
@@ -44,6 +44,8 @@ pub(crate) enum Op {
     Jeq32I, Jgt32I, Jge32I, Jset32I, Jne32I, Jsgt32I, Jsge32I, Jlt32I, Jle32I, Jslt32I, Jsle32I,
     Jeq32R, Jgt32R, Jge32R, Jset32R, Jne32R, Jsgt32R, Jsge32R, Jlt32R, Jle32R, Jslt32R, Jsle32R,
     Call, CallX, CallLocal, Exit, TailCall,
+    /// `bpf_loop`: the helper's index in `target`.
+    Loop,
     /// Superinstructions (see [`fuse`]): `mov dst, src; add dst, reg` (the register in `target`), and
     /// `mov dst, src; add dst, imm`, 64-bit; each stands for its slot and the next.
     MovAdd64R, MovAdd64I,
@@ -497,6 +499,10 @@ fn translate(pc: usize, insn: &Instruction, resolved: Resolved) -> Slot {
         Instruction::Call { id } => {
             match resolved {
                 Resolved::TailCall => s.op = Op::TailCall,
+                Resolved::Loop { index } => {
+                    s.op = Op::Loop;
+                    s.target = index;
+                }
                 Resolved::Helper { index } => {
                     s.op = Op::Call;
                     s.target = index;
@@ -617,12 +623,40 @@ fn atomic32<'m, const CHECKED: bool>(
 struct Stack([MaybeUninit<u8>; STACK_SIZE]);
 
 /// The state a bpf-to-bpf call saves: the caller's program, its return slot and its r1 to r9. BPF
-/// leaves r1-r5 undefined after a call; both engines give the caller back its own values.
+/// leaves r1-r5 undefined after a call; both engines give the caller back its own values. A call
+/// `bpf_loop` makes of its callback saves the loop as well.
 #[derive(Clone, Copy)]
 struct Frame {
     program: usize,
     ret: usize,
     saved: [u64; 9],
+    looping: Loop,
+}
+
+/// A `bpf_loop` in progress: the callback's first slot (`NO_LOOP` for a plain call), the iteration
+/// that runs, the number of iterations, and the argument the callback gets in r2.
+#[derive(Clone, Copy)]
+struct Loop {
+    callback: usize,
+    i: u32,
+    n: u32,
+    arg: u64,
+}
+
+/// `Loop::callback` of a frame that a plain bpf-to-bpf call made.
+const NO_LOOP: usize = usize::MAX;
+
+/// Starts iteration `looping.i` of a `bpf_loop` callback in a fresh frame at `depth`: r1 the iteration,
+/// r2 the callback's argument, the other registers zero, r10 the frame.
+#[inline(always)]
+fn enter_callback(r: &mut [u64; 16], looping: Loop, stack: *mut u8, uses_stack: bool, depth: usize, stack_hi: u64) {
+    r[..10].fill(0);
+    r[1] = looping.i as u64;
+    r[2] = looping.arg;
+    if uses_stack {
+        zero_frame(stack, depth);
+    }
+    r[10] = stack_hi - (FRAME_SIZE * depth) as u64;
 }
 
 /// Zeroes frame `index` (0 = the entry frame, at the top) of the stack.
@@ -1073,7 +1107,12 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool, const SHADOW: bool>(
                 }
                 let mut saved = [0u64; 9];
                 saved.copy_from_slice(&r[1..10]);
-                frames[depth].write(Frame { program, ret: pc, saved });
+                frames[depth].write(Frame {
+                    program,
+                    ret: pc,
+                    saved,
+                    looping: Loop { callback: NO_LOOP, i: 0, n: 0, arg: 0 },
+                });
                 // The callee starts with its arguments r1-r5; r0 and r6-r9 read as zero.
                 r[0] = 0;
                 r[6..10].fill(0);
@@ -1085,13 +1124,84 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool, const SHADOW: bool>(
                 r[10] = stack_hi - (FRAME_SIZE * depth) as u64;
                 pc = s.target as usize;
             }
+            Op::Loop => {
+                // `bpf_loop(nr_loops, callback, callback_ctx, flags)`, checked in the kernel's order.
+                let n = r[1] as u32;
+                if r[4] != 0 {
+                    r[0] = -22i64 as u64; // EINVAL
+                    continue;
+                }
+                if n as u64 > MAX_LOOPS {
+                    r[0] = -7i64 as u64; // E2BIG
+                    continue;
+                }
+                let Some(callback) = linked.programs()[program].callback(r[2]) else {
+                    // Not a function of the program: the helper's own function says so.
+                    let helper = &helpers[s.target as usize];
+                    let mut ctx = CallContext {
+                        memory: &mm,
+                        grants: &mut held.grants,
+                        checked: CHECKED,
+                        pc: at,
+                        maps: env.maps(),
+                        print: env.print_sink(),
+                        cpu: setup.cpu,
+                    };
+                    r[0] = helper
+                        .call(&mut ctx, [r[1], r[2], r[3], r[4], r[5]])
+                        .map_err(|source| ExecError::Helper { pc: at, id: helper.id(), source })?;
+                    continue;
+                };
+                if n == 0 {
+                    r[0] = 0;
+                    continue;
+                }
+                if depth + 1 >= MAX_FRAMES {
+                    return Err(ExecError::CallDepthExceeded { pc: at });
+                }
+                let mut saved = [0u64; 9];
+                saved.copy_from_slice(&r[1..10]);
+                let looping = Loop { callback, i: 0, n, arg: r[3] };
+                frames[depth].write(Frame { program, ret: pc, saved, looping });
+                depth += 1;
+                if uses_stack {
+                    mm.stack_lo -= FRAME_SIZE as u64;
+                }
+                enter_callback(&mut r, looping, stack_ptr, uses_stack, depth, stack_hi);
+                if SHADOW {
+                    if let Some(sh) = shadow.as_mut() {
+                        sh.callback(depth - 1, true);
+                    }
+                }
+                pc = callback;
+            }
             Op::Exit => {
                 if depth == 0 {
                     return Ok(r[0]);
                 }
                 depth -= 1;
                 // SAFETY: `depth` was raised past this index by a call, which wrote the frame first.
-                let f = unsafe { frames[depth].assume_init() };
+                let mut f = unsafe { frames[depth].assume_init() };
+                if f.looping.callback != NO_LOOP {
+                    // The callback returned: 0 goes on to the next iteration, anything else stops.
+                    let next = f.looping.i + 1;
+                    if r[0] == 0 && next < f.looping.n {
+                        f.looping.i = next;
+                        frames[depth].write(f);
+                        depth += 1;
+                        enter_callback(&mut r, f.looping, stack_ptr, uses_stack, depth, stack_hi);
+                        if SHADOW {
+                            if let Some(sh) = shadow.as_mut() {
+                                sh.callback(depth - 1, false);
+                            }
+                        }
+                        program = f.program;
+                        slots = &setup.codes[program].slots[..];
+                        pc = f.looping.callback;
+                        continue;
+                    }
+                    r[0] = if r[0] != 0 { next as u64 } else { f.looping.n as u64 };
+                }
                 r[1..10].copy_from_slice(&f.saved);
                 r[10] = stack_hi - (FRAME_SIZE * depth) as u64;
                 if uses_stack {

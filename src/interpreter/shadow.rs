@@ -136,6 +136,19 @@ impl Shadow {
         Ok(())
     }
 
+    /// A `bpf_loop` at depth `depth` starts an iteration of its callback: r1, r2 and r10 hold values, in
+    /// a fresh frame. `first`: the loop's first call (its caller's registers are saved then; later
+    /// iterations follow the callback's `exit`, which restored them).
+    pub(super) fn callback(&mut self, depth: usize, first: bool) {
+        if depth + 1 < MAX_FRAMES {
+            if first {
+                self.saved[depth] = self.regs;
+            }
+            self.regs = 1 << 1 | 1 << 2 | FP;
+            self.clear_frame(depth + 1);
+        }
+    }
+
     /// A tail call at depth `depth` went to its target: it starts as a program does, in a fresh frame.
     pub(super) fn tail_call(&mut self, depth: usize) {
         self.regs = ENTRY;

@@ -173,10 +173,11 @@ impl JitProgram {
                 unsafe { core::mem::transmute::<*const u8, EntryFn>(code) }
             })
             .collect();
-        // One frame is enough only without bpf-to-bpf calls (a function may call itself, so counting
-        // functions is not enough).
+        // One frame is enough only without bpf-to-bpf calls or callbacks (a function may call itself,
+        // so counting functions is not enough).
         let single_frame = linked.programs().iter().all(|p| {
-            p.program().instructions().iter().all(|i| !matches!(i, crate::isa::Instruction::CallLocal { .. }))
+            p.callbacks().is_empty()
+                && p.program().instructions().iter().all(|i| !matches!(i, crate::isa::Instruction::CallLocal { .. }))
         });
         Ok(JitProgram { module: Some(module), entries, entry: linked.entry(), opts, single_frame })
     }

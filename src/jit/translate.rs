@@ -345,7 +345,14 @@ fn translate_function<M: Module>(
     // Only the functions this one calls are declared in it (declaring all of them in each would take time
     // quadratic in the number of functions).
     let mut funcs = BTreeMap::new();
-    for callee in cfg.callees(fi) {
+    // A `bpf_loop` may call back any function whose address the program takes, wherever it took it.
+    let loops = linked.iter().any(|(_, _, r)| matches!(r, Resolved::Loop { .. }));
+    let callbacks = linked
+        .callbacks()
+        .iter()
+        .filter(|_| loops)
+        .filter_map(|&s| program.functions().iter().position(|f| f.start == s));
+    for callee in cfg.callees(fi).chain(callbacks) {
         let start = program.functions()[callee].start;
         let callee = module.declare_func_in_func(ids[&start], func);
         if opts.far_calls {
@@ -993,6 +1000,7 @@ impl Fx<'_, '_> {
             }
             Instruction::Call { id } => match resolved {
                 Resolved::TailCall => self.tail_call(),
+                Resolved::Loop { index } => self.bpf_loop(pc, index, id),
                 Resolved::Helper { index } => {
                     let which = ((index as u64 + 1) << 32 | id as u64) as i64;
                     match self.inline_array(pc, index) {
@@ -1180,6 +1188,22 @@ impl Fx<'_, '_> {
     }
 
     fn local_call(&mut self, pc: usize, target: usize) {
+        let callee_fp = self.callee_frame(pc);
+        let [r1, r2, r3, r4, r5] = self.args();
+        self.save_budget();
+        let f = self.funcs[&target];
+        let call = self.b.ins().call(f, &[self.ctx, r1, r2, r3, r4, r5, callee_fp]);
+        let r0 = self.b.inst_results(call)[0];
+        self.load_budget();
+        if !(self.opts.verified && !self.opts.metered && self.calls_nothing(target)) {
+            self.check_status();
+        }
+        self.set(Reg::R0, r0);
+    }
+
+    /// The frame pointer of a function this one calls at `pc`, its frame checked to fit the stack
+    /// (unless verified) and zeroed (if programs use the stack).
+    fn callee_frame(&mut self, pc: usize) -> Value {
         let callee_fp = self.b.ins().iadd_imm_s(self.fp, -(FRAME_SIZE as i64));
         let callee_lo = self.b.ins().iadd_imm_s(self.fp, -2 * FRAME_SIZE as i64);
         if !self.opts.verified {
@@ -1195,15 +1219,64 @@ impl Fx<'_, '_> {
         if self.opts.uses_stack {
             self.zero_frame(callee_lo);
         }
-        let [r1, r2, r3, r4, r5] = self.args();
-        self.save_budget();
-        let f = self.funcs[&target];
-        let call = self.b.ins().call(f, &[self.ctx, r1, r2, r3, r4, r5, callee_fp]);
-        let r0 = self.b.inst_results(call)[0];
-        self.load_budget();
-        if !(self.opts.verified && !self.opts.metered && self.calls_nothing(target)) {
+        callee_fp
+    }
+
+    /// `bpf_loop(nr_loops, callback, callback_ctx, flags)` at `pc`, as the interpreter runs it: `-EINVAL`
+    /// for flags, `-E2BIG` past `MAX_LOOPS` (of the low 32 bits of `nr_loops`), else the callback (one
+    /// of the functions the program takes the address of, found by comparing handles) called with the
+    /// iteration and `callback_ctx` until it returns non-zero (the result is then the iterations made)
+    /// or `nr_loops` times (the result is `nr_loops`). Another callback value goes to the helper's
+    /// function (`index`, `id`), which refuses it.
+    fn bpf_loop(&mut self, pc: usize, index: u32, id: u32) {
+        use crate::helpers::standard::MAX_LOOPS;
+        let [r1, r2, r3, r4, _] = self.args();
+        let done = self.b.create_block();
+        self.b.append_block_param(done, I64);
+        let n = self.b.ins().band_imm_u(r1, 0xffff_ffff);
+        let einval = self.b.ins().iconst(I64, -22);
+        let e2big = self.b.ins().iconst(I64, -7);
+        let flags_ok = self.b.ins().icmp_imm_s(IntCC::Equal, r4, 0);
+        let count = self.b.create_block();
+        self.b.ins().brif(flags_ok, count, &[], done, &[BlockArg::Value(einval)]);
+        self.b.switch_to_block(count);
+        let n_ok = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThanOrEqual, n, MAX_LOOPS as i64);
+        let dispatch = self.b.create_block();
+        self.b.ins().brif(n_ok, dispatch, &[], done, &[BlockArg::Value(e2big)]);
+        self.b.switch_to_block(dispatch);
+        for start in self.linked.callbacks().to_vec() {
+            let Some(&f) = self.funcs.get(&start) else { continue };
+            let is = self.b.ins().icmp_imm_s(IntCC::Equal, r2, crate::link::func_handle(start as u32) as i64);
+            let (body, next) = (self.b.create_block(), self.b.create_block());
+            self.b.ins().brif(is, body, &[], next, &[]);
+            self.b.switch_to_block(body);
+            let head = self.b.create_block();
+            self.b.append_block_param(head, I64);
+            let zero = self.b.ins().iconst(I64, 0);
+            self.b.ins().jump(head, &[BlockArg::Value(zero)]);
+            self.b.switch_to_block(head);
+            let i = self.b.block_params(head)[0];
+            let more = self.b.ins().icmp(IntCC::UnsignedLessThan, i, n);
+            let call = self.b.create_block();
+            self.b.ins().brif(more, call, &[], done, &[BlockArg::Value(n)]);
+            self.b.switch_to_block(call);
+            let callee_fp = self.callee_frame(pc);
+            self.save_budget();
+            let call_inst = self.b.ins().call(f, &[self.ctx, i, r3, zero, zero, zero, callee_fp]);
+            let ret = self.b.inst_results(call_inst)[0];
+            self.load_budget();
             self.check_status();
+            let next_i = self.b.ins().iadd_imm_s(i, 1);
+            let stop = self.b.ins().icmp_imm_s(IntCC::NotEqual, ret, 0);
+            self.b.ins().brif(stop, done, &[BlockArg::Value(next_i)], head, &[BlockArg::Value(next_i)]);
+            self.b.switch_to_block(next);
         }
+        let which = self.b.ins().iconst(I64, ((index as u64 + 1) << 32 | id as u64) as i64);
+        self.helper_call(pc, which);
+        let r0 = self.get(Reg::R0);
+        self.b.ins().jump(done, &[BlockArg::Value(r0)]);
+        self.b.switch_to_block(done);
+        let r0 = self.b.block_params(done)[0];
         self.set(Reg::R0, r0);
     }
 

@@ -69,8 +69,25 @@ pub enum Resolved {
     },
     /// A call of `bpf_tail_call`, which the engines carry out themselves.
     TailCall,
+    /// A call of `bpf_loop`, whose callback the engines call themselves; `index` is the helper's
+    /// position in [`Env::helpers`], called for a callback argument that is not one of the program's
+    /// functions.
+    Loop {
+        /// Index into `Env::helpers()`.
+        index: u32,
+    },
     /// The value of an `lddw`.
     Imm64(Imm64Value),
+}
+
+/// Function references (`lddw rX, func`) are loaded into registers as `FUNC_HANDLE_BASE | slot`: a
+/// number no program can dereference, which `bpf_loop` turns back into the function starting at that
+/// slot of the running program.
+pub const FUNC_HANDLE_BASE: u64 = 0xffff_fe00_0000_0000;
+
+/// The handle of the function starting at slot `start`.
+pub const fn func_handle(start: u32) -> u64 {
+    FUNC_HANDLE_BASE | start as u64
 }
 
 /// One program with what the link step resolved for each of its instructions.
@@ -79,12 +96,29 @@ pub struct LinkedProgram {
     program: Program,
     /// By instruction index (not slot).
     resolved: Vec<Resolved>,
+    /// First slots of the functions `lddw rX, func` names, sorted.
+    callbacks: Vec<usize>,
 }
 
 impl LinkedProgram {
     /// The program.
     pub fn program(&self) -> &Program {
         &self.program
+    }
+
+    /// The slot a function handle names, if it is the handle of a function of this program that the
+    /// program takes the address of (`lddw rX, func`): what `bpf_loop` may call back.
+    pub fn callback(&self, handle: u64) -> Option<usize> {
+        if handle & !0xffff_ffff != FUNC_HANDLE_BASE {
+            return None;
+        }
+        let start = (handle & 0xffff_ffff) as usize;
+        self.callbacks.binary_search(&start).ok().map(|_| start)
+    }
+
+    /// The functions the program takes the address of, by first slot, in order.
+    pub fn callbacks(&self) -> &[usize] {
+        &self.callbacks
     }
 
     /// Each instruction with its slot index and what was resolved for it.
@@ -216,6 +250,8 @@ fn link_program(program: Program, env: &Env) -> Result<LinkedProgram, LinkError>
                 let index = env.helper_index(id).ok_or(LinkError::UnknownHelper { pc, id })?;
                 if env.helpers()[index].tail_call {
                     Resolved::TailCall
+                } else if env.helpers()[index].bpf_loop {
+                    Resolved::Loop { index: index as u32 }
                 } else {
                     Resolved::Helper { index: index as u32 }
                 }
@@ -225,7 +261,17 @@ fn link_program(program: Program, env: &Env) -> Result<LinkedProgram, LinkError>
             _ => Resolved::None,
         });
     }
-    Ok(LinkedProgram { program, resolved })
+    // `Program::new` checked that each names the first slot of a function.
+    let mut callbacks: Vec<usize> = program
+        .iter()
+        .filter_map(|(pc, i)| match *i {
+            Instruction::LoadImm64 { value: Imm64::Func(off), .. } => usize::try_from(pc as i64 + 1 + off as i64).ok(),
+            _ => None,
+        })
+        .collect();
+    callbacks.sort_unstable();
+    callbacks.dedup();
+    Ok(LinkedProgram { program, resolved, callbacks })
 }
 
 /// The value an `lddw` loads: its constant, a map handle, or the address inside a map's value.
@@ -249,8 +295,12 @@ fn resolve_imm64(pc: usize, insn: &Instruction, value: Imm64, env: &Env) -> Resu
             let addr = base.expose_provenance() as u64 + offset as u64;
             Ok(Imm64Value::MapValue { index: i, offset: offset as u32, addr })
         }
-        Imm64::BtfVar { .. } | Imm64::Func(_) => {
-            Err(LinkError::UnresolvedImm64 { pc, kind: isa::encode_one(insn).0.src })
+        Imm64::Func(off) => {
+            let target = (pc as i64 + 1).checked_add(off as i64).and_then(|t| u32::try_from(t).ok());
+            Ok(Imm64Value::Const(func_handle(
+                target.ok_or(LinkError::UnresolvedImm64 { pc, kind: isa::encode_one(insn).0.src })?,
+            )))
         }
+        Imm64::BtfVar { .. } => Err(LinkError::UnresolvedImm64 { pc, kind: isa::encode_one(insn).0.src }),
     }
 }

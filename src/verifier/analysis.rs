@@ -46,6 +46,9 @@ pub(crate) struct CallSite {
     pub(crate) call_pc: usize,
     /// The function.
     pub(crate) function: usize,
+    /// Called back by `bpf_loop` at `call_pc`: its return goes back to the call, which may call it
+    /// again, rather than past it.
+    pub(crate) callback: bool,
 }
 
 /// The state stored at one program point of one context.
@@ -100,6 +103,13 @@ pub(crate) enum Flow {
     Call(usize, State),
     /// Out of the current function.
     Exit,
+    /// A `bpf_loop` call: into its callback (unless it can never run), and past the call.
+    Loop {
+        /// The callback's first slot and the state with its frame.
+        callback: Option<(usize, State)>,
+        /// The state after the loop.
+        after: State,
+    },
 }
 
 impl<'a> Checker<'a> {
@@ -188,7 +198,7 @@ impl<'a> Checker<'a> {
     pub(crate) fn run(&mut self) -> Result<(), VerifyError> {
         self.check_structure()?;
         let entry = self.entry_state();
-        self.contexts.push(CallSite { parent: u32::MAX, call_pc: usize::MAX, function: 0 });
+        self.contexts.push(CallSite { parent: u32::MAX, call_pc: usize::MAX, function: 0, callback: false });
         self.arrive(0, None, 0, entry)?;
         loop {
             if let Some((ctx, pc, state)) = self.direct.pop() {
@@ -239,12 +249,12 @@ impl<'a> Checker<'a> {
     }
 
     /// The context for a call at `call_pc` from context `parent` into `function`.
-    pub(crate) fn call_context(&mut self, parent: u32, call_pc: usize, function: usize) -> u32 {
+    pub(crate) fn call_context(&mut self, parent: u32, call_pc: usize, function: usize, callback: bool) -> u32 {
         if let Some(&id) = self.context_ids.get(&(parent, call_pc)) {
             return id;
         }
         let id = self.contexts.len() as u32;
-        self.contexts.push(CallSite { parent, call_pc, function });
+        self.contexts.push(CallSite { parent, call_pc, function, callback });
         self.context_ids.insert((parent, call_pc), id);
         id
     }
@@ -310,6 +320,22 @@ impl<'a> Checker<'a> {
             self.direct.push((ctx, pc, state));
             return Ok(());
         }
+        self.merge(ctx, pc, state, header, back_edge);
+        Ok(())
+    }
+
+    /// A callback returns to the `bpf_loop` call at `pc` of context `ctx`, which runs again from the
+    /// join of the states that return there (widened, as states over a loop's back edge are).
+    fn arrive_again(&mut self, ctx: u32, pc: usize, mut state: State) -> Result<(), VerifyError> {
+        state.materialize_len();
+        self.forget_dead(&mut state, pc);
+        self.merge(ctx, pc, state, true, true);
+        Ok(())
+    }
+
+    /// Joins `state` into the one stored at slot `pc` of context `ctx`, and queues the slot if that
+    /// changed it. `header`: the slot heads a loop; `back_edge`: the state comes round the loop.
+    fn merge(&mut self, ctx: u32, pc: usize, mut state: State, header: bool, back_edge: bool) {
         let (thresholds, regs) = (&self.thresholds, &self.reg_thresholds);
         let changed = match self.nodes.get_mut(&(ctx, pc)) {
             None => {
@@ -366,7 +392,6 @@ impl<'a> Checker<'a> {
             let order = self.order(pc);
             self.work.insert((ctx, order, pc));
         }
-        Ok(())
     }
 
     /// Forgets the registers and stack slots of the innermost frame that nothing reads from `pc` on
@@ -423,8 +448,16 @@ impl<'a> Checker<'a> {
                 }
                 Flow::Call(target, s) => {
                     let function = self.cfg.function_of_pc(target).unwrap_or(0);
-                    let callee = self.call_context(ctx, at, function);
+                    let callee = self.call_context(ctx, at, function, false);
                     return self.arrive(callee, None, target, s);
+                }
+                Flow::Loop { callback, after } => {
+                    if let Some((target, s)) = callback {
+                        let function = self.cfg.function_of_pc(target).unwrap_or(0);
+                        let callee = self.call_context(ctx, at, function, true);
+                        self.arrive(callee, None, target, s)?;
+                    }
+                    return self.arrive(ctx, Some(at), at + insn.slots(), after);
                 }
                 Flow::Exit => return self.exit(ctx, at, state),
             }
@@ -451,8 +484,10 @@ impl<'a> Checker<'a> {
             }
             return Ok(());
         }
+        let site = self.contexts[ctx as usize];
         // A function that returns nothing leaves r0 unwritten; its caller then cannot read it either.
-        if !matches!(r0, Value::Uninit | Value::Scalar { .. }) {
+        // A callback's result tells `bpf_loop` whether to go on: it must be a number.
+        if !matches!(r0, Value::Uninit | Value::Scalar { .. }) || site.callback && r0 == Value::Uninit {
             return Err(self.error(pc, VerifyErrorKind::ExitValue, &state));
         }
         let popped = state.frames.len() - 1;
@@ -466,12 +501,17 @@ impl<'a> Checker<'a> {
                 }
             }
         });
+        if site.callback {
+            // Back to the `bpf_loop` call, with the caller's registers as they were: the call may run
+            // the callback again, with whatever it changed, or end. The states that come back are
+            // joined, and widened, as at the head of a loop.
+            return self.arrive_again(site.parent, site.call_pc, state);
+        }
         let top = state.top_mut();
         top.regs[0] = Tracked::new(r0.v);
         for r in 1..=5 {
             top.regs[r] = Tracked::UNINIT;
         }
-        let site = self.contexts[ctx as usize];
         self.arrive(site.parent, None, site.call_pc + 1, state)
     }
 

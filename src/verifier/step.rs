@@ -171,6 +171,9 @@ impl Checker<'_> {
                 }
                 return Ok(Flow::Jump(out));
             }
+            Instruction::Call { .. } if matches!(self.lp.resolved_at(pc), Resolved::Loop { .. }) => {
+                return self.loop_call(ctx, pc, st)
+            }
             Instruction::Call { id } => self.helper_call(pc, st, id)?,
             Instruction::CallLocal { offset } => return self.local_call(ctx, pc, st, target(pc, offset as i64)),
             Instruction::CallReg { reg } => {
@@ -585,6 +588,56 @@ impl Checker<'_> {
     }
 
     /// A bpf-to-bpf call at `pc` to the function starting at slot `to`.
+    /// `bpf_loop(nr_loops, callback, callback_ctx, flags)`: the callback is a function of the program
+    /// (a constant handle from `lddw rX, func`), called in a frame of its own with r1 the iteration
+    /// (0 to `nr_loops - 1`) and r2 `callback_ctx`, as often as it returns 0 and at most `nr_loops`
+    /// times; its return comes back to the call (see `Checker::exit`), and the call's result is a number.
+    fn loop_call(&mut self, ctx: u32, pc: usize, st: &State) -> Result<Flow, VerifyError> {
+        use crate::helpers::standard::{LOOP, MAX_LOOPS};
+        let bad = |st: &State, arg: u8, reason: &str| {
+            self.error(pc, K::HelperArgument { helper: LOOP, arg, reason: reason.into() }, st)
+        };
+        let n = self.scalar_of(pc, st, 1, false)?;
+        self.scalar_of(pc, st, 4, false)?;
+        let arg = st.reg(3).v;
+        match arg {
+            Value::Uninit => return Err(self.error(pc, K::UninitRegister { reg: 3 }, st)),
+            Value::Released => return Err(bad(st, 3, "a released record")),
+            _ => {}
+        }
+        let handle = self.scalar_of(pc, st, 2, false)?.as_const();
+        let Some(to) = handle.and_then(|h| self.lp.callback(h)) else {
+            return Err(bad(st, 2, "must be a function of the program, loaded with `lddw rX, func`"));
+        };
+        if let Some(&(_, at)) = st.refs.first() {
+            return Err(self.error(pc, K::UnreleasedRecord { reserved_at: at as usize }, st));
+        }
+        let mut after = st.clone();
+        after.set(0, Value::unknown());
+        for r in 1..=5 {
+            after.top_mut().regs[r] = Tracked::UNINIT;
+        }
+        // The count is a u32: the upper half of r1 is ignored, as by the kernel.
+        let most = (n.u32max as u64).min(MAX_LOOPS);
+        if most == 0 {
+            return Ok(Flow::Loop { callback: None, after });
+        }
+        let function = self.cfg.function_of_pc(to).unwrap_or(0);
+        if self.active(ctx, function) {
+            return Err(self.error(pc, K::Recursion { callee: to }, st));
+        }
+        let depth = st.frames.len() + 1;
+        if depth > MAX_FRAMES {
+            return Err(self.error(pc, K::CallDepth { depth }, st));
+        }
+        let mut callee = Frame::new(function as u32, (depth - 1) as u8);
+        callee.regs[1] = Tracked::new(Value::scalar(Scalar::urange(0, most - 1)));
+        callee.regs[2] = Tracked::new(arg);
+        let mut into = st.clone();
+        into.frames.push(callee);
+        Ok(Flow::Loop { callback: Some((to, into)), after })
+    }
+
     fn local_call(&mut self, ctx: u32, pc: usize, st: &State, to: usize) -> Result<Flow, VerifyError> {
         let function = self.cfg.function_of_pc(to).unwrap_or(0);
         if self.active(ctx, function) {

@@ -95,6 +95,14 @@ impl ObjectBuilder {
         }
     }
 
+    /// A function `name` in `.text` (created on first use), returning its symbol for relocations.
+    pub fn text_function(&mut self, name: &str, code: &[Instruction]) -> SymbolId {
+        let s = self.obj.section_id(object::write::StandardSection::Text);
+        let bytes = isa::encode(code);
+        let at = self.obj.append_section_data(s, &bytes, 8);
+        self.symbol(s, name, at, bytes.len() as u64, SymbolKind::Text)
+    }
+
     /// The object's bytes.
     pub fn build(self) -> Vec<u8> {
         self.obj.write().expect("writes")
