@@ -547,3 +547,45 @@ fn function_references_from_an_object_are_checked() {
         );
     }
 }
+
+/// Found while adding helpers: in verified mode helpers read their memory without checks, trusting
+/// the verifier, but a helper may read through an argument the verifier knows only as a number: the
+/// `%s` of `bpf_trace_printk`, or an address a host's own (safe) helper reads with `CallContext::read`.
+/// A verified program passing `0x1000` crashed the host. Helpers now check the memory they are given
+/// in every mode but unchecked (where the host vouched for every address).
+#[test]
+fn helpers_check_addresses_the_verifier_knows_only_as_numbers() {
+    use ebpf_vm::helpers::{ArgKind, CallContext, Helper, HelperSig, RetKind};
+    let mut env = Env::new();
+    env.add_standard_helpers();
+    env.set_print_sink(Arc::new(|_: &str| {}));
+    env.add_helper(Helper::new(300, "read_at", HelperSig::scalars(1), |ctx: &mut CallContext<'_>, a| {
+        let mut b = [0u8; 8];
+        ctx.read(a[0], &mut b)?;
+        Ok(u64::from_ne_bytes(b))
+    }));
+    let mem = HelperSig {
+        args: [ArgKind::ReadMem, ArgKind::MemSize, ArgKind::Unused, ArgKind::Unused, ArgKind::Unused],
+        ret: RetKind::Scalar,
+    };
+    env.add_helper(Helper::new(301, "read_mem", mem, |ctx: &mut CallContext<'_>, a| {
+        let mut b = [0u8; 8];
+        ctx.read(a[0], &mut b)?;
+        Ok(u64::from_ne_bytes(b))
+    }));
+    let printk = "stdw [%r10-8], 0x7325\nmov %r1, %r10\nadd %r1, -8\nmov %r2, 3\nlddw %r3, 0x1000\nmov %r4, 0\n\
+                  mov %r5, 0\ncall 6\nexit";
+    let host = "lddw %r1, 0x1000\ncall 300\nexit";
+    let own_stack = "stdw [%r10-8], 42\nmov %r1, %r10\nadd %r1, -8\nmov %r2, 8\ncall 301\nexit";
+    for engine in engines() {
+        let verified = |text: &str| {
+            let program = Program::from_asm(text).unwrap_or_else(|e| panic!("{e}"));
+            Vm::builder(program).env(env.clone()).engine(engine).verified().build().expect("verifies").execute(&mut [])
+        };
+        let r = verified(printk);
+        assert!(matches!(r, Err(ExecError::Helper { id: 6, .. })), "{engine:?}: {r:?}");
+        let r = verified(host);
+        assert!(matches!(r, Err(ExecError::Helper { id: 300, .. })), "{engine:?}: {r:?}");
+        assert_eq!(verified(own_stack), Ok(42), "{engine:?}: memory the program has is read as before");
+    }
+}

@@ -673,6 +673,11 @@ pub(crate) struct Setup<'a> {
     pub(crate) linked: &'a Linked,
     pub(crate) codes: &'a [Code],
     pub(crate) cpu: usize,
+    /// Unchecked mode: the host vouched for every address the program computes, also those it hands
+    /// helpers. Otherwise helpers check the memory they are given even when the program's own
+    /// accesses are not (verified mode): a helper may read through an argument the verifier knows only
+    /// as a number (a `%s` of `bpf_trace_printk`, a host helper's address).
+    pub(crate) trusted: bool,
 }
 
 /// The regions helpers handed to one execution; whatever is still held when the execution ends (or
@@ -1060,7 +1065,7 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool, const SHADOW: bool>(
                 let mut ctx = CallContext {
                     memory: &mm,
                     grants: &mut held.grants,
-                    checked: CHECKED,
+                    checked: CHECKED || !setup.trusted,
                     pc: at,
                     maps: env.maps(),
                     print: env.print_sink(),
@@ -1141,7 +1146,7 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool, const SHADOW: bool>(
                     let mut ctx = CallContext {
                         memory: &mm,
                         grants: &mut held.grants,
-                        checked: CHECKED,
+                        checked: CHECKED || !setup.trusted,
                         pc: at,
                         maps: env.maps(),
                         print: env.print_sink(),

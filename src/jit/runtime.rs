@@ -161,7 +161,10 @@ pub(crate) unsafe extern "C" fn call_helper(
         return 0;
     };
     let mm = memory_map(ctx, linked.regions(), linked.uses_stack(), fp);
-    let checked = ctx.host.program.opts.checked;
+    // Helpers check the memory they are given unless the host vouched for every address (unchecked
+    // mode): in verified mode too, as an argument the verifier knows only as a number may be an
+    // address to a helper (see `interpreter::Setup::trusted`).
+    let checked = ctx.host.program.opts.checked || ctx.host.program.opts.verified;
     let mut call = CallContext {
         memory: &mm,
         grants: ctx.host.grants,

@@ -251,7 +251,7 @@ impl Vm {
             #[cfg(feature = "jit")]
             Prepared::Jit(jit) => jit.run(&crate::jit::JitSetup { linked: &self.linked, cpu }, mem, budget),
             Prepared::Interpreter(codes) => {
-                let setup = Setup { linked: &self.linked, codes, cpu };
+                let setup = Setup { linked: &self.linked, codes, cpu, trusted: self.mode == Mode::Unchecked };
                 match (self.mode, self.budget.is_some()) {
                     (Mode::Checked, false) => interpreter::run::<true, false, false>(&setup, mem, 0),
                     (Mode::Checked, true) => interpreter::run::<true, true, false>(&setup, mem, budget),
