@@ -558,3 +558,47 @@ fn bpf_loop_with_a_callback() {
     }
     assert_eq!(ran, 24);
 }
+
+/// `bpf_snprintf` and `bpf_trace_vprintk` (through libbpf's `BPF_SNPRINTF` and a five-argument
+/// `bpf_printk`): the buffer holds the formatted text, the line is printed, a small buffer gets a cut,
+/// NUL-terminated text and the full size. A `%s` argument is a pointer in the argument array, which
+/// the verifier lets a helper read only where pointers may leak (as the kernel, for privileged
+/// programs). Every engine, verified and checked (fixture `printf.c`).
+#[test]
+fn snprintf_and_trace_vprintk() {
+    use ebpf_vm::verifier::{Options, VerifyErrorKind};
+    for &engine in ENGINES {
+        for verified in [true, false] {
+            let obj = load("printf");
+            let lines = Arc::new(Mutex::new(Vec::new()));
+            let sink = Arc::clone(&lines);
+            let mut env = obj.env();
+            env.set_print_sink(Arc::new(move |l: &str| sink.lock().expect("sink").push(l.to_string())));
+            let b = obj.vm_builder("format").expect("program").env(env.clone()).engine(engine);
+            let vm = if verified {
+                let strict = b.clone().verified().build();
+                assert!(
+                    matches!(&strict, Err(ebpf_vm::BuildError::Verify(e)) if matches!(e.kind, VerifyErrorKind::PartialPointerSpill { .. })),
+                    "{strict:?}"
+                );
+                let mut leaks = Options::default();
+                leaks.allow_pointer_leaks = true;
+                b.verifier_options(leaks).verified()
+            } else {
+                b.checked()
+            }
+            .build()
+            .expect("builds");
+            let mut input: Vec<u8> = [12u32, 255].iter().flat_map(|v| v.to_ne_bytes()).collect();
+            let text = "a=12 b=ff sum=267";
+            assert_eq!(vm.execute(&mut input), Ok(text.len() as u64 + 1), "{engine:?}");
+            let line = obj.map(".bss").and_then(|m| m.get(&0u32.to_ne_bytes(), 0)).expect(".bss");
+            assert_eq!(&line[..text.len() + 1], format!("{text}\0").as_bytes());
+            assert_eq!(lines.lock().expect("sink").as_slice(), [format!("five: 12 255 3060 18 {text}")]);
+            let b = obj.vm_builder("truncated").expect("program").engine(engine);
+            let vm = if verified { b.verified() } else { b.checked() }.build().expect("builds");
+            // "123-456-789" takes 12 bytes with its NUL; 6 hold "123-4" and the NUL.
+            assert_eq!(vm.execute(&mut []), Ok(12 << 32 | (b'1' as u64) << 24 | (b'4' as u64) << 16), "{engine:?}");
+        }
+    }
+}

@@ -15,6 +15,7 @@ const FIXTURES: &[&[u8]] = &[
     include_bytes!("fixtures/packet.o"),
     include_bytes!("fixtures/loop.o"),
     include_bytes!("fixtures/perf.o"),
+    include_bytes!("fixtures/printf.o"),
 ];
 
 fn exercise(bytes: &[u8]) {

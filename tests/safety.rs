@@ -589,3 +589,43 @@ fn helpers_check_addresses_the_verifier_knows_only_as_numbers() {
         assert_eq!(verified(own_stack), Ok(42), "{engine:?}: memory the program has is read as before");
     }
 }
+
+/// `bpf_snprintf` reads a format from program memory byte by byte up to its NUL and an argument
+/// array whose size must be whole u64s (at most 12): a format that runs off the program's memory is
+/// an error, a bad array or format is `-EINVAL`, and the output never passes its size.
+#[test]
+fn snprintf_reads_and_writes_only_what_it_may() {
+    for engine in engines() {
+        let mut env = Env::new();
+        env.add_standard_helpers();
+        // Input: format at 0, arguments at 32, output at 64 (size in r2), 8 bytes of canary after it.
+        let run = |fmt: &[u8], args: &[u64], out: i64, data_len: i64| {
+            let mut input = vec![0u8; 96];
+            input[..fmt.len()].copy_from_slice(fmt);
+            for (i, a) in args.iter().enumerate() {
+                input[32 + 8 * i..40 + 8 * i].copy_from_slice(&a.to_ne_bytes());
+            }
+            input[64 + out as usize..].fill(0xcc);
+            let text = format!(
+                "mov %r6, %r1\nadd %r1, 64\nmov %r2, {out}\nmov %r3, %r6\nmov %r4, %r6\nadd %r4, 32\nmov %r5, {data_len}\n\
+                 call 165\nexit"
+            );
+            let r = vm(&text, &env, engine).execute(&mut input);
+            (r, input[64..].to_vec())
+        };
+        let (r, out) = run(b"x=%d y=%u\0", &[5, 6], 8, 16);
+        assert_eq!((r, &out[..9]), (Ok(8), &b"x=5 y=6\0\xcc"[..]), "{engine:?}");
+        let (r, out) = run(b"x=%d y=%u\0", &[5, 6], 6, 16);
+        assert_eq!(r, Ok(8), "{engine:?}: the whole result's size, with its NUL");
+        assert_eq!(&out[..7], b"x=5 y\0\xcc", "{engine:?}: cut at 5 bytes and a NUL, nothing after");
+        assert_eq!(run(b"%d\0", &[1], 8, 12).0, Ok(-22i64 as u64), "not whole u64s");
+        assert_eq!(run(b"%d\0", &[1], 8, 13 * 8).0, Ok(-22i64 as u64), "more than 12 arguments");
+        assert_eq!(run(b"%d %d\0", &[1], 8, 8).0, Ok(-22i64 as u64), "more conversions than arguments");
+        assert_eq!(run(b"%q\0", &[1], 8, 8).0, Ok(-22i64 as u64), "an unknown conversion");
+        let (r, out) = run(b"abc\0", &[], 0, 0);
+        assert_eq!((r, out[0]), (Ok(4), 0xcc), "{engine:?}: size 0 writes nothing");
+        // No NUL in the whole input: the format runs off the program's memory.
+        let r = run(&[b'a'; 96], &[], 8, 0).0;
+        assert!(matches!(r, Err(ExecError::Helper { id: 165, .. })), "{engine:?}: {r:?}");
+    }
+}

@@ -45,6 +45,10 @@ pub const MAP_PEEK_ELEM: u32 = 89;
 pub const LOOP: u32 = 181;
 /// Most iterations `bpf_loop` makes (the kernel's limit); asking for more fails with `-E2BIG`.
 pub const MAX_LOOPS: u64 = 1 << 23;
+/// `bpf_snprintf`
+pub const SNPRINTF: u32 = 165;
+/// `bpf_trace_vprintk`
+pub const TRACE_VPRINTK: u32 = 177;
 /// `bpf_strncmp`
 pub const STRNCMP: u32 = 182;
 /// `bpf_map_lookup_percpu_elem`
@@ -240,6 +244,18 @@ pub fn all() -> Vec<Helper> {
                 ctx.read(a[1], key)?;
                 Ok(map.lookup(key, a[2] as usize).map_or(0, |p| p.expose_provenance() as u64))
             }
+        ),
+        Helper::new(
+            TRACE_VPRINTK,
+            "trace_vprintk",
+            sig(&[A::ReadMem, A::MemSize, A::ReadMem, A::MemSize], RetKind::Scalar),
+            trace_vprintk
+        ),
+        Helper::new(
+            SNPRINTF,
+            "snprintf",
+            sig(&[A::WriteMem, A::MemSize, A::Address, A::ReadMem, A::MemSize], RetKind::Scalar),
+            snprintf
         ),
         Helper::new(STRNCMP, "strncmp", sig(&[A::ReadMem, A::MemSize, A::Address], RetKind::Scalar), strncmp),
         Helper::new(PROBE_READ, "probe_read", probe_sig(), probe_read),
@@ -599,9 +615,33 @@ fn trace_printk(ctx: &mut CallContext<'_>, a: [u64; 5]) -> Result<u64, HelperErr
     let size =
         usize::try_from(a[1]).ok().filter(|&s| s > 0 && s <= 1024).ok_or(invalid(2, "format size must be 1..=1024"))?;
     let fmt = ctx.read_vec(a[0], size)?;
+    let out = format(ctx, &fmt, &a[2..]).map_err(|e| match e {
+        FormatError::Invalid(reason) => invalid(1, reason),
+        FormatError::Memory(e) => e,
+    })?;
+    let len = out.len() as u64;
+    ctx.print(out.trim_end_matches('\n'));
+    Ok(len)
+}
+
+/// Why a format could not be applied.
+enum FormatError {
+    /// The format itself: unterminated conversion, unsupported conversion, too few arguments.
+    Invalid(&'static str),
+    /// A `%s` argument the program may not read.
+    Memory(HelperError),
+}
+
+/// Most arguments `bpf_trace_vprintk` and `bpf_snprintf` take (the kernel's `MAX_BPRINTF_VARARGS`).
+const MAX_FORMAT_ARGS: u64 = 12;
+
+/// Applies a `printf` format (up to its first NUL) to `args`, as the kernel's BPF formatter does:
+/// `%d %i %u %x %X` with `l`/`ll`, `%c`, `%p`, `%s` (a string of at most 256 bytes of program
+/// memory, each byte checked) and `%%`.
+fn format(ctx: &CallContext<'_>, fmt: &[u8], args: &[u64]) -> Result<String, FormatError> {
     let fmt = &fmt[..fmt.iter().position(|&b| b == 0).unwrap_or(fmt.len())];
     let mut out = String::new();
-    let mut args = a[2..].iter().copied();
+    let mut args = args.iter().copied();
     let mut i = 0;
     while i < fmt.len() {
         let c = fmt[i];
@@ -615,13 +655,13 @@ fn trace_printk(ctx: &mut CallContext<'_>, a: [u64; 5]) -> Result<u64, HelperErr
             long += 1;
             i += 1;
         }
-        let Some(&conv) = fmt.get(i) else { return Err(invalid(1, "format ends inside a conversion")) };
+        let Some(&conv) = fmt.get(i) else { return Err(FormatError::Invalid("format ends inside a conversion")) };
         i += 1;
         if conv == b'%' {
             out.push('%');
             continue;
         }
-        let v = args.next().ok_or(invalid(1, "more conversions than arguments"))?;
+        let v = args.next().ok_or(FormatError::Invalid("more conversions than arguments"))?;
         let _ = match (conv, long) {
             (b'd' | b'i', 0) => write!(out, "{}", v as i32),
             (b'd' | b'i', _) => write!(out, "{}", v as i64),
@@ -637,7 +677,7 @@ fn trace_printk(ctx: &mut CallContext<'_>, a: [u64; 5]) -> Result<u64, HelperErr
                 let mut s = Vec::new();
                 for k in 0..256u64 {
                     let mut b = [0u8];
-                    ctx.read(v.wrapping_add(k), &mut b)?;
+                    ctx.read(v.wrapping_add(k), &mut b).map_err(FormatError::Memory)?;
                     if b[0] == 0 {
                         break;
                     }
@@ -645,10 +685,76 @@ fn trace_printk(ctx: &mut CallContext<'_>, a: [u64; 5]) -> Result<u64, HelperErr
                 }
                 write!(out, "{}", String::from_utf8_lossy(&s))
             }
-            _ => return Err(invalid(1, "unsupported conversion")),
+            _ => return Err(FormatError::Invalid("unsupported conversion")),
         };
     }
+    Ok(out)
+}
+
+/// The arguments of `bpf_trace_vprintk` and `bpf_snprintf`: `len` bytes of u64s at `data`, or `None`
+/// if `len` is not a multiple of 8 or holds more than [`MAX_FORMAT_ARGS`].
+fn format_args(ctx: &CallContext<'_>, data: u64, len: u64) -> Result<Option<Vec<u64>>, HelperError> {
+    if len % 8 != 0 || len / 8 > MAX_FORMAT_ARGS {
+        return Ok(None);
+    }
+    let mut args = Vec::new();
+    for k in 0..len / 8 {
+        let mut b = [0u8; 8];
+        ctx.read(data.wrapping_add(k * 8), &mut b)?;
+        args.push(u64::from_ne_bytes(b));
+    }
+    Ok(Some(args))
+}
+
+/// `bpf_trace_vprintk(fmt, fmt_size, data, data_len)`: as `bpf_trace_printk`, with the arguments in
+/// an array of u64s; returns the length printed, or `-EINVAL` for a format or array it refuses.
+fn trace_vprintk(ctx: &mut CallContext<'_>, a: [u64; 5]) -> Result<u64, HelperError> {
+    let size =
+        usize::try_from(a[1]).ok().filter(|&s| s > 0 && s <= 1024).ok_or(invalid(2, "format size must be 1..=1024"))?;
+    let fmt = ctx.read_vec(a[0], size)?;
+    let Some(args) = format_args(ctx, a[2], a[3])? else { return Ok(EINVAL) };
+    let out = match format(ctx, &fmt, &args) {
+        Ok(out) => out,
+        Err(FormatError::Invalid(_)) => return Ok(EINVAL),
+        Err(FormatError::Memory(e)) => return Err(e),
+    };
     let len = out.len() as u64;
     ctx.print(out.trim_end_matches('\n'));
     Ok(len)
+}
+
+/// Longest format `bpf_snprintf` reads, with its NUL.
+const MAX_SNPRINTF_FORMAT: u64 = 1024;
+
+/// `bpf_snprintf(str, str_size, fmt, data, data_len)`: formats into `str` as `snprintf` does (at most
+/// `str_size - 1` bytes and a NUL), and returns the bytes the whole result takes with its NUL;
+/// `-EINVAL` for a format or array it refuses. `fmt` is a NUL-terminated string of program memory (a
+/// constant in `.rodata`, as libbpf's `BPF_SNPRINTF` makes it), read byte by byte with checks.
+fn snprintf(ctx: &mut CallContext<'_>, a: [u64; 5]) -> Result<u64, HelperError> {
+    let (dst, size, fmt_at) = (a[0], a[1], a[2]);
+    ctx.check(dst, size, true)?;
+    let mut fmt = Vec::new();
+    loop {
+        if fmt.len() as u64 == MAX_SNPRINTF_FORMAT {
+            return Ok(EINVAL);
+        }
+        let mut b = [0u8];
+        ctx.read(fmt_at.wrapping_add(fmt.len() as u64), &mut b)?;
+        if b[0] == 0 {
+            break;
+        }
+        fmt.push(b[0]);
+    }
+    let Some(args) = format_args(ctx, a[3], a[4])? else { return Ok(EINVAL) };
+    let out = match format(ctx, &fmt, &args) {
+        Ok(out) => out,
+        Err(FormatError::Invalid(_)) => return Ok(EINVAL),
+        Err(FormatError::Memory(e)) => return Err(e),
+    };
+    if size > 0 {
+        let n = (out.len() as u64).min(size - 1) as usize;
+        ctx.write(dst, &out.as_bytes()[..n])?;
+        ctx.write(dst + n as u64, &[0])?;
+    }
+    Ok(out.len() as u64 + 1)
 }

@@ -246,7 +246,13 @@ impl Checker<'_> {
                 Some(Slot::Bytes(m) | Slot::Halves(_, m)) if m & bit == 0 => {
                     return Err(self.error(pc, K::UninitStack { offset: b }, st))
                 }
-                Some(Slot::Spill(t)) if !matches!(t.v, Value::Scalar { .. }) => {
+                // A helper reading a spilled pointer sees its address: allowed only where pointers may
+                // leak (`bpf_trace_vprintk`'s arguments for `%s`, as the kernel allows privileged
+                // programs).
+                Some(Slot::Spill(t))
+                    if !(matches!(t.v, Value::Scalar { .. })
+                        || exact.is_none() && self.options.allow_pointer_leaks) =>
+                {
                     return Err(self.error(pc, K::PartialPointerSpill { offset: -8 * (i as i64 + 1) }, st));
                 }
                 _ => {}
