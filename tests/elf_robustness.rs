@@ -16,6 +16,7 @@ const FIXTURES: &[&[u8]] = &[
     include_bytes!("fixtures/loop.o"),
     include_bytes!("fixtures/perf.o"),
     include_bytes!("fixtures/printf.o"),
+    include_bytes!("fixtures/foreach.o"),
 ];
 
 fn exercise(bytes: &[u8]) {

@@ -84,3 +84,38 @@ fn bpf_loop_callbacks_checked_at_run_time() {
     assert!(got[0].starts_with("Err(BudgetExhausted"), "{got:?}");
     assert_eq!(got[0], got[1]);
 }
+
+/// `bpf_for_each_map_elem` in checked mode, alike on both engines: a map that cannot be walked, or a
+/// number that is no map, is refused by the helper; a callback that writes past its value stops the
+/// program; the walk of a one-entry array calls the callback once.
+#[test]
+fn map_walks_checked_at_run_time() {
+    use ebpf_vm::maps::{self, MapDef, MapType};
+    let outcomes = |text: &str, map: MapDef| -> Vec<String> {
+        let program = Program::from_asm(text).unwrap_or_else(|e| panic!("{e}"));
+        [Engine::Interpreter, Engine::Jit]
+            .into_iter()
+            .map(|engine| {
+                let m = maps::create(map).expect("map");
+                let vm =
+                    Vm::builder(program.clone()).standard_helpers().map(m).engine(engine).checked().budget(100_000);
+                format!("{:?}", vm.build().expect("builds").execute(&mut [0u8; 8]))
+            })
+            .collect()
+    };
+    let array = MapDef { map_type: MapType::Array, key_size: 4, value_size: 8, max_entries: 1, flags: 0 };
+    let queue = MapDef { map_type: MapType::Queue, key_size: 0, value_size: 8, max_entries: 4, flags: 0 };
+    let walk =
+        |r1: &str, cb: &str| format!("{r1}\nlddw %r2, func(cb)\nmov %r3, 0\nmov %r4, 0\ncall 164\nexit\ncb:\n{cb}");
+    let ok = walk("lddw %r1, map_idx(0)", "ldxw %r0, [%r2+0]\nldxdw %r0, [%r3+0]\nmov %r0, 0\nexit");
+    assert_eq!(outcomes(&ok, array), vec!["Ok(1)".to_string(); 2]);
+    let got = outcomes(&ok, queue);
+    assert!(got[0].contains("Helper { pc: 6, id: 164") && got[0].contains("can be iterated"), "{got:?}");
+    assert_eq!(got[0], got[1]);
+    let got = outcomes(&walk("mov %r1, 5", "mov %r0, 0\nexit"), array);
+    assert!(got[0].contains("Helper { pc: 5, id: 164"), "{got:?}");
+    assert_eq!(got[0], got[1]);
+    let got = outcomes(&walk("lddw %r1, map_idx(0)", "stdw [%r3+8], 1\nmov %r0, 0\nexit"), array);
+    assert!(got[0].starts_with("Err(OutOfBounds { pc: 8,"), "{got:?}");
+    assert_eq!(got[0], got[1]);
+}

@@ -250,3 +250,30 @@ fn bpf_loop_callbacks() {
     );
     assert_eq!(run(&with("mov %r0, 0\nexit", "mov %r0, %r1")), reg(9, 1), "r1 after the call");
 }
+
+/// A `bpf_for_each_map_elem` callback starts with r1 to r4 and r10, and the key's copy written at
+/// the bottom of its otherwise fresh frame.
+#[test]
+fn map_walk_callbacks() {
+    let with = |cb: &str| {
+        let text =
+            format!("lddw %r1, map_fd(0)\nlddw %r2, func(cb)\nmov %r3, 0\nmov %r4, 0\ncall 164\nexit\ncb:\n{cb}");
+        let program = Program::from_asm(&text).unwrap_or_else(|e| panic!("{e}"));
+        let map =
+            maps::create(MapDef { map_type: MapType::Array, key_size: 4, value_size: 8, max_entries: 2, flags: 0 })
+                .expect("array");
+        let build =
+            |b: ebpf_vm::VmBuilder| b.standard_helpers().map(map.clone()).budget(1_000_000).build().expect("builds");
+        let result = build(Vm::builder(program.clone()).shadow()).execute(&mut [0u8; 8]);
+        if result.is_ok() {
+            assert_eq!(build(Vm::builder(program).checked()).execute(&mut [0u8; 8]), result);
+        }
+        result
+    };
+    // Slots: 0-1 lddw, 2-3 lddw, 4 mov, 5 mov, 6 call, 7 exit; the callback at 8.
+    assert_eq!(with("ldxw %r0, [%r2+0]\nadd %r0, %r4\nmov %r0, 0\nexit"), Ok(2));
+    assert_eq!(with("mov %r0, %r5\nexit"), reg(8, 5));
+    assert_eq!(with("ldxdw %r0, [%r10-8]\nexit"), stack(8, -8), "the rest of the frame is fresh");
+    assert_eq!(with("ldxw %r0, [%r2+4]\nexit"), Ok(2), "the rest of the key's slot is zeros: read, and 0");
+    assert_eq!(with("ldxw %r0, [%r2+8]\nexit"), stack(8, -504), "only the key's slots are written");
+}

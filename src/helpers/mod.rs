@@ -129,6 +129,9 @@ pub struct Helper {
     /// The standard `bpf_loop`, whose callback the engines call themselves; the function runs only
     /// for a callback that is not one of the program's functions.
     pub(crate) bpf_loop: bool,
+    /// The standard `bpf_for_each_map_elem`, whose callback the engines call themselves (as for
+    /// `bpf_loop`).
+    pub(crate) for_each: bool,
 }
 
 impl Helper {
@@ -145,6 +148,7 @@ impl Helper {
             tail_call: false,
             map_lookup: false,
             bpf_loop: false,
+            for_each: false,
         }
     }
 

@@ -45,6 +45,8 @@ pub const MAP_PEEK_ELEM: u32 = 89;
 pub const LOOP: u32 = 181;
 /// Most iterations `bpf_loop` makes (the kernel's limit); asking for more fails with `-E2BIG`.
 pub const MAX_LOOPS: u64 = 1 << 23;
+/// `bpf_for_each_map_elem`: calls a function of the program for each element of a map.
+pub const FOR_EACH_MAP_ELEM: u32 = 164;
 /// `bpf_snprintf`
 pub const SNPRINTF: u32 = 165;
 /// `bpf_trace_vprintk`
@@ -177,6 +179,26 @@ pub fn all() -> Vec<Helper> {
                 },
             );
             h.bpf_loop = true;
+            h
+        },
+        {
+            // As `bpf_loop`: the engines iterate (see `for_each_step`) and call the callback.
+            let mut h = Helper::new(
+                FOR_EACH_MAP_ELEM,
+                "for_each_map_elem",
+                sig(&[A::MapPtr, A::Scalar, A::Address, A::Scalar], RetKind::Scalar),
+                |ctx, a| {
+                    let map = ctx.map(a[0], 1)?;
+                    if !iterable(map.def().map_type) {
+                        return Err(invalid(1, "only array and hash maps can be iterated"));
+                    }
+                    Err(invalid(
+                        2,
+                        "not a callback function of the program (a `lddw rX, func` of it, in a direct call)",
+                    ))
+                },
+            );
+            h.for_each = true;
             h
         },
         Helper::new(GET_CURRENT_PID_TGID, "get_current_pid_tgid", HelperSig::scalars(0), |_, _| {
@@ -721,6 +743,35 @@ fn trace_vprintk(ctx: &mut CallContext<'_>, a: [u64; 5]) -> Result<u64, HelperEr
     let len = out.len() as u64;
     ctx.print(out.trim_end_matches('\n'));
     Ok(len)
+}
+
+/// Whether `bpf_for_each_map_elem` iterates maps of this kind (the kernel's: arrays and hash maps).
+pub(crate) fn iterable(kind: MapType) -> bool {
+    matches!(kind, MapType::Array | MapType::PerCpuArray | MapType::Hash | MapType::PerCpuHash | MapType::LruHash)
+}
+
+/// One step of `bpf_for_each_map_elem` over `map`: after `visited` elements (0 to start) whose last key
+/// is in `key`, the next element's key goes into `key` and its value's address (in slot `cpu`) is
+/// returned; `None` once the map has no more elements, or `max_entries` were visited (a map that keeps
+/// changing cannot make the loop go on forever). A key whose value is deleted meanwhile is skipped.
+pub(crate) fn for_each_step(map: &dyn Map, visited: u32, key: &mut [u8], cpu: usize) -> Option<*mut u8> {
+    let def = map.def();
+    if visited >= def.max_entries || key.len() != def.key_size as usize {
+        return None;
+    }
+    let mut prev = [0u8; MAX_KEY_SIZE as usize];
+    let prev = prev.get_mut(..key.len())?;
+    let mut first = visited == 0;
+    for _ in 0..def.max_entries {
+        prev.copy_from_slice(key);
+        map.next_key(if first { None } else { Some(prev) }, key).ok()?;
+        first = false;
+        // Not counted as a use (an LRU map's order stays), as the kernel's walk of the elements.
+        if let Some(value) = map.peek(key, cpu) {
+            return Some(value);
+        }
+    }
+    None
 }
 
 /// Longest format `bpf_snprintf` reads, with its NUL.

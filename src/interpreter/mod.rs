@@ -12,7 +12,7 @@ use core::mem::MaybeUninit;
 use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::helpers::standard::{release_grants, MAX_LOOPS};
+use crate::helpers::standard::{for_each_step, iterable, release_grants, MAX_LOOPS};
 use crate::helpers::CallContext;
 use crate::isa::{AluOp, AtomicOp, ByteOrder, Cond, Instruction, Operand, PacketMode, Size, SxWidth, Width};
 use crate::link::{ExecError, Linked, LinkedProgram, Resolved, MAX_TAIL_CALLS};
@@ -46,6 +46,8 @@ pub(crate) enum Op {
     Call, CallX, CallLocal, Exit, TailCall,
     /// `bpf_loop`: the helper's index in `target`.
     Loop,
+    /// `bpf_for_each_map_elem`: the helper's index in `target`.
+    ForEach,
     /// Superinstructions (see [`fuse`]): `mov dst, src; add dst, reg` (the register in `target`), and
     /// `mov dst, src; add dst, imm`, 64-bit; each stands for its slot and the next.
     MovAdd64R, MovAdd64I,
@@ -503,6 +505,10 @@ fn translate(pc: usize, insn: &Instruction, resolved: Resolved) -> Slot {
                     s.op = Op::Loop;
                     s.target = index;
                 }
+                Resolved::ForEach { index } => {
+                    s.op = Op::ForEach;
+                    s.target = index;
+                }
                 Resolved::Helper { index } => {
                     s.op = Op::Call;
                     s.target = index;
@@ -618,6 +624,9 @@ fn atomic32<'m, const CHECKED: bool>(
     Ok(unsafe { access::atomic_u32(a) })
 }
 
+/// Bytes of key kept for each frame's `bpf_for_each_map_elem`.
+const MAX_KEY: usize = crate::maps::MAX_KEY_SIZE as usize;
+
 /// The stack of all frames, aligned so that aligned atomics on it are possible.
 #[repr(C, align(16))]
 struct Stack([MaybeUninit<u8>; STACK_SIZE]);
@@ -633,14 +642,18 @@ struct Frame {
     looping: Loop,
 }
 
-/// A `bpf_loop` in progress: the callback's first slot (`NO_LOOP` for a plain call), the iteration
-/// that runs, the number of iterations, and the argument the callback gets in r2.
+/// A `bpf_loop` or `bpf_for_each_map_elem` in progress: the callback's first slot (`NO_LOOP` for a
+/// plain call), the iteration that runs, the number of iterations (of `bpf_loop`), the argument the
+/// callback gets, and for `bpf_for_each_map_elem` the map's index and the size of its keys (0 for
+/// `bpf_loop`).
 #[derive(Clone, Copy)]
 struct Loop {
     callback: usize,
     i: u32,
     n: u32,
     arg: u64,
+    map: u32,
+    key: usize,
 }
 
 /// `Loop::callback` of a frame that a plain bpf-to-bpf call made.
@@ -656,6 +669,33 @@ fn enter_callback(r: &mut [u64; 16], looping: Loop, stack: *mut u8, uses_stack: 
     if uses_stack {
         zero_frame(stack, depth);
     }
+    r[10] = stack_hi - (FRAME_SIZE * depth) as u64;
+}
+
+/// Starts the callback of a `bpf_for_each_map_elem` for one element in a fresh frame at `depth`: r1
+/// the map, r2 the key's copy at the bottom of the frame, r3 the value, r4 the callback's argument,
+/// the other registers zero, r10 the frame. Programs that iterate maps always have a stack.
+#[inline(always)]
+fn enter_each(
+    r: &mut [u64; 16],
+    looping: Loop,
+    stack: *mut u8,
+    depth: usize,
+    stack_hi: u64,
+    key: &[u8],
+    value: *mut u8,
+) {
+    r[..10].fill(0);
+    r[1] = maps::handle(looping.map);
+    zero_frame(stack, depth);
+    let lo = STACK_SIZE - FRAME_SIZE * (depth + 1);
+    let n = key.len().min(FRAME_SIZE);
+    // SAFETY: `depth < MAX_FRAMES`, so the frame's `FRAME_SIZE` bytes from `lo` lie inside the stack
+    // buffer `stack` points to, and the key is at most that long; `key` is host memory, elsewhere.
+    unsafe { ptr::copy_nonoverlapping(key.as_ptr(), stack.add(lo), n) };
+    r[2] = stack_hi - (FRAME_SIZE * (depth + 1)) as u64;
+    r[3] = value.expose_provenance() as u64;
+    r[4] = looping.arg;
     r[10] = stack_hi - (FRAME_SIZE * depth) as u64;
 }
 
@@ -744,6 +784,8 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool, const SHADOW: bool>(
     let helpers = env.helpers();
     let mut pc = 0usize;
     let mut shadow = if SHADOW { Some(shadow::Shadow::new(stack_hi)) } else { None };
+    // The keys of the `bpf_for_each_map_elem` calls in progress, by depth (allocated at the first).
+    let mut iter_keys: Option<alloc::vec::Vec<u8>> = None;
 
     loop {
         let s = slots[pc];
@@ -1116,7 +1158,7 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool, const SHADOW: bool>(
                     program,
                     ret: pc,
                     saved,
-                    looping: Loop { callback: NO_LOOP, i: 0, n: 0, arg: 0 },
+                    looping: Loop { callback: NO_LOOP, i: 0, n: 0, arg: 0, map: 0, key: 0 },
                 });
                 // The callee starts with its arguments r1-r5; r0 and r6-r9 read as zero.
                 r[0] = 0;
@@ -1166,7 +1208,7 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool, const SHADOW: bool>(
                 }
                 let mut saved = [0u64; 9];
                 saved.copy_from_slice(&r[1..10]);
-                let looping = Loop { callback, i: 0, n, arg: r[3] };
+                let looping = Loop { callback, i: 0, n, arg: r[3], map: 0, key: 0 };
                 frames[depth].write(Frame { program, ret: pc, saved, looping });
                 depth += 1;
                 if uses_stack {
@@ -1175,7 +1217,58 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool, const SHADOW: bool>(
                 enter_callback(&mut r, looping, stack_ptr, uses_stack, depth, stack_hi);
                 if SHADOW {
                     if let Some(sh) = shadow.as_mut() {
-                        sh.callback(depth - 1, true);
+                        sh.callback(depth - 1, true, 0);
+                    }
+                }
+                pc = callback;
+            }
+            Op::ForEach => {
+                // `bpf_for_each_map_elem(map, callback, callback_ctx, flags)`.
+                if r[4] != 0 {
+                    r[0] = -22i64 as u64; // EINVAL
+                    continue;
+                }
+                let map = maps::handle_index(r[1]).and_then(|i| env.map(i).map(|m| (i, m)));
+                let callback = linked.programs()[program].callback(r[2]);
+                let iterated = map.filter(|(_, m)| iterable(m.def().map_type));
+                let (Some((index, map)), Some(callback)) = (iterated, callback) else {
+                    // Not a map that can be iterated, or not a function of the program: the helper's
+                    // own function says so.
+                    let helper = &helpers[s.target as usize];
+                    let mut ctx = CallContext {
+                        memory: &mm,
+                        grants: &mut held.grants,
+                        checked: CHECKED || !setup.trusted,
+                        pc: at,
+                        maps: env.maps(),
+                        print: env.print_sink(),
+                        cpu: setup.cpu,
+                    };
+                    r[0] = helper
+                        .call(&mut ctx, [r[1], r[2], r[3], r[4], r[5]])
+                        .map_err(|source| ExecError::Helper { pc: at, id: helper.id(), source })?;
+                    continue;
+                };
+                if depth + 1 >= MAX_FRAMES {
+                    return Err(ExecError::CallDepthExceeded { pc: at });
+                }
+                let key_size = map.def().key_size as usize;
+                let keys = iter_keys.get_or_insert_with(|| alloc::vec![0u8; MAX_FRAMES * MAX_KEY]);
+                let key = &mut keys[depth * MAX_KEY..depth * MAX_KEY + key_size];
+                let Some(value) = for_each_step(&**map, 0, key, setup.cpu) else {
+                    r[0] = 0;
+                    continue;
+                };
+                let mut saved = [0u64; 9];
+                saved.copy_from_slice(&r[1..10]);
+                let looping = Loop { callback, i: 0, n: u32::MAX, arg: r[3], map: index, key: key_size };
+                frames[depth].write(Frame { program, ret: pc, saved, looping });
+                depth += 1;
+                mm.stack_lo -= FRAME_SIZE as u64;
+                enter_each(&mut r, looping, stack_ptr, depth, stack_hi, key, value);
+                if SHADOW {
+                    if let Some(sh) = shadow.as_mut() {
+                        sh.callback(depth - 1, true, key_size);
                     }
                 }
                 pc = callback;
@@ -1187,7 +1280,30 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool, const SHADOW: bool>(
                 depth -= 1;
                 // SAFETY: `depth` was raised past this index by a call, which wrote the frame first.
                 let mut f = unsafe { frames[depth].assume_init() };
-                if f.looping.callback != NO_LOOP {
+                if f.looping.callback != NO_LOOP && f.looping.key > 0 {
+                    // A `bpf_for_each_map_elem` callback returned: 0 goes on to the next element.
+                    let visited = f.looping.i + 1;
+                    let map = env.map(f.looping.map);
+                    if let (0, Some(map), Some(keys)) = (r[0], map, iter_keys.as_mut()) {
+                        let key = &mut keys[depth * MAX_KEY..depth * MAX_KEY + f.looping.key];
+                        if let Some(value) = for_each_step(&**map, visited, key, setup.cpu) {
+                            f.looping.i = visited;
+                            frames[depth].write(f);
+                            depth += 1;
+                            enter_each(&mut r, f.looping, stack_ptr, depth, stack_hi, key, value);
+                            if SHADOW {
+                                if let Some(sh) = shadow.as_mut() {
+                                    sh.callback(depth - 1, false, f.looping.key);
+                                }
+                            }
+                            program = f.program;
+                            slots = &setup.codes[program].slots[..];
+                            pc = f.looping.callback;
+                            continue;
+                        }
+                    }
+                    r[0] = visited as u64;
+                } else if f.looping.callback != NO_LOOP {
                     // The callback returned: 0 goes on to the next iteration, anything else stops.
                     let next = f.looping.i + 1;
                     if r[0] == 0 && next < f.looping.n {
@@ -1197,7 +1313,7 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool, const SHADOW: bool>(
                         enter_callback(&mut r, f.looping, stack_ptr, uses_stack, depth, stack_hi);
                         if SHADOW {
                             if let Some(sh) = shadow.as_mut() {
-                                sh.callback(depth - 1, false);
+                                sh.callback(depth - 1, false, f.looping.key);
                             }
                         }
                         program = f.program;

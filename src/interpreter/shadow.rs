@@ -139,13 +139,20 @@ impl Shadow {
     /// A `bpf_loop` at depth `depth` starts an iteration of its callback: r1, r2 and r10 hold values, in
     /// a fresh frame. `first`: the loop's first call (its caller's registers are saved then; later
     /// iterations follow the callback's `exit`, which restored them).
-    pub(super) fn callback(&mut self, depth: usize, first: bool) {
+    /// For `bpf_for_each_map_elem` (`key` > 0), r1 to r4 hold values and the first `key` bytes of the
+    /// frame (the key's copy), rounded up to whole 8-byte slots, are written.
+    pub(super) fn callback(&mut self, depth: usize, first: bool, key: usize) {
         if depth + 1 < MAX_FRAMES {
             if first {
                 self.saved[depth] = self.regs;
             }
-            self.regs = 1 << 1 | 1 << 2 | FP;
+            self.regs = if key > 0 { 0b1_1110 | FP } else { 1 << 1 | 1 << 2 | FP };
             self.clear_frame(depth + 1);
+            let lo = STACK_SIZE - FRAME_SIZE * (depth + 2);
+            // Its slots, as the verifier takes them: the bytes after the key are zeros.
+            for i in lo..lo + key.div_ceil(8).saturating_mul(8).min(FRAME_SIZE) {
+                self.written[i / 64] |= 1 << (i % 64);
+            }
         }
     }
 

@@ -226,7 +226,14 @@ impl JitProgram {
             err_addr: 0,
             err_len: 0,
             err_write: 0,
-            host: HostState { setup, program: self, tail_calls: 0, grants: &mut grants, failure: None },
+            host: HostState {
+                setup,
+                program: self,
+                tail_calls: 0,
+                grants: &mut grants,
+                failure: None,
+                iter_keys: None,
+            },
         };
         let entry = self.entries[self.entry];
         // SAFETY: `entry` was compiled for this host with the `EntryFn` signature. Its memory accesses

@@ -81,6 +81,9 @@ pub(crate) struct HostState<'a> {
     pub(crate) grants: &'a mut Grants,
     /// Why a runtime function stopped the program (with status `HOST_ERROR`).
     pub(crate) failure: Option<Failure>,
+    /// The keys of the `bpf_for_each_map_elem` calls in progress, by callee depth (allocated at the
+    /// first).
+    pub(crate) iter_keys: Option<alloc::vec::Vec<u8>>,
 }
 
 /// What a runtime function leaves behind when it stops the program.
@@ -142,7 +145,14 @@ pub(crate) unsafe extern "C" fn call_helper(
     let linked = ctx.host.setup.linked;
     let env = linked.env();
     let callx = pc as usize & super::translate::CALLX_FLAG != 0;
-    let pc = pc as usize & !super::translate::CALLX_FLAG;
+    let step = pc as usize & super::translate::FOR_EACH_STEP_FLAG != 0;
+    let pc = pc as usize & !(super::translate::CALLX_FLAG | super::translate::FOR_EACH_STEP_FLAG);
+    if step {
+        if let Some(value) = for_each_step(ctx, r1, r2, r3) {
+            return value;
+        }
+        // Not a map that can be iterated: the helper's own function says so.
+    }
     let index = if callx {
         match u32::try_from(which).ok().and_then(|id| env.helper_index(id)) {
             Some(i) => i,
@@ -191,6 +201,35 @@ pub(crate) unsafe extern "C" fn call_helper(
             0
         }
     }
+}
+
+/// One step of a `bpf_for_each_map_elem` over the map with handle `map`, after `visited` elements,
+/// for the callback whose frame pointer is `callee_fp` (its frame zeroed): the next element's key is
+/// copied to the bottom of that frame and its value's address returned; 0 when there is none left.
+/// `None` if `map` is no map that can be iterated, or the frame is not in the stack.
+fn for_each_step(ctx: &mut JitContext<'_>, map: u64, visited: u64, callee_fp: u64) -> Option<u64> {
+    const MAX_KEY: usize = crate::maps::MAX_KEY_SIZE as usize;
+    let env = ctx.host.setup.linked.env();
+    let map = maps::handle_index(map).and_then(|i| env.map(i))?;
+    if !crate::helpers::standard::iterable(map.def().map_type) {
+        return None;
+    }
+    let lo = callee_fp.checked_sub(FRAME_SIZE as u64)?;
+    if lo < ctx.stack_base || callee_fp > ctx.stack_hi {
+        return None;
+    }
+    let depth = ((ctx.stack_hi - callee_fp) / FRAME_SIZE as u64) as usize;
+    let keys = ctx.host.iter_keys.get_or_insert_with(|| alloc::vec![0u8; crate::memory::MAX_FRAMES * MAX_KEY]);
+    let size = map.def().key_size as usize;
+    let key = keys.get_mut(depth * MAX_KEY..depth * MAX_KEY + size)?;
+    let Some(value) = crate::helpers::standard::for_each_step(&**map, visited as u32, key, ctx.host.setup.cpu) else {
+        return Some(0);
+    };
+    let n = size.min(FRAME_SIZE);
+    // SAFETY: `lo .. lo + FRAME_SIZE` is a frame of the execution's stack (checked above), which no Rust
+    // reference covers; the key is host memory.
+    unsafe { core::ptr::copy_nonoverlapping(key.as_ptr(), core::ptr::with_exposed_provenance_mut(lo as usize), n) };
+    Some(value.expose_provenance() as u64)
 }
 
 /// Whether `len` bytes at `addr` lie in a region other than the input and the stack (those are

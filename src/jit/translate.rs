@@ -39,6 +39,9 @@ const I32: Type = types::I32;
 
 /// Set in the `pc` argument of `ebpf_vm_call_helper` for `callx`: `which` is then the register's value.
 pub(crate) const CALLX_FLAG: usize = 1 << 63;
+/// Set in the `pc` argument of `ebpf_vm_call_helper` for a step of `bpf_for_each_map_elem` (see
+/// `runtime::for_each_step`).
+pub(crate) const FOR_EACH_STEP_FLAG: usize = 1 << 62;
 
 /// How to compile.
 #[derive(Debug, Clone, Copy)]
@@ -346,7 +349,7 @@ fn translate_function<M: Module>(
     // quadratic in the number of functions).
     let mut funcs = BTreeMap::new();
     // A `bpf_loop` may call back any function whose address the program takes, wherever it took it.
-    let loops = linked.iter().any(|(_, _, r)| matches!(r, Resolved::Loop { .. }));
+    let loops = linked.iter().any(|(_, _, r)| matches!(r, Resolved::Loop { .. } | Resolved::ForEach { .. }));
     let callbacks = linked
         .callbacks()
         .iter()
@@ -1001,6 +1004,7 @@ impl Fx<'_, '_> {
             Instruction::Call { id } => match resolved {
                 Resolved::TailCall => self.tail_call(),
                 Resolved::Loop { index } => self.bpf_loop(pc, index, id),
+                Resolved::ForEach { index } => self.for_each(pc, index, id),
                 Resolved::Helper { index } => {
                     let which = ((index as u64 + 1) << 32 | id as u64) as i64;
                     match self.inline_array(pc, index) {
@@ -1272,6 +1276,63 @@ impl Fx<'_, '_> {
             self.b.switch_to_block(next);
         }
         let which = self.b.ins().iconst(I64, ((index as u64 + 1) << 32 | id as u64) as i64);
+        self.helper_call(pc, which);
+        let r0 = self.get(Reg::R0);
+        self.b.ins().jump(done, &[BlockArg::Value(r0)]);
+        self.b.switch_to_block(done);
+        let r0 = self.b.block_params(done)[0];
+        self.set(Reg::R0, r0);
+    }
+
+    /// `bpf_for_each_map_elem(map, callback, callback_ctx, flags)` at `pc`, as the interpreter runs it:
+    /// `-EINVAL` for flags; else, for the callback found as in `bpf_loop`, a runtime step per element
+    /// (through `ebpf_vm_call_helper` with `FOR_EACH_STEP_FLAG`) copies its key into the callback's
+    /// frame and gives its value, and the callback is called with the map, the key, the value and
+    /// `callback_ctx` until it returns non-zero or no element is left; the result is the number of
+    /// calls. A map that cannot be iterated, or another callback, goes to the helper's function.
+    fn for_each(&mut self, pc: usize, index: u32, id: u32) {
+        let [r1, r2, r3, r4, _] = self.args();
+        let which = self.b.ins().iconst(I64, ((index as u64 + 1) << 32 | id as u64) as i64);
+        let done = self.b.create_block();
+        self.b.append_block_param(done, I64);
+        let einval = self.b.ins().iconst(I64, -22);
+        let flags_ok = self.b.ins().icmp_imm_s(IntCC::Equal, r4, 0);
+        let dispatch = self.b.create_block();
+        self.b.ins().brif(flags_ok, dispatch, &[], done, &[BlockArg::Value(einval)]);
+        self.b.switch_to_block(dispatch);
+        let step_pc = self.b.ins().iconst(I64, (pc | FOR_EACH_STEP_FLAG) as i64);
+        for start in self.linked.callbacks().to_vec() {
+            let Some(&f) = self.funcs.get(&start) else { continue };
+            let is = self.b.ins().icmp_imm_s(IntCC::Equal, r2, crate::link::func_handle(start as u32) as i64);
+            let (body, next) = (self.b.create_block(), self.b.create_block());
+            self.b.ins().brif(is, body, &[], next, &[]);
+            self.b.switch_to_block(body);
+            let head = self.b.create_block();
+            self.b.append_block_param(head, I64);
+            let zero = self.b.ins().iconst(I64, 0);
+            self.b.ins().jump(head, &[BlockArg::Value(zero)]);
+            self.b.switch_to_block(head);
+            let visited = self.b.block_params(head)[0];
+            let callee_fp = self.callee_frame(pc);
+            let value = self.call_runtime(
+                self.call_helper,
+                &[self.ctx, step_pc, which, r1, visited, callee_fp, zero, zero, self.fp],
+            );
+            self.check_status();
+            let call = self.b.create_block();
+            self.b.ins().brif(value, call, &[], done, &[BlockArg::Value(visited)]);
+            self.b.switch_to_block(call);
+            let key = self.b.ins().iadd_imm_s(callee_fp, -(FRAME_SIZE as i64));
+            self.save_budget();
+            let call_inst = self.b.ins().call(f, &[self.ctx, r1, key, value, r3, zero, callee_fp]);
+            let ret = self.b.inst_results(call_inst)[0];
+            self.load_budget();
+            self.check_status();
+            let next_visited = self.b.ins().iadd_imm_s(visited, 1);
+            let stop = self.b.ins().icmp_imm_s(IntCC::NotEqual, ret, 0);
+            self.b.ins().brif(stop, done, &[BlockArg::Value(next_visited)], head, &[BlockArg::Value(next_visited)]);
+            self.b.switch_to_block(next);
+        }
         self.helper_call(pc, which);
         let r0 = self.get(Reg::R0);
         self.b.ins().jump(done, &[BlockArg::Value(r0)]);

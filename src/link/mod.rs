@@ -76,6 +76,12 @@ pub enum Resolved {
         /// Index into `Env::helpers()`.
         index: u32,
     },
+    /// A call of `bpf_for_each_map_elem`, whose callback the engines call themselves (as for
+    /// [`Loop`](Resolved::Loop)).
+    ForEach {
+        /// Index into `Env::helpers()`.
+        index: u32,
+    },
     /// The value of an `lddw`.
     Imm64(Imm64Value),
 }
@@ -193,7 +199,10 @@ impl Linked {
         let may_grant = env.maps().iter().any(|m| m.downcast_ref::<RingBufMap>().is_some())
             && env.helper(RINGBUF_RESERVE).is_some()
             && calls(RINGBUF_RESERVE);
-        let uses_stack = programs.iter().any(|p| p.program.uses_frame_pointer());
+        // A `bpf_for_each_map_elem` callback finds its key in its frame.
+        let uses_stack = programs.iter().any(|p| {
+            p.program.uses_frame_pointer() || p.resolved.iter().any(|r| matches!(r, Resolved::ForEach { .. }))
+        });
         let regions = env.all_regions();
         Ok(Linked { env, programs, entry, regions, uses_stack, uses_cpu, may_grant })
     }
@@ -252,6 +261,8 @@ fn link_program(program: Program, env: &Env) -> Result<LinkedProgram, LinkError>
                     Resolved::TailCall
                 } else if env.helpers()[index].bpf_loop {
                     Resolved::Loop { index: index as u32 }
+                } else if env.helpers()[index].for_each {
+                    Resolved::ForEach { index: index as u32 }
                 } else {
                     Resolved::Helper { index: index as u32 }
                 }

@@ -5,8 +5,9 @@
 //!
 //! Registers are exact per function (calls read r1 to r5 and clobber r0 to r5, `exit` reads r0). Stack
 //! slots are tracked through accesses at constant offsets from r10; in a function where the frame
-//! pointer is used any other way (copied, passed, compared or stored), any access may reach any slot,
-//! so all of that function's slots count as live everywhere.
+//! pointer is used any other way (copied, passed, compared or stored), or whose address the program
+//! takes (a callback, whose frame may hold a key the engine put there), any access may reach any
+//! slot, so all of that function's slots count as live everywhere.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -113,7 +114,10 @@ impl Liveness {
         let mut at = vec![Live::default(); program.slot_count() + 1];
         for f in 0..cfg.function_count() {
             let blocks = cfg.function_blocks(f);
-            let exact_stack = cfg.function_insns(f).all(|i| insns.get(i).is_none_or(|x| !frame_pointer_escapes(x)));
+            // A callback's frame starts with what the engine put there (the key of
+            // `bpf_for_each_map_elem`), which it reads through an argument, not r10.
+            let exact_stack = !cfg.address_taken(f)
+                && cfg.function_insns(f).all(|i| insns.get(i).is_none_or(|x| !frame_pointer_escapes(x)));
             let all_slots = if exact_stack { 0 } else { Live::ALL.slots };
             // Live-in of each block of the function, until nothing changes. Blocks are visited last to
             // first, so that straight-line code settles in one pass.

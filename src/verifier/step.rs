@@ -172,7 +172,10 @@ impl Checker<'_> {
                 return Ok(Flow::Jump(out));
             }
             Instruction::Call { .. } if matches!(self.lp.resolved_at(pc), Resolved::Loop { .. }) => {
-                return self.loop_call(ctx, pc, st)
+                return self.loop_call(ctx, pc, st, false)
+            }
+            Instruction::Call { .. } if matches!(self.lp.resolved_at(pc), Resolved::ForEach { .. }) => {
+                return self.loop_call(ctx, pc, st, true)
             }
             Instruction::Call { id } => self.helper_call(pc, st, id)?,
             Instruction::CallLocal { offset } => return self.local_call(ctx, pc, st, target(pc, offset as i64)),
@@ -588,16 +591,34 @@ impl Checker<'_> {
     }
 
     /// A bpf-to-bpf call at `pc` to the function starting at slot `to`.
-    /// `bpf_loop(nr_loops, callback, callback_ctx, flags)`: the callback is a function of the program
-    /// (a constant handle from `lddw rX, func`), called in a frame of its own with r1 the iteration
-    /// (0 to `nr_loops - 1`) and r2 `callback_ctx`, as often as it returns 0 and at most `nr_loops`
-    /// times; its return comes back to the call (see `Checker::exit`), and the call's result is a number.
-    fn loop_call(&mut self, ctx: u32, pc: usize, st: &State) -> Result<Flow, VerifyError> {
-        use crate::helpers::standard::{LOOP, MAX_LOOPS};
+    /// `bpf_loop(nr_loops, callback, callback_ctx, flags)` or, with `each`,
+    /// `bpf_for_each_map_elem(map, callback, callback_ctx, flags)`: the callback is a function of the
+    /// program (a constant handle from `lddw rX, func`), called in a frame of its own as often as it
+    /// returns 0 and at most `nr_loops` times (for each element of the map), with r1 the iteration
+    /// (0 to `nr_loops - 1`) and r2 `callback_ctx`; or with r1 the map, r2 the element's key (a copy
+    /// at the bottom of the callback's frame), r3 its value and r4 `callback_ctx`. Its return comes
+    /// back to the call (see `Checker::exit`), and the call's result is a number.
+    fn loop_call(&mut self, ctx: u32, pc: usize, st: &State, each: bool) -> Result<Flow, VerifyError> {
+        use crate::helpers::standard::{iterable, FOR_EACH_MAP_ELEM, LOOP, MAX_LOOPS};
+        let helper = if each { FOR_EACH_MAP_ELEM } else { LOOP };
         let bad = |st: &State, arg: u8, reason: &str| {
-            self.error(pc, K::HelperArgument { helper: LOOP, arg, reason: reason.into() }, st)
+            self.error(pc, K::HelperArgument { helper, arg, reason: reason.into() }, st)
         };
-        let n = self.scalar_of(pc, st, 1, false)?;
+        let (most, map) = if each {
+            let m = match st.reg(1).v {
+                Value::Uninit => return Err(self.error(pc, K::UninitRegister { reg: 1 }, st)),
+                Value::Map(m) => m,
+                _ => return Err(bad(st, 1, "expects a map")),
+            };
+            let Some(def) = self.maps.get(m as usize).copied().filter(|d| iterable(d.map_type)) else {
+                return Err(bad(st, 1, "only array and hash maps can be iterated"));
+            };
+            (def.max_entries as u64, Some((m, def)))
+        } else {
+            let n = self.scalar_of(pc, st, 1, false)?;
+            // The count is a u32: the upper half of r1 is ignored, as by the kernel.
+            ((n.u32max as u64).min(MAX_LOOPS), None)
+        };
         self.scalar_of(pc, st, 4, false)?;
         let arg = st.reg(3).v;
         match arg {
@@ -617,8 +638,6 @@ impl Checker<'_> {
         for r in 1..=5 {
             after.top_mut().regs[r] = Tracked::UNINIT;
         }
-        // The count is a u32: the upper half of r1 is ignored, as by the kernel.
-        let most = (n.u32max as u64).min(MAX_LOOPS);
         if most == 0 {
             return Ok(Flow::Loop { callback: None, after });
         }
@@ -631,8 +650,26 @@ impl Checker<'_> {
             return Err(self.error(pc, K::CallDepth { depth }, st));
         }
         let mut callee = Frame::new(function as u32, (depth - 1) as u8);
-        callee.regs[1] = Tracked::new(Value::scalar(Scalar::urange(0, most - 1)));
-        callee.regs[2] = Tracked::new(arg);
+        match map {
+            None => {
+                callee.regs[1] = Tracked::new(Value::scalar(Scalar::urange(0, most - 1)));
+                callee.regs[2] = Tracked::new(arg);
+            }
+            Some((m, def)) => {
+                // The key's copy: the lowest bytes of the frame, the rest of their slots zero.
+                let frame = super::state::FRAME_BYTES;
+                let key = Ptr::at(PtrKind::Stack((depth - 1) as u8), -frame);
+                let slots = (def.key_size as usize).div_ceil(8).min(frame as usize / 8);
+                let top = frame as usize / 8;
+                for i in top - slots..top {
+                    callee.set_slot(i, super::state::Slot::Bytes(0xff));
+                }
+                callee.regs[1] = Tracked::new(Value::Map(m));
+                callee.regs[2] = Tracked::new(Value::Ptr(key));
+                callee.regs[3] = Tracked::new(Value::Ptr(Ptr::at(PtrKind::MapValue(m), 0)));
+                callee.regs[4] = Tracked::new(arg);
+            }
+        }
         let mut into = st.clone();
         into.frames.push(callee);
         Ok(Flow::Loop { callback: Some((to, into)), after })

@@ -191,3 +191,70 @@ fn callbacks_that_break_a_rule_are_refused() {
     let _ = NO_MAPS;
     t.finish(9);
 }
+
+/// `bpf_for_each_map_elem(map_idx(0), cb, r10 - 8, 0)`, then `after`; the callback `cb` after the
+/// caller's `exit`. Slots: 0 stdw, 1-2 lddw map, 3-4 lddw func, 5 mov, 6 add, 7 mov, 8 call, 9 after
+/// (or `exit`, with no `after`).
+fn with_each(after: &str, cb: &str) -> String {
+    format!(
+        "stdw [%r10-8], 0
+        lddw %r1, map_idx(0)
+        lddw %r2, func(cb)
+        mov %r3, %r10
+        add %r3, -8
+        mov %r4, 0
+        call 164
+        {after}
+        exit
+    cb:
+        {cb}"
+    )
+}
+
+#[test]
+fn map_walks_type_their_callbacks() {
+    let mut t = Table::new("bpf_for_each_map_elem callbacks");
+    // Key (a u32 copy in the callback's frame), value (the map's 8 bytes) and the caller's slot.
+    let sum = "ldxw %r5, [%r2+0]\nldxdw %r6, [%r3+0]\nadd %r6, %r5\nstxdw [%r3+0], %r6\nldxdw %r7, [%r4+0]\n\
+               add %r7, 1\nstxdw [%r4+0], %r7\nmov %r0, 0\nexit";
+    t.accept(
+        "key, value and argument",
+        &with_each("ldxdw %r1, [%r10-8]\nlsh %r1, 8\nadd %r0, %r1", sum),
+        ARRAY8,
+        Context::Buffer,
+        &[&[]],
+    );
+    t.reject(
+        "past the key's slot",
+        &with_each("", "ldxw %r0, [%r2+8] # <-\nexit"),
+        ARRAY8,
+        Context::Buffer,
+        10,
+        kind!(UninitStack { .. }),
+    );
+    t.reject(
+        "past the value",
+        &with_each("", "stdw [%r3+8], 1 # <-\nmov %r0, 0\nexit"),
+        ARRAY8,
+        Context::Buffer,
+        10,
+        kind!(OutOfBounds { region: MapValue, .. }),
+    );
+    t.reject(
+        "r5 is no argument",
+        &with_each("", "mov %r0, %r5 # <-\nexit"),
+        ARRAY8,
+        Context::Buffer,
+        10,
+        kind!(UninitRegister { reg: 5 }),
+    );
+    t.reject(
+        "a ring buffer cannot be walked",
+        &with_each("", "mov %r0, 0\nexit").replace("call 164", "call 164 # <-"),
+        crate::harness::RINGBUF,
+        Context::Buffer,
+        8,
+        kind!(HelperArgument { helper: 164, arg: 1, .. }),
+    );
+    t.finish(5);
+}
