@@ -348,3 +348,18 @@ fn disasm_interleaves_source_lines() {
     assert!(lines[2].trim_start().starts_with("0: call local"), "{text}");
     assert!(text.contains("; s += square(p[i]);  // subprog.c:13"), "{text}");
 }
+
+/// Verifier and execution errors of an object's program name the C source line they come from.
+#[test]
+fn errors_name_the_source_line() {
+    let out = ebpf_vm(&["run", &fixture("printf"), "--section", "format"]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("verification failed: insn 35") && text.contains("\n  at printf.c:16: bpf_printk("),
+        "{text}"
+    );
+    let out = ebpf_vm(&["run", &fixture("loop"), "--section", "loop_sum", "--mode", "checked", "--budget", "20"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("budget exhausted\n  at loop.c:22: __u64 *w = bpf_map_lookup_elem"), "{text}");
+}

@@ -231,3 +231,17 @@ fn malformed_line_info_is_a_typed_error() {
         }
     }
 }
+
+/// `ObjectProgram::line_at` finds the C line of any slot, also inside a `.text` function appended to
+/// the program, and nothing before the first line.
+#[test]
+fn slots_map_to_their_source_lines() {
+    let obj = object("loop").expect("parses");
+    let p = obj.programs().iter().find(|p| p.name == "loop_sum").expect("program");
+    let line = |pc| p.line_at(pc).map(|l| (l.line, l.text.trim().to_string()));
+    assert_eq!(line(16), Some((38, "long r = bpf_loop(n, add_weight, &c, 0);".to_string())));
+    // The callback, appended at slot 28.
+    assert_eq!(line(28).map(|l| l.0), Some(19));
+    assert!(line(53).is_some_and(|l| l.0 > 19 && l.0 < 30), "{:?}", line(53));
+    assert!(p.lines.first().is_some_and(|(at, _)| *at == 0));
+}

@@ -374,8 +374,35 @@ fn verifier_log(input: &Input, o: &Options) -> Result<String, String> {
 /// Maps by name, for `--dump-maps`.
 type NamedMaps = Vec<(String, Arc<dyn Map>)>;
 
+/// Where errors of the program that runs come from in C: the object and the program's name.
+struct Source {
+    object: Object,
+    entry: String,
+}
+
+impl Source {
+    /// `at FILE:LINE: TEXT` for slot `pc` of program `program` of the linked set (as a verifier error
+    /// names it; `None` for an execution error, which does not), when the object has line info and
+    /// the program is known: with tail calls, the set holds every program of the object by id.
+    fn line(&self, program: Option<usize>, pc: usize) -> Option<String> {
+        let programs = self.object.programs();
+        let tail_calls = programs
+            .iter()
+            .any(|p| p.program.instructions().iter().any(|i| matches!(i, ebpf_vm::isa::Instruction::Call { id: 12 })));
+        let p = match (tail_calls, program) {
+            (false, _) => programs.iter().find(|p| p.name == self.entry)?,
+            (true, Some(id)) => programs.get(id)?,
+            (true, None) => return None,
+        };
+        let l = p.line_at(pc)?;
+        let file = l.file.rsplit('/').next().unwrap_or(&l.file);
+        Some(format!("\n  at {file}:{}: {}", l.line, l.text.trim()))
+    }
+}
+
 /// The program to run, and the maps to dump.
-fn prepare(input: &Input, o: &Options) -> Result<(Vm, NamedMaps), String> {
+fn prepare(input: &Input, o: &Options) -> Result<(Vm, NamedMaps, Option<Source>), String> {
+    let mut source = None;
     let (builder, maps) = match input {
         Input::Object(obj) => {
             if !o.maps.is_empty() {
@@ -384,7 +411,9 @@ fn prepare(input: &Input, o: &Options) -> Result<(Vm, NamedMaps), String> {
             let name = pick(obj, o.section.as_deref())?.name.clone();
             let instance = Instance::new(&configured(obj, o)?).map_err(|e| e.to_string())?;
             let maps = instance.maps().iter().map(|m| (m.name.clone(), Arc::clone(&m.map))).collect();
-            (instance.vm_builder(&name).map_err(|e| e.to_string())?, maps)
+            let builder = instance.vm_builder(&name).map_err(|e| e.to_string())?;
+            source = Some(Source { object: obj.clone(), entry: name });
+            (builder, maps)
         }
         Input::Program(p) => {
             if o.section.is_some() {
@@ -411,7 +440,14 @@ fn prepare(input: &Input, o: &Options) -> Result<(Vm, NamedMaps), String> {
     if let Some(n) = o.budget {
         builder = builder.budget(n);
     }
-    Ok((builder.build().map_err(|e| e.to_string())?, maps))
+    let vm = builder.build().map_err(|e| {
+        let at = match (&e, &source) {
+            (ebpf_vm::BuildError::Verify(v), Some(s)) => s.line(Some(v.program), v.pc),
+            _ => None,
+        };
+        format!("{e}{}", at.unwrap_or_default())
+    })?;
+    Ok((vm, maps, source))
 }
 
 /// Per-CPU slots worth printing: those of the CPUs this machine has.
@@ -491,7 +527,7 @@ fn run(m: &ArgMatches) -> Result<(), String> {
     let path = file(m)?;
     let o = options(m, true)?;
     let input = load(path)?;
-    let (vm, maps) = prepare(&input, &o)?;
+    let (vm, maps, source) = prepare(&input, &o)?;
     let mut mem = match (m.get_one::<String>("mem-hex"), m.get_one::<String>("mem-file")) {
         (Some(h), _) => decode_hex(h)?,
         (_, Some(f)) => std::fs::read(f).map_err(|e| format!("{f}: {e}"))?,
@@ -499,7 +535,10 @@ fn run(m: &ArgMatches) -> Result<(), String> {
     };
     let mut r0 = 0;
     for _ in 0..*m.get_one::<u64>("repeat").unwrap_or(&1) {
-        r0 = vm.execute(&mut mem).map_err(|e| describe(&e, &mem))?;
+        r0 = vm.execute(&mut mem).map_err(|e| {
+            let at = source.as_ref().and_then(|s| s.line(None, e.pc()));
+            format!("{}{}", describe(&e, &mem), at.unwrap_or_default())
+        })?;
     }
     println!("{r0:#x} ({})", r0 as i64);
     if m.get_flag("dump-maps") {
@@ -515,7 +554,7 @@ fn verify(m: &ArgMatches) -> Result<(), String> {
     if m.get_flag("log") {
         print!("{}", verifier_log(&input, &o)?);
     }
-    let (vm, _) = prepare(&input, &o)?;
+    let (vm, _, _) = prepare(&input, &o)?;
     println!(
         "verified: {} ({} slots) is proven safe for a {} context",
         if vm.program().name().is_empty() { path } else { vm.program().name() },

@@ -136,6 +136,15 @@ pub struct ObjectProgram {
     pub lines: Vec<(usize, SourceLine)>,
 }
 
+impl ObjectProgram {
+    /// The C source line the instruction at slot `pc` was compiled from, where the object has line
+    /// info: the last line that starts at or before `pc`.
+    pub fn line_at(&self, pc: usize) -> Option<&SourceLine> {
+        let i = self.lines.partition_point(|(at, _)| *at <= pc);
+        self.lines.get(i.checked_sub(1)?).map(|(_, l)| l)
+    }
+}
+
 /// A parsed BPF object: its programs, the definitions of its maps (shared by all its programs, by
 /// index), and its license.
 #[derive(Debug, Clone)]
