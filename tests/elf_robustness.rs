@@ -17,6 +17,7 @@ const FIXTURES: &[&[u8]] = &[
     include_bytes!("fixtures/perf.o"),
     include_bytes!("fixtures/printf.o"),
     include_bytes!("fixtures/foreach.o"),
+    include_bytes!("fixtures/spinlock.o"),
 ];
 
 fn exercise(bytes: &[u8]) {

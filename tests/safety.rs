@@ -629,3 +629,43 @@ fn snprintf_reads_and_writes_only_what_it_may() {
         assert!(matches!(r, Err(ExecError::Helper { id: 165, .. })), "{engine:?}: {r:?}");
     }
 }
+
+/// `bpf_spin_lock` in checked mode, where nothing proved the pairing: a lock still held when the
+/// program ends is released (the next execution does not wait forever), a second lock is an error
+/// instead of waiting for itself, a lock word outside a map value or misaligned is refused, and a
+/// release of the lock through the ring-buffer helpers does not drop it.
+#[test]
+fn spin_locks_cannot_hang_the_host() {
+    let lookup =
+        "stw [%r10-4], 0\nmov %r2, %r10\nadd %r2, -4\nlddw %r1, map_idx(0)\ncall 1\njeq %r0, 0, out\nmov %r6, %r0\n";
+    for engine in engines() {
+        let mut env = Env::new();
+        env.add_standard_helpers();
+        env.add_map(array(8, 0));
+        env.add_map(ringbuf(4096));
+        let run = |body: &str| {
+            let text = format!("{lookup}{body}\nout:\nmov %r0, 0\nexit");
+            vm(&text, &env, engine).execute(&mut [])
+        };
+        let helper_error =
+            |r: Result<u64, ExecError>, id: u32| matches!(r, Err(ExecError::Helper { id: i, .. }) if i == id);
+        for _ in 0..3 {
+            assert_eq!(
+                run("mov %r1, %r6\ncall 93\nmov %r0, 0\nexit"),
+                Ok(0),
+                "{engine:?}: held at exit, then released"
+            );
+        }
+        assert!(helper_error(run("mov %r1, %r6\ncall 93\nmov %r1, %r6\ncall 93"), 93), "{engine:?}: a second lock");
+        assert!(helper_error(run("mov %r1, %r10\nadd %r1, -8\ncall 93"), 93), "{engine:?}: on the stack");
+        assert!(helper_error(run("mov %r1, %r6\nadd %r1, 2\ncall 93"), 93), "{engine:?}: misaligned");
+        assert!(helper_error(run("mov %r1, %r6\ncall 94"), 94), "{engine:?}: not held");
+        let submit = run("mov %r1, %r6\ncall 93\nmov %r1, %r6\nmov %r2, 0\ncall 132");
+        assert!(helper_error(submit, 132), "{engine:?}: a lock is no record");
+        assert_eq!(
+            run("mov %r1, %r6\ncall 93\nmov %r1, %r6\ncall 94\nmov %r0, 7\nexit"),
+            Ok(7),
+            "{engine:?}: still free"
+        );
+    }
+}

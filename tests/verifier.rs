@@ -44,6 +44,8 @@ mod safe_memory;
 mod safe_precision;
 #[path = "verifier/spills.rs"]
 mod spills;
+#[path = "verifier/spin_locks.rs"]
+mod spin_locks;
 #[path = "verifier/stack_bounds.rs"]
 mod stack_bounds;
 #[path = "verifier/uninit.rs"]

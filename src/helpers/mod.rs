@@ -48,6 +48,11 @@ pub enum ArgKind {
     /// Any value, pointer or number: an address the helper reads through its own checks
     /// (`bpf_probe_read_*`'s source), so the verifier asks nothing of it.
     Address,
+    /// A lock word (4 bytes, aligned) in a value of a map programs may change, which the call takes:
+    /// the program holds no lock yet, and then holds this one (`bpf_spin_lock`).
+    SpinLock,
+    /// The lock word the program holds, which the call releases (`bpf_spin_unlock`).
+    SpinUnlock,
 }
 
 /// The kind of a helper's result.
@@ -281,5 +286,10 @@ impl<'a> CallContext<'a> {
     /// Takes back the region granted at `start`.
     pub(crate) fn revoke(&mut self, start: u64) -> Option<Grant> {
         self.grants.remove(start)
+    }
+
+    /// The grants of this execution.
+    pub(crate) fn grants(&self) -> &Grants {
+        self.grants
     }
 }

@@ -35,6 +35,10 @@ pub const GET_CURRENT_PID_TGID: u32 = 14;
 pub const GET_CURRENT_COMM: u32 = 16;
 /// `bpf_perf_event_output`
 pub const PERF_EVENT_OUTPUT: u32 = 25;
+/// `bpf_spin_lock`
+pub const SPIN_LOCK: u32 = 93;
+/// `bpf_spin_unlock`
+pub const SPIN_UNLOCK: u32 = 94;
 /// `bpf_map_push_elem`
 pub const MAP_PUSH_ELEM: u32 = 87;
 /// `bpf_map_pop_elem`
@@ -201,6 +205,8 @@ pub fn all() -> Vec<Helper> {
             h.for_each = true;
             h
         },
+        Helper::new(SPIN_LOCK, "spin_lock", sig(&[A::SpinLock], RetKind::Scalar), spin_lock),
+        Helper::new(SPIN_UNLOCK, "spin_unlock", sig(&[A::SpinUnlock], RetKind::Scalar), spin_unlock),
         Helper::new(GET_CURRENT_PID_TGID, "get_current_pid_tgid", HelperSig::scalars(0), |_, _| {
             let pid = crate::host::pid() as u64;
             Ok(pid << 32 | pid)
@@ -592,6 +598,10 @@ fn ringbuf_reserve(ctx: &mut CallContext<'_>, a: [u64; 5]) -> Result<u64, Helper
 
 /// `bpf_ringbuf_submit` / `_discard`: the record must be one this execution reserved and still holds.
 fn commit(ctx: &mut CallContext<'_>, addr: u64, discard: bool) -> Result<u64, HelperError> {
+    // Only a record: the grant that records a held lock stays.
+    if !ctx.grants().as_slice().iter().any(|g| g.region.start == addr && g.owner != LOCK_OWNER) {
+        return Err(invalid(1, "not a ring buffer record this program holds"));
+    }
     let grant = ctx.revoke(addr).ok_or(invalid(1, "not a ring buffer record this program holds"))?;
     let rb = ctx
         .maps()
@@ -605,11 +615,53 @@ fn commit(ctx: &mut CallContext<'_>, addr: u64, discard: bool) -> Result<u64, He
     }
 }
 
+/// The owner of the grant that records a lock an execution holds (an empty region at the lock word).
+const LOCK_OWNER: u32 = u32::MAX;
+
+/// `bpf_spin_lock(lock)`: takes the lock word at `lock` (4 aligned bytes of a map value programs may
+/// change), waiting while another execution holds it. An execution holds one lock at a time (a second
+/// would wait for itself forever); a lock still held when it ends is released.
+fn spin_lock(ctx: &mut CallContext<'_>, a: [u64; 5]) -> Result<u64, HelperError> {
+    let addr = a[0];
+    if addr % 4 != 0 || ctx.check(addr, 4, true)? != crate::memory::Access::Shared {
+        return Err(invalid(1, "not an aligned lock word in a map value"));
+    }
+    if ctx.grants().as_slice().iter().any(|g| g.owner == LOCK_OWNER) {
+        return Err(invalid(1, "this execution holds a lock already"));
+    }
+    // SAFETY: 4 aligned bytes of memory the execution may write that is not its own (`check`): map
+    // storage, which lives as long as the environment, and which everything accesses atomically.
+    let word = unsafe { crate::memory::access::atomic_u32(addr) };
+    while word.compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        core::hint::spin_loop();
+    }
+    if !ctx.grant(Region { start: addr, len: 0, writable: false }, LOCK_OWNER) {
+        word.store(0, Ordering::Release);
+        return Err(invalid(1, "the execution holds too many regions"));
+    }
+    Ok(0)
+}
+
+/// `bpf_spin_unlock(lock)`: releases the lock the execution holds at `lock`.
+fn spin_unlock(ctx: &mut CallContext<'_>, a: [u64; 5]) -> Result<u64, HelperError> {
+    let addr = a[0];
+    let held = ctx.grants().as_slice().iter().any(|g| g.owner == LOCK_OWNER && g.region.start == addr);
+    if !held || ctx.revoke(addr).is_none() {
+        return Err(invalid(1, "not the lock this execution holds"));
+    }
+    // SAFETY: the address of a lock word `spin_lock` checked and took for this execution.
+    unsafe { crate::memory::access::atomic_u32(addr) }.store(0, Ordering::Release);
+    Ok(0)
+}
+
 /// Discards every record an execution still holds when it ends, so that the consumer is never blocked
-/// by a record nobody will submit.
+/// by a record nobody will submit, and releases the lock it holds.
 pub(crate) fn release_grants(grants: &mut Grants, maps: &[Arc<dyn Map>]) {
     while let Some(g) = grants.pop() {
-        if let Some(rb) = maps.get(g.owner as usize).and_then(|m| m.downcast_ref::<RingBufMap>()) {
+        if g.owner == LOCK_OWNER {
+            // SAFETY: the lock word `spin_lock` checked (map storage, alive as long as `maps`) and took.
+            unsafe { crate::memory::access::atomic_u32(g.region.start) }.store(0, Ordering::Release);
+        } else if let Some(rb) = maps.get(g.owner as usize).and_then(|m| m.downcast_ref::<RingBufMap>()) {
             rb.commit(g.region.start, true);
         }
     }

@@ -245,7 +245,7 @@ impl<'a> Checker<'a> {
         };
         frame.regs[1] = Tracked::new(r1);
         frame.regs[2] = Tracked::new(r2);
-        State { frames: alloc::vec![frame], input_min: 0, refs: Vec::new() }
+        State { frames: alloc::vec![frame], input_min: 0, refs: Vec::new(), lock: None }
     }
 
     /// The context for a call at `call_pc` from context `parent` into `function`.

@@ -8,7 +8,7 @@ use super::access::Dir;
 use super::analysis::Checker;
 use super::error::{RegionKind, VerifyError, VerifyErrorKind as K};
 use super::scalar::Scalar;
-use super::state::State;
+use super::state::{Lock, State};
 use super::step::fresh_id;
 use super::value::{Ptr, PtrKind, Tracked, Value};
 use crate::helpers::{ArgKind, RetKind};
@@ -30,6 +30,8 @@ impl Checker<'_> {
         };
         let mut map: Option<u32> = None;
         let mut release: Option<u32> = None;
+        let mut lock: Option<Option<Lock>> = None;
+        let lock_err = |st: &State, reason| self.error(pc, K::SpinLock { reason }, st);
         for (i, kind) in sig.args.iter().enumerate() {
             let r = i as u8 + 1;
             let v = st.reg(r).v;
@@ -96,6 +98,35 @@ impl Checker<'_> {
                             && !p.nullable => {}
                     _ => return Err(bad(st, i, "expects the context pointer".into())),
                 },
+                ArgKind::SpinLock | ArgKind::SpinUnlock => {
+                    let Value::Ptr(p @ Ptr { kind: PtrKind::MapValue(m), nullable: false, .. }) = v else {
+                        return Err(bad(st, i, "expects a lock word in a map value".into()));
+                    };
+                    let def = self.maps.get(m as usize).copied();
+                    let fits = def.is_some_and(|d| p.off >= 0 && p.off + 4 <= d.value_size as i64);
+                    if !p.fixed() || p.off % 4 != 0 || !fits {
+                        return Err(bad(st, i, "the lock word must be 4 aligned bytes at a known offset".into()));
+                    }
+                    if def.is_some_and(|d| d.read_only_for_programs()) {
+                        return Err(self.error(pc, K::ReadOnly { region: RegionKind::ReadOnlyData }, st));
+                    }
+                    let this = Lock { map: m, id: p.id, off: p.off, at: pc as u32 };
+                    if *kind == ArgKind::SpinLock {
+                        if st.lock.is_some() {
+                            return Err(lock_err(st, "a lock is held already"));
+                        }
+                        lock = Some(Some(this));
+                    } else {
+                        match st.lock {
+                            Some(l) if l.map == u32::MAX => {
+                                return Err(lock_err(st, "the lock is held on some paths here and not on others"))
+                            }
+                            Some(l) if (l.map, l.id, l.off) == (this.map, this.id, this.off) => lock = Some(None),
+                            Some(_) => return Err(lock_err(st, "this is not the lock held")),
+                            None => return Err(lock_err(st, "no lock is held")),
+                        }
+                    }
+                }
                 ArgKind::Record => match v {
                     Value::Ptr(Ptr { kind: PtrKind::Record { ref_id, .. }, off: 0, nullable: false, var, .. })
                         if var.as_const() == Some(0) && st.refs.iter().any(|x| x.0 == ref_id) =>
@@ -110,6 +141,9 @@ impl Checker<'_> {
             if let Some(&(_, at)) = st.refs.first() {
                 return Err(self.error(pc, K::UnreleasedRecord { reserved_at: at as usize }, st));
             }
+        }
+        if let Some(l) = lock {
+            st.lock = l;
         }
         if let Some(ref_id) = release {
             st.refs.retain(|x| x.0 != ref_id);

@@ -119,6 +119,12 @@ pub enum VerifyErrorKind {
         /// Slot index of the reserving call.
         reserved_at: usize,
     },
+    /// A rule of `bpf_spin_lock` broken: a second lock, a call or an exit while a lock is held, or
+    /// a release of a lock that is not the one held.
+    SpinLock {
+        /// Which rule.
+        reason: &'static str,
+    },
     /// A register released as a ring-buffer record is not a live reserved record (never reserved,
     /// already released, or maybe null).
     BadRelease {
@@ -192,6 +198,7 @@ impl fmt::Display for VerifyErrorKind {
             VerifyErrorKind::HelperArgument { helper, arg, reason } => {
                 write!(f, "helper {helper}, argument r{arg}: {reason}")
             }
+            VerifyErrorKind::SpinLock { reason } => write!(f, "bpf_spin_lock: {reason}"),
             VerifyErrorKind::UnreleasedRecord { reserved_at } => write!(
                 f,
                 "the ring-buffer record reserved at instruction {reserved_at} is neither submitted nor discarded"

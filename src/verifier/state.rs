@@ -98,6 +98,19 @@ pub(crate) struct State {
     pub(crate) input_min: u64,
     /// Ring-buffer records held: reference id and slot of the reserving call, sorted by id.
     pub(crate) refs: Vec<(u32, u32)>,
+    /// The `bpf_spin_lock` held, if any.
+    pub(crate) lock: Option<Lock>,
+}
+
+/// A lock word taken with `bpf_spin_lock`: in the value of map `map` that the pointer with identity
+/// `id` addresses, at offset `off`, taken at slot `at`. `map` is `u32::MAX` where paths that held
+/// different locks, or one a lock and the other none, met: no lock can be released there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lock {
+    pub(crate) map: u32,
+    pub(crate) id: u32,
+    pub(crate) off: i64,
+    pub(crate) at: u32,
 }
 
 impl State {
@@ -305,7 +318,12 @@ impl State {
                 refs.insert(k, *r);
             }
         }
-        let mut joined = State { frames, input_min: self.input_min.min(o.input_min), refs };
+        let lock = match (self.lock, o.lock) {
+            (a, b) if a == b => a,
+            (Some(l), _) | (None, Some(l)) => Some(Lock { map: u32::MAX, ..l }),
+            (None, None) => None,
+        };
+        let mut joined = State { frames, input_min: self.input_min.min(o.input_min), refs, lock };
         joined.orphan_stale_ids(site);
         joined
     }
@@ -365,7 +383,11 @@ impl State {
 
     /// Whether every concrete state `o` stands for is one `self` stands for.
     pub(crate) fn includes(&self, o: &State) -> bool {
-        if self.frames.len() != o.frames.len() || self.input_min > o.input_min || self.refs != o.refs {
+        if self.frames.len() != o.frames.len()
+            || self.input_min > o.input_min
+            || self.refs != o.refs
+            || self.lock != o.lock
+        {
             return false;
         }
         self.frames.iter().zip(&o.frames).all(|(a, b)| {

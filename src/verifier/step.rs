@@ -46,6 +46,35 @@ impl Checker<'_> {
         insn: &Instruction,
         st: &mut State,
     ) -> Result<Flow, VerifyError> {
+        if let Some(lock) = st.lock {
+            // While a lock is held: no call but the release, no exit, no legacy packet load (which may
+            // end the program).
+            let releases = |id: u32| {
+                self.lp.resolved_at(pc) != Resolved::TailCall
+                    && self
+                        .linked
+                        .env()
+                        .helper(id)
+                        .is_some_and(|h| h.sig().args[0] == crate::helpers::ArgKind::SpinUnlock)
+            };
+            let refused = match *insn {
+                Instruction::Call { id } => !releases(id),
+                Instruction::CallLocal { .. }
+                | Instruction::CallReg { .. }
+                | Instruction::CallBtf { .. }
+                | Instruction::Exit
+                | Instruction::LoadPacket { .. } => true,
+                _ => false,
+            };
+            if refused {
+                let reason = if lock.map == u32::MAX {
+                    "a lock may be held here (on some paths), and this instruction is refused while one is"
+                } else {
+                    "a call, an exit or a packet load while a lock is held"
+                };
+                return Err(self.error(pc, K::SpinLock { reason }, st));
+            }
+        }
         match *insn {
             Instruction::Alu { width, op, dst, src } => self.alu(pc, st, width, op, dst.index(), src)?,
             Instruction::Neg { width, dst } => {
