@@ -24,6 +24,21 @@ mod imp {
         std::process::id()
     }
 
+    /// The user and group ids the process runs as (those owning `/proc/self`), 0 where unknown.
+    pub(crate) fn uid_gid() -> (u32, u32) {
+        static IDS: OnceLock<(u32, u32)> = OnceLock::new();
+        *IDS.get_or_init(|| {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::MetadataExt;
+                if let Ok(m) = std::fs::metadata("/proc/self") {
+                    return (m.uid(), m.gid());
+                }
+            }
+            (0, 0)
+        })
+    }
+
     /// The process name, as in `/proc/self/comm`.
     pub(crate) fn comm() -> std::string::String {
         std::fs::read_to_string("/proc/self/comm").map(|s| s.trim_end().to_string()).unwrap_or_else(|_| {
@@ -49,6 +64,9 @@ mod imp {
     }
     pub(crate) fn pid() -> u32 {
         0
+    }
+    pub(crate) fn uid_gid() -> (u32, u32) {
+        (0, 0)
     }
     pub(crate) fn comm() -> String {
         String::new()

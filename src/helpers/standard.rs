@@ -31,6 +31,8 @@ pub const GET_SMP_PROCESSOR_ID: u32 = 8;
 pub const TAIL_CALL: u32 = 12;
 /// `bpf_get_current_pid_tgid`
 pub const GET_CURRENT_PID_TGID: u32 = 14;
+/// `bpf_get_current_uid_gid`
+pub const GET_CURRENT_UID_GID: u32 = 15;
 /// `bpf_get_current_comm`
 pub const GET_CURRENT_COMM: u32 = 16;
 /// `bpf_perf_event_output`
@@ -210,6 +212,10 @@ pub fn all() -> Vec<Helper> {
         Helper::new(GET_CURRENT_PID_TGID, "get_current_pid_tgid", HelperSig::scalars(0), |_, _| {
             let pid = crate::host::pid() as u64;
             Ok(pid << 32 | pid)
+        }),
+        Helper::new(GET_CURRENT_UID_GID, "get_current_uid_gid", HelperSig::scalars(0), |_, _| {
+            let (uid, gid) = crate::host::uid_gid();
+            Ok((gid as u64) << 32 | uid as u64)
         }),
         Helper::new(
             GET_CURRENT_COMM,
