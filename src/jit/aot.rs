@@ -27,7 +27,10 @@ use crate::program::Program;
 /// reads and writes only these ten fields, so the host may append whatever its runtime functions need. The runtime functions: `u64 ebpf_vm_call_helper(ctx, pc, which, r1..r5, fp)` (helper
 /// id in the low 32 bits of `which`), `u64 ebpf_vm_region_check(ctx, addr, len, write)` (1 if allowed),
 /// `u64 ebpf_vm_tail_call(ctx, map, index)` (the target's entry, or 0), and
-/// `u64 ebpf_vm_packet_load(ctx, offset, size)`.
+/// `u64 ebpf_vm_packet_load(ctx, offset, size)`. `bpf_loop` runs in the compiled code; each step of
+/// `bpf_for_each_map_elem` is a call of `ebpf_vm_call_helper` with bit 62 of `pc` set, `r1` the map,
+/// `r2` the elements visited so far and `r3` the callback's frame pointer: the host copies the next
+/// key to the 512 bytes below that pointer and returns the value's address, or 0 when the walk is over.
 pub struct ContextLayout;
 
 /// Compiles `programs` (name, program) for `target` (a target triple such as
