@@ -331,6 +331,19 @@ fn dump_maps_and_the_maps_command() {
     assert!(text.contains("stack_trace (unsupported)"), "{text}");
     assert!(text.contains("perf_event_array ") && !text.contains("perf_event_array (unsupported)"), "{text}");
     assert!(text.lines().any(|l| l.starts_with(".kconfig") && l.contains("0x80") && l.ends_with("Kconfig")), "{text}");
+    // Maps of maps: the inner map each entry names.
+    let out = ebpf_vm(&[
+        "run",
+        &fixture("map_in_map"),
+        "--section",
+        "bump_array",
+        "--mem-hex",
+        "0000000001000000",
+        "--dump-maps",
+    ]);
+    let text = stdout(&out);
+    assert!(text.contains(r#"{"map":"outer","key":"02000000","inner_map":1}"#), "{text}");
+    assert!(text.contains(r#"{"map":"inner_a","key":"01000000","value":"0100000000000000"}"#), "{text}");
     // Perf samples, per CPU.
     let out = ebpf_vm(&["run", &fixture("perf"), "--section", "emit", "--mem-hex", "2a000000", "--dump-maps"]);
     let text = stdout(&out);
@@ -362,4 +375,26 @@ fn errors_name_the_source_line() {
     let out = ebpf_vm(&["run", &fixture("loop"), "--section", "loop_sum", "--mode", "checked", "--budget", "20"]);
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("budget exhausted\n  at loop.c:22: __u64 *w = bpf_map_lookup_elem"), "{text}");
+}
+
+/// Output into a pipe that closes early (`ebpf-vm disasm X | head -1`) ends the command quietly, as
+/// the shell's tools do, not with a panic.
+#[test]
+fn a_closed_output_ends_the_command_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ebpf-vm"))
+        .args(["disasm", &fixture("loop")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut first).expect("a line");
+    assert!(first.starts_with("# program"), "{first}");
+    // The reader is gone: the rest of the listing has nowhere to go.
+    let out = child.wait_with_output().expect("ends");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(matches!(out.status.code(), Some(0 | 141)), "{:?}", out.status);
 }

@@ -698,3 +698,48 @@ fn process_identity_helpers() {
         }
     }
 }
+
+/// Maps of maps: an array of maps with inner maps set by the object, a hash of maps the host fills;
+/// the program looks up an inner map, then a counter in it. An empty entry, or one naming a map that
+/// does not match the inner definition, gives null. Every engine, verified and checked (fixture
+/// `map_in_map.c`).
+#[test]
+fn maps_of_maps() {
+    use ebpf_vm::maps::{Array, MapOfMaps, MapType};
+    for &engine in ENGINES {
+        for verified in [true, false] {
+            let obj = load("map_in_map");
+            let build = |name: &str| {
+                let b = obj.vm_builder(name).expect("program").engine(engine);
+                if verified { b.verified() } else { b.checked() }.build().expect("builds")
+            };
+            let input =
+                |which: u32, slot: u32| which.to_ne_bytes().into_iter().chain(slot.to_ne_bytes()).collect::<Vec<u8>>();
+            let outer = obj.map("outer").and_then(|m| m.downcast_ref::<MapOfMaps>()).expect("array of maps");
+            assert_eq!(outer.template().map_type, MapType::Array);
+            assert_eq!(outer.get(&0u32.to_ne_bytes()), obj.map_index("inner_a"), "set by the object");
+            assert_eq!(outer.get(&2u32.to_ne_bytes()), obj.map_index("inner_b"));
+            let bump = build("bump_array");
+            assert_eq!(bump.execute(&mut input(2, 3)), Ok(1), "{engine:?}");
+            assert_eq!(bump.execute(&mut input(2, 3)), Ok(2));
+            assert_eq!(bump.execute(&mut input(0, 0)), Ok(1));
+            assert_eq!(bump.execute(&mut input(1, 0)), Ok(-1i64 as u64), "an empty entry");
+            assert_eq!(bump.execute(&mut input(9, 0)), Ok(-1i64 as u64), "past the array");
+            assert_eq!(bump.execute(&mut input(0, 4)), Ok(-2i64 as u64), "past the inner array");
+            let b = Array::<u64>::new(Arc::clone(obj.map("inner_b").expect("inner_b"))).expect("u64 array");
+            assert_eq!(b.get(3), Some(2), "the program changed the inner map the host sees");
+            // The hash of maps, filled by the host.
+            let by_id = obj.map("by_id").and_then(|m| m.downcast_ref::<MapOfMaps>()).expect("hash of maps");
+            let bump = build("bump_hash");
+            assert_eq!(bump.execute(&mut input(77, 1)), Ok(-1i64 as u64), "{engine:?}: empty");
+            by_id.set(&77u32.to_ne_bytes(), obj.map_index("inner_c").expect("inner_c")).expect("set");
+            assert_eq!(bump.execute(&mut input(77, 1)), Ok(1));
+            assert_eq!(bump.execute(&mut input(77, 1)), Ok(2));
+            // A map that does not match the inner definition (the hash of maps itself) gives null.
+            by_id.set(&5u32.to_ne_bytes(), obj.map_index("by_id").expect("by_id")).expect("set");
+            assert_eq!(bump.execute(&mut input(5, 0)), Ok(-1i64 as u64));
+            by_id.clear(&77u32.to_ne_bytes()).expect("clear");
+            assert_eq!(bump.execute(&mut input(77, 1)), Ok(-1i64 as u64), "cleared");
+        }
+    }
+}

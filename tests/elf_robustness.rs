@@ -18,6 +18,7 @@ const FIXTURES: &[&[u8]] = &[
     include_bytes!("fixtures/printf.o"),
     include_bytes!("fixtures/foreach.o"),
     include_bytes!("fixtures/spinlock.o"),
+    include_bytes!("fixtures/map_in_map.o"),
 ];
 
 fn exercise(bytes: &[u8]) {

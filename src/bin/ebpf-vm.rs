@@ -20,12 +20,35 @@ use std::sync::Arc;
 use clap::{value_parser, Arg, ArgAction, ArgMatches, Command};
 use ebpf_vm::elf::{kernel_version, Kconfig, Object, ObjectProgram, SourceLine};
 use ebpf_vm::link::Linked;
-use ebpf_vm::maps::{self, Map, MapDef, MapType, PerfEvent, PerfEventArrayMap, ProgArrayMap, QueueMap, RingBufMap};
+use ebpf_vm::maps::{
+    self, Map, MapDef, MapOfMaps, MapType, PerfEvent, PerfEventArrayMap, ProgArrayMap, QueueMap, RingBufMap,
+};
 use ebpf_vm::{Context, Engine, ExecError, Instance, Mode, Program, Verifier, Vm};
 
 /// Instructions `run` allows by default before it stops a program (checked and unchecked programs
 /// are not proven to end).
 const DEFAULT_BUDGET: u64 = 1_000_000_000;
+
+/// Writes a line to standard output; a closed output (`ebpf-vm disasm X | head`) ends the command
+/// quietly, as the shell's tools do, rather than with a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(141);
+        }
+    }};
+}
+
+/// As `out!`, without the newline.
+macro_rules! out_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if write!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(141);
+        }
+    }};
+}
 
 /// Map kinds `--map` knows.
 const MAP_KINDS: &str =
@@ -460,21 +483,29 @@ fn dump_maps(maps: &NamedMaps) {
     for (name, map) in maps {
         if let Some(rb) = map.downcast_ref::<RingBufMap>() {
             // Pending records, oldest first (consumed: a second dump shows only newer ones).
-            rb.consume(|record| println!("{{\"map\":\"{name}\",\"record\":\"{}\"}}", hex(record)));
+            rb.consume(|record| out!("{{\"map\":\"{name}\",\"record\":\"{}\"}}", hex(record)));
             continue;
         }
         if let Some(perf) = map.downcast_ref::<PerfEventArrayMap>() {
             // Pending samples per CPU, oldest first, and losses where they happened (consumed).
             perf.consume_all(|cpu, event| match event {
-                PerfEvent::Sample(s) => println!("{{\"map\":\"{name}\",\"cpu\":{cpu},\"sample\":\"{}\"}}", hex(s)),
-                PerfEvent::Lost(n) => println!("{{\"map\":\"{name}\",\"cpu\":{cpu},\"lost\":{n}}}"),
+                PerfEvent::Sample(s) => out!("{{\"map\":\"{name}\",\"cpu\":{cpu},\"sample\":\"{}\"}}", hex(s)),
+                PerfEvent::Lost(n) => out!("{{\"map\":\"{name}\",\"cpu\":{cpu},\"lost\":{n}}}"),
             });
+            continue;
+        }
+        if let Some(outer) = map.downcast_ref::<MapOfMaps>() {
+            // The index of the inner map each entry names.
+            for key in map.keys() {
+                let Some(inner) = outer.get(&key) else { continue };
+                out!("{{\"map\":\"{name}\",\"key\":\"{}\",\"inner_map\":{inner}}}", hex(&key));
+            }
             continue;
         }
         if let Some(q) = map.downcast_ref::<QueueMap>() {
             // In the order a pop would take them.
             for value in q.values() {
-                println!("{{\"map\":\"{name}\",\"value\":\"{}\"}}", hex(&value));
+                out!("{{\"map\":\"{name}\",\"value\":\"{}\"}}", hex(&value));
             }
             continue;
         }
@@ -482,7 +513,7 @@ fn dump_maps(maps: &NamedMaps) {
             // Only the indices that are set (the array may be huge and sparse).
             for key in map.keys() {
                 let Some(id) = pa.get(u32::from_ne_bytes([key[0], key[1], key[2], key[3]])) else { continue };
-                println!("{{\"map\":\"{name}\",\"key\":\"{}\",\"value\":\"{}\"}}", hex(&key), hex(&id.to_ne_bytes()));
+                out!("{{\"map\":\"{name}\",\"key\":\"{}\",\"value\":\"{}\"}}", hex(&key), hex(&id.to_ne_bytes()));
             }
             continue;
         }
@@ -491,13 +522,13 @@ fn dump_maps(maps: &NamedMaps) {
             for cpu in 0..cpus_here(map.as_ref()) {
                 let Some(value) = map.get(&key, cpu) else { continue };
                 if per_cpu {
-                    println!(
+                    out!(
                         "{{\"map\":\"{name}\",\"cpu\":{cpu},\"key\":\"{}\",\"value\":\"{}\"}}",
                         hex(&key),
                         hex(&value)
                     );
                 } else {
-                    println!("{{\"map\":\"{name}\",\"key\":\"{}\",\"value\":\"{}\"}}", hex(&key), hex(&value));
+                    out!("{{\"map\":\"{name}\",\"key\":\"{}\",\"value\":\"{}\"}}", hex(&key), hex(&value));
                 }
             }
         }
@@ -540,7 +571,7 @@ fn run(m: &ArgMatches) -> Result<(), String> {
             format!("{}{}", describe(&e, &mem), at.unwrap_or_default())
         })?;
     }
-    println!("{r0:#x} ({})", r0 as i64);
+    out!("{r0:#x} ({})", r0 as i64);
     if m.get_flag("dump-maps") {
         dump_maps(&maps);
     }
@@ -552,10 +583,10 @@ fn verify(m: &ArgMatches) -> Result<(), String> {
     let o = options(m, false)?;
     let input = load(path)?;
     if m.get_flag("log") {
-        print!("{}", verifier_log(&input, &o)?);
+        out_raw!("{}", verifier_log(&input, &o)?);
     }
     let (vm, _, _) = prepare(&input, &o)?;
-    println!(
+    out!(
         "verified: {} ({} slots) is proven safe for a {} context",
         if vm.program().name().is_empty() { path } else { vm.program().name() },
         vm.program().slot_count(),
@@ -613,15 +644,15 @@ fn disasm(m: &ArgMatches) -> Result<(), String> {
                 None => obj.programs().iter().collect(),
             };
             for p in chosen {
-                println!("# program {} (section {}), {} slots", p.name, p.section, p.program.slot_count());
-                print!("{}", listing(&p.program, &p.lines));
+                out!("# program {} (section {}), {} slots", p.name, p.section, p.program.slot_count());
+                out_raw!("{}", listing(&p.program, &p.lines));
             }
         }
         Input::Program(p) => {
             if m.get_one::<String>("section").is_some() {
                 return Err("--section applies to ELF objects only".into());
             }
-            print!("{}", listing(&p, &[]));
+            out_raw!("{}", listing(&p, &[]));
         }
     }
     Ok(())
@@ -631,13 +662,13 @@ fn sections(m: &ArgMatches) -> Result<(), String> {
     let path = file(m)?;
     match load(path)? {
         Input::Object(obj) => {
-            println!("license: {}", obj.license());
+            out!("license: {}", obj.license());
             for (id, p) in obj.programs().iter().enumerate() {
-                println!("program {id}: {} section={} slots={}", p.name, p.section, p.program.slot_count());
+                out!("program {id}: {} section={} slots={}", p.name, p.section, p.program.slot_count());
             }
             for (i, m) in obj.maps().iter().enumerate() {
                 let d = m.def;
-                println!(
+                out!(
                     "map {i}: {} type={} key_size={} value_size={} max_entries={} origin={:?}",
                     m.name,
                     d.map_type.name(),
@@ -648,7 +679,7 @@ fn sections(m: &ArgMatches) -> Result<(), String> {
                 );
             }
         }
-        Input::Program(p) => println!("program 0: (raw) slots={}", p.slot_count()),
+        Input::Program(p) => out!("program 0: (raw) slots={}", p.slot_count()),
     }
     Ok(())
 }
@@ -658,10 +689,7 @@ fn maps_of(m: &ArgMatches) -> Result<(), String> {
     let Input::Object(obj) = load(path)? else {
         return Err(format!("{path}: not an ELF object (assembly and bytecode declare no maps)"));
     };
-    println!(
-        "{:<24} {:<32} {:>8} {:>10} {:>11} {:>10}  origin",
-        "name", "kind", "key", "value", "max_entries", "flags"
-    );
+    out!("{:<24} {:<32} {:>8} {:>10} {:>11} {:>10}  origin", "name", "kind", "key", "value", "max_entries", "flags");
     for spec in obj.maps() {
         let d = spec.def;
         let kind = if d.map_type.implemented() {
@@ -669,9 +697,15 @@ fn maps_of(m: &ArgMatches) -> Result<(), String> {
         } else {
             format!("{} (unsupported)", d.map_type.name())
         };
-        println!(
+        out!(
             "{:<24} {:<32} {:>8} {:>10} {:>11} {:>#10x}  {:?}",
-            spec.name, kind, d.key_size, d.value_size, d.max_entries, d.flags, spec.origin
+            spec.name,
+            kind,
+            d.key_size,
+            d.value_size,
+            d.max_entries,
+            d.flags,
+            spec.origin
         );
     }
     Ok(())

@@ -115,6 +115,10 @@ pub struct MapSpec {
     pub data: Option<Vec<u8>>,
     /// Initial entries of a program array: (index, program id).
     pub prog_inits: Vec<(u32, u32)>,
+    /// For a map of maps: the definition of its inner maps (from BTF, `__array(values, struct {...})`).
+    pub inner: Option<MapDef>,
+    /// Initial entries of a map of maps: (index, index of the inner map in the object's maps).
+    pub map_inits: Vec<(u32, u32)>,
     section: SectionIndex,
     offset: u64,
     size: u64,
@@ -437,12 +441,18 @@ fn btf_maps(file: &File<'_>, symbols: &Symbols, btf: Option<&Btf>, out: &mut Vec
     for (name, offset, size) in symbols.in_section(section.index()) {
         let var_type = *vars.get(name.as_str()).ok_or_else(|| map_err(&name, "not described in BTF"))?;
         let (def, values_offset) = btf_map_def(btf, &name, var_type)?;
+        let inner = match def.map_type {
+            MapType::ArrayOfMaps | MapType::HashOfMaps => inner_template(btf, &name, var_type)?,
+            _ => None,
+        };
         out.push(MapSpec {
             name,
             origin: MapOrigin::Btf,
             def,
             data: None,
             prog_inits: Vec::new(),
+            inner,
+            map_inits: Vec::new(),
             section: section.index(),
             offset,
             size,
@@ -450,6 +460,23 @@ fn btf_maps(file: &File<'_>, symbols: &Symbols, btf: Option<&Btf>, out: &mut Vec
         });
     }
     Ok(())
+}
+
+/// The definition of a map of maps' inner maps: the struct its `values` member points to, as libbpf's
+/// `__array(values, struct { ... })` declares it (an array of pointers to that struct). `None` if
+/// the definition has no such member.
+fn inner_template(btf: &Btf, name: &str, var_type: u32) -> Result<Option<MapDef>, ElfError> {
+    let Kind::Struct { members, .. } = &btf.resolve(var_type)?.kind else { return Ok(None) };
+    let Some(values) = members.iter().find(|m| m.name == "values") else { return Ok(None) };
+    let Kind::Array { elem, .. } = btf.resolve(values.target)?.kind else {
+        return Err(map_err(name, "`values` of a map of maps is not an array"));
+    };
+    let Kind::Ptr { target } = btf.resolve(elem)?.kind else {
+        return Err(map_err(name, "`values` of a map of maps does not hold pointers to a map definition"));
+    };
+    // The inner definition is read as a map's own; one of its own `values` is not looked into.
+    let (def, _) = btf_map_def(btf, name, target)?;
+    Ok(Some(def))
 }
 
 /// The value `N` of a field written `int (*field)[N]` (libbpf's `__uint`).
@@ -550,6 +577,8 @@ fn legacy_maps(file: &File<'_>, symbols: &Symbols, out: &mut Vec<MapSpec>) -> Re
             def,
             data: None,
             prog_inits: Vec::new(),
+            inner: None,
+            map_inits: Vec::new(),
             section,
             offset,
             size,
@@ -587,6 +616,8 @@ fn global_data(file: &File<'_>, out: &mut Vec<MapSpec>) -> Result<(), ElfError> 
             def,
             data,
             prog_inits: Vec::new(),
+            inner: None,
+            map_inits: Vec::new(),
             section: section.index(),
             offset: 0,
             size: section.size(),
@@ -652,6 +683,8 @@ fn kconfig_externs(file: &File<'_>, btf: Option<&Btf>, out: &mut Vec<MapSpec>) -
         def,
         data: Some(alloc::vec![0; size.max(1) as usize]),
         prog_inits: Vec::new(),
+        inner: None,
+        map_inits: Vec::new(),
         section: SectionIndex(0),
         offset: 0,
         size: u64::from(size.max(1)),
@@ -913,6 +946,10 @@ fn prog_array_inits(file: &File<'_>, maps: &mut [MapSpec], programs: &[ObjectPro
     for (id, p) in programs.iter().enumerate() {
         ids.entry(p.name.as_str()).or_insert(id);
     }
+    let mut map_ids: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, m) in maps.iter().enumerate() {
+        map_ids.entry(m.name.clone()).or_insert(i);
+    }
     for (offset, (_, _, target)) in relocations(file, &section)? {
         let k = btf.partition_point(|&i| maps[i].offset <= offset);
         let m = k
@@ -925,8 +962,9 @@ fn prog_array_inits(file: &File<'_>, maps: &mut [MapSpec], programs: &[ObjectPro
                 reason: "relocation outside every map".into(),
             })?;
         let values = m.values_offset.ok_or_else(|| map_err(&m.name, "initial values without a `values` member"))?;
-        if m.def.map_type != MapType::ProgArray {
-            return Err(map_err(&m.name, "only program arrays can have initial values"));
+        let of_maps = matches!(m.def.map_type, MapType::ArrayOfMaps | MapType::HashOfMaps);
+        if m.def.map_type != MapType::ProgArray && !of_maps {
+            return Err(map_err(&m.name, "only program arrays and maps of maps can have initial values"));
         }
         let rel = offset - m.offset;
         if rel < values || (rel - values) % 8 != 0 {
@@ -936,6 +974,13 @@ fn prog_array_inits(file: &File<'_>, maps: &mut [MapSpec], programs: &[ObjectPro
             .ok()
             .filter(|&i| i < m.def.max_entries)
             .ok_or_else(|| map_err(&m.name, "initial value past the end of the array"))?;
+        if of_maps {
+            let inner = *map_ids
+                .get(target.as_str())
+                .ok_or_else(|| map_err(&m.name, format!("initial value `{target}` is no map")))?;
+            m.map_inits.push((index, inner as u32));
+            continue;
+        }
         let id = *ids
             .get(target.as_str())
             .ok_or_else(|| map_err(&m.name, format!("initial value `{target}` is no program")))?;

@@ -10,7 +10,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use alloc::sync::Arc;
 
 use super::{ArgKind as A, CallContext, Helper, HelperError, HelperSig, RetKind};
-use crate::maps::{BloomFilterMap, Map, MapError, MapType, PerfEventArrayMap, QueueMap, RingBufMap, MAX_KEY_SIZE};
+use crate::maps::{
+    BloomFilterMap, Map, MapError, MapOfMaps, MapType, PerfEventArrayMap, QueueMap, RingBufMap, MAX_KEY_SIZE,
+};
 use crate::memory::{Grants, Region};
 
 /// `bpf_map_lookup_elem`
@@ -118,6 +120,10 @@ pub fn all() -> Vec<Helper> {
                     let mut buf = [0u8; MAX_KEY_SIZE as usize];
                     let key = key_buffer(&mut buf, map.as_ref())?;
                     ctx.read(a[1], key)?;
+                    // A map of maps gives the inner map's handle.
+                    if let Some(outer) = map.downcast_ref::<MapOfMaps>() {
+                        return Ok(outer.lookup_handle(key, ctx.maps()));
+                    }
                     Ok(map.lookup(key, ctx.cpu()).map_or(0, |p| p.expose_provenance() as u64))
                 },
             );
@@ -507,10 +513,13 @@ fn key_buffer<'b>(buf: &'b mut [u8; MAX_KEY_SIZE as usize], map: &dyn Map) -> Re
 fn writable_map<'a>(ctx: &CallContext<'a>, handle: u64) -> Result<&'a Arc<dyn Map>, HelperError> {
     let map = ctx.map(handle, 1)?;
     let def = map.def();
-    if matches!(def.map_type, MapType::ProgArray | MapType::RingBuf | MapType::PerfEventArray) {
+    if matches!(
+        def.map_type,
+        MapType::ProgArray | MapType::RingBuf | MapType::PerfEventArray | MapType::ArrayOfMaps | MapType::HashOfMaps
+    ) {
         return Err(invalid(
             1,
-            "programs cannot change program arrays, ring buffers or perf event arrays through map helpers",
+            "programs cannot change program arrays, ring buffers, perf event arrays or maps of maps through map helpers",
         ));
     }
     if def.read_only_for_programs() {

@@ -10,6 +10,7 @@ mod array;
 mod bloom;
 mod hash;
 mod lpm;
+mod of_maps;
 mod perf;
 mod prog_array;
 mod queue;
@@ -24,6 +25,7 @@ pub use array::{ArrayMap, PerCpuArrayMap};
 pub use bloom::{BloomFilterMap, BLOOM_HASHES};
 pub use hash::{HashKind, HashMap};
 pub use lpm::{LpmTrieMap, BPF_F_NO_PREALLOC, LPM_MAX_DATA};
+pub use of_maps::MapOfMaps;
 pub use perf::{PerfEvent, PerfEventArrayMap, DEFAULT_PERF_BUFFER, MIN_PERF_BUFFER};
 pub use prog_array::ProgArrayMap;
 pub use queue::{Order, QueueMap};
@@ -72,6 +74,10 @@ pub enum MapType {
     BloomFilter,
     /// `BPF_MAP_TYPE_LPM_TRIE`
     LpmTrie,
+    /// `BPF_MAP_TYPE_ARRAY_OF_MAPS`: an array of references to other maps.
+    ArrayOfMaps,
+    /// `BPF_MAP_TYPE_HASH_OF_MAPS`: a hash map of references to other maps.
+    HashOfMaps,
     /// Any other kernel type number, for host-provided kinds.
     Other(u32),
 }
@@ -92,6 +98,8 @@ impl MapType {
             23 => MapType::Stack,
             30 => MapType::BloomFilter,
             11 => MapType::LpmTrie,
+            12 => MapType::ArrayOfMaps,
+            13 => MapType::HashOfMaps,
             n => MapType::Other(n),
         }
     }
@@ -158,6 +166,8 @@ impl MapType {
             MapType::Stack => 23,
             MapType::BloomFilter => 30,
             MapType::LpmTrie => 11,
+            MapType::ArrayOfMaps => 12,
+            MapType::HashOfMaps => 13,
             MapType::Other(n) => n,
         }
     }
@@ -377,6 +387,11 @@ pub unsafe trait Map: Send + Sync + Any {
         false
     }
 
+    /// For a map of maps, the definition its inner maps have (see [`MapOfMaps`]).
+    fn inner_def(&self) -> Option<MapDef> {
+        None
+    }
+
     /// The map as `Any`, to reach kind-specific operations.
     fn as_any(&self) -> &dyn Any;
 }
@@ -467,9 +482,11 @@ pub fn footprint(def: &MapDef) -> u64 {
     let cpus = MAX_CPUS as u64;
     let key = def.key_size as u64 + HASH_ENTRY_OVERHEAD;
     match def.map_type {
-        MapType::Array => stride.saturating_mul(entries),
+        MapType::Array | MapType::ArrayOfMaps => stride.saturating_mul(entries),
         MapType::PerCpuArray => stride.saturating_mul(entries).saturating_mul(cpus),
-        MapType::Hash | MapType::LruHash | MapType::LpmTrie => entries.saturating_mul(stride + key),
+        MapType::Hash | MapType::LruHash | MapType::LpmTrie | MapType::HashOfMaps => {
+            entries.saturating_mul(stride + key)
+        }
         MapType::PerCpuHash => entries.saturating_mul(stride.saturating_mul(cpus) + key),
         // Sparse: entries are set by the host (programs cannot update program arrays).
         MapType::ProgArray => 64,
@@ -511,6 +528,10 @@ pub fn create_within(def: MapDef, budget: &mut MapBudget) -> Result<Arc<dyn Map>
         MapType::Stack => Arc::new(QueueMap::new(def, Order::Lifo)?),
         MapType::BloomFilter => Arc::new(BloomFilterMap::new(def)?),
         MapType::LpmTrie => Arc::new(LpmTrieMap::new(def)?),
+        // Made by `MapOfMaps::new`, which needs the inner maps' definition too.
+        MapType::ArrayOfMaps | MapType::HashOfMaps => {
+            return Err(MapError::InvalidDef("a map of maps needs the definition of its inner maps"))
+        }
         MapType::Other(n) => return Err(MapError::UnsupportedType(n)),
     };
     budget.charge(need)?;

@@ -59,7 +59,8 @@ impl Checker<'_> {
                     return out(RegionKind::Input, st.input_min);
                 }
             }
-            PtrKind::InputEnd => return Err(self.error(pc, K::NotAPointer { reg: 0 }, st)),
+            // A map reference is no memory either.
+            PtrKind::InputEnd | PtrKind::InnerMap(_) => return Err(self.error(pc, K::NotAPointer { reg: 0 }, st)),
             PtrKind::Context => match self.linked.env().context() {
                 Context::Fixed { size, read_only } => {
                     if lo < 0 || end > *size as i64 {

@@ -71,6 +71,9 @@ pub(crate) struct Checker<'a> {
     liveness: Liveness,
     pub(crate) options: &'a Options,
     pub(crate) maps: Vec<MapDef>,
+    /// For the map at each index of the environment that is a map of maps, the index in `maps` of its
+    /// inner maps' definition.
+    pub(crate) inner: Vec<Option<u32>>,
     /// The values of frozen read-only one-entry arrays (`.rodata`), by map index: constants.
     pub(crate) frozen: Vec<Option<Vec<u8>>>,
     pub(crate) contexts: Vec<CallSite>,
@@ -117,9 +120,18 @@ impl<'a> Checker<'a> {
         let lp = &linked.programs()[program];
         let cfg = Cfg::new(lp.program());
         let liveness = Liveness::new(lp.program(), &cfg);
-        let maps: Vec<MapDef> = linked.env().maps().iter().map(|m| m.def()).collect();
+        let mut maps: Vec<MapDef> = linked.env().maps().iter().map(|m| m.def()).collect();
         let frozen: Vec<Option<Vec<u8>>> = linked.env().maps().iter().map(|m| frozen_value(m.as_ref())).collect();
         let (thresholds, reg_thresholds) = thresholds(lp, &maps, &frozen, linked.env().context());
+        // The inner maps of each map of maps, as maps of their own past the environment's: a map a
+        // lookup gave is known by its definition only.
+        let mut inner = Vec::with_capacity(maps.len());
+        for m in linked.env().maps() {
+            inner.push(m.inner_def().map(|def| {
+                maps.push(def);
+                (maps.len() - 1) as u32
+            }));
+        }
         Checker {
             linked,
             program,
@@ -128,6 +140,7 @@ impl<'a> Checker<'a> {
             liveness,
             options,
             maps,
+            inner,
             frozen,
             contexts: Vec::new(),
             context_ids: BTreeMap::new(),

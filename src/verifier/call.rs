@@ -51,7 +51,19 @@ impl Checker<'_> {
                     _ => return Err(self.error(pc, K::PointerLeak { reg: r }, st)),
                 },
                 ArgKind::MapPtr | ArgKind::MapMut | ArgKind::MapOf(_) => {
-                    let Value::Map(m) = v else { return Err(bad(st, i, "expects a map".into())) };
+                    let m = match v {
+                        Value::Map(m) => m,
+                        // A map a lookup in a map of maps gave, checked for null.
+                        Value::Ptr(Ptr { kind: PtrKind::InnerMap(m), nullable: false, off: 0, var, .. })
+                            if var.as_const() == Some(0) =>
+                        {
+                            m
+                        }
+                        Value::Ptr(Ptr { kind: PtrKind::InnerMap(_), nullable: true, .. }) => {
+                            return Err(self.error(pc, K::MaybeNull { reg: r }, st))
+                        }
+                        _ => return Err(bad(st, i, "expects a map".into())),
+                    };
                     let def = self.maps.get(m as usize).copied();
                     let ty = def.map(|d| d.map_type);
                     if let ArgKind::MapOf(want) = *kind {
@@ -60,6 +72,9 @@ impl Checker<'_> {
                         }
                     } else if matches!(ty, Some(MapType::RingBuf | MapType::ProgArray | MapType::PerfEventArray)) {
                         return Err(bad(st, i, format!("a map of kind {ty:?} has no keys or values here")));
+                    } else if *kind == ArgKind::MapMut && matches!(ty, Some(MapType::ArrayOfMaps | MapType::HashOfMaps))
+                    {
+                        return Err(bad(st, i, "programs cannot change a map of maps".into()));
                     }
                     if *kind == ArgKind::MapMut && def.is_some_and(|d| d.read_only_for_programs()) {
                         return Err(self.error(pc, K::ReadOnly { region: RegionKind::ReadOnlyData }, st));
@@ -161,7 +176,12 @@ impl Checker<'_> {
                 };
                 let id = fresh_id(pc);
                 forget_unchecked(st, id);
-                Value::Ptr(Ptr { nullable: true, id, ..Ptr::at(PtrKind::MapValue(m), 0) })
+                // A map of maps gives one of its inner maps, or null.
+                let kind = match self.inner.get(m as usize).copied().flatten() {
+                    Some(inner) => PtrKind::InnerMap(inner),
+                    None => PtrKind::MapValue(m),
+                };
+                Value::Ptr(Ptr { nullable: true, id, ..Ptr::at(kind, 0) })
             }
             RetKind::RecordOrNull { size_arg } => {
                 let r = size_arg.clamp(1, 5);

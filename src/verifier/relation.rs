@@ -39,6 +39,7 @@ fn region_key(p: &super::value::Ptr) -> u32 {
         PtrKind::Context => 3,
         PtrKind::Stack(d) => 16 + d as u32,
         PtrKind::MapValue(m) => 0x1000 + m,
+        PtrKind::InnerMap(m) => 0x10_0000 + m,
         PtrKind::Record { ref_id, .. } => 0x8000_0000 | ref_id,
     }
 }

@@ -22,6 +22,9 @@ pub(crate) enum PtrKind {
     Stack(u8),
     /// A value of the map at this index.
     MapValue(u32),
+    /// A map that a lookup in a map of maps gave: the index (in the checker's maps) of its
+    /// definition. Not memory: only helpers take it, as a map.
+    InnerMap(u32),
     /// A ring-buffer record of `size` bytes, tracked as reference `ref_id`.
     Record {
         /// Reserved bytes.
@@ -433,13 +436,14 @@ impl fmt::Display for Value {
                     PtrKind::Context => "ctx",
                     PtrKind::Stack(_) => "fp",
                     PtrKind::MapValue(_) => "map_value",
+                    PtrKind::InnerMap(_) => "inner_map",
                     PtrKind::Record { .. } => "record",
                 };
                 if p.nullable {
                     f.write_str("nullable ")?;
                 }
                 match p.kind {
-                    PtrKind::MapValue(m) => write!(f, "{name}({m})")?,
+                    PtrKind::MapValue(m) | PtrKind::InnerMap(m) => write!(f, "{name}({m})")?,
                     PtrKind::Record { size, .. } => write!(f, "{name}({size})")?,
                     PtrKind::Stack(d) if d > 0 => write!(f, "{name}{d}")?,
                     _ => f.write_str(name)?,

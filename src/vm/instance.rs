@@ -9,7 +9,7 @@ use super::{Vm, VmBuilder};
 use crate::elf::{KconfigError, MapOrigin, Object, ObjectProgram};
 use crate::isa::{Imm64, Instruction};
 use crate::link::Env;
-use crate::maps::{self, Map, MapBudget, MapError, ProgArrayMap, UnsupportedMap, BPF_ANY};
+use crate::maps::{self, Map, MapBudget, MapDef, MapError, MapOfMaps, ProgArrayMap, UnsupportedMap, BPF_ANY};
 
 /// Why an object cannot be instantiated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,9 +89,10 @@ impl Instance {
             // A kind with no implementation, or a definition the object left incomplete (libbpf's
             // loaders set such sizes before they load: see `Object::map_mut`), gets a stand-in that
             // holds nothing: the object loads, and only programs that use that map are refused.
-            let created = match spec.def.map_type.implemented() {
-                true => maps::create_within(spec.def, &mut budget),
-                false => Err(MapError::UnsupportedType(spec.def.map_type.raw())),
+            let created = match (spec.inner, spec.def.map_type.implemented()) {
+                (Some(inner), true) => create_map_of_maps(spec.def, inner, &mut budget),
+                (None, true) => maps::create_within(spec.def, &mut budget),
+                (_, false) => Err(MapError::UnsupportedType(spec.def.map_type.raw())),
             };
             let map: Arc<dyn Map> = match created {
                 Ok(map) => {
@@ -114,6 +115,21 @@ impl Instance {
                 }
             }
             maps.push(InstanceMap { name: spec.name.clone(), origin: spec.origin, map });
+        }
+        // Maps of maps name the object's maps by index, which is their index in the environment too.
+        for ((spec, m), why) in object.maps().iter().zip(&maps).zip(&unusable) {
+            let err = |error| InstanceError::Map { name: spec.name.clone(), error };
+            if spec.map_inits.is_empty() || why.is_some() {
+                continue;
+            }
+            let outer = m.map.downcast_ref::<MapOfMaps>().ok_or(err(MapError::Unsupported))?;
+            for &(index, inner) in &spec.map_inits {
+                let fits = maps.get(inner as usize).is_some_and(|i| outer.fits(&i.map.def()));
+                if !fits {
+                    return Err(err(MapError::InvalidDef("an initial inner map does not match the inner definition")));
+                }
+                outer.set(&index.to_ne_bytes(), inner).map_err(err)?;
+            }
         }
         Ok(Instance { programs: object.programs().to_vec(), maps, unusable, license: object.license().to_string() })
     }
@@ -141,6 +157,12 @@ impl Instance {
     /// The live maps, by index.
     pub fn maps(&self) -> &[InstanceMap] {
         &self.maps
+    }
+
+    /// The index of the map with this name: what program references to it hold, and what a map of
+    /// maps names it by ([`MapOfMaps::set`]).
+    pub fn map_index(&self, name: &str) -> Option<u32> {
+        self.maps.iter().position(|m| m.name == name).and_then(|i| u32::try_from(i).ok())
     }
 
     /// The map with this name.
@@ -207,4 +229,16 @@ impl Instance {
             }
         }
     }
+}
+
+/// A map of maps for `def` with inner maps like `inner`, charged to `budget` as the array or hash map
+/// of 4-byte values it keeps.
+fn create_map_of_maps(def: MapDef, inner: MapDef, budget: &mut MapBudget) -> Result<Arc<dyn Map>, MapError> {
+    let need = maps::footprint(&def);
+    if need > budget.remaining() {
+        return Err(MapError::OverBudget { need, remaining: budget.remaining() });
+    }
+    let map = MapOfMaps::new(def, inner)?;
+    budget.charge(need)?;
+    Ok(Arc::new(map))
 }

@@ -98,6 +98,14 @@ pub enum MapSpec {
         /// Size in bytes.
         size: u32,
     },
+    /// An array of 4 maps whose inner maps are arrays of 4 values of `value` bytes; entry 0 names the
+    /// map at index `inner` of the list.
+    ArrayOfArrays {
+        /// Inner value size.
+        value: u32,
+        /// The inner map entry 0 names.
+        inner: u32,
+    },
     /// A program array of `entries` indices, with `set` as (index, program id).
     ProgArray {
         /// Entries.
@@ -171,6 +179,10 @@ pub fn env(maps: &[MapSpec], context: &Context) -> Result<Env, String> {
             MapSpec::PerCpuArray { value, entries } => maps::create(def(MapType::PerCpuArray, 4, value, entries, 0)),
             MapSpec::Hash { key, value, entries } => maps::create(def(MapType::Hash, key, value, entries, 0)),
             MapSpec::RingBuf { size } => maps::create(def(MapType::RingBuf, 0, 0, size, 0)),
+            MapSpec::ArrayOfArrays { value, inner } => {
+                maps::MapOfMaps::new(def(MapType::ArrayOfMaps, 4, 4, 4, 0), def(MapType::Array, 4, value, 4, 0))
+                    .and_then(|m| m.set(&0u32.to_ne_bytes(), inner).map(|()| Arc::new(m) as Arc<dyn maps::Map>))
+            }
             MapSpec::ProgArray { entries, set } => {
                 maps::create(def(MapType::ProgArray, 4, 4, entries, 0)).and_then(|m| {
                     if let Some(pa) = m.downcast_ref::<ProgArrayMap>() {
@@ -421,8 +433,9 @@ fn snapshot(env: &Env, specs: &[MapSpec]) -> Vec<String> {
             MapSpec::RingBuf { .. } => {
                 format!("{:?}", m.downcast_ref::<RingBufMap>().map(RingBufMap::drain))
             }
-            // Per-CPU values depend on the slot the execution ran in; program arrays do not change.
-            MapSpec::PerCpuArray { .. } | MapSpec::ProgArray { .. } => String::new(),
+            // Per-CPU values depend on the slot the execution ran in; program arrays and maps of maps
+            // do not change.
+            MapSpec::PerCpuArray { .. } | MapSpec::ProgArray { .. } | MapSpec::ArrayOfArrays { .. } => String::new(),
         })
         .collect()
 }

@@ -532,3 +532,70 @@ fn read_only_maps() {
     );
     t.finish(11);
 }
+
+/// Map 0: an array of 4 values of 8 bytes; map 1: an array of maps whose entry 0 names map 0.
+const OF_MAPS: &[crate::harness::MapSpec] = &[
+    crate::harness::MapSpec::Array { value: 8, entries: 4 },
+    crate::harness::MapSpec::ArrayOfArrays { value: 8, inner: 0 },
+];
+
+/// Looks up entry 0 of the array of maps (map 1) into r6 (null goes to `out`), then `body`.
+/// Slots: 0 stw, 1 mov, 2 add, 3-4 lddw, 5 call, 6 jeq, 7 mov, then `body` from 8.
+fn with_inner(body: &str, check: bool) -> String {
+    let jeq = if check { "jeq %r0, 0, out" } else { "ja +0" };
+    format!(
+        "stw [%r10-4], 0\nmov %r2, %r10\nadd %r2, -4\nlddw %r1, map_idx(1)\ncall 1\n{jeq}\nmov %r6, %r0\n{body}\n\
+         out:\nmov %r0, 0\nexit"
+    )
+}
+
+/// An inner map, from a lookup in a map of maps: once checked for null, helpers take it as a map of
+/// the inner definition; it is no memory, and programs cannot change the map of maps.
+#[test]
+fn inner_maps_of_maps_of_maps() {
+    use ebpf_vm::Context;
+    let mut t = Table::new("inner maps");
+    // Slots of the inner lookup: 8 mov, 9 mov, 10 add, 11 call, 12 jeq, then the use from 13.
+    let inner_lookup = "mov %r1, %r6\nmov %r2, %r10\nadd %r2, -4\ncall 1\njeq %r0, 0, out\n";
+    t.accept(
+        "a value of the inner map, read and written",
+        &with_inner(&format!("{inner_lookup}ldxdw %r1, [%r0+0]\nadd %r1, 1\nstxdw [%r0+0], %r1"), true),
+        OF_MAPS,
+        Context::Buffer,
+        &[&[]],
+    );
+    t.reject(
+        "past the inner map's value",
+        &with_inner(&format!("{inner_lookup}ldxdw %r1, [%r0+8] # <-"), true),
+        OF_MAPS,
+        Context::Buffer,
+        13,
+        kind!(OutOfBounds { region: MapValue, .. }),
+    );
+    t.reject(
+        "the inner map before its null check",
+        &with_inner(&inner_lookup.replacen("call 1", "call 1 # <-", 1), false),
+        OF_MAPS,
+        Context::Buffer,
+        11,
+        kind!(MaybeNull { reg: 1 }),
+    );
+    t.reject(
+        "the inner map read as memory",
+        &with_inner("ldxw %r1, [%r6+0] # <-", true),
+        OF_MAPS,
+        Context::Buffer,
+        8,
+        kind!(NotAPointer { .. }),
+    );
+    t.reject(
+        "an update of the map of maps",
+        "stw [%r10-4], 0\nstw [%r10-8], 0\nmov %r2, %r10\nadd %r2, -4\nmov %r3, %r10\nadd %r3, -8\n\
+         lddw %r1, map_idx(1)\nmov %r4, 0\ncall 2 # <-\nexit",
+        OF_MAPS,
+        Context::Buffer,
+        9,
+        kind!(HelperArgument { helper: 2, arg: 1, .. }),
+    );
+    t.finish(5);
+}
