@@ -331,6 +331,12 @@ fn dump_maps_and_the_maps_command() {
     assert!(text.contains("stack_trace (unsupported)"), "{text}");
     assert!(text.contains("perf_event_array ") && !text.contains("perf_event_array (unsupported)"), "{text}");
     assert!(text.lines().any(|l| l.starts_with(".kconfig") && l.contains("0x80") && l.ends_with("Kconfig")), "{text}");
+    // A Bloom filter cannot list its values: how full it is.
+    let text = stdout(&ebpf_vm(&["run", &fixture("bloom"), "--mem-hex", "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f40", "--dump-maps"]));
+    assert!(
+        text.lines().any(|l| l.starts_with(r#"{"map":"seen","bits_set":"#) && !l.contains(r#""bits_set":0,"#)),
+        "{text}"
+    );
     // Maps of maps: the inner map each entry names.
     let out = ebpf_vm(&[
         "run",

@@ -21,7 +21,8 @@ use clap::{value_parser, Arg, ArgAction, ArgMatches, Command};
 use ebpf_vm::elf::{kernel_version, Kconfig, Object, ObjectProgram, SourceLine};
 use ebpf_vm::link::Linked;
 use ebpf_vm::maps::{
-    self, Map, MapDef, MapOfMaps, MapType, PerfEvent, PerfEventArrayMap, ProgArrayMap, QueueMap, RingBufMap,
+    self, BloomFilterMap, Map, MapDef, MapOfMaps, MapType, PerfEvent, PerfEventArrayMap, ProgArrayMap, QueueMap,
+    RingBufMap,
 };
 use ebpf_vm::{Context, Engine, ExecError, Instance, Mode, Program, Verifier, Vm};
 
@@ -492,6 +493,12 @@ fn dump_maps(maps: &NamedMaps) {
                 PerfEvent::Sample(s) => out!("{{\"map\":\"{name}\",\"cpu\":{cpu},\"sample\":\"{}\"}}", hex(s)),
                 PerfEvent::Lost(n) => out!("{{\"map\":\"{name}\",\"cpu\":{cpu},\"lost\":{n}}}"),
             });
+            continue;
+        }
+        if let Some(bloom) = map.downcast_ref::<BloomFilterMap>() {
+            // Values cannot be listed: how full the filter is.
+            let (set, bits) = bloom.bits_set();
+            out!("{{\"map\":\"{name}\",\"bits_set\":{set},\"bits\":{bits}}}");
             continue;
         }
         if let Some(outer) = map.downcast_ref::<MapOfMaps>() {

@@ -58,6 +58,12 @@ impl BloomFilterMap {
         Ok(())
     }
 
+    /// The filter's bits that are set, and how many it has: how full it is (values cannot be listed).
+    pub fn bits_set(&self) -> (u64, u64) {
+        let set = self.bits.iter().map(|w| w.load(Ordering::Relaxed).count_ones() as u64).sum();
+        (set, self.bits.len() as u64 * 64)
+    }
+
     /// Whether `value` may have been added (`false`: it surely was not).
     pub fn may_contain(&self, value: &[u8]) -> Result<bool, MapError> {
         check_value(&self.def, value)?;
