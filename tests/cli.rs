@@ -404,3 +404,13 @@ fn a_closed_output_ends_the_command_quietly() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(matches!(out.status.code(), Some(0 | 141)), "{:?}", out.status);
 }
+
+/// `LINUX_HAS_BPF_COOKIE`, which libbpf answers itself, is false unless given (this runtime has no
+/// attach cookies).
+#[test]
+fn libbpf_answers_its_own_externs() {
+    let out = ebpf_vm(&["run", &fixture("kconfig_cookie")]);
+    assert_eq!(stdout(&out).trim(), "0x0 (0)", "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ebpf_vm(&["run", &fixture("kconfig_cookie"), "--kconfig", "LINUX_HAS_BPF_COOKIE=y"]);
+    assert_eq!(stdout(&out).trim(), "0x1 (1)");
+}

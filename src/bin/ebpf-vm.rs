@@ -83,7 +83,7 @@ fn program_args() -> [Arg; 5] {
         ),
         Arg::new("kconfig").long("kconfig").value_name("KEY=VALUE").action(ArgAction::Append).help(
             "A value for an object's .kconfig extern (y, n, m, a number, or a quoted string); \
-             LINUX_KERNEL_VERSION defaults to this machine's kernel",
+             LINUX_KERNEL_VERSION defaults to this machine's kernel, LINUX_HAS_BPF_COOKIE to n",
         ),
         Arg::new("kconfig-file")
             .long("kconfig-file")
@@ -351,7 +351,8 @@ fn pick<'o>(obj: &'o Object, section: Option<&str>) -> Result<&'o ObjectProgram,
 }
 
 /// `obj` with its `.kconfig` externs set from `--kconfig` and `--kconfig-file`, and
-/// `LINUX_KERNEL_VERSION` from this machine's kernel release unless given (as libbpf does).
+/// `LINUX_KERNEL_VERSION` from this machine's kernel release unless given (as libbpf does), and
+/// `LINUX_HAS_BPF_COOKIE` false (there are no attach cookies here).
 fn configured(obj: &Object, o: &Options) -> Result<Object, String> {
     let mut obj = obj.clone();
     if obj.kconfig_externs().is_empty() {
@@ -363,6 +364,10 @@ fn configured(obj: &Object, o: &Options) -> Result<Object, String> {
         if let Some(v) = kernel_version(release.trim()) {
             config.set("LINUX_KERNEL_VERSION", v.to_string());
         }
+    }
+    // libbpf answers this one from what the kernel supports: this runtime has no attach cookies.
+    if config.get("LINUX_HAS_BPF_COOKIE").is_none() {
+        config.set("LINUX_HAS_BPF_COOKIE", "n".to_string());
     }
     obj.set_kconfig(&config).map_err(|e| format!("{e} (give it with --kconfig KEY=VALUE)"))?;
     Ok(obj)
