@@ -269,7 +269,7 @@ fn disasm_numbers_slots_and_honours_section() {
     let text = stdout(&out);
     assert!(text.starts_with("# program first (section socket)"), "{text}");
     assert!(!text.contains("# program second"), "{text}");
-    let first = text.lines().skip(1).find(|l| !l.starts_with(';'));
+    let first = text.lines().skip(1).find(|l| !l.starts_with(';') && !l.starts_with('<'));
     assert!(first.is_some_and(|l| l.trim_start().starts_with("0: ")), "{text}");
     let out = ebpf_vm(&["disasm", &fixture("subprog")]);
     let text = stdout(&out);
@@ -279,6 +279,7 @@ fn disasm_numbers_slots_and_honours_section() {
     let text = stdout(&ebpf_vm(&["disasm", &fixture("loop"), "--section", "loop_sum"]));
     assert!(text.contains("13: lddw %r2, func(+14)") && text.contains("; the function at 28"), "{text}");
     assert!(text.contains("# program loop_sum (section socket), 54 slots"), "{text}");
+    assert!(text.contains("\n<loop_sum>:\n") && text.contains("\n<add_weight>:\n"), "function names: {text}");
     // lddw takes two slots: the next instruction is numbered after both.
     let asm = temp("lddw.s", b"lddw %r0, 0x100000000\nja -3\nexit\n");
     let text = stdout(&ebpf_vm(&["disasm", asm.to_str().unwrap()]));
@@ -356,15 +357,16 @@ fn dump_maps_and_the_maps_command() {
     assert!(text.contains(r#"{"map":"events","cpu":0,"sample":"0000000000000000000000002a000000"}"#), "{text}");
 }
 
-/// `disasm` shows the C source line before the instructions compiled from it.
+/// `disasm` shows each C function's name and the C source line before the instructions compiled from
+/// it.
 #[test]
 fn disasm_interleaves_source_lines() {
     let text = stdout(&ebpf_vm(&["disasm", &fixture("subprog")]));
     let lines: Vec<&str> = text.lines().collect();
     let at =
         lines.iter().position(|l| l.starts_with("; return sum_of_squares(data, len) + square(3);  // subprog.c:19"));
-    assert_eq!(at, Some(1), "{text}");
-    assert!(lines[2].trim_start().starts_with("0: call local"), "{text}");
+    assert_eq!((lines[1], at), ("<squares>:", Some(2)), "the function's name, then its first line: {text}");
+    assert!(lines[3].trim_start().starts_with("0: call local"), "{text}");
     assert!(text.contains("; s += square(p[i]);  // subprog.c:13"), "{text}");
 }
 
@@ -375,12 +377,15 @@ fn errors_name_the_source_line() {
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(
-        text.contains("verification failed: insn 35") && text.contains("\n  at printf.c:16: bpf_printk("),
+        text.contains("verification failed: insn 35") && text.contains("\n  at printf.c:16 in format(): bpf_printk("),
         "{text}"
     );
     let out = ebpf_vm(&["run", &fixture("loop"), "--section", "loop_sum", "--mode", "checked", "--budget", "20"]);
     let text = String::from_utf8_lossy(&out.stderr);
-    assert!(text.contains("budget exhausted\n  at loop.c:22: __u64 *w = bpf_map_lookup_elem"), "{text}");
+    assert!(
+        text.contains("budget exhausted\n  at loop.c:22 in add_weight(): __u64 *w = bpf_map_lookup_elem"),
+        "{text}"
+    );
 }
 
 /// Output into a pipe that closes early (`ebpf-vm disasm X | head -1`) ends the command quietly, as

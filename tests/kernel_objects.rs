@@ -216,11 +216,16 @@ fn malformed_line_info_is_a_typed_error() {
     let ext = 0x7d4;
     assert_eq!(u16::from_le_bytes([good[ext], good[ext + 1]]), 0xeb9f, "the fixture's .BTF.ext moved");
     let line_off = u32::from_le_bytes(good[ext + 16..ext + 20].try_into().unwrap()) as usize;
-    let patches: [(usize, &[u8]); 4] = [
-        (ext, &[0, 0]),                                     // magic
-        (ext + 20, &0x7fff_fff0u32.to_le_bytes()),          // line info length past the section
-        (ext + 32 + line_off, &8u32.to_le_bytes()),         // records shorter than 16 bytes
-        (ext + 32 + line_off + 8, &u32::MAX.to_le_bytes()), // a record count past the section
+    let func_off = u32::from_le_bytes(good[ext + 8..ext + 12].try_into().unwrap()) as usize;
+    let patches: [(usize, &[u8]); 8] = [
+        (ext, &[0, 0]),                                      // magic
+        (ext + 20, &0x7fff_fff0u32.to_le_bytes()),           // line info length past the section
+        (ext + 32 + line_off, &8u32.to_le_bytes()),          // records shorter than 16 bytes
+        (ext + 32 + line_off + 8, &u32::MAX.to_le_bytes()),  // a record count past the section
+        (ext + 12, &0x7fff_fff0u32.to_le_bytes()),           // func info length past the section
+        (ext + 32 + func_off, &4u32.to_le_bytes()),          // func records shorter than 8 bytes
+        (ext + 32 + func_off + 8, &u32::MAX.to_le_bytes()),  // a func record count past the section
+        (ext + 32 + func_off + 16, &u32::MAX.to_le_bytes()), // a function type that does not exist
     ];
     for (at, bytes) in patches {
         let mut bad = good.clone();
@@ -244,4 +249,11 @@ fn slots_map_to_their_source_lines() {
     assert_eq!(line(28).map(|l| l.0), Some(19));
     assert!(line(53).is_some_and(|l| l.0 > 19 && l.0 < 30), "{:?}", line(53));
     assert!(p.lines.first().is_some_and(|(at, _)| *at == 0));
+    // Function info: the program's own function, then the callback where it was appended.
+    let names: Vec<(usize, &str)> = p.functions.iter().map(|(at, n)| (*at, n.as_ref())).collect();
+    assert_eq!(names, [(0, "loop_sum"), (28, "add_weight")]);
+    assert_eq!(
+        (p.function_at(27), p.function_at(28), p.function_at(53)),
+        (Some("loop_sum"), Some("add_weight"), Some("add_weight"))
+    );
 }

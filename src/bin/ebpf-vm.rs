@@ -425,7 +425,8 @@ impl Source {
         };
         let l = p.line_at(pc)?;
         let file = l.file.rsplit('/').next().unwrap_or(&l.file);
-        Some(format!("\n  at {file}:{}: {}", l.line, l.text.trim()))
+        let function = p.function_at(pc).map(|f| format!(" in {f}()")).unwrap_or_default();
+        Some(format!("\n  at {file}:{}{function}: {}", l.line, l.text.trim()))
     }
 }
 
@@ -615,13 +616,17 @@ fn verify(m: &ArgMatches) -> Result<(), String> {
 /// A program's instructions, one a line: slot index, instruction, and for jumps and calls the slot
 /// they go to; before the first instruction of each C source line (`lines`, from the object's line
 /// info), that line and where it is.
-fn listing(program: &Program, lines: &[(usize, SourceLine)]) -> String {
+fn listing(program: &Program, lines: &[(usize, SourceLine)], functions: &[(usize, Arc<str>)]) -> String {
     let mut out = String::new();
     let mut slot = 0usize;
     let width = program.slot_count().max(1).to_string().len();
     let mut next_line = lines.iter().peekable();
     let mut last: Option<&SourceLine> = None;
+    let mut next_function = functions.iter().peekable();
     for insn in program.instructions() {
+        while let Some((_, name)) = next_function.next_if(|(at, _)| *at <= slot) {
+            out.push_str(&format!("<{name}>:\n"));
+        }
         while let Some((_, l)) = next_line.next_if(|(at, _)| *at <= slot) {
             // One comment per line of source, whatever the column.
             if last.is_none_or(|p| (&p.file, p.line) != (&l.file, l.line)) {
@@ -657,14 +662,14 @@ fn disasm(m: &ArgMatches) -> Result<(), String> {
             };
             for p in chosen {
                 out!("# program {} (section {}), {} slots", p.name, p.section, p.program.slot_count());
-                out_raw!("{}", listing(&p.program, &p.lines));
+                out_raw!("{}", listing(&p.program, &p.lines, &p.functions));
             }
         }
         Input::Program(p) => {
             if m.get_one::<String>("section").is_some() {
                 return Err("--section applies to ELF objects only".into());
             }
-            out_raw!("{}", listing(&p, &[]));
+            out_raw!("{}", listing(&p, &[], &[]));
         }
     }
     Ok(())

@@ -95,3 +95,62 @@ pub(crate) fn line_info(data: &[u8], btf: &Btf) -> Result<LineInfo, ElfError> {
     }
     Ok(out)
 }
+
+/// Function names by section name, then by byte offset of the function's first instruction.
+pub(crate) type FuncInfo = BTreeMap<String, BTreeMap<u64, Arc<str>>>;
+
+/// Reads the function info of a `.BTF.ext` section: where each function starts, and its name (from
+/// the `FUNC` type each record names). An empty map if the section has none.
+pub(crate) fn func_info(data: &[u8], btf: &Btf) -> Result<FuncInfo, ElfError> {
+    if data.len() < 8 || u16::from_le_bytes([data[0], data[1]]) != MAGIC {
+        return Err(err("bad .BTF.ext magic"));
+    }
+    let hdr_len = u32_at(data, 4)? as usize;
+    if hdr_len < 16 || hdr_len > data.len() {
+        return Err(err(".BTF.ext header is too short or too long"));
+    }
+    let (off, len) = (u32_at(data, 8)? as usize, u32_at(data, 12)? as usize);
+    let start = hdr_len.checked_add(off).ok_or(err(".BTF.ext func info offset overflows"))?;
+    let end = start.checked_add(len).ok_or(err(".BTF.ext func info length overflows"))?;
+    let info = data.get(start..end).ok_or(err(".BTF.ext func info lies outside the section"))?;
+    let mut out = FuncInfo::new();
+    if info.is_empty() {
+        return Ok(out);
+    }
+    let rec_size = u32_at(info, 0)? as usize;
+    if rec_size < 8 {
+        return Err(err(".BTF.ext func info records are shorter than 8 bytes"));
+    }
+    let mut names: BTreeMap<u32, Arc<str>> = BTreeMap::new();
+    let mut at = 4;
+    while at < info.len() {
+        let section: String = btf
+            .string_prefix(u32_at(info, at)?, MAX_LINE_TEXT)
+            .ok_or(err(".BTF.ext section name is no string"))?
+            .into();
+        let count = u32_at(info, at + 4)? as usize;
+        at += 8;
+        let bytes = count.checked_mul(rec_size).ok_or(err(".BTF.ext record count overflows"))?;
+        if info.len() - at < bytes {
+            return Err(err(".BTF.ext func info records run past the section"));
+        }
+        let funcs = out.entry(section).or_default();
+        for k in 0..count {
+            let r = at + k * rec_size;
+            let insn_off = u64::from(u32_at(info, r)?);
+            let type_id = u32_at(info, r + 4)?;
+            let name = match names.get(&type_id) {
+                Some(n) => Arc::clone(n),
+                None => {
+                    let t = btf.types().get(type_id as usize).ok_or(err(".BTF.ext function type does not exist"))?;
+                    let n: Arc<str> = Arc::from(t.name.get(..t.name.len().min(MAX_LINE_TEXT)).unwrap_or(""));
+                    names.insert(type_id, Arc::clone(&n));
+                    n
+                }
+            };
+            funcs.insert(insn_off, name);
+        }
+        at += bytes;
+    }
+    Ok(out)
+}

@@ -20,6 +20,7 @@ pub use kconfig::{kernel_version, Kconfig, KconfigError, KconfigExtern, KconfigK
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::{String, ToString};
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use object::read::elf::ElfFile64;
@@ -138,6 +139,9 @@ pub struct ObjectProgram {
     /// The C source line of instructions, by slot index, where the object has line info (`.BTF.ext`,
     /// clang `-g`): the line an instruction starts, in slot order.
     pub lines: Vec<(usize, SourceLine)>,
+    /// The C functions the program holds (its own, and the `.text` functions appended to it), by
+    /// first slot, in slot order, where the object has function info (`.BTF.ext`).
+    pub functions: Vec<(usize, Arc<str>)>,
 }
 
 impl ObjectProgram {
@@ -146,6 +150,13 @@ impl ObjectProgram {
     pub fn line_at(&self, pc: usize) -> Option<&SourceLine> {
         let i = self.lines.partition_point(|(at, _)| *at <= pc);
         self.lines.get(i.checked_sub(1)?).map(|(_, l)| l)
+    }
+
+    /// The name of the C function the instruction at slot `pc` belongs to, where the object has
+    /// function info.
+    pub fn function_at(&self, pc: usize) -> Option<&str> {
+        let i = self.functions.partition_point(|(at, _)| *at <= pc);
+        self.functions.get(i.checked_sub(1)?).map(|(_, n)| n.as_ref())
     }
 }
 
@@ -331,12 +342,15 @@ impl Object {
         global_data(&file, &mut maps)?;
         let kconfig = kconfig_externs(&file, btf.as_ref(), &mut maps)?;
 
-        let line_info = match (file.section_by_name(".BTF.ext"), btf.as_ref()) {
-            (Some(s), Some(btf)) => btf_ext::line_info(s.data().map_err(parse_err)?, btf)?,
-            _ => btf_ext::LineInfo::new(),
+        let (line_info, func_info) = match (file.section_by_name(".BTF.ext"), btf.as_ref()) {
+            (Some(s), Some(btf)) => {
+                let data = s.data().map_err(parse_err)?;
+                (btf_ext::line_info(data, btf)?, btf_ext::func_info(data, btf)?)
+            }
+            _ => (btf_ext::LineInfo::new(), btf_ext::FuncInfo::new()),
         };
         let mut programs = Vec::new();
-        link_programs(&file, &symbols, &maps, &kconfig, &line_info, &mut programs)?;
+        link_programs(&file, &symbols, &maps, &kconfig, (&line_info, &func_info), &mut programs)?;
         prog_array_inits(&file, &mut maps, &programs)?;
         let mut object = Object { programs, maps, license, kconfig, kconfig_pending: None };
         // Until the host gives values, weak externs are zero and strong ones are missing.
@@ -732,7 +746,7 @@ fn link_programs(
     symbols: &Symbols,
     maps: &[MapSpec],
     kconfig: &[KconfigExtern],
-    line_info: &btf_ext::LineInfo,
+    (line_info, func_info): (&btf_ext::LineInfo, &btf_ext::FuncInfo),
     out: &mut Vec<ObjectProgram>,
 ) -> Result<(), ElfError> {
     let text = file.section_by_name(".text");
@@ -814,7 +828,28 @@ fn link_programs(
                     }
                 }
             }
-            out.push(ObjectProgram { name, section: sec_name.clone(), program, lines });
+            // Function names likewise, where the object has function info.
+            let mut functions = Vec::new();
+            if let Some(own) = func_info.get(&sec_name) {
+                for (&off, n) in own.range(addr..addr.saturating_add(size)) {
+                    functions.push((((off - addr) / 8) as usize, Arc::clone(n)));
+                }
+            }
+            if need_text {
+                if let Some(text) = func_info.get(".text") {
+                    for (&off, n) in text.range(..(text_slots.len() as u64).saturating_mul(8)) {
+                        let slot = (off / 8) as usize;
+                        let at = match &moved {
+                            Some(moved) => moved.get(slot).copied().flatten(),
+                            None => Some(text_base + slot),
+                        };
+                        if let Some(at) = at {
+                            functions.push((at, Arc::clone(n)));
+                        }
+                    }
+                }
+            }
+            out.push(ObjectProgram { name, section: sec_name.clone(), program, lines, functions });
         }
     }
     Ok(())
