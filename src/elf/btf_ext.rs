@@ -124,10 +124,8 @@ pub(crate) fn func_info(data: &[u8], btf: &Btf) -> Result<FuncInfo, ElfError> {
     let mut names: BTreeMap<u32, Arc<str>> = BTreeMap::new();
     let mut at = 4;
     while at < info.len() {
-        let section: String = btf
-            .string_prefix(u32_at(info, at)?, MAX_LINE_TEXT)
-            .ok_or(err(".BTF.ext section name is no string"))?
-            .into();
+        let section: String =
+            btf.string_prefix(u32_at(info, at)?, MAX_LINE_TEXT).ok_or(err(".BTF.ext section name is no string"))?;
         let count = u32_at(info, at + 4)? as usize;
         at += 8;
         let bytes = count.checked_mul(rec_size).ok_or(err(".BTF.ext record count overflows"))?;
