@@ -301,6 +301,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "allocates 3 MiB of buffers: minutes under Miri; the other tests cover the code")]
     fn sizes_and_defaults() {
         let m = PerfEventArrayMap::new(def(0)).expect("valid");
         assert_eq!(m.def().max_entries, MAX_CPUS as u32, "0 entries means one per CPU slot");
