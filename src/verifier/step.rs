@@ -670,15 +670,7 @@ impl Checker<'_> {
         if most == 0 {
             return Ok(Flow::Loop { callback: None, after });
         }
-        let function = self.cfg.function_of_pc(to).unwrap_or(0);
-        if self.active(ctx, function) {
-            return Err(self.error(pc, K::Recursion { callee: to }, st));
-        }
-        let depth = st.frames.len() + 1;
-        if depth > MAX_FRAMES {
-            return Err(self.error(pc, K::CallDepth { depth }, st));
-        }
-        let mut callee = Frame::new(function as u32, (depth - 1) as u8);
+        let mut callee = self.callee_frame(ctx, pc, st, to)?;
         match map {
             None => {
                 callee.regs[1] = Tracked::new(Value::scalar(Scalar::urange(0, most - 1)));
@@ -687,7 +679,7 @@ impl Checker<'_> {
             Some((m, def)) => {
                 // The key's copy: the lowest bytes of the frame, the rest of their slots zero.
                 let frame = super::state::FRAME_BYTES;
-                let key = Ptr::at(PtrKind::Stack((depth - 1) as u8), -frame);
+                let key = Ptr::at(PtrKind::Stack(st.frames.len() as u8), -frame);
                 let slots = (def.key_size as usize).div_ceil(8).min(frame as usize / 8);
                 let top = frame as usize / 8;
                 for i in top - slots..top {
@@ -704,7 +696,9 @@ impl Checker<'_> {
         Ok(Flow::Loop { callback: Some((to, into)), after })
     }
 
-    fn local_call(&mut self, ctx: u32, pc: usize, st: &State, to: usize) -> Result<Flow, VerifyError> {
+    /// The frame of a function called at `pc` (by `call local` or as a callback) that starts at slot
+    /// `to`: refused if the function is already running (recursion) or the frames would be too many.
+    fn callee_frame(&self, ctx: u32, pc: usize, st: &State, to: usize) -> Result<Frame, VerifyError> {
         let function = self.cfg.function_of_pc(to).unwrap_or(0);
         if self.active(ctx, function) {
             return Err(self.error(pc, K::Recursion { callee: to }, st));
@@ -713,7 +707,11 @@ impl Checker<'_> {
         if depth > MAX_FRAMES {
             return Err(self.error(pc, K::CallDepth { depth }, st));
         }
-        let mut callee = Frame::new(function as u32, (depth - 1) as u8);
+        Ok(Frame::new(function as u32, (depth - 1) as u8))
+    }
+
+    fn local_call(&mut self, ctx: u32, pc: usize, st: &State, to: usize) -> Result<Flow, VerifyError> {
+        let mut callee = self.callee_frame(ctx, pc, st, to)?;
         for r in 1..=5 {
             callee.regs[r] = Tracked::new(st.top().regs[r].v);
         }
