@@ -829,6 +829,26 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool, const SHADOW: bool>(
                 }
             };
         }
+        // Calls `helper` with r1-r5 under this execution's memory rules; its failure ends the run.
+        macro_rules! call_helper {
+            ($helper:expr) => {{
+                let helper = $helper;
+                let mut ctx = CallContext {
+                    memory: &mm,
+                    grants: &mut held.grants,
+                    checked: CHECKED || !setup.trusted,
+                    pc: at,
+                    maps: env.maps(),
+                    print: env.print_sink(),
+                    cpu: setup.cpu,
+                };
+                helper.call(&mut ctx, [r[1], r[2], r[3], r[4], r[5]]).map_err(|source| ExecError::Helper {
+                    pc: at,
+                    id: helper.id(),
+                    source,
+                })?
+            }};
+        }
         // `add dst, c; jcc dst, imm` (see `fuse`): `off` is `c << 1 | skip`.
         macro_rules! add_jump {
             (|$x:ident| $c:expr) => {{
@@ -1104,20 +1124,7 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool, const SHADOW: bool>(
                         None => return Err(ExecError::UnknownHelper { pc: at, id }),
                     }
                 };
-                let mut ctx = CallContext {
-                    memory: &mm,
-                    grants: &mut held.grants,
-                    checked: CHECKED || !setup.trusted,
-                    pc: at,
-                    maps: env.maps(),
-                    print: env.print_sink(),
-                    cpu: setup.cpu,
-                };
-                r[0] = helper.call(&mut ctx, [r[1], r[2], r[3], r[4], r[5]]).map_err(|source| ExecError::Helper {
-                    pc: at,
-                    id: helper.id(),
-                    source,
-                })?;
+                r[0] = call_helper!(helper);
             }
             Op::TailCall => {
                 let target = maps::handle_index(r[2])
@@ -1185,18 +1192,7 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool, const SHADOW: bool>(
                 let Some(callback) = linked.programs()[program].callback(r[2]) else {
                     // Not a function of the program: the helper's own function says so.
                     let helper = &helpers[s.target as usize];
-                    let mut ctx = CallContext {
-                        memory: &mm,
-                        grants: &mut held.grants,
-                        checked: CHECKED || !setup.trusted,
-                        pc: at,
-                        maps: env.maps(),
-                        print: env.print_sink(),
-                        cpu: setup.cpu,
-                    };
-                    r[0] = helper
-                        .call(&mut ctx, [r[1], r[2], r[3], r[4], r[5]])
-                        .map_err(|source| ExecError::Helper { pc: at, id: helper.id(), source })?;
+                    r[0] = call_helper!(helper);
                     continue;
                 };
                 if n == 0 {
@@ -1235,18 +1231,7 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool, const SHADOW: bool>(
                     // Not a map that can be iterated, or not a function of the program: the helper's
                     // own function says so.
                     let helper = &helpers[s.target as usize];
-                    let mut ctx = CallContext {
-                        memory: &mm,
-                        grants: &mut held.grants,
-                        checked: CHECKED || !setup.trusted,
-                        pc: at,
-                        maps: env.maps(),
-                        print: env.print_sink(),
-                        cpu: setup.cpu,
-                    };
-                    r[0] = helper
-                        .call(&mut ctx, [r[1], r[2], r[3], r[4], r[5]])
-                        .map_err(|source| ExecError::Helper { pc: at, id: helper.id(), source })?;
+                    r[0] = call_helper!(helper);
                     continue;
                 };
                 if depth + 1 >= MAX_FRAMES {
