@@ -76,25 +76,76 @@ impl Index {
         self.table.len()
     }
 
-    /// The slot holding `key` (of `key_size` bytes), if any.
-    fn find(&self, key: &[u8]) -> Option<u32> {
-        let hash = self.hasher.hash_one(key);
-        self.table.find(hash, |&s| self.key(s) == key).copied()
+    /// The hash of `key`. Keys of up to 8 bytes (most) are hashed as one integer: cheaper than a
+    /// slice's hash, which hashes its length too.
+    #[inline]
+    fn hash(hasher: &hashbrown::DefaultHashBuilder, key: &[u8]) -> u64 {
+        match key.len() {
+            4 => hasher.hash_one(u32::from_ne_bytes([key[0], key[1], key[2], key[3]])),
+            n @ 0..=8 => {
+                let mut word = [0u8; 8];
+                word[..n].copy_from_slice(key);
+                hasher.hash_one(u64::from_ne_bytes(word))
+            }
+            _ => hasher.hash_one(key),
+        }
     }
 
-    /// Records that `slot` (free, from `take_slot`) holds `key`.
-    fn insert(&mut self, slot: u32, key: &[u8]) -> Result<(), MapError> {
+    /// Whether `a` and `b` are the same key, compared without a call for the usual sizes (4 and 8
+    /// bytes).
+    #[inline(always)]
+    fn same(a: &[u8], b: &[u8]) -> bool {
+        if let (Ok(a), Ok(b)) = (<&[u8; 4]>::try_from(a), <&[u8; 4]>::try_from(b)) {
+            return u32::from_ne_bytes(*a) == u32::from_ne_bytes(*b);
+        }
+        if let (Ok(a), Ok(b)) = (<&[u8; 8]>::try_from(a), <&[u8; 8]>::try_from(b)) {
+            return u64::from_ne_bytes(*a) == u64::from_ne_bytes(*b);
+        }
+        a == b
+    }
+
+    /// The slot holding `key` (of `key_size` bytes), if any.
+    fn find(&self, key: &[u8]) -> Option<u32> {
+        self.find_hashed(Index::hash(&self.hasher, key), key)
+    }
+
+    /// As [`find`](Index::find), given the key's hash.
+    #[inline]
+    fn find_hashed(&self, hash: u64, key: &[u8]) -> Option<u32> {
+        // One probe loop per usual key size, each comparing integers.
+        if let Ok(k) = <&[u8; 4]>::try_from(key) {
+            let k = u32::from_ne_bytes(*k);
+            let key_at = |s: u32| self.keys.get(s as usize * 4..s as usize * 4 + 4);
+            return self.table.find(hash, |&s| key_at(s).is_some_and(|b| Index::same(b, &k.to_ne_bytes()))).copied();
+        }
+        self.table.find(hash, |&s| Index::same(self.key(s), key)).copied()
+    }
+
+    /// Records that `slot` (free, from `take_slot`) holds `key`, whose hash is `hash`.
+    fn insert(&mut self, slot: u32, key: &[u8], hash: u64) -> Result<(), MapError> {
         let Index { table, hasher, keys, key_size, .. } = self;
         let ks = *key_size;
-        let rehash = |&s: &u32| hasher.hash_one(&keys[s as usize * ks..(s as usize + 1) * ks]);
+        let rehash = |&s: &u32| Index::hash(hasher, &keys[s as usize * ks..(s as usize + 1) * ks]);
         table.try_reserve(1, rehash).map_err(|_| MapError::NoMemory(key.len() as u64))?;
         let at = slot as usize * ks;
         self.keys[at..at + ks].copy_from_slice(key);
         self.used[slot as usize] = true;
-        let hash = self.hasher.hash_one(key);
         let Index { table, hasher, keys, .. } = self;
-        table.insert_unique(hash, slot, |&s| hasher.hash_one(&keys[s as usize * ks..(s as usize + 1) * ks]));
+        table.insert_unique(hash, slot, |&s| Index::hash(hasher, &keys[s as usize * ks..(s as usize + 1) * ks]));
         Ok(())
+    }
+
+    /// Takes `key` out of the index: the slot that held it, now free to reuse (once unlinked from the
+    /// use list of an LRU map).
+    fn remove(&mut self, key: &[u8]) -> Option<u32> {
+        let hash = Index::hash(&self.hasher, key);
+        let Index { table, keys, key_size, .. } = self;
+        let ks = *key_size;
+        let entry =
+            table.find_entry(hash, |&s| Index::same(&keys[s as usize * ks..(s as usize + 1) * ks], key)).ok()?;
+        let (slot, _) = entry.remove();
+        self.used[slot as usize] = false;
+        Some(slot)
     }
 
     /// A slot for a new key, if there is one.
@@ -155,7 +206,7 @@ impl Index {
     /// Removes the key of `slot` from the index; the slot is then free to reuse.
     fn forget(&mut self, slot: u32, lru: bool) {
         if self.used[slot as usize] {
-            let hash = self.hasher.hash_one(self.key(slot));
+            let hash = Index::hash(&self.hasher, self.key(slot));
             if let Ok(entry) = self.table.find_entry(hash, |&s| s == slot) {
                 entry.remove();
             }
@@ -256,7 +307,8 @@ unsafe impl Map for HashMap {
         check_value(&self.def, value)?;
         let cpu = self.cpu_slot(cpu).ok_or(MapError::OutOfRange(cpu as u32))?;
         let mut ix = self.index.lock();
-        let slot = match ix.find(key) {
+        let hash = Index::hash(&ix.hasher, key);
+        let slot = match ix.find_hashed(hash, key) {
             Some(_) if flags == BPF_NOEXIST => return Err(MapError::Exists),
             Some(slot) => {
                 if self.lru() {
@@ -276,7 +328,7 @@ unsafe impl Map for HashMap {
                     }
                     None => return Err(MapError::Full),
                 };
-                if let Err(e) = ix.insert(slot, key) {
+                if let Err(e) = ix.insert(slot, key, hash) {
                     ix.free.push(slot);
                     return Err(e);
                 }
@@ -298,8 +350,10 @@ unsafe impl Map for HashMap {
     fn delete(&self, key: &[u8]) -> Result<(), MapError> {
         check_key(&self.def, key)?;
         let mut ix = self.index.lock();
-        let slot = ix.find(key).ok_or(MapError::NotFound)?;
-        ix.forget(slot, self.lru());
+        let slot = ix.remove(key).ok_or(MapError::NotFound)?;
+        if self.lru() {
+            ix.unlink(slot);
+        }
         ix.free.push(slot);
         Ok(())
     }

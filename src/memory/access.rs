@@ -190,6 +190,11 @@ pub unsafe fn copy_out(src: *const u8, out: &mut [u8], access: Access) {
                     let w = unsafe { u64::load_atomic(at) };
                     out[i..i + 8].copy_from_slice(&w.to_ne_bytes());
                     i += 8;
+                } else if at.addr() % 4 == 0 && out.len() - i >= 4 {
+                    // SAFETY: as for 8 bytes (map keys are often 4 bytes: one load, not four).
+                    let w = unsafe { u32::load_atomic(at) };
+                    out[i..i + 4].copy_from_slice(&w.to_ne_bytes());
+                    i += 4;
                 } else {
                     // SAFETY: a byte of the range.
                     out[i] = unsafe { u8::load_atomic(at) };
