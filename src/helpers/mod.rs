@@ -119,6 +119,17 @@ pub enum HelperError {
 /// The signature of a helper's function.
 pub type HelperFn = dyn Fn(&mut CallContext<'_>, [u64; 5]) -> Result<u64, HelperError> + Send + Sync;
 
+/// Which standard map helper a [`Helper`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MapOp {
+    /// `bpf_map_lookup_elem`.
+    Lookup,
+    /// `bpf_map_update_elem`.
+    Update,
+    /// `bpf_map_delete_elem`.
+    Delete,
+}
+
 /// A helper: id, name, signature, and the function.
 #[derive(Clone)]
 pub struct Helper {
@@ -128,9 +139,10 @@ pub struct Helper {
     func: Arc<HelperFn>,
     /// The engines implement this helper themselves (`bpf_tail_call`).
     pub(crate) tail_call: bool,
-    /// The standard `bpf_map_lookup_elem`, which the JIT may inline for array maps (a host's own helper
-    /// with that id is always called).
-    pub(crate) map_lookup: bool,
+    /// The standard `bpf_map_lookup_elem`, `_update_elem` or `_delete_elem`, which the JIT may carry
+    /// out inline (array lookups) or call directly (hash maps); a host's own helper with that id is
+    /// always called.
+    pub(crate) map_op: Option<MapOp>,
     /// The standard `bpf_loop`, whose callback the engines call themselves; the function runs only
     /// for a callback that is not one of the program's functions.
     pub(crate) bpf_loop: bool,
@@ -151,7 +163,7 @@ impl Helper {
             sig,
             func: Arc::new(func),
             tail_call: false,
-            map_lookup: false,
+            map_op: None,
             bpf_loop: false,
             for_each: false,
         }

@@ -9,7 +9,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use alloc::sync::Arc;
 
-use super::{ArgKind as A, CallContext, Helper, HelperError, HelperSig, RetKind};
+use super::{ArgKind as A, CallContext, Helper, HelperError, HelperSig, MapOp, RetKind};
 use crate::maps::{
     BloomFilterMap, Map, MapError, MapOfMaps, MapType, PerfEventArrayMap, QueueMap, RingBufMap, MAX_KEY_SIZE,
 };
@@ -117,46 +117,56 @@ pub fn all() -> Vec<Helper> {
                 sig(&[A::MapPtr, A::MapKey], RetKind::MapValueOrNull),
                 |ctx, a| {
                     let map = ctx.map(a[0], 1)?;
-                    let mut buf = [0u8; MAX_KEY_SIZE as usize];
-                    let key = key_buffer(&mut buf, map.as_ref())?;
-                    ctx.read(a[1], key)?;
-                    // A map of maps gives the inner map's handle.
-                    if let Some(outer) = map.downcast_ref::<MapOfMaps>() {
-                        return Ok(outer.lookup_handle(key, ctx.maps()));
-                    }
-                    Ok(map.lookup(key, ctx.cpu()).map_or(0, |p| p.expose_provenance() as u64))
+                    with_key(ctx, map.as_ref(), a[1], |key| {
+                        // A map of maps gives the inner map's handle.
+                        if let Some(outer) = map.downcast_ref::<MapOfMaps>() {
+                            return Ok(outer.lookup_handle(key, ctx.maps()));
+                        }
+                        Ok(map.lookup(key, ctx.cpu()).map_or(0, |p| p.expose_provenance() as u64))
+                    })
                 },
             );
-            h.map_lookup = true;
+            h.map_op = Some(MapOp::Lookup);
             h
         },
-        Helper::new(
-            MAP_UPDATE_ELEM,
-            "map_update_elem",
-            sig(&[A::MapMut, A::MapKey, A::MapValue, A::Scalar], RetKind::Scalar),
-            |ctx, a| {
-                let map = writable_map(ctx, a[0])?;
-                let mut buf = [0u8; MAX_KEY_SIZE as usize];
-                let key = key_buffer(&mut buf, map.as_ref())?;
-                ctx.read(a[1], key)?;
-                with_value(ctx, a[2], map.def().value_size as usize, |ctx, value| {
-                    Ok(match map.update(key, value, a[3], ctx.cpu()) {
-                        Ok(()) => 0,
-                        Err(e) => e.errno() as u64,
+        {
+            let mut h = Helper::new(
+                MAP_UPDATE_ELEM,
+                "map_update_elem",
+                sig(&[A::MapMut, A::MapKey, A::MapValue, A::Scalar], RetKind::Scalar),
+                |ctx, a| {
+                    let map = writable_map(ctx, a[0])?;
+                    with_key(ctx, map.as_ref(), a[1], |key| {
+                        with_value(ctx, a[2], map.def().value_size as usize, |ctx, value| {
+                            Ok(match map.update(key, value, a[3], ctx.cpu()) {
+                                Ok(()) => 0,
+                                Err(e) => e.errno() as u64,
+                            })
+                        })
                     })
-                })
-            }
-        ),
-        Helper::new(MAP_DELETE_ELEM, "map_delete_elem", sig(&[A::MapMut, A::MapKey], RetKind::Scalar), |ctx, a| {
-            let map = writable_map(ctx, a[0])?;
-            let mut buf = [0u8; MAX_KEY_SIZE as usize];
-            let key = key_buffer(&mut buf, map.as_ref())?;
-            ctx.read(a[1], key)?;
-            Ok(match map.delete(key) {
-                Ok(()) => 0,
-                Err(e) => e.errno() as u64,
-            })
-        }),
+                },
+            );
+            h.map_op = Some(MapOp::Update);
+            h
+        },
+        {
+            let mut h = Helper::new(
+                MAP_DELETE_ELEM,
+                "map_delete_elem",
+                sig(&[A::MapMut, A::MapKey], RetKind::Scalar),
+                |ctx, a| {
+                    let map = writable_map(ctx, a[0])?;
+                    with_key(ctx, map.as_ref(), a[1], |key| {
+                        Ok(match map.delete(key) {
+                            Ok(()) => 0,
+                            Err(e) => e.errno() as u64,
+                        })
+                    })
+                },
+            );
+            h.map_op = Some(MapOp::Delete);
+            h
+        },
         Helper::new(KTIME_GET_NS, "ktime_get_ns", HelperSig::scalars(0), |_, _| Ok(crate::host::monotonic_ns())),
         Helper::new(
             TRACE_PRINTK,
@@ -279,10 +289,9 @@ pub fn all() -> Vec<Helper> {
                 if map.cpus() <= 1 || a[2] >= map.cpus() as u64 {
                     return Ok(0);
                 }
-                let mut buf = [0u8; MAX_KEY_SIZE as usize];
-                let key = key_buffer(&mut buf, map.as_ref())?;
-                ctx.read(a[1], key)?;
-                Ok(map.lookup(key, a[2] as usize).map_or(0, |p| p.expose_provenance() as u64))
+                with_key(ctx, map.as_ref(), a[1], |key| {
+                    Ok(map.lookup(key, a[2] as usize).map_or(0, |p| p.expose_provenance() as u64))
+                })
             }
         ),
         Helper::new(
@@ -349,8 +358,14 @@ fn with_value<'a>(
     size: usize,
     f: impl FnOnce(&CallContext<'a>, &[u8]) -> Result<u64, HelperError>,
 ) -> Result<u64, HelperError> {
-    let mut small = [0u8; 256];
-    match small.get_mut(..size) {
+    // Two sizes of buffer: clearing costs as much as the rest of a small update.
+    let mut small = [0u8; 32];
+    if let Some(buf) = small.get_mut(..size) {
+        ctx.read(addr, buf)?;
+        return f(ctx, buf);
+    }
+    let mut medium = [0u8; 256];
+    match medium.get_mut(..size) {
         Some(buf) => {
             ctx.read(addr, buf)?;
             f(ctx, buf)
@@ -503,9 +518,24 @@ fn ringbuf<'a>(ctx: &CallContext<'a>, handle: u64) -> Result<&'a RingBufMap, Hel
     ctx.map(handle, 1)?.downcast_ref::<RingBufMap>().ok_or(invalid(1, "not a ring buffer"))
 }
 
-/// The part of `buf` a key of `map` takes.
-fn key_buffer<'b>(buf: &'b mut [u8; MAX_KEY_SIZE as usize], map: &dyn Map) -> Result<&'b mut [u8], HelperError> {
-    buf.get_mut(..map.def().key_size as usize).ok_or(invalid(1, "the map's keys are larger than MAX_KEY_SIZE"))
+/// Reads a key of `map` from program memory at `addr` (argument 2) and passes it to `f`: keys up to
+/// 32 bytes (most) through a small buffer, which costs less to clear than one of `MAX_KEY_SIZE`.
+fn with_key<R>(
+    ctx: &CallContext<'_>,
+    map: &dyn Map,
+    addr: u64,
+    f: impl FnOnce(&[u8]) -> Result<R, HelperError>,
+) -> Result<R, HelperError> {
+    let size = map.def().key_size as usize;
+    let mut small = [0u8; 32];
+    if let Some(key) = small.get_mut(..size) {
+        ctx.read(addr, key)?;
+        return f(key);
+    }
+    let mut large = [0u8; MAX_KEY_SIZE as usize];
+    let key = large.get_mut(..size).ok_or(invalid(1, "the map's keys are larger than MAX_KEY_SIZE"))?;
+    ctx.read(addr, key)?;
+    f(key)
 }
 
 /// The map a handle refers to, if programs may change it: not a program array or ring buffer (which

@@ -66,6 +66,8 @@ impl Reg {
     pub const R1: Reg = Reg(1);
     /// Second argument register; the context length at entry.
     pub const R2: Reg = Reg(2);
+    /// Third argument register.
+    pub const R3: Reg = Reg(3);
     /// The frame pointer.
     pub const R10: Reg = Reg(10);
     /// Number of registers.

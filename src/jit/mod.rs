@@ -10,6 +10,7 @@
 pub mod aot;
 mod groups;
 mod ifconv;
+mod known;
 mod placement;
 pub(crate) mod runtime;
 mod translate;
@@ -131,6 +132,7 @@ impl JitProgram {
         builder.symbol(runtime::names::REGION_CHECK, runtime::region_check as *const u8);
         builder.symbol(runtime::names::TAIL_CALL, runtime::tail_call as *const u8);
         builder.symbol(runtime::names::PACKET_LOAD, runtime::packet_load as *const u8);
+        builder.symbol(runtime::names::HASH_MAP_OP, runtime::hash_map_op as *const u8);
         let mut module = JITModule::new(builder);
         let opts = Options {
             checked,
@@ -146,6 +148,9 @@ impl JitProgram {
         };
         let mut rt = translate::declare_runtime(&mut module)?;
         rt.inline = translate::InlineLookups::for_env(linked);
+        if rt.inline.hashes.iter().any(Option::is_some) {
+            rt.inline.hash_map_op = Some(translate::declare_hash_map_op(&mut module)?);
+        }
         let regions = linked.regions();
         let mut ids = Vec::with_capacity(linked.programs().len());
         for (i, p) in linked.programs().iter().enumerate() {

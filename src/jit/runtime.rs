@@ -101,6 +101,7 @@ pub(crate) mod names {
     pub const REGION_CHECK: &str = "ebpf_vm_region_check";
     pub const TAIL_CALL: &str = "ebpf_vm_tail_call";
     pub const PACKET_LOAD: &str = "ebpf_vm_packet_load";
+    pub const HASH_MAP_OP: &str = "ebpf_vm_hash_map_op";
 }
 
 /// # Safety
@@ -203,6 +204,69 @@ pub(crate) unsafe extern "C" fn call_helper(
     }
 }
 
+/// The largest keys and values of the hash maps compiled code calls directly ([`hash_map_op`]):
+/// larger ones go through the helper.
+pub(crate) const DIRECT_KEY_MAX: u32 = 32;
+/// See [`DIRECT_KEY_MAX`].
+pub(crate) const DIRECT_VALUE_MAX: u32 = 64;
+
+/// The standard `bpf_map_lookup_elem`, `bpf_map_update_elem` or `bpf_map_delete_elem` (`op`, the
+/// helper's id) on the hash map at `map`, called straight from compiled code, as the kernel's JITs
+/// call a map's own lookup: no helper dispatch, no argument checks. The result is the helper's.
+///
+/// # Safety
+/// `ctx` is the context of a running execution of code built for an environment holding the map at
+/// `map` (a [`maps::HashMap`] of keys and values at most [`DIRECT_KEY_MAX`] and [`DIRECT_VALUE_MAX`]
+/// bytes, that programs may change for an update or delete); the map's key size of bytes at `key`
+/// and, for an update, its value size at `value`, are memory the execution may read (proven by the
+/// verifier, vouched for by the host in unchecked mode, or tested by the caller).
+pub(crate) unsafe extern "C" fn hash_map_op(
+    ctx: *mut JitContext<'_>,
+    op: u64,
+    map: u64,
+    key: u64,
+    value: u64,
+    flags: u64,
+) -> u64 {
+    use crate::helpers::standard::{MAP_DELETE_ELEM, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM};
+    use crate::maps::Map;
+    use crate::memory::access::{copy_out, Access};
+    #[cfg(test)]
+    tests::DIRECT_HASH_CALLS.with(|c| c.set(c.get() + 1));
+    // SAFETY: compiled code passes its own, live context.
+    let ctx = unsafe { context(ctx) };
+    // SAFETY: the map outlives the code (the environment holds it), and is a hash map (the contract).
+    let map = unsafe { &*core::ptr::with_exposed_provenance::<maps::HashMap>(map as usize) };
+    let def = map.def();
+    let mut key_buf = [0u8; DIRECT_KEY_MAX as usize];
+    let mut value_buf = [0u8; DIRECT_VALUE_MAX as usize];
+    let key_buf = &mut key_buf[..(def.key_size as usize).min(DIRECT_KEY_MAX as usize)];
+    // SAFETY: the key's bytes may be read (the contract); they may be shared with other executions,
+    // so they are read as shared memory is. `key_buf` is a local buffer.
+    unsafe { copy_out(core::ptr::with_exposed_provenance(key as usize), key_buf, Access::Shared) };
+    let cpu = ctx.host.setup.cpu;
+    let run = || match op as u32 {
+        MAP_LOOKUP_ELEM => map.lookup(key_buf, cpu).map_or(0, |p| p.expose_provenance() as u64),
+        MAP_UPDATE_ELEM => {
+            let value_buf = &mut value_buf[..(def.value_size as usize).min(DIRECT_VALUE_MAX as usize)];
+            // SAFETY: as for the key.
+            unsafe { copy_out(core::ptr::with_exposed_provenance(value as usize), value_buf, Access::Shared) };
+            map.update(key_buf, value_buf, flags, cpu).map_or_else(|e| e.errno() as u64, |()| 0)
+        }
+        MAP_DELETE_ELEM => map.delete(key_buf).map_or_else(|e| e.errno() as u64, |()| 0),
+        _ => maps::MapError::Unsupported.errno() as u64,
+    };
+    // A panic must not unwind into compiled code (see `call_helper`).
+    match std::panic::catch_unwind(core::panic::AssertUnwindSafe(run)) {
+        Ok(r0) => r0,
+        Err(panic) => {
+            ctx.host.failure = Some(Failure::Panic(panic));
+            ctx.status = status::HOST_ERROR;
+            0
+        }
+    }
+}
+
 /// One step of a `bpf_for_each_map_elem` over the map with handle `map`, after `visited` elements,
 /// for the callback whose frame pointer is `callee_fp` (its frame zeroed): the next element's key is
 /// copied to the bottom of that frame and its value's address returned; 0 when there is none left.
@@ -287,4 +351,44 @@ pub(crate) unsafe extern "C" fn packet_load(ctx: *mut JitContext<'_>, offset: i6
         v = (v << 8) | unsafe { p.add(i).read() } as u64;
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use core::cell::Cell;
+
+    use crate::maps::{self, MapDef, MapType};
+    use crate::{Context, Engine, Env, Program, Vm};
+
+    std::thread_local! {
+        /// Calls of `hash_map_op` on this thread.
+        pub(super) static DIRECT_HASH_CALLS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    #[test]
+    fn hash_map_helpers_on_a_known_map_are_called_directly() {
+        // A lookup, an update and a delete of a key on the stack: three direct calls, in verified and
+        // checked code; none where `r1` comes from another register.
+        let text = "stw [%r10-4], 9\nstdw [%r10-16], 5\nmov %r2, %r10\nadd %r2, -4\nmov %r3, %r10\nadd %r3, -16
+            mov %r4, 0\nlddw %r1, map_fd(0)\ncall 2\nmov %r2, %r10\nadd %r2, -4\nlddw %r1, map_fd(0)\ncall 1
+            mov %r2, %r10\nadd %r2, -4\nlddw %r1, map_fd(0)\ncall 3\nexit";
+        for (text, want) in [
+            (alloc::string::String::from(text), 3),
+            (text.replace("lddw %r1, map_fd(0)", "lddw %r6, map_fd(0)\nmov %r1, %r6"), 0),
+        ] {
+            for checked in [false, true] {
+                let program = Program::from_asm(&text).expect("assembles");
+                let def = MapDef { map_type: MapType::Hash, key_size: 4, value_size: 8, max_entries: 4, flags: 0 };
+                let mut env = Env::new();
+                env.add_standard_helpers();
+                env.add_map(maps::create(def).expect("map"));
+                env.set_context(Context::fixed(0));
+                let builder = Vm::builder(program).env(env).engine(Engine::Jit);
+                let vm = if checked { builder.checked() } else { builder.verified() }.build().expect("builds");
+                let before = DIRECT_HASH_CALLS.with(Cell::get);
+                assert_eq!(vm.execute(&mut []).expect("runs"), 0, "the delete found the key");
+                assert_eq!(DIRECT_HASH_CALLS.with(Cell::get) - before, want, "checked: {checked}\n{text}");
+            }
+        }
+    }
 }

@@ -26,8 +26,9 @@ use cranelift_module::{FuncId, Linkage, Module, ModuleReloc, ModuleRelocTarget};
 
 use super::groups::{self, Plan};
 use super::ifconv::{self, Diamond};
+use super::known::{Facts, Known};
 use super::placement;
-use super::runtime::{names, offset, status};
+use super::runtime::{self, names, offset, status};
 use super::JitError;
 use crate::isa::{AluOp, AtomicOp, ByteOrder, Cond, Instruction, Operand, PacketMode, Reg, Size, SxWidth, Width};
 use crate::link::{LinkedProgram, Resolved};
@@ -79,29 +80,72 @@ pub(crate) struct Runtime {
     pub(crate) inline: InlineLookups,
 }
 
-/// Lookups in array maps that compiled code does itself, as the kernel's JITs do: where the standard
-/// `bpf_map_lookup_elem` is called on a shared array map that `r1` is known to name, the value's
-/// address is the key's index times the stride past the map's first value, or null past the end.
+/// Map helpers that compiled code carries out itself or calls directly, as the kernel's JITs do.
+/// Where the standard `bpf_map_lookup_elem` is called on a shared array map that `r1` is known to
+/// name, the value's address is the key's index times the stride past the map's first value, or null
+/// past the end. Where the standard lookup, update or delete is called on a hash map `r1` is known to
+/// name, the code calls the map's own function (`runtime::hash_map_op`), not the helper.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct InlineLookups {
     /// The index of the standard `bpf_map_lookup_elem` in the environment's helpers.
     pub(crate) helper: Option<u32>,
+    /// The indexes of the standard `bpf_map_update_elem` and `bpf_map_delete_elem`.
+    pub(crate) update: Option<u32>,
+    pub(crate) delete: Option<u32>,
     /// By map index: the layout of each shared array map.
     pub(crate) arrays: Vec<Option<crate::maps::ArrayLayout>>,
+    /// By map index: each hash map compiled code may call directly.
+    pub(crate) hashes: Vec<Option<DirectHash>>,
+    /// The runtime function that carries out calls on hash maps (declared for in-process code only).
+    pub(crate) hash_map_op: Option<FuncId>,
+}
+
+/// A hash map that compiled code calls directly: its address, and what the call reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DirectHash {
+    addr: u64,
+    key_size: u32,
+    value_size: u32,
+    /// Whether programs may update it and delete from it.
+    writable: bool,
 }
 
 impl InlineLookups {
-    /// What code for `linked` may look up inline: the maps live as long as `linked`, and array values
-    /// never move.
+    /// What code for `linked` may look up inline or call directly: the maps live as long as
+    /// `linked`, and array values never move.
     pub(crate) fn for_env(linked: &crate::link::Linked) -> InlineLookups {
+        use crate::helpers::MapOp;
         let env = linked.env();
-        let helper = env.helpers().iter().position(|h| h.map_lookup).map(|i| i as u32);
+        let find = |op| env.helpers().iter().position(|h| h.map_op == Some(op)).map(|i| i as u32);
         let arrays = env
             .maps()
             .iter()
             .map(|m| m.as_any().downcast_ref::<crate::maps::ArrayMap>().and_then(|a| a.inline_layout()))
             .collect();
-        InlineLookups { helper, arrays }
+        let hashes = env
+            .maps()
+            .iter()
+            .map(|m| {
+                let hash = m.as_any().downcast_ref::<crate::maps::HashMap>()?;
+                let def = crate::maps::Map::def(hash);
+                (def.key_size <= runtime::DIRECT_KEY_MAX && def.value_size <= runtime::DIRECT_VALUE_MAX).then_some(
+                    DirectHash {
+                        addr: core::ptr::from_ref(hash).expose_provenance() as u64,
+                        key_size: def.key_size,
+                        value_size: def.value_size,
+                        writable: !def.read_only_for_programs(),
+                    },
+                )
+            })
+            .collect();
+        InlineLookups {
+            helper: find(MapOp::Lookup),
+            update: find(MapOp::Update),
+            delete: find(MapOp::Delete),
+            arrays,
+            hashes,
+            hash_map_op: None,
+        }
     }
 }
 
@@ -132,6 +176,13 @@ pub(crate) fn declare_runtime<M: Module>(module: &mut M) -> Result<Runtime, JitE
         packet_load: import(names::PACKET_LOAD, 3)?,
         inline: InlineLookups::default(),
     })
+}
+
+/// Declares the runtime function compiled code calls hash maps through (in-process code only: its
+/// calls embed the maps' addresses).
+pub(crate) fn declare_hash_map_op<M: Module>(module: &mut M) -> Result<FuncId, JitError> {
+    let s = sig(module, 6, true);
+    module.declare_function(names::HASH_MAP_OP, Linkage::Import, &s).map_err(|e| JitError::Codegen(format!("{e}")))
 }
 
 /// Functions with more instructions than this are compiled without Cranelift's optimisations (with the
@@ -323,8 +374,16 @@ struct Fx<'a, 'b> {
     region_check: FuncRef,
     tail_call: FuncRef,
     packet_load: FuncRef,
+    /// `runtime::hash_map_op`, where hash maps are called directly.
+    hash_map_op: Option<FuncRef>,
     bpf_sig: SigRef,
     inline: &'a InlineLookups,
+    /// What checked code knows of the registers here (see `known`).
+    facts: Facts,
+    /// What is known on entry to the blocks (by slot) reached only from a block translated already.
+    entry_facts: BTreeMap<usize, Facts>,
+    /// What the call being translated returns, if it is a map lookup compiled here.
+    call_result: Known,
     terminated: bool,
 }
 
@@ -367,6 +426,7 @@ fn translate_function<M: Module>(
     let region_check = module.declare_func_in_func(rt.region_check, func);
     let tail_call = module.declare_func_in_func(rt.tail_call, func);
     let packet_load = module.declare_func_in_func(rt.packet_load, func);
+    let hash_map_op = rt.inline.hash_map_op.map(|id| module.declare_func_in_func(id, func));
     let bpf_sig = func.import_signature(bpf_signature(module));
 
     let mut b = FunctionBuilder::new(func, fctx);
@@ -469,8 +529,12 @@ fn translate_function<M: Module>(
         region_check,
         tail_call,
         packet_load,
+        hash_map_op,
         bpf_sig,
         inline: &rt.inline,
+        facts: Facts::default(),
+        entry_facts: BTreeMap::new(),
+        call_result: Known::Nothing,
         terminated: false,
     };
     fx.jump_to(f.start);
@@ -485,6 +549,7 @@ fn translate_function<M: Module>(
             }
             fx.b.switch_to_block(block);
             fx.terminated = false;
+            fx.facts = fx.entry_facts.remove(&pc).unwrap_or_default();
             if fx.hot_loop.map(|l| l.0) == Some(pc) {
                 fx.mark(placement::HEAD_TAG);
             }
@@ -493,6 +558,8 @@ fn translate_function<M: Module>(
             let block = fx.b.create_block();
             fx.b.switch_to_block(block);
             fx.terminated = false;
+            fx.facts = Facts::default();
+            fx.facts = fx.entry_facts.remove(&pc).unwrap_or_default();
         }
         fx.instruction(pc, insn, resolved)?;
     }
@@ -584,11 +651,24 @@ impl Fx<'_, '_> {
     /// line, so the expected case costs one compare and one branch not taken.
     fn check(&mut self, base: Reg, offset: i16, addr: Value, len: u32, write: bool, pc: usize) {
         let Some(bounds) = self.bounds else { return };
-        let in_frame = -(FRAME_SIZE as i64)..=-(len as i64);
-        if base == Reg::R10 && in_frame.contains(&(offset as i64)) {
+        if self.known_in_bounds(base, offset as i64, len, write) {
+            // The leader of a group of shared checks tested nothing: the other members test themselves.
+            if let Some(&Plan::Leader { group, .. }) = self.plans.get(&pc) {
+                let zero = self.b.ins().iconst(I64, 0);
+                self.b.def_var(self.group_flags[group], zero);
+            }
             return;
         }
-        match self.plans.get(&pc).copied() {
+        let plan = self.plans.get(&pc).copied();
+        if self.facts.frame_based(base) {
+            // A group's test of its hull against the input would fail: each access tests the frames.
+            if let Some(Plan::Leader { group, .. }) = plan {
+                let zero = self.b.ins().iconst(I64, 0);
+                self.b.def_var(self.group_flags[group], zero);
+            }
+            return self.precise_check(base, addr, len, write, pc, bounds);
+        }
+        match plan {
             None => self.precise_check(base, addr, len, write, pc, bounds),
             // The hull of the group, against the input; if it is not all there, the full check.
             Some(Plan::Leader { group, from, len: hull }) => {
@@ -677,12 +757,14 @@ impl Fx<'_, '_> {
         if self.opts.uses_stack {
             let try_second = self.b.create_block();
             self.b.set_cold_block(try_second);
-            let first = if base == Reg::R10 { self.stack_bounds(bounds, len) } else { input };
+            // Addresses from r10 are tried in the frames first, others in the input.
+            let stack_first = self.facts.frame_based(base);
+            let first = if stack_first { self.stack_bounds(bounds, len) } else { input };
             let off = self.b.ins().isub(addr, first.0);
             let ok = self.b.ins().icmp(IntCC::UnsignedLessThan, off, first.1);
             self.b.ins().brif(ok, cont, &[], try_second, &[]);
             self.b.switch_to_block(try_second);
-            let second = if base == Reg::R10 { input } else { self.stack_bounds(bounds, len) };
+            let second = if stack_first { input } else { self.stack_bounds(bounds, len) };
             let off = self.b.ins().isub(addr, second.0);
             let ok = self.b.ins().icmp(IntCC::UnsignedLessThan, off, second.1);
             self.b.ins().brif(ok, back, &[], slow, &[]);
@@ -838,6 +920,41 @@ impl Fx<'_, '_> {
     }
 
     fn instruction(&mut self, pc: usize, insn: &Instruction, resolved: Resolved) -> Result<(), JitError> {
+        let result = self.facts.result_of(insn);
+        self.call_result = Known::Nothing;
+        self.translate_instruction(pc, insn, resolved)?;
+        let call = matches!(
+            insn,
+            Instruction::Call { .. }
+                | Instruction::CallReg { .. }
+                | Instruction::CallLocal { .. }
+                | Instruction::CallBtf { .. }
+        );
+        let result = if call { self.call_result } else { result };
+        self.facts.apply(insn, result);
+        Ok(())
+    }
+
+    /// Whether `len` bytes at `base + offset` need no check: inside the current frame (see `known`),
+    /// or inside a map value the register is known to point to.
+    fn known_in_bounds(&self, base: Reg, offset: i64, len: u32, write: bool) -> bool {
+        self.facts.in_frame(base, offset, len) || self.facts.in_value(base, offset, len, write)
+    }
+
+    /// Hands what is known at a jump at `pc` (to `to`) to the block at `to` when this is its only way
+    /// in, and it is translated later.
+    fn pass_facts(&mut self, pc: usize, to: usize, facts: Facts) {
+        let (Some(from), Some(block)) = (self.cfg.block_of_pc(pc), self.cfg.block_of_pc(to)) else { return };
+        let only_way_in = {
+            let mut preds = self.cfg.predecessors(block);
+            preds.len() == 1 && preds.next() == Some(from)
+        };
+        if to > pc && only_way_in && self.cfg.block(block).start() == to {
+            self.entry_facts.insert(to, facts);
+        }
+    }
+
+    fn translate_instruction(&mut self, pc: usize, insn: &Instruction, resolved: Resolved) -> Result<(), JitError> {
         self.budget_step(pc);
         let flags = MemFlagsData::new();
         match *insn {
@@ -944,6 +1061,7 @@ impl Fx<'_, '_> {
             Instruction::Ja { .. } | Instruction::Ja32 { .. } => {
                 let t = insn.branch_target(pc).unwrap_or(0) as usize;
                 self.mark_loop_end(pc);
+                self.pass_facts(pc, t, self.facts);
                 self.jump_to(t);
             }
             Instruction::Jump { width, cond, dst, src, .. } => {
@@ -982,6 +1100,13 @@ impl Fx<'_, '_> {
                 }
                 let taken = self.blocks[&target];
                 let next = self.blocks[&(pc + 1)];
+                if target == pc + 1 {
+                    self.pass_facts(pc, target, self.facts);
+                } else {
+                    let (when_taken, when_not) = self.facts.after_jump(width, cond, dst, src);
+                    self.pass_facts(pc, target, when_taken);
+                    self.pass_facts(pc, pc + 1, when_not);
+                }
                 // Both ways out of a conditional jump go through blocks of their own, so that no edge is
                 // critical: Cranelift places the block for a critical edge, and the register moves in it,
                 // right after the branch, where they would push the other way out of line. Cranelift lays
@@ -1007,6 +1132,10 @@ impl Fx<'_, '_> {
                 Resolved::ForEach { index } => self.for_each(pc, index, id),
                 Resolved::Helper { index } => {
                     let which = ((index as u64 + 1) << 32 | id as u64) as i64;
+                    if let Some((f, hash)) = self.direct_hash(pc, index, id) {
+                        self.hash_call(pc, which, f, id, hash);
+                        return Ok(());
+                    }
                     match self.inline_array(pc, index) {
                         Some(layout) if !self.opts.checked => self.inline_lookup(layout),
                         Some(layout) if self.opts.uses_stack => self.checked_lookup(pc, which, layout),
@@ -1047,6 +1176,7 @@ impl Fx<'_, '_> {
         regs.sort_unstable_by_key(|r| r.index());
         regs.dedup();
         let before: Vec<Value> = regs.iter().map(|&r| self.get(r)).collect();
+        let facts_before = self.facts;
         for (pc, insn) in &d.fall {
             self.instruction(*pc, insn, self.linked.resolved_at(*pc))?;
         }
@@ -1054,8 +1184,14 @@ impl Fx<'_, '_> {
         for (&r, &v) in regs.iter().zip(&before) {
             self.set(r, v);
         }
+        self.facts = facts_before;
         for (pc, insn) in &d.taken {
             self.instruction(*pc, insn, self.linked.resolved_at(*pc))?;
+        }
+        // Each register either side writes is a select of the two.
+        self.facts = facts_before;
+        for &r in &regs {
+            self.facts.forget(r);
         }
         for (&r, &f) in regs.iter().zip(&fall) {
             let t = self.get(r);
@@ -1120,13 +1256,9 @@ impl Fx<'_, '_> {
         self.set(Reg::R0, r0);
     }
 
-    /// The layout of the array map a call at `pc` of helper `index` looks up in, when it is the standard
-    /// lookup and `r1` was last set, in the call's block and after any call, by an `lddw` of a shared
-    /// array map.
-    fn inline_array(&self, pc: usize, index: u32) -> Option<crate::maps::ArrayLayout> {
-        if self.inline.helper != Some(index) {
-            return None;
-        }
+    /// The map `r1` holds at a call at `pc`, when it was last set, in the call's block and after any
+    /// call, by an `lddw` of a map.
+    fn static_map(&self, pc: usize) -> Option<usize> {
         let start = self.cfg.block(self.cfg.block_of_pc(pc)?).start();
         let mut map = None;
         for (at, insn) in self.linked.program().iter() {
@@ -1145,7 +1277,7 @@ impl Fx<'_, '_> {
                 _ if insn.written() == Some(Reg::R1) => {
                     map = match (insn, self.linked.resolved_at(at)) {
                         (Instruction::LoadImm64 { .. }, Resolved::Imm64(crate::link::Imm64Value::Map { index })) => {
-                            Some(index)
+                            Some(index as usize)
                         }
                         _ => None,
                     }
@@ -1153,19 +1285,107 @@ impl Fx<'_, '_> {
                 _ => {}
             }
         }
-        self.inline.arrays.get(map? as usize).copied().flatten()
+        map
+    }
+
+    /// The layout of the array map a call at `pc` of helper `index` looks up in, when it is the standard
+    /// lookup and `r1` names a shared array map (`static_map`).
+    fn inline_array(&self, pc: usize, index: u32) -> Option<crate::maps::ArrayLayout> {
+        if self.inline.helper != Some(index) {
+            return None;
+        }
+        self.inline.arrays.get(self.static_map(pc)?).copied().flatten()
+    }
+
+    /// The hash map a call at `pc` of helper `index` (id `id`) goes to directly, with the runtime
+    /// function that does it: when the helper is the standard lookup, update or delete (the last two
+    /// on a map programs may change), and `r1` names a hash map (`static_map`).
+    fn direct_hash(&self, pc: usize, index: u32, id: u32) -> Option<(FuncRef, DirectHash)> {
+        let f = self.hash_map_op?;
+        if self.opts.checked && !self.opts.uses_stack {
+            // Keys can only be in the stack's frames, and there are none.
+            return None;
+        }
+        let i = Some(index);
+        let writes = i == self.inline.update || i == self.inline.delete;
+        if i != self.inline.helper && !writes {
+            return None;
+        }
+        let hash = self.inline.hashes.get(self.static_map(pc)?).copied().flatten()?;
+        // The helper's own id, checked against the op: a host may list helpers in any order.
+        let op_matches = match id {
+            crate::helpers::standard::MAP_LOOKUP_ELEM => i == self.inline.helper,
+            crate::helpers::standard::MAP_UPDATE_ELEM => i == self.inline.update,
+            crate::helpers::standard::MAP_DELETE_ELEM => i == self.inline.delete,
+            _ => false,
+        };
+        (op_matches && (hash.writable || !writes)).then_some((f, hash))
+    }
+
+    /// A call of the map helper `id` (`which` for the helper's call) on the hash map `hash`, through
+    /// the runtime function `f`. Checked code calls it when the key (and an update's value) lie in the
+    /// current frame or the frames above it (where they are), else calls the helper, which checks them
+    /// as always.
+    fn hash_call(&mut self, pc: usize, which: i64, f: FuncRef, id: u32, hash: DirectHash) {
+        let update = id == crate::helpers::standard::MAP_UPDATE_ELEM;
+        let [_, r2, r3, r4, _] = self.args();
+        let direct = |fx: &mut Self| {
+            let op = fx.b.ins().iconst(I64, id as i64);
+            let map = fx.b.ins().iconst(I64, hash.addr as i64);
+            let r0 = fx.call_runtime(f, &[fx.ctx, op, map, r2, r3, r4]);
+            fx.check_status();
+            fx.set(Reg::R0, r0);
+        };
+        let result = match id {
+            crate::helpers::standard::MAP_LOOKUP_ELEM => {
+                Known::Value { size: hash.value_size, offset: 0, writable: hash.writable, non_null: false }
+            }
+            _ => Known::Nothing,
+        };
+        let known = self.facts.in_frame(Reg::R2, 0, hash.key_size)
+            && (!update || self.facts.in_frame(Reg::R3, 0, hash.value_size));
+        // The helper's lookup, where the call is not direct, returns the same.
+        self.call_result = result;
+        if !self.opts.checked || known {
+            direct(self);
+            return;
+        }
+        let mut inside = self.in_frames(r2, hash.key_size);
+        if update {
+            let value_inside = self.in_frames(r3, hash.value_size);
+            inside = self.b.ins().band(inside, value_inside);
+        }
+        let (fast, slow, join) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
+        self.b.ins().brif(inside, fast, &[], slow, &[]);
+        self.b.switch_to_block(fast);
+        direct(self);
+        self.b.ins().jump(join, &[]);
+        self.b.switch_to_block(slow);
+        let which = self.b.ins().iconst(I64, which);
+        self.helper_call(pc, which);
+        self.b.ins().jump(join, &[]);
+        self.b.switch_to_block(join);
+    }
+
+    /// Whether the `len` bytes at `addr` lie in the current frame or the frames above it: 1 or 0.
+    fn in_frames(&mut self, addr: Value, len: u32) -> Value {
+        let lo = self.b.ins().iadd_imm_s(self.fp, -(FRAME_SIZE as i64));
+        let hi = self.b.ins().load(I64, MemFlagsData::trusted(), self.ctx, offset::STACK_HI);
+        let span = self.b.ins().isub(hi, lo);
+        let last = self.b.ins().iadd_imm_s(span, -(len as i64));
+        let at = self.b.ins().isub(addr, lo);
+        self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, at, last)
     }
 
     /// Checked code: the lookup inline when the key lies in the current frame or the frames above it
     /// (where keys are), else the helper's call, which checks the key's address as always.
     fn checked_lookup(&mut self, pc: usize, which: i64, layout: crate::maps::ArrayLayout) {
+        if self.facts.in_frame(Reg::R2, 0, 4) {
+            self.inline_lookup(layout);
+            return;
+        }
         let r2 = self.get(Reg::R2);
-        let lo = self.b.ins().iadd_imm_s(self.fp, -(FRAME_SIZE as i64));
-        let hi = self.b.ins().load(I64, MemFlagsData::trusted(), self.ctx, offset::STACK_HI);
-        let span = self.b.ins().isub(hi, lo);
-        let last = self.b.ins().iadd_imm_s(span, -4);
-        let at = self.b.ins().isub(r2, lo);
-        let inside = self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, at, last);
+        let inside = self.in_frames(r2, 4);
         let (fast, slow, join) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
         self.b.ins().brif(inside, fast, &[], slow, &[]);
         self.b.switch_to_block(fast);
@@ -1189,6 +1409,8 @@ impl Fx<'_, '_> {
         let null = self.b.ins().iconst(I64, 0);
         let r0 = self.b.ins().select(inside, value, null);
         self.set(Reg::R0, r0);
+        self.call_result =
+            Known::Value { size: layout.value_size, offset: 0, writable: layout.writable, non_null: false };
     }
 
     fn local_call(&mut self, pc: usize, target: usize) {

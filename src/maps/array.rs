@@ -30,6 +30,10 @@ pub(crate) struct ArrayLayout {
     pub(crate) stride: u64,
     /// Number of values.
     pub(crate) max_entries: u32,
+    /// Bytes of each value.
+    pub(crate) value_size: u32,
+    /// Whether programs may write the values.
+    pub(crate) writable: bool,
 }
 
 /// `BPF_MAP_TYPE_PERCPU_ARRAY`: one value per index and per CPU slot.
@@ -75,6 +79,8 @@ impl ArrayMap {
             base: base.expose_provenance() as u64,
             stride: stride as u64,
             max_entries: self.def.max_entries,
+            value_size: self.def.value_size,
+            writable: !self.def.read_only_for_programs(),
         })
     }
 
