@@ -1,7 +1,9 @@
-//! Hash-map lookups, updates and deletes that the JIT calls directly (where `r1` is an `lddw` of a hash
-//! map in the call's block; in checked code, when the key and value are in the stack's frames): on
-//! every kind of hash map, key size and value size, with keys on the stack and in a map value, each
-//! engine and mode returns what the checked interpreter returns and leaves the same map contents. The
+//! Hash-map lookups, updates and deletes that the engines call directly (the JIT where `r1` is an
+//! `lddw` of a hash map in the call's block, and in checked code when the key and value are in the
+//! stack's frames; the interpreter on any hash map, with checked keys in checked mode): on every kind
+//! of hash map, key size and value size, with keys on the stack and in a map value, each engine and
+//! mode returns what the helpers return (the interpreter's shadow mode) and leaves the same map
+//! contents. The
 //! helper is called instead for a host's own map helpers, maps programs may not change, keys off the
 //! stack in checked code, and keys and values past the direct calls' sizes, with the helper's errors.
 #![cfg(feature = "jit")]
@@ -154,13 +156,16 @@ fn input(seed: u64) -> Vec<u8> {
 /// How a program is built.
 #[derive(Clone, Copy, Debug)]
 enum Mode {
+    Shadow,
     Verified,
     Checked,
     Unchecked,
 }
 
-/// The engines and modes compared, the checked interpreter first (the reference).
-const RUNS: [(Engine, Mode); 5] = [
+/// The engines and modes compared, the interpreter's shadow mode first: the reference, which calls
+/// every helper as written.
+const RUNS: [(Engine, Mode); 6] = [
+    (Engine::Interpreter, Mode::Shadow),
     (Engine::Interpreter, Mode::Checked),
     (Engine::Interpreter, Mode::Verified),
     (Engine::Jit, Mode::Verified),
@@ -202,6 +207,7 @@ fn build(text: &str, def: MapDef, engine: Engine, mode: Mode, host: Option<Helpe
     env.set_context(Context::fixed((OPS * 8) as u32));
     let builder = Vm::builder(program).env(env).engine(engine);
     let vm = match mode {
+        Mode::Shadow => builder.shadow().build(),
         Mode::Verified => builder.verified().build(),
         Mode::Checked => builder.checked().build(),
         // SAFETY: the program accesses its input, stack and the map values lookups return (the checked
@@ -256,8 +262,8 @@ fn direct_calls_do_what_the_helpers_do_on_every_hash_map() {
             configs += 1;
         }
     }
-    // 4 engines and modes against the reference, 40 runs each, for every configuration.
-    assert_eq!(compared, configs * 4 * 40);
+    // 5 engines and modes against the reference, 40 runs each, for every configuration.
+    assert_eq!(compared, configs * 5 * 40);
 }
 
 #[test]

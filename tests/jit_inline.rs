@@ -1,6 +1,7 @@
-//! Array-map lookups the JIT compiles inline (where `r1` is an `lddw` of a shared array map in the
-//! call's block; in checked code, when the key is on the stack): they find the same values as the
-//! helper the interpreter calls, return null past the end, use the map's stride for values that are not
+//! Array-map lookups the engines carry out themselves (the JIT inline where `r1` is an `lddw` of a
+//! shared array map in the call's block, in checked code when the key is on the stack; the interpreter
+//! on any shared array): they find the same values as the helper (called by the interpreter's shadow
+//! mode), return null past the end, use the map's stride for values that are not
 //! a multiple of 8 bytes, and give way to the helper wherever the lookup is not the standard one, the
 //! map not known, or (checked code) the key elsewhere, with the helper's errors.
 #![cfg(feature = "jit")]
@@ -50,7 +51,10 @@ fn runs(kind: MapType, value_size: u32, text: &str, host_lookup: bool) -> Vec<(S
     let program = Program::from_asm(text).unwrap_or_else(|e| panic!("{e}"));
     let mut out = Vec::new();
     for (engine, mode) in [
+        // The reference: shadow mode calls every helper as written.
+        (Engine::Interpreter, "shadow"),
         (Engine::Interpreter, "checked"),
+        (Engine::Interpreter, "verified"),
         (Engine::Jit, "verified"),
         (Engine::Jit, "unchecked"),
         (Engine::Jit, "checked"),
@@ -70,6 +74,7 @@ fn runs(kind: MapType, value_size: u32, text: &str, host_lookup: bool) -> Vec<(S
         env.set_context(Context::fixed(8));
         let builder = Vm::builder(program.clone()).env(env).engine(engine);
         let vm = match mode {
+            "shadow" => builder.shadow().build(),
             "verified" => builder.verified().build(),
             "checked" => builder.checked().build(),
             // SAFETY: the program accesses its stack and the values the lookups return (the checked

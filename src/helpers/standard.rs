@@ -11,8 +11,9 @@ use alloc::sync::Arc;
 
 use super::{ArgKind as A, CallContext, Helper, HelperError, HelperSig, MapOp, RetKind};
 use crate::maps::{
-    BloomFilterMap, Map, MapError, MapOfMaps, MapType, PerfEventArrayMap, QueueMap, RingBufMap, MAX_KEY_SIZE,
+    BloomFilterMap, HashMap, Map, MapError, MapOfMaps, MapType, PerfEventArrayMap, QueueMap, RingBufMap, MAX_KEY_SIZE,
 };
+use crate::memory::access::{copy_out, Access};
 use crate::memory::{Grants, Region};
 
 /// `bpf_map_lookup_elem`
@@ -845,6 +846,88 @@ fn trace_vprintk(ctx: &mut CallContext<'_>, a: [u64; 5]) -> Result<u64, HelperEr
 /// Whether `bpf_for_each_map_elem` iterates maps of this kind (the kernel's: arrays and hash maps).
 pub(crate) fn iterable(kind: MapType) -> bool {
     matches!(kind, MapType::Array | MapType::PerCpuArray | MapType::Hash | MapType::PerCpuHash | MapType::LruHash)
+}
+
+/// The largest keys and values of the hash maps the engines call directly ([`hash_map_call`]): larger
+/// ones go through the helper.
+pub(crate) const DIRECT_KEY_MAX: u32 = 32;
+/// See [`DIRECT_KEY_MAX`].
+pub(crate) const DIRECT_VALUE_MAX: u32 = 64;
+
+/// A hash map the engines may call directly for the standard `bpf_map_lookup_elem` (and, if programs
+/// may change it, `bpf_map_update_elem` and `bpf_map_delete_elem`), as the kernel's JITs call a map's
+/// own functions: a [`HashMap`] of keys and values within [`DIRECT_KEY_MAX`] and [`DIRECT_VALUE_MAX`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DirectHash {
+    /// The map's address (the map lives as long as the environment that holds it).
+    pub(crate) addr: u64,
+    pub(crate) key_size: u32,
+    pub(crate) value_size: u32,
+    /// Whether programs may update it and delete from it.
+    pub(crate) writable: bool,
+}
+
+impl DirectHash {
+    /// `map`, if the engines may call it directly.
+    pub(crate) fn of(map: &dyn Map) -> Option<DirectHash> {
+        let hash = map.downcast_ref::<HashMap>()?;
+        let def = hash.def();
+        (def.key_size <= DIRECT_KEY_MAX && def.value_size <= DIRECT_VALUE_MAX).then_some(DirectHash {
+            addr: core::ptr::from_ref(hash).expose_provenance() as u64,
+            key_size: def.key_size,
+            value_size: def.value_size,
+            writable: !def.read_only_for_programs(),
+        })
+    }
+
+    /// Whether the standard map helper `id` may be called directly on this map.
+    pub(crate) fn takes(&self, id: u32) -> bool {
+        match id {
+            MAP_LOOKUP_ELEM => true,
+            MAP_UPDATE_ELEM | MAP_DELETE_ELEM => self.writable,
+            _ => false,
+        }
+    }
+
+    /// Carries out the standard map helper `id` (lookup, update or delete) on the hash map at `addr`
+    /// (a [`DirectHash`]'s), the key read at `key` (with the rules of `key_access`) and an update's
+    /// value at `value` (`value_access`); the helper's result.
+    ///
+    /// # Safety
+    /// `addr` is the address of a live map [`DirectHash::of`] accepted, which [takes](DirectHash::takes)
+    /// `id`; the map's key size of bytes at `key` and, for an update, its value size at `value` may be
+    /// read with the rules of their access kinds (see [`copy_out`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn call(
+        addr: u64,
+        id: u32,
+        key: u64,
+        key_access: Access,
+        value: u64,
+        value_access: Access,
+        flags: u64,
+        cpu: usize,
+    ) -> u64 {
+        // SAFETY: alive and a hash map (the contract).
+        let map = unsafe { &*core::ptr::with_exposed_provenance::<HashMap>(addr as usize) };
+        let def = map.def();
+        let mut key_buf = [0u8; DIRECT_KEY_MAX as usize];
+        let key_buf = &mut key_buf[..(def.key_size as usize).min(DIRECT_KEY_MAX as usize)];
+        // SAFETY: the key's bytes may be read with these rules (the contract); `key_buf` is local.
+        unsafe { copy_out(core::ptr::with_exposed_provenance(key as usize), key_buf, key_access) };
+        match id {
+            MAP_LOOKUP_ELEM => map.lookup(key_buf, cpu).map_or(0, |p| p.expose_provenance() as u64),
+            MAP_UPDATE_ELEM => {
+                let mut value_buf = [0u8; DIRECT_VALUE_MAX as usize];
+                let value_buf = &mut value_buf[..(def.value_size as usize).min(DIRECT_VALUE_MAX as usize)];
+                // SAFETY: as for the key.
+                unsafe { copy_out(core::ptr::with_exposed_provenance(value as usize), value_buf, value_access) };
+                map.update(key_buf, value_buf, flags, cpu).map_or_else(|e| e.errno() as u64, |()| 0)
+            }
+            MAP_DELETE_ELEM => map.delete(key_buf).map_or_else(|e| e.errno() as u64, |()| 0),
+            _ => MapError::Unsupported.errno() as u64,
+        }
+    }
 }
 
 /// One step of `bpf_for_each_map_elem` over `map`: after `visited` elements (0 to start) whose last key

@@ -12,7 +12,9 @@ use core::mem::MaybeUninit;
 use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::helpers::standard::{for_each_step, iterable, release_grants, MAX_LOOPS};
+use crate::helpers::standard::{
+    for_each_step, iterable, release_grants, DirectHash, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAX_LOOPS,
+};
 use crate::helpers::CallContext;
 use crate::isa::{AluOp, AtomicOp, ByteOrder, Cond, Instruction, Operand, PacketMode, Size, SxWidth, Width};
 use crate::link::{ExecError, Linked, LinkedProgram, Resolved, MAX_TAIL_CALLS};
@@ -44,6 +46,10 @@ pub(crate) enum Op {
     Jeq32I, Jgt32I, Jge32I, Jset32I, Jne32I, Jsgt32I, Jsge32I, Jlt32I, Jle32I, Jslt32I, Jsle32I,
     Jeq32R, Jgt32R, Jge32R, Jset32R, Jne32R, Jsgt32R, Jsge32R, Jlt32R, Jle32R, Jslt32R, Jsle32R,
     Call, CallX, CallLocal, Exit, TailCall,
+    /// The standard `bpf_map_lookup_elem`, `_update_elem` or `_delete_elem` (the helper's index in
+    /// `target`, its id in `imm`): carried out here on array and hash maps (see [`MapAccess`]), else
+    /// called.
+    MapCall,
     /// `bpf_loop`: the helper's index in `target`.
     Loop,
     /// `bpf_for_each_map_elem`: the helper's index in `target`.
@@ -81,6 +87,38 @@ impl Slot {
 #[derive(Debug, Clone)]
 pub(crate) struct Code {
     slots: Vec<Slot>,
+    /// By map index, how `MapCall` reaches each map of the environment (the same in every program).
+    maps: Vec<MapAccess>,
+}
+
+/// How the interpreter carries out a standard map helper on a map, as the kernel's JITs do: an array
+/// lookup is an address computed here, a hash map's lookup, update and delete call the map itself.
+/// Other maps, and keys or values that fail the checks of checked mode, go through the helper.
+#[derive(Debug, Clone, Copy)]
+enum MapAccess {
+    Helper,
+    Array(maps::ArrayLayout),
+    Hash(DirectHash),
+}
+
+impl MapAccess {
+    /// How to reach each map of `linked`'s environment.
+    fn of_env(linked: &Linked) -> Vec<MapAccess> {
+        linked
+            .env()
+            .maps()
+            .iter()
+            .map(|m| {
+                if let Some(layout) = m.downcast_ref::<maps::ArrayMap>().and_then(|a| a.inline_layout()) {
+                    MapAccess::Array(layout)
+                } else if let Some(hash) = DirectHash::of(m.as_ref()) {
+                    MapAccess::Hash(hash)
+                } else {
+                    MapAccess::Helper
+                }
+            })
+            .collect()
+    }
 }
 
 /// The operation for an ALU instruction of this width, operation and operand kind.
@@ -137,20 +175,32 @@ impl Code {
     /// Translates a linked program for the interpreter.
     /// With `fuse`, also threads jumps and forms superinstructions ([`fuse`]): for runs that count no
     /// instructions (a budget counts what runs) and watch no single instruction (shadow mode).
-    pub(crate) fn compile(program: &LinkedProgram, fuse: bool) -> Code {
+    /// With `fuse`, calls of the standard map helpers also become `MapCall`s, reaching the maps as
+    /// `maps` says.
+    fn compile(program: &LinkedProgram, fuse: bool, helpers: &[crate::helpers::Helper], maps: &[MapAccess]) -> Code {
         let mut slots = alloc::vec![Slot::new(Op::Nop); program.program().slot_count()];
         for (pc, insn, resolved) in program.iter() {
             slots[pc] = translate(pc, insn, resolved);
         }
+        // Not in shadow mode (no fusing), which runs every instruction as written: the reference.
+        if fuse && maps.iter().any(|m| !matches!(m, MapAccess::Helper)) {
+            for s in slots.iter_mut().filter(|s| s.op == Op::Call) {
+                if helpers.get(s.target as usize).is_some_and(|h| h.map_op.is_some()) {
+                    s.op = Op::MapCall;
+                }
+            }
+        }
         if fuse {
             self::fuse(&mut slots);
         }
-        Code { slots }
+        Code { slots, maps: maps.to_vec() }
     }
 
     /// Translates every program of a linked set, by program id.
     pub(crate) fn compile_all(linked: &Linked, fuse: bool) -> Vec<Code> {
-        linked.programs().iter().map(|p| Code::compile(p, fuse)).collect()
+        let maps = MapAccess::of_env(linked);
+        let helpers = linked.env().helpers();
+        linked.programs().iter().map(|p| Code::compile(p, fuse, helpers, &maps)).collect()
     }
 }
 
@@ -555,6 +605,17 @@ fn access<const CHECKED: bool>(
     }
 }
 
+/// How `len` bytes at `addr` may be read: checked in checked mode (`None` if they may not), else
+/// vouched for.
+#[inline(always)]
+fn readable<const CHECKED: bool>(mm: &MemoryMap<'_>, grants: &Grants, addr: u64, len: u64) -> Option<Access> {
+    if CHECKED {
+        mm.classify(addr, len, false, grants)
+    } else {
+        Some(mm.classify_unchecked(addr, len))
+    }
+}
+
 /// Reads a `T` at `addr`, checking the access in checked mode.
 #[inline(always)]
 fn load<T: Word, const CHECKED: bool>(mm: &MemoryMap<'_>, g: &Grants, addr: u64, pc: usize) -> Result<T, ExecError> {
@@ -782,6 +843,7 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool, const SHADOW: bool>(
     let mut slots = &setup.codes[program].slots[..];
     let mut tail_calls = 0u32;
     let helpers = env.helpers();
+    let map_access = &setup.codes[program].maps[..];
     let mut pc = 0usize;
     let mut shadow = if SHADOW { Some(shadow::Shadow::new(stack_hi)) } else { None };
     // The keys of the `bpf_for_each_map_elem` calls in progress, by depth (allocated at the first).
@@ -1125,6 +1187,40 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool, const SHADOW: bool>(
                     }
                 };
                 r[0] = call_helper!(helper);
+            }
+            Op::MapCall => {
+                let helper = &helpers[s.target as usize];
+                let id = s.imm as u32;
+                let how = maps::handle_index(r[1]).and_then(|i| map_access.get(i as usize)).copied();
+                r[0] = match how {
+                    Some(MapAccess::Array(layout)) if id == MAP_LOOKUP_ELEM => {
+                        match readable::<CHECKED>(&mm, &held.grants, r[2], 4) {
+                            // SAFETY: the key's 4 bytes may be read with this access kind (checked just now,
+                            // proven by the verifier, or vouched for by the host).
+                            Some(kind) => match unsafe { access::load::<u32>(r[2], kind) } {
+                                key if key < layout.max_entries => layout.base + key as u64 * layout.stride,
+                                _ => 0,
+                            },
+                            None => call_helper!(helper),
+                        }
+                    }
+                    Some(MapAccess::Hash(hash)) if hash.takes(id) => {
+                        let key = readable::<CHECKED>(&mm, &held.grants, r[2], hash.key_size as u64);
+                        let value = match id {
+                            MAP_UPDATE_ELEM => readable::<CHECKED>(&mm, &held.grants, r[3], hash.value_size as u64),
+                            _ => Some(Access::Private), // not read
+                        };
+                        match (key, value) {
+                            // SAFETY: the environment holds the map, which takes `id`; the key (and value)
+                            // may be read with these access kinds (as above).
+                            (Some(k), Some(v)) => unsafe {
+                                DirectHash::call(hash.addr, id, r[2], k, r[3], v, r[4], setup.cpu)
+                            },
+                            _ => call_helper!(helper),
+                        }
+                    }
+                    _ => call_helper!(helper),
+                };
             }
             Op::TailCall => {
                 let target = maps::handle_index(r[2])

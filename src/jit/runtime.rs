@@ -5,9 +5,11 @@
 use alloc::boxed::Box;
 use core::mem::offset_of;
 
+use crate::helpers::standard::DirectHash;
 use crate::helpers::CallContext;
 use crate::link::{ExecError, MAX_TAIL_CALLS};
 use crate::maps::{self, ProgArrayMap};
+use crate::memory::access::Access;
 use crate::memory::{Grants, MemoryMap, Region, FRAME_SIZE};
 
 /// Status codes compiled code and runtime functions leave in [`JitContext::status`].
@@ -204,22 +206,15 @@ pub(crate) unsafe extern "C" fn call_helper(
     }
 }
 
-/// The largest keys and values of the hash maps compiled code calls directly ([`hash_map_op`]):
-/// larger ones go through the helper.
-pub(crate) const DIRECT_KEY_MAX: u32 = 32;
-/// See [`DIRECT_KEY_MAX`].
-pub(crate) const DIRECT_VALUE_MAX: u32 = 64;
-
 /// The standard `bpf_map_lookup_elem`, `bpf_map_update_elem` or `bpf_map_delete_elem` (`op`, the
-/// helper's id) on the hash map at `map`, called straight from compiled code, as the kernel's JITs
-/// call a map's own lookup: no helper dispatch, no argument checks. The result is the helper's.
+/// helper's id) on the hash map `map` describes, called straight from compiled code, as the kernel's
+/// JITs call a map's own lookup: no helper dispatch, no argument checks. The result is the helper's.
 ///
 /// # Safety
 /// `ctx` is the context of a running execution of code built for an environment holding the map at
-/// `map` (a [`maps::HashMap`] of keys and values at most [`DIRECT_KEY_MAX`] and [`DIRECT_VALUE_MAX`]
-/// bytes, that programs may change for an update or delete); the map's key size of bytes at `key`
-/// and, for an update, its value size at `value`, are memory the execution may read (proven by the
-/// verifier, vouched for by the host in unchecked mode, or tested by the caller).
+/// `map`, which [`DirectHash::of`] accepted and which [takes](DirectHash::takes) `op`; the map's key size of
+/// bytes at `key` and, for an update, its value size at `value`, are memory the execution may read
+/// (proven by the verifier, vouched for by the host in unchecked mode, or tested by the caller).
 pub(crate) unsafe extern "C" fn hash_map_op(
     ctx: *mut JitContext<'_>,
     op: u64,
@@ -228,34 +223,14 @@ pub(crate) unsafe extern "C" fn hash_map_op(
     value: u64,
     flags: u64,
 ) -> u64 {
-    use crate::helpers::standard::{MAP_DELETE_ELEM, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM};
-    use crate::maps::Map;
-    use crate::memory::access::{copy_out, Access};
     #[cfg(test)]
     tests::DIRECT_HASH_CALLS.with(|c| c.set(c.get() + 1));
     // SAFETY: compiled code passes its own, live context.
     let ctx = unsafe { context(ctx) };
-    // SAFETY: the map outlives the code (the environment holds it), and is a hash map (the contract).
-    let map = unsafe { &*core::ptr::with_exposed_provenance::<maps::HashMap>(map as usize) };
-    let def = map.def();
-    let mut key_buf = [0u8; DIRECT_KEY_MAX as usize];
-    let mut value_buf = [0u8; DIRECT_VALUE_MAX as usize];
-    let key_buf = &mut key_buf[..(def.key_size as usize).min(DIRECT_KEY_MAX as usize)];
-    // SAFETY: the key's bytes may be read (the contract); they may be shared with other executions,
-    // so they are read as shared memory is. `key_buf` is a local buffer.
-    unsafe { copy_out(core::ptr::with_exposed_provenance(key as usize), key_buf, Access::Shared) };
     let cpu = ctx.host.setup.cpu;
-    let run = || match op as u32 {
-        MAP_LOOKUP_ELEM => map.lookup(key_buf, cpu).map_or(0, |p| p.expose_provenance() as u64),
-        MAP_UPDATE_ELEM => {
-            let value_buf = &mut value_buf[..(def.value_size as usize).min(DIRECT_VALUE_MAX as usize)];
-            // SAFETY: as for the key.
-            unsafe { copy_out(core::ptr::with_exposed_provenance(value as usize), value_buf, Access::Shared) };
-            map.update(key_buf, value_buf, flags, cpu).map_or_else(|e| e.errno() as u64, |()| 0)
-        }
-        MAP_DELETE_ELEM => map.delete(key_buf).map_or_else(|e| e.errno() as u64, |()| 0),
-        _ => maps::MapError::Unsupported.errno() as u64,
-    };
+    // The key and value may be in memory other executions share: read as shared memory is.
+    // SAFETY: the map is alive and takes `op`; the bytes may be read (the contract).
+    let run = || unsafe { DirectHash::call(map, op as u32, key, Access::Shared, value, Access::Shared, flags, cpu) };
     // A panic must not unwind into compiled code (see `call_helper`).
     match std::panic::catch_unwind(core::panic::AssertUnwindSafe(run)) {
         Ok(r0) => r0,

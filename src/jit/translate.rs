@@ -28,8 +28,9 @@ use super::groups::{self, Plan};
 use super::ifconv::{self, Diamond};
 use super::known::{Facts, Known};
 use super::placement;
-use super::runtime::{self, names, offset, status};
+use super::runtime::{names, offset, status};
 use super::JitError;
+use crate::helpers::standard::DirectHash;
 use crate::isa::{AluOp, AtomicOp, ByteOrder, Cond, Instruction, Operand, PacketMode, Reg, Size, SxWidth, Width};
 use crate::link::{LinkedProgram, Resolved};
 use crate::memory::{Region, FRAME_SIZE};
@@ -100,16 +101,6 @@ pub(crate) struct InlineLookups {
     pub(crate) hash_map_op: Option<FuncId>,
 }
 
-/// A hash map that compiled code calls directly: its address, and what the call reads.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DirectHash {
-    addr: u64,
-    key_size: u32,
-    value_size: u32,
-    /// Whether programs may update it and delete from it.
-    writable: bool,
-}
-
 impl InlineLookups {
     /// What code for `linked` may look up inline or call directly: the maps live as long as
     /// `linked`, and array values never move.
@@ -122,22 +113,7 @@ impl InlineLookups {
             .iter()
             .map(|m| m.as_any().downcast_ref::<crate::maps::ArrayMap>().and_then(|a| a.inline_layout()))
             .collect();
-        let hashes = env
-            .maps()
-            .iter()
-            .map(|m| {
-                let hash = m.as_any().downcast_ref::<crate::maps::HashMap>()?;
-                let def = crate::maps::Map::def(hash);
-                (def.key_size <= runtime::DIRECT_KEY_MAX && def.value_size <= runtime::DIRECT_VALUE_MAX).then_some(
-                    DirectHash {
-                        addr: core::ptr::from_ref(hash).expose_provenance() as u64,
-                        key_size: def.key_size,
-                        value_size: def.value_size,
-                        writable: !def.read_only_for_programs(),
-                    },
-                )
-            })
-            .collect();
+        let hashes = env.maps().iter().map(|m| DirectHash::of(m.as_ref())).collect();
         InlineLookups {
             helper: find(MapOp::Lookup),
             update: find(MapOp::Update),
@@ -1306,20 +1282,19 @@ impl Fx<'_, '_> {
             // Keys can only be in the stack's frames, and there are none.
             return None;
         }
+        // The standard helper for the id (a host's own helper with it is called).
         let i = Some(index);
-        let writes = i == self.inline.update || i == self.inline.delete;
-        if i != self.inline.helper && !writes {
-            return None;
-        }
-        let hash = self.inline.hashes.get(self.static_map(pc)?).copied().flatten()?;
-        // The helper's own id, checked against the op: a host may list helpers in any order.
-        let op_matches = match id {
+        let standard = match id {
             crate::helpers::standard::MAP_LOOKUP_ELEM => i == self.inline.helper,
             crate::helpers::standard::MAP_UPDATE_ELEM => i == self.inline.update,
             crate::helpers::standard::MAP_DELETE_ELEM => i == self.inline.delete,
             _ => false,
         };
-        (op_matches && (hash.writable || !writes)).then_some((f, hash))
+        if !standard {
+            return None;
+        }
+        let hash = self.inline.hashes.get(self.static_map(pc)?).copied().flatten()?;
+        hash.takes(id).then_some((f, hash))
     }
 
     /// A call of the map helper `id` (`which` for the helper's call) on the hash map `hash`, through

@@ -22,7 +22,6 @@ pub struct ArrayMap {
 
 /// Where the values of a shared array map are (see `ArrayMap::inline_layout`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(feature = "jit"), allow(dead_code))] // only compiled code inlines lookups
 pub(crate) struct ArrayLayout {
     /// Address of the value of index 0.
     pub(crate) base: u64,
@@ -71,8 +70,7 @@ impl ArrayMap {
 
     /// Where a lookup finds its value without calling the map, for a shared array (`None` for a
     /// per-CPU one): the value of index `i < max_entries` is at `base + i * stride`, for the map's whole
-    /// life. Compiled code uses it to inline `bpf_map_lookup_elem`, as the kernel's JITs do.
-    #[cfg_attr(not(feature = "jit"), allow(dead_code))]
+    /// life. The engines use it to carry out `bpf_map_lookup_elem` themselves, as the kernel's JITs do.
     pub(crate) fn inline_layout(&self) -> Option<ArrayLayout> {
         let (base, stride) = self.slots.base_and_stride();
         (self.cpus == 1).then_some(ArrayLayout {
