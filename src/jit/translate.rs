@@ -16,8 +16,9 @@ use alloc::vec::Vec;
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::condcodes::{CondCode, IntCC};
 use cranelift_codegen::ir::{
-    types, AbiParam, AtomicRmwOp, Block, BlockArg, DebugTag, FuncRef, InstBuilder, MemFlagsData, SigRef, Signature,
-    StackSlot, StackSlotData, StackSlotKind, Type, UserFuncName, Value,
+    types, AbiParam, AtomicRmwOp, Block, BlockArg, DebugTag, ExtFuncData, ExternalName, FuncRef, InstBuilder,
+    MemFlagsData, SigRef, Signature, StackSlot, StackSlotData, StackSlotKind, Type, UserExternalName, UserFuncName,
+    Value,
 };
 use cranelift_codegen::isa::TargetIsa;
 use cranelift_codegen::Context;
@@ -73,10 +74,10 @@ pub(crate) struct Options {
 
 /// The runtime functions, declared in a module, and what compiled code may do without them.
 pub(crate) struct Runtime {
-    call_helper: FuncId,
-    region_check: FuncId,
-    tail_call: FuncId,
-    packet_load: FuncId,
+    /// By [`Rt`]: each function (the hash-map call only where `inline` calls maps) and its signature.
+    funcs: [(FuncId, Signature); 4],
+    /// The signature of compiled BPF functions.
+    bpf_sig: Signature,
     /// Map lookups compiled inline (none for ahead-of-time code, which outlives the maps' addresses).
     pub(crate) inline: InlineLookups,
 }
@@ -98,7 +99,7 @@ pub(crate) struct InlineLookups {
     /// By map index: each hash map compiled code may call directly.
     pub(crate) hashes: Vec<Option<DirectHash>>,
     /// The runtime function that carries out calls on hash maps (declared for in-process code only).
-    pub(crate) hash_map_op: Option<FuncId>,
+    pub(crate) hash_map_op: Option<(FuncId, Signature)>,
 }
 
 impl InlineLookups {
@@ -143,22 +144,39 @@ pub(crate) fn bpf_signature<M: Module>(module: &M) -> Signature {
 pub(crate) fn declare_runtime<M: Module>(module: &mut M) -> Result<Runtime, JitError> {
     let mut import = |name: &str, params: usize| {
         let s = sig(module, params, true);
-        module.declare_function(name, Linkage::Import, &s).map_err(|e| JitError::Codegen(format!("{e}")))
+        let id = module.declare_function(name, Linkage::Import, &s).map_err(|e| JitError::Codegen(format!("{e}")))?;
+        Ok::<_, JitError>((id, s))
     };
     Ok(Runtime {
-        call_helper: import(names::CALL_HELPER, 9)?,
-        region_check: import(names::REGION_CHECK, 4)?,
-        tail_call: import(names::TAIL_CALL, 3)?,
-        packet_load: import(names::PACKET_LOAD, 3)?,
+        funcs: [
+            import(names::CALL_HELPER, 9)?,
+            import(names::REGION_CHECK, 4)?,
+            import(names::TAIL_CALL, 3)?,
+            import(names::PACKET_LOAD, 3)?,
+        ],
+        bpf_sig: bpf_signature(module),
         inline: InlineLookups::default(),
     })
 }
 
+/// The runtime functions compiled code calls.
+#[derive(Debug, Clone, Copy)]
+enum Rt {
+    CallHelper,
+    RegionCheck,
+    TailCall,
+    PacketLoad,
+    HashMapOp,
+}
+
 /// Declares the runtime function compiled code calls hash maps through (in-process code only: its
 /// calls embed the maps' addresses).
-pub(crate) fn declare_hash_map_op<M: Module>(module: &mut M) -> Result<FuncId, JitError> {
+pub(crate) fn declare_hash_map_op<M: Module>(module: &mut M) -> Result<(FuncId, Signature), JitError> {
     let s = sig(module, 6, true);
-    module.declare_function(names::HASH_MAP_OP, Linkage::Import, &s).map_err(|e| JitError::Codegen(format!("{e}")))
+    let id = module
+        .declare_function(names::HASH_MAP_OP, Linkage::Import, &s)
+        .map_err(|e| JitError::Codegen(format!("{e}")))?;
+    Ok((id, s))
 }
 
 /// Functions with more instructions than this are compiled without Cranelift's optimisations (with the
@@ -346,13 +364,12 @@ struct Fx<'a, 'b> {
     /// Per group of shared checks: 1 if the hull test passed.
     group_flags: Vec<Variable>,
     funcs: BTreeMap<usize, FuncRef>,
-    call_helper: FuncRef,
-    region_check: FuncRef,
-    tail_call: FuncRef,
-    packet_load: FuncRef,
-    /// `runtime::hash_map_op`, where hash maps are called directly.
-    hash_map_op: Option<FuncRef>,
-    bpf_sig: SigRef,
+    /// The runtime functions, by [`Rt`], imported at their first call: declaring an import costs
+    /// Cranelift the computation of its calling convention, in every function.
+    runtime: &'a Runtime,
+    imports: [Option<FuncRef>; 5],
+    /// The signature of BPF functions called indirectly (tail calls), imported at the first.
+    bpf_sig: Option<SigRef>,
     inline: &'a InlineLookups,
     /// What checked code knows of the registers here (see `known`).
     facts: Facts,
@@ -398,12 +415,6 @@ fn translate_function<M: Module>(
         }
         funcs.insert(start, callee);
     }
-    let call_helper = module.declare_func_in_func(rt.call_helper, func);
-    let region_check = module.declare_func_in_func(rt.region_check, func);
-    let tail_call = module.declare_func_in_func(rt.tail_call, func);
-    let packet_load = module.declare_func_in_func(rt.packet_load, func);
-    let hash_map_op = rt.inline.hash_map_op.map(|id| module.declare_func_in_func(id, func));
-    let bpf_sig = func.import_signature(bpf_signature(module));
 
     let mut b = FunctionBuilder::new(func, fctx);
     let entry = b.create_block();
@@ -501,12 +512,9 @@ fn translate_function<M: Module>(
         plans,
         group_flags,
         funcs,
-        call_helper,
-        region_check,
-        tail_call,
-        packet_load,
-        hash_map_op,
-        bpf_sig,
+        runtime: rt,
+        imports: [None; 5],
+        bpf_sig: None,
         inline: &rt.inline,
         facts: Facts::default(),
         entry_facts: BTreeMap::new(),
@@ -774,7 +782,8 @@ impl Fx<'_, '_> {
             let l = self.b.ins().iconst(I64, len as i64);
             let w = self.b.ins().iconst(I64, write as i64);
             let ctx = self.b.ins().stack_load(I64, I64, bounds.saved, 0);
-            let call = self.b.ins().call(self.region_check, &[ctx, addr, l, w]);
+            let f = self.import(Rt::RegionCheck);
+            let call = self.b.ins().call(f, &[ctx, addr, l, w]);
             let ok = self.b.inst_results(call)[0];
             self.guard(ok, status::OUT_OF_BOUNDS, pc, addr, len as u64, write);
         } else {
@@ -888,6 +897,29 @@ impl Fx<'_, '_> {
         self.guard(ok, status::BUDGET, pc, b, 0, false);
         let b = self.b.ins().iadd_imm_s(b, -1);
         self.b.def_var(v, b);
+    }
+
+    /// Runtime function `which`, imported into this function at its first use.
+    fn import(&mut self, which: Rt) -> FuncRef {
+        if let Some(f) = self.imports[which as usize] {
+            return f;
+        }
+        let (id, sig) = match which {
+            Rt::HashMapOp => self.runtime.inline.hash_map_op.as_ref(),
+            _ => self.runtime.funcs.get(which as usize),
+        }
+        .expect("declared: only code that may call maps directly asks for the hash-map call");
+        let signature = self.b.import_signature(sig.clone());
+        let name = self.b.func.declare_imported_user_function(UserExternalName { namespace: 0, index: id.as_u32() });
+        // As `Module::declare_func_in_func` does for an import.
+        let f = self.b.import_function(ExtFuncData {
+            name: ExternalName::user(name),
+            signature,
+            colocated: false,
+            patchable: false,
+        });
+        self.imports[which as usize] = Some(f);
+        f
     }
 
     fn call_runtime(&mut self, f: FuncRef, args: &[Value]) -> Value {
@@ -1006,7 +1038,8 @@ impl Fx<'_, '_> {
                     }
                 };
                 let size = self.b.ins().iconst(I64, size.bytes() as i64);
-                let r0 = self.call_runtime(self.packet_load, &[self.ctx, off, size]);
+                let f = self.import(Rt::PacketLoad);
+                let r0 = self.call_runtime(f, &[self.ctx, off, size]);
                 self.check_status();
                 self.set(Reg::R0, r0);
             }
@@ -1108,8 +1141,8 @@ impl Fx<'_, '_> {
                 Resolved::ForEach { index } => self.for_each(pc, index, id),
                 Resolved::Helper { index } => {
                     let which = ((index as u64 + 1) << 32 | id as u64) as i64;
-                    if let Some((f, hash)) = self.direct_hash(pc, index, id) {
-                        self.hash_call(pc, which, f, id, hash);
+                    if let Some(hash) = self.direct_hash(pc, index, id) {
+                        self.hash_call(pc, which, id, hash);
                         return Ok(());
                     }
                     match self.inline_array(pc, index) {
@@ -1227,7 +1260,8 @@ impl Fx<'_, '_> {
     fn helper_call(&mut self, pc: usize, which: Value) {
         let pcv = self.b.ins().iconst(I64, pc as i64);
         let [r1, r2, r3, r4, r5] = self.args();
-        let r0 = self.call_runtime(self.call_helper, &[self.ctx, pcv, which, r1, r2, r3, r4, r5, self.fp]);
+        let f = self.import(Rt::CallHelper);
+        let r0 = self.call_runtime(f, &[self.ctx, pcv, which, r1, r2, r3, r4, r5, self.fp]);
         self.check_status();
         self.set(Reg::R0, r0);
     }
@@ -1276,8 +1310,8 @@ impl Fx<'_, '_> {
     /// The hash map a call at `pc` of helper `index` (id `id`) goes to directly, with the runtime
     /// function that does it: when the helper is the standard lookup, update or delete (the last two
     /// on a map programs may change), and `r1` names a hash map (`static_map`).
-    fn direct_hash(&self, pc: usize, index: u32, id: u32) -> Option<(FuncRef, DirectHash)> {
-        let f = self.hash_map_op?;
+    fn direct_hash(&self, pc: usize, index: u32, id: u32) -> Option<DirectHash> {
+        self.inline.hash_map_op.as_ref()?;
         if self.opts.checked && !self.opts.uses_stack {
             // Keys can only be in the stack's frames, and there are none.
             return None;
@@ -1294,17 +1328,18 @@ impl Fx<'_, '_> {
             return None;
         }
         let hash = self.inline.hashes.get(self.static_map(pc)?).copied().flatten()?;
-        hash.takes(id).then_some((f, hash))
+        hash.takes(id).then_some(hash)
     }
 
     /// A call of the map helper `id` (`which` for the helper's call) on the hash map `hash`, through
-    /// the runtime function `f`. Checked code calls it when the key (and an update's value) lie in the
+    /// `runtime::hash_map_op`. Checked code calls it when the key (and an update's value) lie in the
     /// current frame or the frames above it (where they are), else calls the helper, which checks them
     /// as always.
-    fn hash_call(&mut self, pc: usize, which: i64, f: FuncRef, id: u32, hash: DirectHash) {
+    fn hash_call(&mut self, pc: usize, which: i64, id: u32, hash: DirectHash) {
         let update = id == crate::helpers::standard::MAP_UPDATE_ELEM;
         let [_, r2, r3, r4, _] = self.args();
         let direct = |fx: &mut Self| {
+            let f = fx.import(Rt::HashMapOp);
             let op = fx.b.ins().iconst(I64, id as i64);
             let map = fx.b.ins().iconst(I64, hash.addr as i64);
             let r0 = fx.call_runtime(f, &[fx.ctx, op, map, r2, r3, r4]);
@@ -1511,10 +1546,9 @@ impl Fx<'_, '_> {
             self.b.switch_to_block(head);
             let visited = self.b.block_params(head)[0];
             let callee_fp = self.callee_frame(pc);
-            let value = self.call_runtime(
-                self.call_helper,
-                &[self.ctx, step_pc, which, r1, visited, callee_fp, zero, zero, self.fp],
-            );
+            let step = self.import(Rt::CallHelper);
+            let value =
+                self.call_runtime(step, &[self.ctx, step_pc, which, r1, visited, callee_fp, zero, zero, self.fp]);
             self.check_status();
             let call = self.b.create_block();
             self.b.ins().brif(value, call, &[], done, &[BlockArg::Value(visited)]);
@@ -1569,7 +1603,8 @@ impl Fx<'_, '_> {
     fn tail_call(&mut self) {
         let r2 = self.get(Reg::R2);
         let r3 = self.get(Reg::new(3).unwrap_or(Reg::R0));
-        let target = self.call_runtime(self.tail_call, &[self.ctx, r2, r3]);
+        let f = self.import(Rt::TailCall);
+        let target = self.call_runtime(f, &[self.ctx, r2, r3]);
         let go = self.b.create_block();
         let failed = self.b.create_block();
         self.b.ins().brif(target, go, &[], failed, &[]);
@@ -1584,8 +1619,14 @@ impl Fx<'_, '_> {
         }
         let mem_len = self.b.ins().load(I64, MemFlagsData::trusted(), self.ctx, offset::MEM_LEN);
         let zero = self.b.ins().iconst(I64, 0);
-        let call =
-            self.b.ins().call_indirect(self.bpf_sig, target, &[self.ctx, r1, mem_len, zero, zero, zero, self.fp]);
+        let bpf_sig = match self.bpf_sig {
+            Some(sig) => sig,
+            None => {
+                let sig = self.b.import_signature(self.runtime.bpf_sig.clone());
+                *self.bpf_sig.insert(sig)
+            }
+        };
+        let call = self.b.ins().call_indirect(bpf_sig, target, &[self.ctx, r1, mem_len, zero, zero, zero, self.fp]);
         let r0 = self.b.inst_results(call)[0];
         self.b.ins().return_(&[r0]);
         // A failed tail call returns -ENOENT and execution goes on.
