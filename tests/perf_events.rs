@@ -83,9 +83,18 @@ fn samples_reach_the_host_on_every_engine() {
                 PerfEvent::Lost(n) => panic!("{n} lost with room to spare"),
             });
             assert_eq!(n, 10);
-            // One thread runs at a time here, so every call took the first free slot: CPU 0.
-            let want: Vec<_> = (0..10u32).map(|t| (0, (t as u64, 0, t))).collect();
-            assert_eq!(got, want, "{engine:?} verified={verified}");
+            // Each call took the first free CPU slot: 0, unless another test of this file held it then.
+            // Every sample is in its CPU's buffer, each CPU's numbered from 0 without a gap, and every
+            // tag arrived once.
+            let mut tags: Vec<u32> = got.iter().map(|&(_, (_, _, tag))| tag).collect();
+            tags.sort_unstable();
+            assert_eq!(tags, (0..10).collect::<Vec<u32>>(), "{engine:?} verified={verified}: {got:?}");
+            for cpu in 0..MAX_CPUS {
+                let mine: Vec<_> = got.iter().filter(|&&(c, _)| c == cpu).map(|&(_, d)| d).collect();
+                let want: Vec<u64> = (0..mine.len() as u64).collect();
+                assert_eq!(mine.iter().map(|d| d.0).collect::<Vec<_>>(), want, "CPU {cpu}: {got:?}");
+                assert!(mine.iter().all(|d| d.1 as usize == cpu), "CPU {cpu}: {got:?}");
+            }
             assert_eq!(events(&obj).lost(), 0);
         }
     }
