@@ -209,15 +209,14 @@ pub(crate) fn compile_program<M: Module>(
         let id = module.declare_function(&name, linkage, &signature).map_err(|e| JitError::Codegen(format!("{e}")))?;
         ids.insert(f.start, id);
     }
-    let cfg = Cfg::new(program);
+    let cfg = linked.cfg();
     // The contexts of the last compilation on this thread, cleared: their buffers (the register
     // allocator's above all) are reused, not allocated again for every program.
     let (mut ctx, mut fctx) =
         CONTEXTS.with(|c| c.take()).unwrap_or_else(|| (Context::new(), FunctionBuilderContext::new()));
     module.clear_context(&mut ctx);
-    let result = compile_functions(
-        module, linked, &cfg, regions, rt, opts, prefix, quick, &ids, &signature, &mut ctx, &mut fctx,
-    );
+    let result =
+        compile_functions(module, linked, cfg, regions, rt, opts, prefix, quick, &ids, &signature, &mut ctx, &mut fctx);
     module.clear_context(&mut ctx);
     CONTEXTS.with(|c| c.set(Some((ctx, fctx))));
     result?;

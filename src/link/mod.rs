@@ -20,7 +20,7 @@ use crate::helpers::standard::{GET_SMP_PROCESSOR_ID, RINGBUF_RESERVE};
 use crate::isa::{self, Imm64, Instruction};
 use crate::maps::{self, MapType, RingBufMap};
 use crate::memory::Region;
-use crate::program::Program;
+use crate::program::{Cfg, Program};
 
 /// Most tail calls one execution may make (the kernel's limit).
 pub const MAX_TAIL_CALLS: u32 = 33;
@@ -97,16 +97,52 @@ pub const fn func_handle(start: u32) -> u64 {
 }
 
 /// One program with what the link step resolved for each of its instructions.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct LinkedProgram {
     program: Program,
     /// By instruction index (not slot).
     resolved: Vec<Resolved>,
     /// First slots of the functions `lddw rX, func` names, sorted.
     callbacks: Vec<usize>,
+    /// The control-flow graph, built at the first use: the verifier and the JIT share it.
+    cfg: CfgCell,
+}
+
+impl PartialEq for LinkedProgram {
+    fn eq(&self, other: &LinkedProgram) -> bool {
+        // The graph follows from the program.
+        (&self.program, &self.resolved, &self.callbacks) == (&other.program, &other.resolved, &other.callbacks)
+    }
+}
+
+impl Eq for LinkedProgram {}
+
+/// A control-flow graph built once, at the first use.
+#[derive(Default)]
+struct CfgCell(spin::Once<Cfg>);
+
+impl Clone for CfgCell {
+    fn clone(&self) -> CfgCell {
+        let cell = CfgCell::default();
+        if let Some(cfg) = self.0.get() {
+            cell.0.call_once(|| cfg.clone());
+        }
+        cell
+    }
+}
+
+impl core::fmt::Debug for CfgCell {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(if self.0.is_completed() { "CfgCell(built)" } else { "CfgCell(not built)" })
+    }
 }
 
 impl LinkedProgram {
+    /// The program's control-flow graph (built at the first call).
+    pub fn cfg(&self) -> &Cfg {
+        self.cfg.0.call_once(|| Cfg::new(&self.program))
+    }
+
     /// The program.
     pub fn program(&self) -> &Program {
         &self.program
@@ -282,7 +318,7 @@ fn link_program(program: Program, env: &Env) -> Result<LinkedProgram, LinkError>
         .collect();
     callbacks.sort_unstable();
     callbacks.dedup();
-    Ok(LinkedProgram { program, resolved, callbacks })
+    Ok(LinkedProgram { program, resolved, callbacks, cfg: CfgCell::default() })
 }
 
 /// The value an `lddw` loads: its constant, a map handle, or the address inside a map's value.

@@ -67,7 +67,7 @@ pub(crate) struct Checker<'a> {
     pub(crate) linked: &'a Linked,
     pub(crate) program: usize,
     pub(crate) lp: &'a LinkedProgram,
-    pub(crate) cfg: Cfg,
+    pub(crate) cfg: &'a Cfg,
     liveness: Liveness,
     pub(crate) options: &'a Options,
     pub(crate) maps: Vec<MapDef>,
@@ -118,8 +118,8 @@ pub(crate) enum Flow {
 impl<'a> Checker<'a> {
     pub(crate) fn new(linked: &'a Linked, program: usize, options: &'a Options, log: Option<&'a mut String>) -> Self {
         let lp = &linked.programs()[program];
-        let cfg = Cfg::new(lp.program());
-        let liveness = Liveness::new(lp.program(), &cfg);
+        let cfg = lp.cfg();
+        let liveness = Liveness::new(lp.program(), cfg);
         let mut maps: Vec<MapDef> = linked.env().maps().iter().map(|m| m.def()).collect();
         let frozen: Vec<Option<Vec<u8>>> = linked.env().maps().iter().map(|m| frozen_value(m.as_ref())).collect();
         let (thresholds, reg_thresholds) = thresholds(lp, &maps, &frozen, linked.env().context());
