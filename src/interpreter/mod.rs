@@ -67,8 +67,8 @@ pub(crate) enum Op {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Slot {
     op: Op,
-    dst: u8,
-    src: u8,
+    /// The destination register in the low 4 bits, the source register in the high 4.
+    regs: u8,
     off: i16,
     /// Jump target slot, helper index, or helper id.
     target: u32,
@@ -77,9 +77,32 @@ pub(crate) struct Slot {
     imm: u64,
 }
 
+// Four slots to a 64-byte cache line.
+const _: () = assert!(core::mem::size_of::<Slot>() == 16);
+
 impl Slot {
+    /// The destination register's number.
+    #[inline(always)]
+    fn dst(&self) -> u8 {
+        self.regs & 15
+    }
+
+    /// The source register's number.
+    #[inline(always)]
+    fn src(&self) -> u8 {
+        self.regs >> 4
+    }
+
+    fn set_dst(&mut self, r: u8) {
+        self.regs = (self.regs & 0xf0) | (r & 15);
+    }
+
+    fn set_src(&mut self, r: u8) {
+        self.regs = (self.regs & 0x0f) | (r & 15) << 4;
+    }
+
     fn new(op: Op) -> Slot {
-        Slot { op, dst: 0, src: 0, off: 0, target: 0, imm: 0 }
+        Slot { op, regs: 0, off: 0, target: 0, imm: 0 }
     }
 }
 
@@ -289,13 +312,13 @@ fn fuse(slots: &mut [Slot]) {
     }
     for i in 0..n.saturating_sub(1) {
         let (a, b) = (slots[i], slots[i + 1]);
-        if a.op != Op::Mov64R || b.dst != a.dst {
+        if a.op != Op::Mov64R || b.dst() != a.dst() {
             continue;
         }
         match b.op {
             // `mov r, a; add r, r` adds `a` twice.
             Op::Add64R => {
-                let second = if b.src == a.dst { a.src } else { b.src };
+                let second = if b.src() == a.dst() { a.src() } else { b.src() };
                 slots[i] = Slot { op: Op::MovAdd64R, target: second as u32, ..a };
             }
             Op::Add64I => slots[i] = Slot { op: Op::MovAdd64I, imm: b.imm, ..a },
@@ -306,7 +329,8 @@ fn fuse(slots: &mut [Slot]) {
     for i in 0..n.saturating_sub(1) {
         let (a, b) = (slots[i], slots[i + 1]);
         let step = a.imm as i64;
-        if a.op != Op::Add64I || b.dst != a.dst || !(-16_383..=16_383).contains(&step) || !(0..=1).contains(&b.off) {
+        if a.op != Op::Add64I || b.dst() != a.dst() || !(-16_383..=16_383).contains(&step) || !(0..=1).contains(&b.off)
+        {
             continue;
         }
         let op = match b.op {
@@ -327,10 +351,10 @@ fn translate(pc: usize, insn: &Instruction, resolved: Resolved) -> Slot {
     let mut s = Slot::new(Op::Nop);
     match *insn {
         Instruction::Alu { width, op, dst, src } => {
-            s.dst = dst.index();
+            s.set_dst(dst.index());
             match src {
                 Operand::Reg(r) => {
-                    s.src = r.index();
+                    s.set_src(r.index());
                     s.op = alu_op(width, op, false);
                 }
                 Operand::Imm(v) => {
@@ -356,12 +380,12 @@ fn translate(pc: usize, insn: &Instruction, resolved: Resolved) -> Slot {
             }
         }
         Instruction::Neg { width, dst } => {
-            s.dst = dst.index();
+            s.set_dst(dst.index());
             s.op = if width == Width::W64 { Op::Neg64 } else { Op::Neg32 };
         }
         Instruction::MovSx { width, from, dst, src } => {
-            s.dst = dst.index();
-            s.src = src.index();
+            s.set_dst(dst.index());
+            s.set_src(src.index());
             s.op = match (width, from) {
                 (Width::W64, SxWidth::B8) => Op::MovSx8To64,
                 (Width::W64, SxWidth::B16) => Op::MovSx16To64,
@@ -372,7 +396,7 @@ fn translate(pc: usize, insn: &Instruction, resolved: Resolved) -> Slot {
             };
         }
         Instruction::End { order, bits, dst } => {
-            s.dst = dst.index();
+            s.set_dst(dst.index());
             s.op = match (order, bits) {
                 (ByteOrder::Le, 16) => Op::Le16,
                 (ByteOrder::Le, 32) => Op::Le32,
@@ -387,7 +411,7 @@ fn translate(pc: usize, insn: &Instruction, resolved: Resolved) -> Slot {
         }
         Instruction::LoadImm64 { dst, .. } => {
             s.op = Op::LdDw;
-            s.dst = dst.index();
+            s.set_dst(dst.index());
             s.imm = match resolved {
                 Resolved::Imm64(v) => v.value(),
                 _ => 0, // linking resolves every lddw
@@ -400,7 +424,7 @@ fn translate(pc: usize, insn: &Instruction, resolved: Resolved) -> Slot {
                 (PacketMode::Abs, Size::H) => Op::LdAbsH,
                 (PacketMode::Abs, _) => Op::LdAbsW,
                 (PacketMode::Ind(r), sz) => {
-                    s.src = r.index();
+                    s.set_src(r.index());
                     match sz {
                         Size::B => Op::LdIndB,
                         Size::H => Op::LdIndH,
@@ -410,8 +434,8 @@ fn translate(pc: usize, insn: &Instruction, resolved: Resolved) -> Slot {
             };
         }
         Instruction::Load { size, dst, src, offset } => {
-            s.dst = dst.index();
-            s.src = src.index();
+            s.set_dst(dst.index());
+            s.set_src(src.index());
             s.off = offset;
             s.op = match size {
                 Size::B => Op::LdxB,
@@ -421,8 +445,8 @@ fn translate(pc: usize, insn: &Instruction, resolved: Resolved) -> Slot {
             };
         }
         Instruction::LoadSx { size, dst, src, offset } => {
-            s.dst = dst.index();
-            s.src = src.index();
+            s.set_dst(dst.index());
+            s.set_src(src.index());
             s.off = offset;
             s.op = match size {
                 Size::B => Op::LdxSB,
@@ -431,7 +455,7 @@ fn translate(pc: usize, insn: &Instruction, resolved: Resolved) -> Slot {
             };
         }
         Instruction::Store { size, dst, offset, imm } => {
-            s.dst = dst.index();
+            s.set_dst(dst.index());
             s.off = offset;
             s.imm = imm as i64 as u64;
             s.op = match size {
@@ -442,8 +466,8 @@ fn translate(pc: usize, insn: &Instruction, resolved: Resolved) -> Slot {
             };
         }
         Instruction::StoreReg { size, dst, offset, src } => {
-            s.dst = dst.index();
-            s.src = src.index();
+            s.set_dst(dst.index());
+            s.set_src(src.index());
             s.off = offset;
             s.op = match size {
                 Size::B => Op::StxB,
@@ -453,8 +477,8 @@ fn translate(pc: usize, insn: &Instruction, resolved: Resolved) -> Slot {
             };
         }
         Instruction::Atomic { width, op, dst, offset, src } => {
-            s.dst = dst.index();
-            s.src = src.index();
+            s.set_dst(dst.index());
+            s.set_src(src.index());
             s.off = offset;
             let w64 = width == Width::W64;
             s.op = match op {
@@ -535,11 +559,11 @@ fn translate(pc: usize, insn: &Instruction, resolved: Resolved) -> Slot {
             s.target = target(insn.branch_target(pc));
         }
         Instruction::Jump { width, cond, dst, src, offset: _ } => {
-            s.dst = dst.index();
+            s.set_dst(dst.index());
             s.target = target(insn.branch_target(pc));
             match src {
                 Operand::Reg(r) => {
-                    s.src = r.index();
+                    s.set_src(r.index());
                     s.op = jump_op(width, cond, false);
                 }
                 Operand::Imm(v) => {
@@ -569,7 +593,7 @@ fn translate(pc: usize, insn: &Instruction, resolved: Resolved) -> Slot {
         }
         Instruction::CallReg { reg } => {
             s.op = Op::CallX;
-            s.dst = reg.index();
+            s.set_dst(reg.index());
         }
         Instruction::CallLocal { .. } => {
             s.op = Op::CallLocal;
@@ -867,8 +891,8 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool, const SHADOW: bool>(
             }
         }
         pc += 1;
-        let d = (s.dst & 15) as usize;
-        let sr = (s.src & 15) as usize;
+        let d = s.dst() as usize;
+        let sr = s.src() as usize;
 
         macro_rules! bin64 {
             ($b:expr, |$x:ident, $y:ident| $e:expr) => {{
