@@ -502,6 +502,23 @@ impl Instruction {
         Some(pc as i64 + 1 + rel)
     }
 
+    /// Whether this is a call: of a helper (by id or register), a bpf-to-bpf call, or a call by BTF id.
+    pub const fn is_call(&self) -> bool {
+        matches!(
+            self,
+            Instruction::Call { .. }
+                | Instruction::CallReg { .. }
+                | Instruction::CallLocal { .. }
+                | Instruction::CallBtf { .. }
+        )
+    }
+
+    /// Whether this instruction leaves the argument registers r1-r5 unknown: calls, and legacy packet
+    /// loads (which the kernel implements as calls).
+    pub const fn clobbers_arguments(&self) -> bool {
+        self.is_call() || matches!(self, Instruction::LoadPacket { .. })
+    }
+
     /// The register this instruction writes, if any: the destination of ALU operations, moves, byte
     /// swaps and loads; the register an atomic fetches into (r0 for compare-and-exchange); r0 for calls
     /// and legacy packet loads.

@@ -84,14 +84,7 @@ impl Facts {
     /// Records what `insn` (just translated) left: `result` (from `result_of`, or what a call
     /// returned) in the register it writes; calls and legacy packet loads clobber r1-r5 as well.
     pub(crate) fn apply(&mut self, insn: &Instruction, result: Known) {
-        if matches!(
-            insn,
-            Instruction::Call { .. }
-                | Instruction::CallReg { .. }
-                | Instruction::CallLocal { .. }
-                | Instruction::CallBtf { .. }
-                | Instruction::LoadPacket { .. }
-        ) {
+        if insn.clobbers_arguments() {
             for r in 1..=5 {
                 self.0[r] = Known::Nothing;
             }

@@ -930,14 +930,7 @@ impl Fx<'_, '_> {
         let result = self.facts.result_of(insn);
         self.call_result = Known::Nothing;
         self.translate_instruction(pc, insn, resolved)?;
-        let call = matches!(
-            insn,
-            Instruction::Call { .. }
-                | Instruction::CallReg { .. }
-                | Instruction::CallLocal { .. }
-                | Instruction::CallBtf { .. }
-        );
-        let result = if call { self.call_result } else { result };
+        let result = if insn.is_call() { self.call_result } else { result };
         self.facts.apply(insn, result);
         Ok(())
     }
@@ -1278,11 +1271,7 @@ impl Fx<'_, '_> {
                 break;
             }
             match insn {
-                Instruction::Call { .. }
-                | Instruction::CallReg { .. }
-                | Instruction::CallLocal { .. }
-                | Instruction::CallBtf { .. }
-                | Instruction::LoadPacket { .. } => map = None,
+                _ if insn.clobbers_arguments() => map = None,
                 _ if insn.written() == Some(Reg::R1) => {
                     map = match (insn, self.linked.resolved_at(at)) {
                         (Instruction::LoadImm64 { .. }, Resolved::Imm64(crate::link::Imm64Value::Map { index })) => {
@@ -1364,10 +1353,15 @@ impl Fx<'_, '_> {
             let value_inside = self.in_frames(r3, hash.value_size);
             inside = self.b.ins().band(inside, value_inside);
         }
-        let (fast, slow, join) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
-        self.b.ins().brif(inside, fast, &[], slow, &[]);
-        self.b.switch_to_block(fast);
-        direct(self);
+        self.fast_or_helper(pc, which, inside, direct);
+    }
+
+    /// Where `inside` (1 or 0) holds, `fast`; else the call of helper `which` at `pc`.
+    fn fast_or_helper(&mut self, pc: usize, which: i64, inside: Value, fast: impl FnOnce(&mut Self)) {
+        let (fast_block, slow, join) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
+        self.b.ins().brif(inside, fast_block, &[], slow, &[]);
+        self.b.switch_to_block(fast_block);
+        fast(self);
         self.b.ins().jump(join, &[]);
         self.b.switch_to_block(slow);
         let which = self.b.ins().iconst(I64, which);
@@ -1395,16 +1389,7 @@ impl Fx<'_, '_> {
         }
         let r2 = self.get(Reg::R2);
         let inside = self.in_frames(r2, 4);
-        let (fast, slow, join) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
-        self.b.ins().brif(inside, fast, &[], slow, &[]);
-        self.b.switch_to_block(fast);
-        self.inline_lookup(layout);
-        self.b.ins().jump(join, &[]);
-        self.b.switch_to_block(slow);
-        let which = self.b.ins().iconst(I64, which);
-        self.helper_call(pc, which);
-        self.b.ins().jump(join, &[]);
-        self.b.switch_to_block(join);
+        self.fast_or_helper(pc, which, inside, |fx| fx.inline_lookup(layout));
     }
 
     /// `r0 = key < max_entries ? base + key * stride : 0`, the key the 4 bytes `r2` points to (proven
@@ -1577,16 +1562,7 @@ impl Fx<'_, '_> {
         let program = self.linked.program();
         let Some(f) = program.functions().iter().position(|f| f.start == start) else { return false };
         let range = program.instruction_range(program.functions()[f]);
-        program.instructions()[range].iter().all(|i| {
-            !matches!(
-                i,
-                Instruction::Call { .. }
-                    | Instruction::CallReg { .. }
-                    | Instruction::CallLocal { .. }
-                    | Instruction::CallBtf { .. }
-                    | Instruction::LoadPacket { .. }
-            )
-        })
+        program.instructions()[range].iter().all(|i| !i.clobbers_arguments())
     }
 
     /// Stores zeros over the 512-byte frame whose lowest address is `lo`.

@@ -72,14 +72,7 @@ fn transfer(insn: &Instruction, mut live: Live, exact_stack: bool) -> Live {
     let r10 = Reg::R10;
     // Writes first: what an instruction writes is dead before it, unless it also reads it.
     let mut kills = insn.written().map_or(0, |r| 1u16 << r.index());
-    if matches!(
-        insn,
-        Instruction::Call { .. }
-            | Instruction::CallReg { .. }
-            | Instruction::CallLocal { .. }
-            | Instruction::CallBtf { .. }
-            | Instruction::LoadPacket { .. }
-    ) {
+    if insn.clobbers_arguments() {
         kills |= 0b11_1111; // r0 to r5: the result, and the clobbered argument registers
     }
     live.regs &= !kills;
