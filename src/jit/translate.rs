@@ -632,16 +632,28 @@ impl Fx<'_, '_> {
     /// and its frame is live while the function runs), so it is not tested. Other accesses through r10
     /// test the frames first, the rest the input first; the second test and the host regions are out of
     /// line, so the expected case costs one compare and one branch not taken.
-    fn check(&mut self, base: Reg, offset: i16, addr: Value, len: u32, write: bool, pc: usize) {
-        let Some(bounds) = self.bounds else { return };
+    ///
+    /// Returns the address as a value and a constant to add to it: `base` and `offset` where nothing is
+    /// tested (the memory operation adds the offset itself, which keeps two instructions per access out
+    /// of the function Cranelift optimises), else the tested address and 0.
+    fn access(&mut self, base: Reg, offset: i16, len: u32, write: bool, pc: usize) -> (Value, i32) {
+        let v = self.get(base);
+        let Some(bounds) = self.bounds else { return (v, offset as i32) };
         if self.known_in_bounds(base, offset as i64, len, write) {
             // The leader of a group of shared checks tested nothing: the other members test themselves.
             if let Some(&Plan::Leader { group, .. }) = self.plans.get(&pc) {
                 let zero = self.b.ins().iconst(I64, 0);
                 self.b.def_var(self.group_flags[group], zero);
             }
-            return;
+            return (v, offset as i32);
         }
+        let addr = self.b.ins().iadd_imm_s(v, offset as i64);
+        self.check(base, addr, len, write, pc, bounds);
+        (addr, 0)
+    }
+
+    /// The test of an access `access` could not settle at compile time.
+    fn check(&mut self, base: Reg, addr: Value, len: u32, write: bool, pc: usize, bounds: Bounds) {
         let plan = self.plans.get(&pc).copied();
         if self.facts.frame_based(base) {
             // A group's test of its hull against the input would fail: each access tests the frames.
@@ -884,11 +896,6 @@ impl Fx<'_, '_> {
         }
     }
 
-    fn addr(&mut self, base: Reg, offset: i16) -> Value {
-        let v = self.get(base);
-        self.b.ins().iadd_imm_s(v, offset as i64)
-    }
-
     fn budget_step(&mut self, pc: usize) {
         let Some(v) = self.budget else { return };
         let b = self.b.use_var(v);
@@ -1036,17 +1043,16 @@ impl Fx<'_, '_> {
                 self.set(Reg::R0, r0);
             }
             Instruction::Load { size, dst, src, offset } | Instruction::LoadSx { size, dst, src, offset } => {
-                let addr = self.addr(src, offset);
-                self.check(src, offset, addr, size.bytes(), false, pc);
+                let (addr, off) = self.access(src, offset, size.bytes(), false, pc);
                 let sx = matches!(insn, Instruction::LoadSx { .. });
                 let v = match (size, sx) {
-                    (Size::B, false) => self.b.ins().uload8(I64, flags, addr, 0),
-                    (Size::H, false) => self.b.ins().uload16(I64, flags, addr, 0),
-                    (Size::W, false) => self.b.ins().uload32(flags, addr, 0),
-                    (Size::B, true) => self.b.ins().sload8(I64, flags, addr, 0),
-                    (Size::H, true) => self.b.ins().sload16(I64, flags, addr, 0),
-                    (Size::W, true) => self.b.ins().sload32(flags, addr, 0),
-                    (Size::DW, _) => self.b.ins().load(I64, flags, addr, 0),
+                    (Size::B, false) => self.b.ins().uload8(I64, flags, addr, off),
+                    (Size::H, false) => self.b.ins().uload16(I64, flags, addr, off),
+                    (Size::W, false) => self.b.ins().uload32(flags, addr, off),
+                    (Size::B, true) => self.b.ins().sload8(I64, flags, addr, off),
+                    (Size::H, true) => self.b.ins().sload16(I64, flags, addr, off),
+                    (Size::W, true) => self.b.ins().sload32(flags, addr, off),
+                    (Size::DW, _) => self.b.ins().load(I64, flags, addr, off),
                 };
                 self.set(dst, v);
             }
@@ -1204,21 +1210,20 @@ impl Fx<'_, '_> {
     }
 
     fn store(&mut self, pc: usize, size: Size, dst: Reg, offset: i16, v: Value) {
-        let addr = self.addr(dst, offset);
-        self.check(dst, offset, addr, size.bytes(), true, pc);
+        let (addr, off) = self.access(dst, offset, size.bytes(), true, pc);
         let flags = MemFlagsData::new();
         match size {
-            Size::B => self.b.ins().istore8(flags, v, addr, 0),
-            Size::H => self.b.ins().istore16(flags, v, addr, 0),
-            Size::W => self.b.ins().istore32(flags, v, addr, 0),
-            Size::DW => self.b.ins().store(flags, v, addr, 0),
+            Size::B => self.b.ins().istore8(flags, v, addr, off),
+            Size::H => self.b.ins().istore16(flags, v, addr, off),
+            Size::W => self.b.ins().istore32(flags, v, addr, off),
+            Size::DW => self.b.ins().store(flags, v, addr, off),
         };
     }
 
     fn atomic(&mut self, pc: usize, width: Width, op: AtomicOp, dst: Reg, offset: i16, src: Reg) {
         let (ty, bytes) = if width == Width::W64 { (I64, 8u32) } else { (I32, 4) };
-        let addr = self.addr(dst, offset);
-        self.check(dst, offset, addr, bytes, true, pc);
+        let (addr, off) = self.access(dst, offset, bytes, true, pc);
+        let addr = if off == 0 { addr } else { self.b.ins().iadd_imm_s(addr, off as i64) };
         let low = self.b.ins().band_imm_s(addr, bytes as i64 - 1);
         let aligned = self.b.ins().icmp_imm_s(IntCC::Equal, low, 0);
         self.guard(aligned, status::MISALIGNED, pc, addr, 0, false);
