@@ -49,8 +49,22 @@ impl Env {
 
     /// Adds every standard helper (maps, time, printing, ring buffer, tail calls, ...).
     pub fn add_standard_helpers(&mut self) {
-        for h in crate::helpers::standard::all() {
-            self.add_helper(h);
+        // Made once per process, sorted and one per id: an environment starting from none (as every
+        // program of an object does) takes a copy, which only counts references to the functions.
+        static STANDARD: spin::Once<Vec<Helper>> = spin::Once::new();
+        let standard = STANDARD.call_once(|| {
+            let mut env = Env::new();
+            for h in crate::helpers::standard::all() {
+                env.add_helper(h);
+            }
+            env.helpers
+        });
+        if self.helpers.is_empty() {
+            self.helpers = standard.clone();
+        } else {
+            for h in standard {
+                self.add_helper(h.clone());
+            }
         }
     }
 
