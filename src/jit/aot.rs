@@ -78,7 +78,8 @@ pub fn compile_object(
             verified: false,
         };
         let program = linked.entry_program();
-        translate::compile_program(&mut module, program, None, &rt, opts, name, Linkage::Export, &*quick)?;
+        let alt = translate::AltIsas { large: &*quick, small: None };
+        translate::compile_program(&mut module, program, None, &rt, opts, name, Linkage::Export, alt)?;
     }
     let product = module.finish();
     product.emit().map_err(|e| JitError::Codegen(format!("{e}")))

@@ -22,6 +22,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::mem::MaybeUninit;
 
+use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage};
@@ -93,11 +94,13 @@ impl Drop for JitProgram {
 }
 
 /// The host's ISA, optimising (`speed`) or not (`none`, for very large functions: see
-/// `translate::LARGE_FUNCTION`).
-fn host_isa(opt_level: &str) -> Result<cranelift_codegen::isa::OwnedTargetIsa, JitError> {
+/// `translate::LARGE_FUNCTION`), with the `backtracking` or `single_pass` register allocator (for small
+/// straight-line functions: `translate::SMALL_FUNCTION`).
+fn host_isa(opt_level: &str, regalloc: &str) -> Result<OwnedTargetIsa, JitError> {
     let mut flags = settings::builder();
     let set = |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(|e| JitError::Codegen(format!("{e}")));
     set(&mut flags, "opt_level", opt_level)?;
+    set(&mut flags, "regalloc_algorithm", regalloc)?;
     set(&mut flags, "use_colocated_libcalls", "false")?;
     set(&mut flags, "is_pic", "false")?;
     // Cranelift checks its own IR after every pass by default (an internal consistency check, as a debug
@@ -107,15 +110,18 @@ fn host_isa(opt_level: &str) -> Result<cranelift_codegen::isa::OwnedTargetIsa, J
     isa.finish(settings::Flags::new(flags)).map_err(|e| JitError::Codegen(format!("{e}")))
 }
 
-/// The host's two ISAs (`speed` and `none`), made once per process: detecting the CPU's features and
-/// building an ISA's tables is a good part of compiling a small program.
-fn host_isas() -> Result<(cranelift_codegen::isa::OwnedTargetIsa, cranelift_codegen::isa::OwnedTargetIsa), JitError> {
-    type Isas = (cranelift_codegen::isa::OwnedTargetIsa, cranelift_codegen::isa::OwnedTargetIsa);
-    static HOST: std::sync::OnceLock<Isas> = std::sync::OnceLock::new();
+/// The host's ISAs: the module's (optimising), then the large and small ones of `translate::AltIsas`.
+type HostIsas = (OwnedTargetIsa, OwnedTargetIsa, OwnedTargetIsa);
+
+/// The host's ISAs, made once per process: detecting the CPU's features and building an ISA's tables
+/// is a good part of compiling a small program.
+fn host_isas() -> Result<HostIsas, JitError> {
+    static HOST: std::sync::OnceLock<HostIsas> = std::sync::OnceLock::new();
     if let Some(isas) = HOST.get() {
         return Ok(isas.clone());
     }
-    let isas = (host_isa("speed")?, host_isa("none")?);
+    let isas =
+        (host_isa("speed", "backtracking")?, host_isa("none", "backtracking")?, host_isa("speed", "single_pass")?);
     Ok(HOST.get_or_init(|| isas).clone())
 }
 
@@ -127,7 +133,7 @@ impl JitProgram {
         metered: bool,
         verified: bool,
     ) -> Result<JitProgram, JitError> {
-        let (isa, quick) = host_isas()?;
+        let (isa, large, small) = host_isas()?;
         let big_endian = isa.endianness() == cranelift_codegen::ir::Endianness::Big;
         let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
         builder.symbol(runtime::names::CALL_HELPER, runtime::call_helper as *const u8);
@@ -168,7 +174,7 @@ impl JitProgram {
                 opts,
                 &name,
                 Linkage::Local,
-                &*quick,
+                translate::AltIsas { large: &*large, small: Some(&*small) },
             )?);
         }
         module.finalize_definitions().map_err(|e| JitError::Codegen(format!("{e}")))?;

@@ -184,9 +184,26 @@ pub(crate) fn declare_hash_map_op<M: Module>(module: &mut M) -> Result<(FuncId, 
 /// 300,000 instructions, against 0.9 s unoptimised), and a hostile program must not hold the host.
 pub(crate) const LARGE_FUNCTION: usize = 16_384;
 
+/// Straight-line functions (no jumps) of at most this many instructions are compiled with Cranelift's
+/// single-pass register allocator (the `small` ISA of [`AltIsas`]): without branches it allocates as
+/// well as the backtracking allocator, whose setup is a third of what compiling a trivial program
+/// costs. Loops and branches keep the backtracking allocator: the single-pass one spills every value
+/// live across a block boundary.
+pub(crate) const SMALL_FUNCTION: usize = 64;
+
+/// The ISAs, besides the module's own, that functions of some shapes are compiled for.
+#[derive(Clone, Copy)]
+pub(crate) struct AltIsas<'a> {
+    /// For functions larger than [`LARGE_FUNCTION`]: the same target without optimisation.
+    pub(crate) large: &'a dyn TargetIsa,
+    /// For straight-line functions up to [`SMALL_FUNCTION`] instructions: the same target with the
+    /// single-pass register allocator; `None` compiles them for the module's ISA.
+    pub(crate) small: Option<&'a dyn TargetIsa>,
+}
+
 /// Compiles `program` into `module` as functions named `{prefix}_{start}` (the entry function with
-/// `entry_linkage`) and returns the entry function's id. Functions larger than [`LARGE_FUNCTION`] are
-/// compiled for `quick`, the same target without optimisation.
+/// `entry_linkage`) and returns the entry function's id. Functions larger than [`LARGE_FUNCTION`] or
+/// smaller than [`SMALL_FUNCTION`] are compiled for one of `alt`.
 /// `regions`: the host regions of checked mode, when known at compile time (the JIT; they are then checked
 /// inline), or `None` to ask the runtime function (ahead-of-time code).
 #[allow(clippy::too_many_arguments)]
@@ -198,7 +215,7 @@ pub(crate) fn compile_program<M: Module>(
     opts: Options,
     prefix: &str,
     entry_linkage: Linkage,
-    quick: &dyn TargetIsa,
+    alt: AltIsas<'_>,
 ) -> Result<FuncId, JitError> {
     let program = linked.program();
     let signature = bpf_signature(module);
@@ -216,7 +233,7 @@ pub(crate) fn compile_program<M: Module>(
         CONTEXTS.with(|c| c.take()).unwrap_or_else(|| (Context::new(), FunctionBuilderContext::new()));
     module.clear_context(&mut ctx);
     let result =
-        compile_functions(module, linked, cfg, regions, rt, opts, prefix, quick, &ids, &signature, &mut ctx, &mut fctx);
+        compile_functions(module, linked, cfg, regions, rt, opts, prefix, alt, &ids, &signature, &mut ctx, &mut fctx);
     module.clear_context(&mut ctx);
     CONTEXTS.with(|c| c.set(Some((ctx, fctx))));
     result?;
@@ -238,7 +255,7 @@ fn compile_functions<M: Module>(
     rt: &Runtime,
     opts: Options,
     prefix: &str,
-    quick: &dyn TargetIsa,
+    alt: AltIsas<'_>,
     ids: &BTreeMap<usize, FuncId>,
     signature: &Signature,
     ctx: &mut Context,
@@ -259,8 +276,20 @@ fn compile_functions<M: Module>(
             std::eprintln!("; {prefix} function at slot {}\n{}", f.start, ctx.func.display());
         }
         ctx.set_disasm(disasm);
-        let large = program.instruction_range(*f).len() > LARGE_FUNCTION;
-        define_placed(module, id, ctx, large.then_some(quick))?;
+        let range = program.instruction_range(*f);
+        let isa = if range.len() > LARGE_FUNCTION {
+            Some(alt.large)
+        } else if range.len() <= SMALL_FUNCTION
+            && program.instructions()[range.clone()]
+                .iter()
+                .enumerate()
+                .all(|(i, insn)| insn.branch_target(range.start + i).is_none())
+        {
+            alt.small
+        } else {
+            None
+        };
+        define_placed(module, id, ctx, isa)?;
         if let Some(code) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()).filter(|_| disasm) {
             std::eprintln!("; {prefix} function at slot {}\n{code}", f.start);
         }
