@@ -87,7 +87,8 @@ fn bpf_loop_callbacks_checked_at_run_time() {
 
 /// `bpf_for_each_map_elem` in checked mode, alike on both engines: a map that cannot be walked, or a
 /// number that is no map, is refused by the helper; a callback that writes past its value stops the
-/// program; the walk of a one-entry array calls the callback once.
+/// program; the walk of a one-entry array calls the callback once. Each engine has a map of its own, so
+/// an address in the value is shown relative to it (`value+N`).
 #[test]
 fn map_walks_checked_at_run_time() {
     use ebpf_vm::maps::{self, MapDef, MapType};
@@ -97,9 +98,16 @@ fn map_walks_checked_at_run_time() {
             .into_iter()
             .map(|engine| {
                 let m = maps::create(map).expect("map");
+                let value = m.lookup(&0u32.to_ne_bytes(), 0).map(|p| p as u64);
                 let vm =
                     Vm::builder(program.clone()).standard_helpers().map(m).engine(engine).checked().budget(100_000);
-                format!("{:?}", vm.build().expect("builds").execute(&mut [0u8; 8]))
+                let outcome = format!("{:?}", vm.build().expect("builds").execute(&mut [0u8; 8]));
+                match value {
+                    Some(v) => (0..64).fold(outcome, |o, off| {
+                        o.replace(&format!("addr: {},", v + off), &format!("addr: value+{off},"))
+                    }),
+                    None => outcome,
+                }
             })
             .collect()
     };
@@ -116,6 +124,6 @@ fn map_walks_checked_at_run_time() {
     assert!(got[0].contains("Helper { pc: 5, id: 164"), "{got:?}");
     assert_eq!(got[0], got[1]);
     let got = outcomes(&walk("lddw %r1, map_idx(0)", "stdw [%r3+8], 1\nmov %r0, 0\nexit"), array);
-    assert!(got[0].starts_with("Err(OutOfBounds { pc: 8,"), "{got:?}");
+    assert!(got[0].starts_with("Err(OutOfBounds { pc: 8, addr: value+8, len: 8, write: true"), "{got:?}");
     assert_eq!(got[0], got[1]);
 }
