@@ -184,11 +184,13 @@ pub(crate) fn declare_hash_map_op<M: Module>(module: &mut M) -> Result<(FuncId, 
 /// 300,000 instructions, against 0.9 s unoptimised), and a hostile program must not hold the host.
 pub(crate) const LARGE_FUNCTION: usize = 16_384;
 
-/// Straight-line functions (no jumps) of at most this many instructions are compiled with Cranelift's
-/// single-pass register allocator (the `small` ISA of [`AltIsas`]): without branches it allocates as
-/// well as the backtracking allocator, whose setup is a third of what compiling a trivial program
-/// costs. Loops and branches keep the backtracking allocator: the single-pass one spills every value
-/// live across a block boundary.
+/// A program's entry function, when it is straight-line (no jumps) and has at most this many
+/// instructions, is compiled with Cranelift's single-pass register allocator (the `small` ISA of
+/// [`AltIsas`]): the backtracking allocator's setup is a third of what compiling a trivial program
+/// costs. The single-pass allocator spills every value live across a block boundary and reaches for
+/// callee-saved registers (which the function then saves and restores), so it gets only code that runs
+/// once per execution: loops, branches and subprograms (which calls in loops may run many times) keep
+/// the backtracking allocator.
 pub(crate) const SMALL_FUNCTION: usize = 64;
 
 /// The ISAs, besides the module's own, that functions of some shapes are compiled for.
@@ -196,14 +198,14 @@ pub(crate) const SMALL_FUNCTION: usize = 64;
 pub(crate) struct AltIsas<'a> {
     /// For functions larger than [`LARGE_FUNCTION`]: the same target without optimisation.
     pub(crate) large: &'a dyn TargetIsa,
-    /// For straight-line functions up to [`SMALL_FUNCTION`] instructions: the same target with the
-    /// single-pass register allocator; `None` compiles them for the module's ISA.
+    /// For straight-line entry functions up to [`SMALL_FUNCTION`] instructions: the same target with
+    /// the single-pass register allocator; `None` compiles them for the module's ISA.
     pub(crate) small: Option<&'a dyn TargetIsa>,
 }
 
 /// Compiles `program` into `module` as functions named `{prefix}_{start}` (the entry function with
-/// `entry_linkage`) and returns the entry function's id. Functions larger than [`LARGE_FUNCTION`] or
-/// smaller than [`SMALL_FUNCTION`] are compiled for one of `alt`.
+/// `entry_linkage`) and returns the entry function's id. Functions larger than [`LARGE_FUNCTION`], and
+/// small straight-line entry functions ([`SMALL_FUNCTION`]), are compiled for one of `alt`.
 /// `regions`: the host regions of checked mode, when known at compile time (the JIT; they are then checked
 /// inline), or `None` to ask the runtime function (ahead-of-time code).
 #[allow(clippy::too_many_arguments)]
@@ -279,7 +281,8 @@ fn compile_functions<M: Module>(
         let range = program.instruction_range(*f);
         let isa = if range.len() > LARGE_FUNCTION {
             Some(alt.large)
-        } else if range.len() <= SMALL_FUNCTION
+        } else if fi == 0
+            && range.len() <= SMALL_FUNCTION
             && program.instructions()[range.clone()]
                 .iter()
                 .enumerate()
@@ -515,7 +518,10 @@ fn translate_function<M: Module>(
     let mut blocks = BTreeMap::new();
     for block in cfg.function_blocks(fi) {
         let pc = cfg.block(block).start();
-        if !absorbed[pc - f.start] {
+        // The first block, when no jump leads back to it, is translated into the entry block: a jump
+        // between the two would be a block boundary for the register allocator, which may spill there.
+        let first_without_jumps = pc == f.start && cfg.predecessors(block).len() == 0;
+        if !absorbed[pc - f.start] && !first_without_jumps {
             blocks.insert(pc, b.create_block());
         }
     }
@@ -549,7 +555,9 @@ fn translate_function<M: Module>(
         call_result: Known::Nothing,
         terminated: false,
     };
-    fx.jump_to(f.start);
+    if fx.blocks.contains_key(&f.start) {
+        fx.jump_to(f.start);
+    }
 
     for (pc, insn, resolved) in linked.function_iter(f) {
         if absorbed[pc - f.start] {
