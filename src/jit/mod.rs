@@ -68,6 +68,8 @@ pub(crate) struct JitProgram {
     opts: Options,
     /// No program makes bpf-to-bpf calls: one frame of stack is enough.
     single_frame: bool,
+    /// No compiled function reads its context argument (see `translate::Compiled`): runs need none.
+    context_free: bool,
 }
 
 // SAFETY: after `finalize_definitions` the module's code and data are never written again; the module
@@ -162,10 +164,10 @@ impl JitProgram {
             rt.inline.hash_map_op = Some(translate::declare_hash_map_op(&mut module)?);
         }
         let regions = linked.regions();
-        let mut ids = Vec::with_capacity(linked.programs().len());
+        let mut compiled = Vec::with_capacity(linked.programs().len());
         for (i, p) in linked.programs().iter().enumerate() {
             let name = format!("bpf_prog{i}");
-            ids.push(translate::compile_program(
+            compiled.push(translate::compile_program(
                 &mut module,
                 p,
                 // Few regions are checked inline; many would bloat every check site: the runtime does those.
@@ -178,10 +180,10 @@ impl JitProgram {
             )?);
         }
         module.finalize_definitions().map_err(|e| JitError::Codegen(format!("{e}")))?;
-        let entries = ids
+        let entries = compiled
             .iter()
-            .map(|&id| {
-                let code = module.get_finalized_function(id);
+            .map(|c| {
+                let code = module.get_finalized_function(c.entry);
                 // SAFETY: `code` is a function compiled above with the signature of `EntryFn`
                 // (`translate::bpf_signature`: seven i64 parameters, one i64 result, the default
                 // calling convention of the host, which is `extern "C"`).
@@ -194,17 +196,32 @@ impl JitProgram {
             p.callbacks().is_empty()
                 && p.program().instructions().iter().all(|i| !matches!(i, crate::isa::Instruction::CallLocal { .. }))
         });
-        Ok(JitProgram { module: Some(module), entries, entry: linked.entry(), opts, single_frame })
+        let context_free = compiled.iter().all(|c| !c.reads_context);
+        Ok(JitProgram { module: Some(module), entries, entry: linked.entry(), opts, single_frame, context_free })
     }
 
     /// Runs the entry program on `mem`.
     #[inline]
     pub(crate) fn run(&self, setup: &JitSetup<'_>, mem: &mut [u8], budget: u64) -> Result<u64, ExecError> {
+        if self.context_free {
+            return Ok(self.run_without_context(setup, mem));
+        }
         if self.single_frame {
             self.run_with_stack::<FRAME_SIZE>(setup, mem, budget)
         } else {
             self.run_with_frames(setup, mem, budget)
         }
+    }
+
+    /// Runs code that reads no context (see `context_free`).
+    #[inline]
+    fn run_without_context(&self, setup: &JitSetup<'_>, mem: &mut [u8]) -> u64 {
+        DirectRun { entry: self.entries[self.entry], uses_stack: setup.linked.uses_stack() }.run(mem)
+    }
+
+    /// The way to run this code without a context, when it reads none.
+    pub(crate) fn direct(&self, linked: &Linked) -> Option<DirectRun> {
+        self.context_free.then(|| DirectRun { entry: self.entries[self.entry], uses_stack: linked.uses_stack() })
     }
 
     /// Runs with a stack of every frame, out of line: its 4 KiB would make every caller's frame
@@ -294,6 +311,38 @@ impl JitProgram {
                 },
             }),
         }
+    }
+}
+
+/// Compiled code that reads no context (`JitProgram::direct`): it calls nothing, tests nothing and
+/// cannot fail, so it runs without a context, host state or status to look at afterwards. It has one
+/// frame (a call to a function passes the context along). Valid while its `JitProgram` lives.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DirectRun {
+    entry: EntryFn,
+    uses_stack: bool,
+}
+
+impl DirectRun {
+    /// Runs the code on `mem`.
+    #[inline]
+    pub(crate) fn run(&self, mem: &mut [u8]) -> u64 {
+        #[repr(C, align(16))]
+        struct Stack([MaybeUninit<u8>; FRAME_SIZE]);
+        let mut stack = Stack([MaybeUninit::uninit(); FRAME_SIZE]);
+        let stack_ptr = stack.0.as_mut_ptr().cast::<u8>();
+        if self.uses_stack {
+            // SAFETY: the frame is the buffer just declared, FRAME_SIZE bytes.
+            unsafe { core::ptr::write_bytes(stack_ptr, 0, FRAME_SIZE) };
+        }
+        let stack_hi = stack_ptr.expose_provenance() as u64 + FRAME_SIZE as u64;
+        let mem_len = mem.len() as u64;
+        let mem_base = if mem.is_empty() { 0 } else { mem.as_mut_ptr().expose_provenance() as u64 };
+        // SAFETY: `entry` was compiled for this host with the `EntryFn` signature, and its module lives
+        // as long as the `JitProgram` this came from (the caller keeps it). The code never reads its
+        // context argument (checked on its optimised IR when it was compiled), so a null one is never
+        // dereferenced; its memory accesses are vouched for as in `JitProgram::run_with_stack`.
+        unsafe { (self.entry)(core::ptr::null_mut(), mem_base, mem_len, 0, 0, 0, stack_hi) }
     }
 }
 

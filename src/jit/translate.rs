@@ -208,6 +208,17 @@ pub(crate) struct AltIsas<'a> {
 /// small straight-line entry functions ([`SMALL_FUNCTION`]), are compiled for one of `alt`.
 /// `regions`: the host regions of checked mode, when known at compile time (the JIT; they are then checked
 /// inline), or `None` to ask the runtime function (ahead-of-time code).
+/// What [`compile_program`] made.
+#[derive(Clone, Copy)]
+pub(crate) struct Compiled {
+    /// The entry function.
+    pub(crate) entry: FuncId,
+    /// Whether any function of the program, as compiled, reads its context argument. Code that does
+    /// not cannot call a helper, test an access, count a budget or report an error: the JIT runs it
+    /// without a context.
+    pub(crate) reads_context: bool,
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn compile_program<M: Module>(
     module: &mut M,
@@ -218,7 +229,7 @@ pub(crate) fn compile_program<M: Module>(
     prefix: &str,
     entry_linkage: Linkage,
     alt: AltIsas<'_>,
-) -> Result<FuncId, JitError> {
+) -> Result<Compiled, JitError> {
     let program = linked.program();
     let signature = bpf_signature(module);
     let mut ids = BTreeMap::new();
@@ -238,8 +249,7 @@ pub(crate) fn compile_program<M: Module>(
         compile_functions(module, linked, cfg, regions, rt, opts, prefix, alt, &ids, &signature, &mut ctx, &mut fctx);
     module.clear_context(&mut ctx);
     CONTEXTS.with(|c| c.set(Some((ctx, fctx))));
-    result?;
-    Ok(ids[&0])
+    Ok(Compiled { entry: ids[&0], reads_context: result? })
 }
 
 std::thread_local! {
@@ -247,7 +257,8 @@ std::thread_local! {
     static CONTEXTS: core::cell::Cell<Option<(Context, FunctionBuilderContext)>> = const { core::cell::Cell::new(None) };
 }
 
-/// Translates and compiles every function of `linked` (see `compile_program`).
+/// Translates and compiles every function of `linked` (see `compile_program`); whether any of them
+/// reads its context argument.
 #[allow(clippy::too_many_arguments)]
 fn compile_functions<M: Module>(
     module: &mut M,
@@ -262,8 +273,9 @@ fn compile_functions<M: Module>(
     signature: &Signature,
     ctx: &mut Context,
     fctx: &mut FunctionBuilderContext,
-) -> Result<(), JitError> {
+) -> Result<bool, JitError> {
     let program = linked.program();
+    let mut reads_context = false;
     for (fi, f) in program.functions().iter().enumerate() {
         let id = ids[&f.start];
         ctx.func.signature = signature.clone();
@@ -296,9 +308,23 @@ fn compile_functions<M: Module>(
         if let Some(code) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()).filter(|_| disasm) {
             std::eprintln!("; {prefix} function at slot {}\n{code}", f.start);
         }
+        // After compiling, `ctx.func` is the function as optimised, its unreachable blocks (the error
+        // exit of code that tests nothing) removed.
+        reads_context |= reads_first_parameter(&ctx.func);
         module.clear_context(ctx);
     }
-    Ok(())
+    Ok(reads_context)
+}
+
+/// Whether any instruction of `func` uses its first parameter.
+fn reads_first_parameter(func: &cranelift_codegen::ir::Function) -> bool {
+    let Some(entry) = func.layout.entry_block() else { return true };
+    let Some(&first) = func.dfg.block_params(entry).first() else { return false };
+    func.layout.blocks().any(|block| {
+        func.layout
+            .block_insts(block)
+            .any(|inst| func.dfg.inst_values(inst).any(|v| func.dfg.resolve_aliases(v) == first))
+    })
 }
 
 /// `EBPF_VM_JIT_DISASM` (`1` or `ir`), read once per process.

@@ -196,7 +196,29 @@ impl VmBuilder {
                 self.mode == Mode::Verified,
             )?)),
         };
-        Ok(Vm { linked, prepared, engine: self.engine, mode: self.mode, budget: self.budget })
+        #[cfg(feature = "jit")]
+        let direct = match &prepared {
+            Prepared::Jit(jit) if !linked.uses_cpu() => {
+                // The lengths `execute` accepts, when the context needs nothing written before a run.
+                let lens = match (self.mode, linked.env().context()) {
+                    (_, Context::Packet { .. }) => None,
+                    (Mode::Checked | Mode::Shadow, _) => Some(0..=usize::MAX),
+                    (_, Context::Buffer) => Some(0..=u32::MAX as usize),
+                    (_, &Context::Fixed { size, .. }) => Some(size as usize..=size as usize),
+                };
+                jit.direct(&linked).zip(lens)
+            }
+            _ => None,
+        };
+        Ok(Vm {
+            linked,
+            prepared,
+            engine: self.engine,
+            mode: self.mode,
+            budget: self.budget,
+            #[cfg(feature = "jit")]
+            direct,
+        })
     }
 }
 
@@ -218,6 +240,10 @@ pub struct Vm {
     engine: Engine,
     mode: Mode,
     budget: Option<u64>,
+    /// Compiled code that reads no context, and the input lengths `execute` accepts for it: called
+    /// directly, without the context and checks of a general run (see `jit::DirectRun`).
+    #[cfg(feature = "jit")]
+    direct: Option<(crate::jit::DirectRun, core::ops::RangeInclusive<usize>)>,
 }
 
 impl Vm {
@@ -239,6 +265,19 @@ impl Vm {
     /// This allocates nothing and takes no lock; the stack lives on the caller's stack.
     #[inline]
     pub fn execute(&self, mem: &mut [u8]) -> Result<u64, ExecError> {
+        #[cfg(feature = "jit")]
+        if let Some((direct, lens)) = &self.direct {
+            if lens.contains(&mem.len()) {
+                return Ok(direct.run(mem));
+            }
+        }
+        self.execute_prepared(mem)
+    }
+
+    /// [`execute`](Vm::execute) in general: checks the input's length, prepares the context and runs the
+    /// engine. Out of line, so that a direct run does not pay for its frame.
+    #[inline(never)]
+    fn execute_prepared(&self, mem: &mut [u8]) -> Result<u64, ExecError> {
         let context = self.linked.env().context();
         if !matches!(self.mode, Mode::Checked | Mode::Shadow) && !context.accepts_len(mem.len()) {
             return Err(ExecError::ContextSize { len: mem.len() });
@@ -287,5 +326,100 @@ impl Vm {
     /// The memory-safety mode.
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+}
+
+#[cfg(all(test, feature = "jit"))]
+mod direct_tests {
+    use super::*;
+    use alloc::format;
+
+    fn build(text: &str, context: Context, configure: impl Fn(VmBuilder) -> VmBuilder) -> Vm {
+        let program = Program::from_asm(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        configure(Vm::builder(program).engine(Engine::Jit).standard_helpers().context(context)).build().expect("builds")
+    }
+
+    /// Whether `text`, built as `configure` says, runs directly.
+    fn direct(text: &str, context: Context, configure: impl Fn(VmBuilder) -> VmBuilder) -> bool {
+        build(text, context, configure).direct.is_some()
+    }
+
+    #[test]
+    fn only_code_that_reads_no_context_runs_directly() {
+        let fixed = || Context::Fixed { size: 8, read_only: Vec::new() };
+        let verified = |b: VmBuilder| b.verified();
+        let checked = |b: VmBuilder| b.checked();
+        // Nothing to call, test or count: direct.
+        assert!(direct("mov %r0, 0\nexit", Context::Buffer, verified));
+        assert!(direct("mov %r0, 7\nexit", Context::Buffer, checked));
+        assert!(direct("stdw [%r10-8], 3\nldxdw %r0, [%r10-8]\nexit", fixed(), verified));
+        assert!(direct("ldxdw %r0, [%r1+0]\nexit", fixed(), verified));
+        // Checked accesses, helpers, budgets, bpf-to-bpf calls and packet contexts: not direct.
+        assert!(!direct("ldxdw %r0, [%r1+0]\nexit", fixed(), checked));
+        assert!(!direct("call 5\nexit", Context::Buffer, verified));
+        assert!(!direct("mov %r0, 0\nexit", Context::Buffer, |b| b.verified().budget(100)));
+        assert!(!direct("call local f\nexit\nf:\nmov %r0, 1\nexit", Context::Buffer, verified));
+        let packet = Context::Packet { size: 16, data: 0, data_end: 8 };
+        assert!(!direct("mov %r0, 0\nexit", packet, verified));
+    }
+
+    #[test]
+    fn direct_runs_start_with_a_zeroed_frame() {
+        let text = "ldxdw %r0, [%r10-8]\nstdw [%r10-8], 5\nexit";
+        // SAFETY: the program reads and writes its own frame only.
+        let vm = build(text, Context::Buffer, |b| unsafe { b.unchecked() });
+        assert!(vm.direct.is_some());
+        for _ in 0..3 {
+            assert_eq!(vm.execute(&mut []).expect("runs"), 0);
+        }
+    }
+
+    #[test]
+    fn direct_runs_give_the_results_and_errors_of_general_ones() {
+        let fixed = || Context::Fixed { size: 8, read_only: Vec::new() };
+        let cases = [
+            ("mov %r0, 0\nexit", Context::Buffer),
+            ("mov %r0, %r2\nexit", Context::Buffer),
+            ("ldxdw %r0, [%r1+0]\nadd %r0, %r2\nexit", fixed()),
+            // The frame starts zeroed on every run.
+            ("ldxdw %r0, [%r10-8]\nstdw [%r10-8], 5\nexit", fixed()),
+            ("ldxw %r0, [%r1+4]\nstw [%r1+0], 9\nexit", fixed()),
+        ];
+        let mut compared = 0;
+        let mut direct = 0;
+        for ((text, context), verified) in cases.iter().flat_map(|c| [(c, false), (c, true)]) {
+            let mode = |b: VmBuilder| if verified { b.verified() } else { b.checked() };
+            let program = Program::from_asm(text).expect("assembles");
+            let Ok(interp) = mode(Vm::builder(program).context(context.clone())).build() else {
+                // Reading the frame before writing it does not verify.
+                assert!(verified && text.starts_with("ldxdw %r0, [%r10-8]"), "{text}");
+                continue;
+            };
+            let jit = build(text, context.clone(), mode);
+            direct += usize::from(jit.direct.is_some());
+            for len in [0usize, 4, 8, 9] {
+                let mut a: Vec<u8> = (1..=len as u8).collect();
+                let mut b = a.clone();
+                for _ in 0..2 {
+                    // Errors name addresses in each engine's own input: without them.
+                    let shown = |r: Result<u64, ExecError>| {
+                        let s = format!("{r:?}");
+                        match s.find("addr: ") {
+                            Some(at) => {
+                                let end = s[at + 6..].find(',').map_or(s.len(), |e| at + 6 + e);
+                                format!("{}{}", &s[..at], &s[end..])
+                            }
+                            None => s,
+                        }
+                    };
+                    let (x, y) = (shown(jit.execute(&mut a)), shown(interp.execute(&mut b)));
+                    assert_eq!(x, y, "{text}, {len} bytes");
+                    assert_eq!(a, b, "{text}");
+                    compared += 1;
+                }
+            }
+        }
+        // Nine builds (reading the frame first does not verify), six of them direct.
+        assert_eq!((compared, direct), (9 * 4 * 2, 6));
     }
 }
