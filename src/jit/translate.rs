@@ -434,6 +434,14 @@ struct Fx<'a, 'b> {
     entry_facts: BTreeMap<usize, Facts>,
     /// What the call being translated returns, if it is a map lookup compiled here.
     call_result: Known,
+    /// Per register, the last zero-extension `widen` made that was written to it, and the 32-bit value
+    /// it extends: a 32-bit read of the register, while it still holds that extension, takes the narrow
+    /// value instead of a new truncation (ALU32 code chains them: half its instructions were extensions
+    /// and truncations the optimiser then removed). The narrow value is defined just before its
+    /// extension, so it is available wherever the extension is.
+    narrow: [Option<(Value, Value)>; 11],
+    /// The last extension `widen` made, and its narrow value.
+    widened: Option<(Value, Value)>,
     terminated: bool,
 }
 
@@ -579,6 +587,8 @@ fn translate_function<M: Module>(
         facts: Facts::default(),
         entry_facts: BTreeMap::new(),
         call_result: Known::Nothing,
+        narrow: [None; 11],
+        widened: None,
         terminated: false,
     };
     if fx.blocks.contains_key(&f.start) {
@@ -635,6 +645,7 @@ impl Fx<'_, '_> {
     }
 
     fn set(&mut self, r: Reg, v: Value) {
+        self.narrow[r.index() as usize] = self.widened.filter(|&(wide, _)| wide == v);
         self.b.def_var(self.regs[r.index() as usize], v);
     }
 
@@ -876,7 +887,10 @@ impl Fx<'_, '_> {
             (Operand::Reg(r), Width::W64) => self.get(r),
             (Operand::Reg(r), Width::W32) => {
                 let v = self.get(r);
-                self.b.ins().ireduce(I32, v)
+                match self.narrow[r.index() as usize] {
+                    Some((wide, narrow)) if wide == v => narrow,
+                    _ => self.b.ins().ireduce(I32, v),
+                }
             }
             (Operand::Imm(v), Width::W64) => self.b.ins().iconst(I64, v as i64),
             (Operand::Imm(v), Width::W32) => self.b.ins().iconst(I32, v as u32 as i64),
@@ -955,7 +969,11 @@ impl Fx<'_, '_> {
     fn widen(&mut self, v: Value, width: Width) -> Value {
         match width {
             Width::W64 => v,
-            Width::W32 => self.b.ins().uextend(I64, v),
+            Width::W32 => {
+                let wide = self.b.ins().uextend(I64, v);
+                self.widened = Some((wide, v));
+                wide
+            }
         }
     }
 
