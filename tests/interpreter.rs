@@ -617,12 +617,16 @@ fn fusable_program() -> impl Strategy<Value = Vec<Instruction>> {
 
 /// Superinstructions and threaded jumps change nothing but the number of dispatches: a random program
 /// that ends within a budget (which turns them off) returns the same without one (which turns them on).
+/// The two builds run different instances of the interpreter, whose stacks need not lie in the same
+/// place: r10 is kept as the base of accesses only, and addresses in errors are compared relative to
+/// the input.
 #[test]
 #[cfg_attr(miri, ignore = "thousands of programs: too slow to interpret under Miri")]
 fn fused_code_runs_as_the_plain_code() {
     static RATE: common::Rate = common::Rate::new("fused_code_runs_as_the_plain_code");
     let strategy = (fusable_program(), proptest::collection::vec(any::<u8>(), 0..64));
     common::run_property(&RATE, 3000, strategy, |(p, mem)| {
+        let p = p.into_iter().map(common::frame_pointer_as_base_only).collect();
         let Ok(program) = Program::from_instructions(p) else {
             RATE.skipped();
             return Ok(());
@@ -631,7 +635,8 @@ fn fused_code_runs_as_the_plain_code() {
         let plain = Vm::builder(program.clone()).helper(helper()).budget(20_000).checked().build().expect("builds");
         // One buffer for both runs, its contents reset: results may hold its address (r1).
         let mut buf = mem.clone();
-        let counted = plain.execute(&mut buf);
+        let base = buf.as_ptr() as u64;
+        let counted = common::oracle::relative(plain.execute(&mut buf), base);
         if matches!(counted, Err(ExecError::BudgetExhausted { .. })) {
             RATE.skipped();
             return Ok(());
@@ -640,7 +645,7 @@ fn fused_code_runs_as_the_plain_code() {
         let after = buf.clone();
         buf.copy_from_slice(&mem);
         let fused = Vm::builder(program).helper(helper()).checked().build().expect("builds");
-        prop_assert_eq!(fused.execute(&mut buf), counted);
+        prop_assert_eq!(common::oracle::relative(fused.execute(&mut buf), base), counted);
         prop_assert_eq!(buf, after);
         Ok(())
     });
