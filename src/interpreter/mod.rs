@@ -21,6 +21,7 @@ use crate::link::{ExecError, Linked, LinkedProgram, Resolved, MAX_TAIL_CALLS};
 use crate::maps::{self, ProgArrayMap};
 use crate::memory::access::{self, Access, Word};
 use crate::memory::{Grants, MemoryMap, Region, FRAME_SIZE, MAX_FRAMES, STACK_SIZE};
+use crate::program::copy_loop::{self, CopyLoop};
 
 /// Pre-decoded operations. `I` = immediate operand (in `Slot::imm`), `R` = register operand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +61,10 @@ pub(crate) enum Op {
     /// `add dst, c; jcc dst, imm` (64-bit, unsigned or equality tests): `off` holds `c << 1` and the
     /// jump's fall-through skip (see [`fuse`]), `imm` and `target` the jump's.
     AddJeq64I, AddJne64I, AddJlt64I, AddJle64I, AddJgt64I, AddJge64I,
+    /// The backward jump of a byte-copy loop ([`copy_loop`]): the jump as written (its operation in
+    /// `Code::copies`, indexed by `off`), and when it goes back, first an attempt to finish the loop
+    /// with one `memmove`.
+    CopyLoop,
 }
 
 /// One pre-decoded instruction: 16 bytes, one per program slot (the second slot of an `lddw` is never
@@ -112,6 +117,8 @@ pub(crate) struct Code {
     slots: Vec<Slot>,
     /// By map index, how `MapCall` reaches each map of the environment (the same in every program).
     maps: Vec<MapAccess>,
+    /// The byte-copy loops whose backward jumps are `CopyLoop` slots, with the jumps' operations.
+    copies: Vec<(CopyLoop, Op)>,
 }
 
 /// How the interpreter carries out a standard map helper on a map, as the kernel's JITs do: an array
@@ -213,10 +220,12 @@ impl Code {
                 }
             }
         }
+        // Before `fuse`, which would thread jumps through the `ja` closing a loop.
+        let copies = if fuse { copy_loops(program, &mut slots) } else { Vec::new() };
         if fuse {
             self::fuse(&mut slots);
         }
-        Code { slots, maps: maps.to_vec() }
+        Code { slots, maps: maps.to_vec(), copies }
     }
 
     /// Translates every program of a linked set, by program id.
@@ -225,6 +234,83 @@ impl Code {
         let helpers = linked.env().helpers();
         linked.programs().iter().map(|p| Code::compile(p, fuse, helpers, &maps)).collect()
     }
+}
+
+/// Turns the backward jumps of the byte-copy loops of `program` into `CopyLoop` slots.
+fn copy_loops(program: &LinkedProgram, slots: &mut [Slot]) -> Vec<(CopyLoop, Op)> {
+    let mut copies = Vec::new();
+    for l in copy_loop::find(program.program()) {
+        let Ok(index) = i16::try_from(copies.len()) else { break };
+        let slot = &mut slots[l.back];
+        copies.push((l, slot.op));
+        slot.op = Op::CopyLoop;
+        slot.off = index;
+    }
+    copies
+}
+
+/// Whether the conditional jump `op` holds for `a` and `b` (its operand, register or immediate).
+fn holds(op: Op, a: u64, b: u64) -> bool {
+    use Op::*;
+    let (a32, b32) = (a as u32, b as u32);
+    match op {
+        Jeq64I | Jeq64R => a == b,
+        Jgt64I | Jgt64R => a > b,
+        Jge64I | Jge64R => a >= b,
+        Jset64I | Jset64R => a & b != 0,
+        Jne64I | Jne64R => a != b,
+        Jsgt64I | Jsgt64R => (a as i64) > (b as i64),
+        Jsge64I | Jsge64R => (a as i64) >= (b as i64),
+        Jlt64I | Jlt64R => a < b,
+        Jle64I | Jle64R => a <= b,
+        Jslt64I | Jslt64R => (a as i64) < (b as i64),
+        Jsle64I | Jsle64R => (a as i64) <= (b as i64),
+        Jeq32I | Jeq32R => a32 == b32,
+        Jgt32I | Jgt32R => a32 > b32,
+        Jge32I | Jge32R => a32 >= b32,
+        Jset32I | Jset32R => a32 & b32 != 0,
+        Jne32I | Jne32R => a32 != b32,
+        Jsgt32I | Jsgt32R => (a32 as i32) > (b32 as i32),
+        Jsge32I | Jsge32R => (a32 as i32) >= (b32 as i32),
+        Jlt32I | Jlt32R => a32 < b32,
+        Jle32I | Jle32R => a32 <= b32,
+        Jslt32I | Jslt32R => (a32 as i32) < (b32 as i32),
+        Jsle32I | Jsle32R => (a32 as i32) <= (b32 as i32),
+        // `ja`.
+        _ => true,
+    }
+}
+
+/// Whether `op` takes its operand from the immediate.
+fn immediate_operand(op: Op) -> bool {
+    let i = op as u8;
+    let row = |first: Op| (first as u8..first as u8 + 11).contains(&i);
+    row(Op::Jeq64I) || row(Op::Jeq32I)
+}
+
+/// Finishes a byte-copy loop with one `memmove` (see [`copy_loop`]) if the conditions hold at its
+/// backward jump, with the registers `r`: returns whether it did.
+#[inline(never)]
+fn bulk_copy(l: &CopyLoop, r: &mut [u64; 16], mm: &MemoryMap<'_>) -> bool {
+    let get = |x: crate::isa::Reg| r[x.index() as usize];
+    let m = l.remaining(get);
+    let (src, dst) = l.addresses(get);
+    let apart = dst.wrapping_sub(src);
+    if m < copy_loop::MIN_BULK || !mm.private(src, m, false) || !mm.private(dst, m, true) || (apart != 0 && apart < m) {
+        return false;
+    }
+    let from = ptr::with_exposed_provenance::<u8>(src as usize);
+    let to = ptr::with_exposed_provenance_mut::<u8>(dst as usize);
+    // SAFETY: both ranges of `m` bytes lie in memory private to this execution (its input, borrowed
+    // mutably for the whole run, or its live stack frames), the destination in writable memory;
+    // `ptr::copy` allows them to overlap. The loop would have read and written exactly these bytes.
+    let last = unsafe {
+        ptr::copy(from, to, m as usize);
+        *to.add(m as usize - 1)
+    };
+    l.finish(m, last as u64, r);
+    copy_loop::count_bulk_copy();
+    true
 }
 
 /// The condition that holds where `op`'s does not (`None` for `jset`, which has none).
@@ -1158,6 +1244,13 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool, const SHADOW: bool>(
             Op::LdIndW => packet!(u32, (r[sr] as u32).wrapping_add(s.imm as u32) as i32 as i64),
 
             Op::Ja => pc = s.target as usize,
+            Op::CopyLoop => {
+                let (l, op) = &setup.codes[program].copies[s.off as usize];
+                let b = if immediate_operand(*op) { s.imm } else { r[sr] };
+                if holds(*op, r[d], b) {
+                    pc = if bulk_copy(l, &mut r, &mm) { l.exit } else { s.target as usize };
+                }
+            }
             Op::Jeq64I => jump!(r[d] == s.imm),
             Op::Jgt64I => jump!(r[d] > s.imm),
             Op::Jge64I => jump!(r[d] >= s.imm),

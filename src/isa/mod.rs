@@ -117,6 +117,16 @@ impl RegSet {
         self.0 == 0
     }
 
+    /// The registers in either set.
+    pub const fn union(self, other: RegSet) -> RegSet {
+        RegSet(self.0 | other.0)
+    }
+
+    /// Whether the sets have a register in common.
+    pub const fn intersects(self, other: RegSet) -> bool {
+        self.0 & other.0 != 0
+    }
+
     /// The registers, lowest first.
     pub fn iter(self) -> impl Iterator<Item = Reg> {
         (0..Reg::COUNT as u8).filter(move |&n| self.0 & (1 << n) != 0).map(Reg)

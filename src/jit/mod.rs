@@ -143,6 +143,8 @@ impl JitProgram {
         builder.symbol(runtime::names::TAIL_CALL, runtime::tail_call as *const u8);
         builder.symbol(runtime::names::PACKET_LOAD, runtime::packet_load as *const u8);
         builder.symbol(runtime::names::HASH_MAP_OP, runtime::hash_map_op as *const u8);
+        // The copy loops' libcall, resolved here rather than looked up in the process's symbols.
+        builder.symbol("memmove", runtime::memmove as *const u8);
         #[cfg(target_arch = "x86_64")]
         builder.memory_provider(alloc::boxed::Box::new(code_memory::PooledCode::default()));
         let mut module = JITModule::new(builder);

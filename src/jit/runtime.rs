@@ -106,6 +106,19 @@ pub(crate) mod names {
     pub const HASH_MAP_OP: &str = "ebpf_vm_hash_map_op";
 }
 
+/// `memmove`, for the byte-copy loops compiled code finishes at once (see `copy_loop`).
+///
+/// # Safety
+/// `n` bytes at `src` must be valid for reads and `n` bytes at `dst` for writes, neither accessed by
+/// anything else during the call; they may overlap.
+pub(crate) unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    // SAFETY: the caller's contract; compiled code calls this only for ranges in the execution's
+    // input or live frames, which it has checked.
+    unsafe { core::ptr::copy(src, dst, n) };
+    crate::program::copy_loop::count_bulk_copy();
+    dst
+}
+
 /// # Safety
 /// `ctx` must be the context of a running execution.
 unsafe fn context<'c, 'a>(ctx: *mut JitContext<'a>) -> &'c mut JitContext<'a> {

@@ -35,6 +35,7 @@ use crate::helpers::standard::DirectHash;
 use crate::isa::{AluOp, AtomicOp, ByteOrder, Cond, Instruction, Operand, PacketMode, Reg, Size, SxWidth, Width};
 use crate::link::{LinkedProgram, Resolved};
 use crate::memory::{Region, FRAME_SIZE};
+use crate::program::copy_loop::{self, CopyLoop};
 use crate::program::{Cfg, Function};
 
 const I64: Type = types::I64;
@@ -276,11 +277,13 @@ fn compile_functions<M: Module>(
 ) -> Result<bool, JitError> {
     let program = linked.program();
     let mut reads_context = false;
+    // A budget counts every instruction a loop runs: metered code runs its copy loops as written.
+    let copies = if opts.metered { Vec::new() } else { copy_loop::find(program) };
     for (fi, f) in program.functions().iter().enumerate() {
         let id = ids[&f.start];
         ctx.func.signature = signature.clone();
         ctx.func.name = UserFuncName::user(0, id.as_u32());
-        let unit = Unit { linked, cfg, index: fi, f: *f };
+        let unit = Unit { linked, cfg, index: fi, f: *f, copies: &copies };
         translate_function(module, &mut ctx.func, fctx, unit, regions, rt, ids, opts)?;
         // EBPF_VM_JIT_DISASM=1 prints the machine code of every compiled function, `ir` its Cranelift
         // IR before optimisation (for debugging).
@@ -382,6 +385,8 @@ pub(crate) struct Unit<'a> {
     /// The function's index in `Program::functions`.
     pub(crate) index: usize,
     pub(crate) f: Function,
+    /// The program's byte-copy loops (see `copy_loop`).
+    pub(crate) copies: &'a [CopyLoop],
 }
 
 /// The input's and the live frames' bounds, computed once per function for checked mode.
@@ -401,6 +406,10 @@ struct Fx<'a, 'b> {
     cfg: &'a Cfg,
     /// The loop to place (header, last backward jump), if any.
     hot_loop: Option<(usize, Option<usize>)>,
+    /// The byte-copy loops of this function, by the slot of their backward jump.
+    copies: BTreeMap<usize, &'a CopyLoop>,
+    /// The target's calling convention and pointer width, for the `memmove` of copy loops.
+    frontend: cranelift_codegen::isa::TargetFrontendConfig,
     opts: Options,
     linked: &'a LinkedProgram,
     /// Host regions known at compile time (checked inline), or `None` (ask the runtime).
@@ -445,6 +454,17 @@ struct Fx<'a, 'b> {
     terminated: bool,
 }
 
+/// Whether a group of shared checks (checked mode) has members both inside `body` and outside it. A
+/// copy loop finished at once skips its body's checks after the first iteration: a check after the
+/// loop must not rely on a flag its body set.
+fn shares_checks_beyond(plans: &BTreeMap<usize, Plan>, body: core::ops::RangeInclusive<usize>) -> bool {
+    let group = |p: &Plan| match *p {
+        Plan::Leader { group, .. } | Plan::Member { group } => group,
+    };
+    let inside: Vec<usize> = plans.range(body.clone()).map(|(_, p)| group(p)).collect();
+    plans.iter().any(|(pc, p)| !body.contains(pc) && inside.contains(&group(p)))
+}
+
 fn size_index(bytes: u32) -> usize {
     bytes.trailing_zeros() as usize
 }
@@ -460,7 +480,7 @@ fn translate_function<M: Module>(
     ids: &BTreeMap<usize, FuncId>,
     opts: Options,
 ) -> Result<(), JitError> {
-    let Unit { linked, cfg, index: fi, f } = unit;
+    let Unit { linked, cfg, index: fi, f, copies } = unit;
     let program = linked.program();
     // Only the functions this one calls are declared in it (declaring all of them in each would take time
     // quadratic in the number of functions).
@@ -561,10 +581,23 @@ fn translate_function<M: Module>(
     }
 
     let hot_loop = cfg.deepest(fi);
+    // Copy loops whose slots translate one by one (no shared checks, no if-conversion), with both ways
+    // out of the backward jump translated as blocks.
+    let copies = copies
+        .iter()
+        .filter(|l| f.start <= l.head && l.back < f.end && (f.start..f.end).contains(&l.exit))
+        .filter(|l| (l.head..=l.back).all(|pc| !absorbed[pc - f.start]))
+        .filter(|l| !shares_checks_beyond(&plans, l.head..=l.back))
+        .filter(|l| !diamonds.contains_key(&(l.back - 1)) && !diamonds.contains_key(&l.back))
+        .filter(|l| blocks.contains_key(&l.head) && blocks.contains_key(&l.exit))
+        .map(|l| (l.back, l))
+        .collect();
     let mut fx = Fx {
         b,
         cfg,
         hot_loop,
+        copies,
+        frontend: module.target_config(),
         opts,
         linked,
         regions,
@@ -1150,6 +1183,9 @@ impl Fx<'_, '_> {
                 let t = insn.branch_target(pc).unwrap_or(0) as usize;
                 self.mark_loop_end(pc);
                 self.pass_facts(pc, t, self.facts);
+                if let Some(l) = self.copies.remove(&pc) {
+                    self.bulk_copy(l);
+                }
                 self.jump_to(t);
             }
             Instruction::Jump { width, cond, dst, src, .. } => {
@@ -1186,7 +1222,9 @@ impl Fx<'_, '_> {
                 if let Some(d) = self.diamonds.remove(&pc) {
                     return self.select_sides(c, &d);
                 }
-                let taken = self.blocks[&target];
+                let copy = self.copies.remove(&pc);
+                // The way back of a copy loop first tries to finish it (see `bulk_copy`).
+                let taken = if copy.is_some() { self.b.create_block() } else { self.blocks[&target] };
                 let next = self.blocks[&(pc + 1)];
                 if target == pc + 1 {
                     self.pass_facts(pc, target, self.facts);
@@ -1212,6 +1250,11 @@ impl Fx<'_, '_> {
                     self.mark_loop_end(pc);
                 }
                 self.b.ins().jump(to_second, &[]);
+                if let Some(l) = copy {
+                    self.b.switch_to_block(taken);
+                    self.bulk_copy(l);
+                    self.b.ins().jump(self.blocks[&target], &[]);
+                }
                 self.terminated = true;
             }
             Instruction::Call { id } => match resolved {
@@ -1255,6 +1298,115 @@ impl Fx<'_, '_> {
             }
         }
         Ok(())
+    }
+
+    /// At the backward jump of byte-copy loop `l`, with one more iteration due: carries out all the
+    /// remaining iterations with one `memmove` and continues at the loop's exit when the conditions of
+    /// [`copy_loop`] hold; otherwise continues here (the caller then jumps back as written).
+    fn bulk_copy(&mut self, l: &CopyLoop) {
+        let flags = MemFlagsData::trusted();
+        let mut cur = [None; 11];
+        let mut get = |fx: &mut Self, r: Reg| *cur[r.index() as usize].get_or_insert_with(|| fx.get(r));
+        let x = get(self, l.test.reg);
+        let y = match l.test.bound {
+            Operand::Reg(r) => get(self, r),
+            Operand::Imm(_) => self.b.ins().iconst(I64, l.test.bound_value as i64),
+        };
+        let m = if l.test.up { self.b.ins().isub(y, x) } else { self.b.ins().isub(x, y) };
+        let m = match l.test.width {
+            Width::W64 => m,
+            Width::W32 => self.b.ins().band_imm_u(m, u32::MAX as i64),
+        };
+        let sum = |fx: &mut Self, s: &copy_loop::Sum, value: &mut dyn FnMut(&mut Self, Reg) -> Value| {
+            let mut v = fx.b.ins().iconst(I64, s.add);
+            for r in s.regs.iter() {
+                let x = value(fx, r);
+                v = fx.b.ins().iadd(v, x);
+            }
+            if s.narrow {
+                v = fx.b.ins().band_imm_u(v, u32::MAX as i64);
+            }
+            v
+        };
+        let src = sum(self, &l.src, &mut |fx, r| get(fx, r));
+        let dst = sum(self, &l.dst, &mut |fx, r| get(fx, r));
+
+        // Enough iterations left, both ranges private, the destination not inside the source.
+        let mut ok = self.b.ins().icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, m, copy_loop::MIN_BULK as i64);
+        let mem_base = self.b.ins().load(I64, flags, self.ctx, offset::MEM_BASE);
+        let mem_len = self.b.ins().load(I64, flags, self.ctx, offset::MEM_LEN);
+        let stack = self.opts.uses_stack.then(|| {
+            let hi = self.b.ins().load(I64, flags, self.ctx, offset::STACK_HI);
+            let lo = self.b.ins().iadd_imm_s(self.fp, -(FRAME_SIZE as i64));
+            let size = self.b.ins().isub(hi, lo);
+            (lo, size)
+        });
+        for a in [src, dst] {
+            let within = |fx: &mut Self, lo: Value, size: Value| {
+                let off = fx.b.ins().isub(a, lo);
+                let starts = fx.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, off, size);
+                let room = fx.b.ins().isub(size, off);
+                let fits = fx.b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, room, m);
+                fx.b.ins().band(starts, fits)
+            };
+            let mut private = within(self, mem_base, mem_len);
+            if let Some((lo, size)) = stack {
+                let in_stack = within(self, lo, size);
+                private = self.b.ins().bor(private, in_stack);
+            }
+            ok = self.b.ins().band(ok, private);
+        }
+        let apart = self.b.ins().isub(dst, src);
+        let same = self.b.ins().icmp_imm_u(IntCC::Equal, apart, 0);
+        let beyond = self.b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, apart, m);
+        let not_inside = self.b.ins().bor(same, beyond);
+        ok = self.b.ins().band(ok, not_inside);
+
+        let bulk = self.b.create_block();
+        let cont = self.b.create_block();
+        self.b.set_cold_block(cont);
+        self.b.ins().brif(ok, bulk, &[], cont, &[]);
+        self.b.switch_to_block(bulk);
+        self.b.call_memmove(self.frontend, dst, src, m);
+        let end = self.b.ins().iadd(dst, m);
+        let last = self.b.ins().uload8(I64, MemFlagsData::new(), end, -1);
+        // Registers as the last iteration starts, then as it leaves them.
+        let m1 = self.b.ins().iadd_imm_s(m, -1);
+        let after = |fx: &mut Self, st: &copy_loop::Step, v: Value, n: Value| {
+            let d = fx.b.ins().imul_imm_s(n, st.step);
+            let r = fx.b.ins().iadd(v, d);
+            if st.narrow {
+                fx.b.ins().band_imm_u(r, u32::MAX as i64)
+            } else {
+                r
+            }
+        };
+        let mut finals = Vec::new();
+        for (reg, s) in &l.derived {
+            let v = sum(self, s, &mut |fx, r| {
+                let v = get(fx, r);
+                match l.steps.iter().find(|st| st.reg == r) {
+                    Some(st) => after(fx, st, v, m1),
+                    None => v,
+                }
+            });
+            finals.push((*reg, v));
+        }
+        for st in &l.steps {
+            let v = get(self, st.reg);
+            let v = after(self, st, v, m);
+            finals.push((st.reg, v));
+        }
+        for reg in l.bytes.iter() {
+            finals.push((reg, last));
+        }
+        for (reg, v) in finals {
+            self.set(reg, v);
+        }
+        self.b.ins().jump(self.blocks[&l.exit], &[]);
+        self.b.switch_to_block(cont);
+        // The registers are as they were before `bulk`, whose definitions do not reach here.
+        self.narrow = [None; 11];
     }
 
     /// An if-converted jump: both sides run, each register they write takes the value of the side the

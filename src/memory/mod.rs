@@ -85,6 +85,14 @@ impl MemoryMap<'_> {
         allowed.then_some(Access::Shared)
     }
 
+    /// Whether `len` bytes at `addr` lie in memory private to the execution (the input or the live
+    /// frames) that it may access (a store if `write`).
+    #[inline(always)]
+    pub fn private(&self, addr: u64, len: u64, write: bool) -> bool {
+        let stack = Region { start: self.stack_lo, len: self.stack_hi - self.stack_lo, writable: true };
+        self.input.allows(addr, len, write) || stack.contains(addr, len)
+    }
+
     /// Whether the program may access `len` bytes at `addr` (a store if `write`).
     #[inline(always)]
     pub fn allows(&self, addr: u64, len: u64, write: bool, grants: &Grants) -> bool {

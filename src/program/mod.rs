@@ -6,6 +6,7 @@ use alloc::vec::Vec;
 use crate::isa::{self, AsmError, DecodeError, Imm64, Instruction, Reg};
 
 pub mod cfg;
+pub(crate) mod copy_loop;
 
 pub use cfg::Cfg;
 

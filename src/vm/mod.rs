@@ -330,6 +330,9 @@ impl Vm {
 }
 
 #[cfg(all(test, feature = "jit"))]
+mod copy_loop_tests;
+
+#[cfg(all(test, feature = "jit"))]
 mod direct_tests {
     use super::*;
     use alloc::format;
