@@ -1,5 +1,5 @@
-//! Ahead-of-time compilation tested for real: every conformance program compiled for aarch64 into one
-//! object, linked with `tests/aot/harness.c` by Debian's `aarch64-linux-gnu-gcc`, and run under
+//! Ahead-of-time compilation tested for real: every conformance program, and byte-copy loops (which
+//! call `memmove`), compiled for aarch64 into one object, linked with `tests/aot/harness.c` by Debian's `aarch64-linux-gnu-gcc`, and run under
 //! `qemu-aarch64`. riscv64 and s390x objects are produced too (not run).
 //!
 //! A test that cannot run says so: without the tools (or the suite) it shows as ignored, and where CI
@@ -32,7 +32,28 @@ fn conformance_programs() -> Result<Option<Compiled>, String> {
         out.names.push(format!("t{i}_{}", f.file_stem().unwrap().to_string_lossy().replace(['-', '.'], "_")));
         out.cases.push(case);
     }
+    copy_loops(&mut out);
     Ok(Some(out))
+}
+
+/// Byte-copy loops, which compiled code finishes with a call of `memmove` (imported by the object):
+/// forward, overlapping, and with the destination inside the source (copied as written), checked
+/// against the interpreter.
+fn copy_loops(out: &mut Compiled) {
+    let input: Vec<u8> = (0..200u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
+    for (name, src, dst) in [("copy_apart", 0, 100), ("copy_back_overlap", 40, 10), ("copy_into_source", 10, 30)] {
+        let asm = format!(
+            "mov %r2, 0\nloop:\nmov %r3, %r1\nadd %r3, %r2\nldxb %r4, [%r3+{src}]\nstxb [%r3+{dst}], %r4\n\
+             add %r2, 1\njeq %r2, 64, out\nja loop\nout:\nmov %r0, 0\nmov %r5, 0\nsum:\nmov %r3, %r1\n\
+             add %r3, %r5\nldxb %r4, [%r3+0]\nmul %r0, 31\nadd %r0, %r4\nadd %r5, 1\njlt %r5, 200, sum\nexit"
+        );
+        let program = Program::from_asm(&asm).expect("assembles");
+        let vm = ebpf_vm::Vm::builder(program.clone()).checked().budget(1_000_000).build().expect("builds");
+        let result = vm.execute(&mut input.clone()).expect("runs");
+        out.names.push(name.to_string());
+        out.programs.push(program);
+        out.cases.push(common::suite::Case { asm, mem: input.clone(), result: Some(result), ..Default::default() });
+    }
 }
 
 fn env() -> Env {
@@ -106,7 +127,10 @@ fn conformance_suite_on_aarch64_under_qemu(c: &Compiled) {
     let passed = stdout.lines().filter(|l| l.starts_with("ok ")).count();
     assert_eq!(passed, c.names.len(), "{stdout}");
     assert!(run.status.success());
-    eprintln!("aarch64 under qemu: {passed} of {} conformance programs passed", c.names.len());
+    eprintln!(
+        "aarch64 under qemu: {passed} of {} programs passed (the conformance suite and copy loops)",
+        c.names.len()
+    );
 }
 
 /// Objects for riscv64 and s390x, of the right machine; bad targets are errors.
