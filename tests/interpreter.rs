@@ -650,3 +650,60 @@ fn fused_code_runs_as_the_plain_code() {
         Ok(())
     });
 }
+
+/// Byte-copy loops, which the interpreter finishes with one `memmove` when it may (no budget), leave
+/// the memory, the registers and the errors the loop leaves when run as written (with a budget): apart,
+/// overlapping backwards, copying into their own source (run as written), through the stack, and
+/// running out of the input. Under Miri this also checks the bulk copy's own memory accesses.
+#[test]
+fn copy_loops_finish_as_the_loop_would() {
+    let input: Vec<u8> = (0..200u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
+    // The loop copies from `src` to `dst` (offsets from the base), `n` bytes; then the program sums
+    // the input and the frame, and returns the sum mixed with the loop's registers.
+    let cases = [
+        ("%r1", 0, 100, 64),
+        ("%r1", 40, 10, 64),
+        ("%r1", 10, 30, 64),
+        ("%r1", 150, 0, 64),
+        ("%r8", 0, 256, 200),
+        ("%r8", 300, 0, 100),
+    ];
+    for (base, src, dst, n) in cases {
+        let mut text = String::from("mov %r8, %r10\nadd %r8, -512\n");
+        if base == "%r8" {
+            // Fill the frame's low half from the input, then copy within the frame.
+            text += "mov %r2, 0\nfill:\nmov %r3, %r1\nadd %r3, %r2\nldxb %r4, [%r3+0]\nmov %r3, %r8\nadd %r3, %r2\n\
+                     stxb [%r3+0], %r4\nadd %r2, 1\njlt %r2, 200, fill\n";
+        }
+        text += &format!(
+            "mov %r2, 0\nloop:\nmov %r3, {base}\nadd %r3, %r2\nldxb %r4, [%r3+{src}]\nstxb [%r3+{dst}], %r4\n\
+             add %r2, 1\njeq %r2, {n}, out\nja loop\nout:\nsub %r3, {base}\nmov %r0, %r2\nlsh %r0, 16\n\
+             xor %r0, %r3\nlsh %r0, 8\nxor %r0, %r4\nmov %r5, 0\nsum:\nmov %r3, %r1\nadd %r3, %r5\n\
+             ldxb %r4, [%r3+0]\nmul %r0, 31\nadd %r0, %r4\nmov %r3, %r8\nadd %r3, %r5\nldxb %r4, [%r3+0]\n\
+             mul %r0, 31\nadd %r0, %r4\nadd %r5, 1\njlt %r5, 200, sum\nexit"
+        );
+        let program = Program::from_asm(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let run = |budget: Option<u64>| {
+            let mut b = Vm::builder(program.clone()).checked();
+            if let Some(n) = budget {
+                b = b.budget(n);
+            }
+            let mut mem = input.clone();
+            let base = mem.as_ptr() as u64;
+            let r = b.build().expect("builds").execute(&mut mem).map_err(|e| match e {
+                // The input's address differs between the runs: the error's, relative to it.
+                ExecError::OutOfBounds { pc, addr, len, write } => {
+                    ExecError::OutOfBounds { pc, addr: addr.wrapping_sub(base), len, write }
+                }
+                other => other,
+            });
+            (r, mem)
+        };
+        let (want, want_mem) = run(Some(1_000_000));
+        let (got, mem) = run(None);
+        assert_eq!(got, want, "{src} -> {dst}, {n} bytes from {base}");
+        assert_eq!(mem, want_mem, "{src} -> {dst}, {n} bytes from {base}");
+        let out_of_bounds = matches!(want, Err(ExecError::OutOfBounds { .. }));
+        assert_eq!(out_of_bounds, src + n > 200 && base == "%r1" || src + n > 512, "{src} -> {dst}");
+    }
+}
