@@ -565,7 +565,8 @@ fn fusable_program() -> impl Strategy<Value = Vec<Instruction>> {
             let (here, next) = (p[k].slots(), p[k + 1].slots());
             if k >= free && here == 1 && next == 1 && !matches!(p[k + 1], Instruction::Exit) {
                 free = k + 3;
-                match k % 4 {
+                let third = p.get(k + 2).is_some_and(|i| i.slots() == 1 && !matches!(i, Instruction::Exit));
+                match k % 7 {
                     0 => {
                         let (r, a) = (reg(k * 3), reg(k * 5 + 1));
                         let b = if k % 8 == 0 {
@@ -585,7 +586,6 @@ fn fusable_program() -> impl Strategy<Value = Vec<Instruction>> {
                         // Equal to the sum where `r` was still zero, so that equality and the
                         // ends of ranges are met.
                         let imm = if (k / 8) % 2 == 0 { step } else { k as i32 % 7 };
-                        let third = p.get(k + 2).is_some_and(|i| i.slots() == 1 && !matches!(i, Instruction::Exit));
                         let offset = if third && k % 3 != 0 {
                             // `add; jcc +1; ja X`: the jump threaded over the `ja` too.
                             p[k + 2] = Instruction::Ja { offset: (last as i64 - (pc as i64 + 2) - 1) as i16 };
@@ -605,6 +605,38 @@ fn fusable_program() -> impl Strategy<Value = Vec<Instruction>> {
                         // To the final `exit`, or just past the pair.
                         let to = if k % 3 == 1 { last } else { pc + 2 };
                         p[k + 1] = Instruction::Ja { offset: (to as i64 - (pc as i64 + 1) - 1) as i16 };
+                    }
+                    3 => {
+                        // A copy, then a mask or a shift of it by a constant (64- or 32-bit).
+                        // From the input's address half the time: high bits set.
+                        let (r, a) = (reg(k * 3), if k % 4 < 2 { Reg::R1 } else { reg(k * 5 + 1) });
+                        let width = if k % 2 == 0 { Width::W32 } else { Width::W64 };
+                        let (op, imm) =
+                            [(AluOp::And, k as i32 * 37 - 500), (AluOp::Lsh, k as i32 % 70), (AluOp::Rsh, 3)]
+                                [(k / 7) % 3];
+                        p[k] = Instruction::Alu { width, op: AluOp::Mov, dst: r, src: Operand::Reg(a) };
+                        p[k + 1] = Instruction::Alu { width, op, dst: r, src: Operand::Imm(imm) };
+                    }
+                    4 if third => {
+                        // An extension of the low 32 bits as two shifts, of a value whose bit 31 is set
+                        // half the time.
+                        let r = reg(k * 3);
+                        let second = if k % 2 == 0 { AluOp::Rsh } else { AluOp::Arsh };
+                        let v = if k % 4 < 2 { i32::MIN + k as i32 } else { k as i32 };
+                        p[k] = Instruction::Alu { width: Width::W64, op: AluOp::Mov, dst: r, src: Operand::Imm(v) };
+                        p[k + 1] =
+                            Instruction::Alu { width: Width::W64, op: AluOp::Lsh, dst: r, src: Operand::Imm(32) };
+                        p[k + 2] = Instruction::Alu { width: Width::W64, op: second, dst: r, src: Operand::Imm(32) };
+                    }
+                    5 if third => {
+                        // An array element: base plus index, then a load through the sum (in or out of
+                        // the input, so that errors name the load).
+                        let (d, y) = (reg(k * 3), reg(k * 7 + 2));
+                        let (a, b) = if k % 3 == 0 { (Reg::R1, reg(k)) } else { (reg(k + 1), Reg::R1) };
+                        let size = [isa::Size::B, isa::Size::H, isa::Size::W, isa::Size::DW][(k / 7) % 4];
+                        p[k] = Instruction::Alu { width: Width::W64, op: AluOp::Mov, dst: d, src: Operand::Reg(a) };
+                        p[k + 1] = Instruction::Alu { width: Width::W64, op: AluOp::Add, dst: d, src: Operand::Reg(b) };
+                        p[k + 2] = Instruction::Load { size, dst: y, src: d, offset: (k % 9) as i16 - 2 };
                     }
                     _ => {}
                 }
@@ -706,4 +738,80 @@ fn copy_loops_finish_as_the_loop_would() {
         let out_of_bounds = matches!(want, Err(ExecError::OutOfBounds { .. }));
         assert_eq!(out_of_bounds, src + n > 200 && base == "%r1" || src + n > 512, "{src} -> {dst}");
     }
+}
+
+/// Each superinstruction of the interpreter computes what its instructions compute, on edge values:
+/// runs with a budget (instruction by instruction) and without (fused) agree.
+#[test]
+fn superinstructions_compute_what_their_instructions_do() {
+    let values = [
+        0u64,
+        1,
+        0x7fff_ffff,
+        0x8000_0000,
+        0xffff_ffff,
+        0x1_0000_0000,
+        0x1234_5678_9abc_def0,
+        0x8000_0000_0000_0000,
+        u64::MAX,
+    ];
+    let run = |text: &str, mem: &mut [u8], budget: bool| {
+        let program = Program::from_asm(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let b = Vm::builder(program).checked();
+        let b = if budget { b.budget(1_000) } else { b };
+        let base = mem.as_ptr() as u64;
+        b.build().expect("builds").execute(mem).map_err(|e| match e {
+            ExecError::OutOfBounds { pc, addr, len, write } => {
+                ExecError::OutOfBounds { pc, addr: addr.wrapping_sub(base), len, write }
+            }
+            other => other,
+        })
+    };
+    let mut cases = 0;
+    for v in values {
+        let pairs = [
+            ("mov", "and", "-1"),
+            ("mov", "and", "0x7ff0f0f0"),
+            ("mov", "and", "-256"),
+            ("mov", "lsh", "0"),
+            ("mov", "lsh", "31"),
+            ("mov", "lsh", "32"),
+            ("mov", "lsh", "63"),
+            ("mov", "rsh", "1"),
+            ("mov", "rsh", "32"),
+            ("mov", "rsh", "63"),
+            ("mov32", "and32", "-1"),
+            ("mov32", "and32", "0x7ff0f0f0"),
+            ("mov32", "lsh32", "1"),
+            ("mov32", "lsh32", "31"),
+            ("mov32", "rsh32", "1"),
+            ("mov32", "rsh32", "31"),
+            ("lsh", "rsh", "32"),
+            ("lsh", "arsh", "32"),
+        ];
+        for (first, second, imm) in pairs {
+            let text = if first == "lsh" {
+                format!("lddw %r3, {v:#x}\nlsh %r3, 32\n{second} %r3, {imm}\nmov %r0, %r3\nexit")
+            } else {
+                format!("lddw %r2, {v:#x}\nmov %r3, -1\n{first} %r3, %r2\n{second} %r3, {imm}\nmov %r0, %r3\nexit")
+            };
+            assert_eq!(run(&text, &mut [], true), run(&text, &mut [], false), "{text}");
+            cases += 1;
+        }
+    }
+    // Array elements of each size, in and out of the input: the same value, or the same error (at the
+    // load's instruction).
+    for size in ["b", "h", "w", "dw"] {
+        for index in [0u64, 1, 5, 12, 15, 16, u64::MAX] {
+            for offset in [-1i16, 0, 3] {
+                let text =
+                    format!("lddw %r2, {index:#x}\nmov %r4, %r1\nadd %r4, %r2\nldx{size} %r0, [%r4{offset:+}]\nexit");
+                let mut mem: Vec<u8> = (0..16u8).map(|i| i.wrapping_mul(29) ^ 0xc3).collect();
+                let (a, b) = (run(&text, &mut mem.clone(), true), run(&text, &mut mem, false));
+                assert_eq!(a, b, "{text}");
+                cases += 1;
+            }
+        }
+    }
+    assert_eq!(cases, 9 * 18 + 4 * 7 * 3);
 }

@@ -58,6 +58,16 @@ pub(crate) enum Op {
     /// Superinstructions (see [`fuse`]): `mov dst, src; add dst, reg` (the register in `target`), and
     /// `mov dst, src; add dst, imm`, 64-bit; each stands for its slot and the next.
     MovAdd64R, MovAdd64I,
+    /// `mov d, a; add d, b; ldx y, [d+off]` (a zero-extending load of 1, 2, 4 or 8 bytes: an array
+    /// element): the `mov`/`add` as in `MovAdd64R`, `imm` holding `y` (low 8 bits) and `off` (the 16
+    /// bits above); each stands for its slot and the next two.
+    MovAddLdxB, MovAddLdxH, MovAddLdxW, MovAddLdxDw,
+    /// `lsh r, 32; rsh r, 32` (zero-extends the low 32 bits) and `lsh r, 32; arsh r, 32` (sign-extends
+    /// them); each stands for its slot and the next.
+    ZextPair, SextPair,
+    /// `mov d, a; and d, imm` and the like, 64-bit (`mov`) and 32-bit (`mov32` then the 32-bit
+    /// operation): `imm` the second instruction's; each stands for its slot and the next.
+    MovAnd64I, MovLsh64I, MovRsh64I, MovAnd32I, MovLsh32I, MovRsh32I,
     /// `add dst, c; jcc dst, imm` (64-bit, unsigned or equality tests): `off` holds `c << 1` and the
     /// jump's fall-through skip (see [`fuse`]), `imm` and `target` the jump's.
     AddJeq64I, AddJne64I, AddJlt64I, AddJle64I, AddJgt64I, AddJge64I,
@@ -372,7 +382,10 @@ fn conditional(op: Op) -> bool {
 /// - `jcc X, +1; ja Y` becomes, in the first slot, the opposite jump to Y whose fall-through skips the
 ///   `ja` (its `off` is the slots it skips);
 /// - `mov r, a; add r, b` (64-bit, `b` a register or an immediate) becomes one superinstruction;
-/// - so does `add r, c; jcc r, imm` (a loop's step and test: 64-bit, `c` within ±16,383).
+/// - so does `add r, c; jcc r, imm` (a loop's step and test: 64-bit, `c` within ±16,383);
+/// - so do `mov r, a; and r, imm` and the shifts by constants (64-bit, and `mov32` with 32-bit ones);
+/// - `mov d, a; add d, b; ldx y, [d+off]` (an array element) becomes one;
+/// - so do `lsh r, 32; rsh r, 32` and `lsh r, 32; arsh r, 32` (32-bit extensions).
 fn fuse(slots: &mut [Slot]) {
     let n = slots.len();
     let final_target = |slots: &[Slot], mut t: usize| {
@@ -398,7 +411,24 @@ fn fuse(slots: &mut [Slot]) {
     }
     for i in 0..n.saturating_sub(1) {
         let (a, b) = (slots[i], slots[i + 1]);
-        if a.op != Op::Mov64R || b.dst() != a.dst() {
+        if b.dst() != a.dst() {
+            continue;
+        }
+        // A copy, then a mask or shift of it by a constant.
+        let op = match (a.op, b.op) {
+            (Op::Mov64R, Op::And64I) => Op::MovAnd64I,
+            (Op::Mov64R, Op::Lsh64I) => Op::MovLsh64I,
+            (Op::Mov64R, Op::Rsh64I) => Op::MovRsh64I,
+            (Op::Mov32R, Op::And32I) => Op::MovAnd32I,
+            (Op::Mov32R, Op::Lsh32I) => Op::MovLsh32I,
+            (Op::Mov32R, Op::Rsh32I) => Op::MovRsh32I,
+            _ => Op::Nop,
+        };
+        if op != Op::Nop {
+            slots[i] = Slot { op, imm: b.imm, ..a };
+            continue;
+        }
+        if a.op != Op::Mov64R {
             continue;
         }
         match b.op {
@@ -408,6 +438,33 @@ fn fuse(slots: &mut [Slot]) {
                 slots[i] = Slot { op: Op::MovAdd64R, target: second as u32, ..a };
             }
             Op::Add64I => slots[i] = Slot { op: Op::MovAdd64I, imm: b.imm, ..a },
+            _ => {}
+        }
+    }
+    // Array elements: a `mov`/`add` pair just fused, then a load through its result.
+    for i in 0..n.saturating_sub(2) {
+        let (a, c) = (slots[i], slots[i + 2]);
+        if a.op != Op::MovAdd64R || c.src() != a.dst() {
+            continue;
+        }
+        let op = match c.op {
+            Op::LdxB => Op::MovAddLdxB,
+            Op::LdxH => Op::MovAddLdxH,
+            Op::LdxW => Op::MovAddLdxW,
+            Op::LdxDw => Op::MovAddLdxDw,
+            _ => continue,
+        };
+        slots[i] = Slot { op, imm: c.dst() as u64 | (c.off as u16 as u64) << 8, ..a };
+    }
+    // Extensions of the low 32 bits written as two shifts.
+    for i in 0..n.saturating_sub(1) {
+        let (a, b) = (slots[i], slots[i + 1]);
+        if a.op != Op::Lsh64I || a.imm != 32 || b.dst() != a.dst() || b.imm != 32 {
+            continue;
+        }
+        match b.op {
+            Op::Rsh64I => slots[i].op = Op::ZextPair,
+            Op::Arsh64I => slots[i].op = Op::SextPair,
             _ => {}
         }
     }
@@ -1036,6 +1093,16 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool, const SHADOW: bool>(
                 }
             }};
         }
+        // `mov d, a; add d, b; ldx y, [d+off]` (see `fuse`): the load is the third slot's.
+        macro_rules! mov_add_load {
+            ($t:ty) => {{
+                let a = r[sr].wrapping_add(r[s.target as usize & 15]);
+                r[d] = a;
+                let off = (s.imm >> 8) as u16 as i16 as i64 as u64;
+                r[s.imm as usize & 15] = load::<$t, CHECKED>(&mm, &held.grants, a.wrapping_add(off), at + 2)? as u64;
+                pc += 2;
+            }};
+        }
         macro_rules! addr {
             ($base:expr) => {
                 r[$base].wrapping_add(s.off as i64 as u64)
@@ -1123,6 +1190,42 @@ pub(crate) fn run<const CHECKED: bool, const METERED: bool, const SHADOW: bool>(
             Op::AddJle64I => add_jump!(|x| x <= s.imm),
             Op::AddJgt64I => add_jump!(|x| x > s.imm),
             Op::AddJge64I => add_jump!(|x| x >= s.imm),
+            Op::MovAddLdxB => mov_add_load!(u8),
+            Op::MovAddLdxH => mov_add_load!(u16),
+            Op::MovAddLdxW => mov_add_load!(u32),
+            Op::MovAddLdxDw => mov_add_load!(u64),
+            Op::MovAnd64I => {
+                r[d] = r[sr] & s.imm;
+                pc += 1;
+            }
+            Op::MovLsh64I => {
+                r[d] = r[sr] << s.imm;
+                pc += 1;
+            }
+            Op::MovRsh64I => {
+                r[d] = r[sr] >> s.imm;
+                pc += 1;
+            }
+            Op::MovAnd32I => {
+                r[d] = (r[sr] as u32 & s.imm as u32) as u64;
+                pc += 1;
+            }
+            Op::MovLsh32I => {
+                r[d] = ((r[sr] as u32) << s.imm) as u64;
+                pc += 1;
+            }
+            Op::MovRsh32I => {
+                r[d] = ((r[sr] as u32) >> s.imm) as u64;
+                pc += 1;
+            }
+            Op::ZextPair => {
+                r[d] = r[d] as u32 as u64;
+                pc += 1;
+            }
+            Op::SextPair => {
+                r[d] = r[d] as i32 as i64 as u64;
+                pc += 1;
+            }
             Op::MovAdd64R => {
                 r[d] = r[sr].wrapping_add(r[s.target as usize & 15]);
                 pc += 1;
