@@ -944,6 +944,14 @@ impl Fx<'_, '_> {
             AluOp::Lsh => self.b.ins().ishl(a, b),
             AluOp::Rsh => self.b.ins().ushr(a, b),
             AluOp::Arsh => self.b.ins().sshr(a, b),
+            AluOp::Div | AluOp::Mod if self.known_nonzero(b, 3) => {
+                // `x / (y | 1)`: no zero divisor to define the result of.
+                if op == AluOp::Div {
+                    self.b.ins().udiv(a, b)
+                } else {
+                    self.b.ins().urem(a, b)
+                }
+            }
             AluOp::Div | AluOp::Mod => {
                 let zero = self.b.ins().iconst(ty, 0);
                 let one = self.b.ins().iconst(ty, 1);
@@ -976,6 +984,24 @@ impl Fx<'_, '_> {
                     self.b.ins().select(is0, a, r)
                 }
             }
+        }
+    }
+
+    /// Whether `v` cannot be zero, as its definition shows: a non-zero constant, or an `or` with an
+    /// operand that cannot be zero (looking `depth` definitions deep).
+    fn known_nonzero(&self, v: Value, depth: u32) -> bool {
+        use cranelift_codegen::ir::{InstructionData, Opcode};
+        let dfg = &self.b.func.dfg;
+        let Some(inst) = dfg.value_def(v).inst() else { return false };
+        match dfg.insts[inst] {
+            InstructionData::UnaryImm { opcode: Opcode::Iconst, imm } => {
+                let bits = dfg.value_type(v).bits();
+                (imm.bits() as u64) << (64 - bits) != 0
+            }
+            InstructionData::Binary { opcode: Opcode::Bor, args } if depth > 0 => {
+                args.iter().any(|&x| self.known_nonzero(x, depth - 1))
+            }
+            _ => false,
         }
     }
 
