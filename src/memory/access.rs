@@ -178,7 +178,15 @@ pub unsafe fn atomic_u32<'a>(addr: u64) -> &'a AtomicU32 {
 /// [`load`]; they must not overlap `out`.
 pub unsafe fn copy_out(src: *const u8, out: &mut [u8], access: Access) {
     match access {
-        // SAFETY: valid, not written concurrently, and disjoint from `out` (the caller's contract).
+        // Map keys and values are mostly 4 or 8 bytes: one load, not a call of `memcpy`.
+        // SAFETY (all three): valid, not written concurrently, and disjoint from `out` (the caller's
+        // contract); `out` has exactly the bytes read.
+        Access::Private if out.len() == 4 => unsafe {
+            out.copy_from_slice(&src.cast::<[u8; 4]>().read_unaligned());
+        },
+        Access::Private if out.len() == 8 => unsafe {
+            out.copy_from_slice(&src.cast::<[u8; 8]>().read_unaligned());
+        },
         Access::Private => unsafe { ptr::copy_nonoverlapping(src, out.as_mut_ptr(), out.len()) },
         Access::Shared => {
             let mut i = 0;
