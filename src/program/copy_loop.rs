@@ -132,8 +132,9 @@ pub(crate) struct CopyLoop {
 }
 
 impl CopyLoop {
-    /// How many more iterations the loop makes when its backward jump is reached with registers `r`,
-    /// or `None` when it would not end by its test before wrapping around.
+    /// How many more iterations the loop makes when its backward jump is reached with registers `r`
+    /// and another iteration is due (the jump's condition held). Loops that end only by wrapping around
+    /// are not recognised.
     pub(crate) fn remaining(&self, r: impl Fn(Reg) -> u64) -> u64 {
         let x = r(self.test.reg);
         let y = match self.test.bound {
@@ -162,8 +163,8 @@ impl CopyLoop {
         (self.src.eval(&r), self.dst.eval(&r))
     }
 
-    /// Sets the registers (`get`, `set`) as `m` more iterations leave them, the last byte copied being
-    /// `last`.
+    /// Sets the registers `r` as `m` (at least one) more iterations leave them, the last byte copied
+    /// being `last`.
     pub(crate) fn finish(&self, m: u64, last: u64, r: &mut [u64; 16]) {
         let start = *r;
         let before_last = |reg: Reg| self.at_iteration(reg, start[reg.index() as usize], m - 1);
