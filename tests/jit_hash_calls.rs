@@ -24,6 +24,8 @@ const MAX_ENTRIES: u32 = 16;
 /// Where the key and the value are built, below r10.
 const KEY_AT: usize = 128;
 const VALUE_AT: usize = 256;
+/// Where the unaligned value is, below r10 (odd).
+const ODD_VALUE_AT: usize = 399;
 
 /// A program for keys of `key_size` and values of `value_size` bytes (at least 8) in hash map 0, with
 /// array map 1 (a value of 64 bytes) to hold keys in shared memory. For each input record
@@ -33,7 +35,11 @@ const VALUE_AT: usize = 256;
 ///   increments them, or adds 1,000,003 when there is none;
 /// - op 1: updates with the record's flags (0, 1 or 2); op 2: deletes; the result becomes
 ///   `result * 31 + r0`;
-/// - op 3: as op 0 with the key copied into array map 1's value first, looked up from there.
+/// - op 3: as op 0 with the key copied into array map 1's value first, looked up from there;
+/// - op 4: looks the key up and, when found, updates it (flags 0) with its own value, from the map's
+///   slot (source and destination the same bytes); the result becomes `result * 31 + r0`;
+/// - op 5: updates with the record's flags from a value at an odd stack address (`key * 5 + i`, then
+///   the bytes 0x11, 0x12, ...), which no word copy may assume aligned.
 fn program(key_size: usize, value_size: usize) -> String {
     let mut t = String::new();
     let line = |t: &mut String, s: &str| {
@@ -49,6 +55,9 @@ fn program(key_size: usize, value_size: usize) -> String {
     }
     for j in (0..value_size).step_by(8) {
         writeln!(t, "stdw [%r10-{}], 0", VALUE_AT - j).unwrap();
+    }
+    for j in 0..value_size {
+        writeln!(t, "stb [%r10-{}], {}", ODD_VALUE_AT - j, 0x11 + j).unwrap();
     }
     // Keys of 2 bytes take the key word's low half.
     let key_store = if key_size < 4 { "stxh" } else { "stxw" };
@@ -69,6 +78,12 @@ ja next"
         )
     };
     let (shared_lookup, lookup) = (lookup("shared"), lookup("stack"));
+    // The value's first 8 bytes at the odd address, one byte at a time: `r4` is the key word (as
+    // loaded for the aligned value) times 5 plus the record's number.
+    let mut odd_value = String::from("ldxw %r4, [%r3+4]\nmul %r4, 5\nadd %r4, %r7\n");
+    for j in 0..8 {
+        writeln!(odd_value, "stxb [%r10-{}], %r4\nrsh %r4, 8", ODD_VALUE_AT - j).unwrap();
+    }
     write!(
         t,
         "loop:
@@ -86,6 +101,8 @@ stxdw [%r10-{VALUE_AT}], %r4
 jeq %r8, 1, update
 jeq %r8, 2, delete
 jeq %r8, 3, shared
+jeq %r8, 4, self_update
+jeq %r8, 5, odd_update
 mov %r2, %r10
 add %r2, -{KEY_AT}
 {lookup}
@@ -105,6 +122,32 @@ mov %r2, %r10
 add %r2, -{KEY_AT}
 lddw %r1, map_fd(0)
 call 3
+mul %r9, 31
+add %r9, %r0
+ja next
+self_update:
+mov %r2, %r10
+add %r2, -{KEY_AT}
+lddw %r1, map_fd(0)
+call 1
+jeq %r0, 0, next
+mov %r3, %r0
+mov %r2, %r10
+add %r2, -{KEY_AT}
+mov %r4, 0
+lddw %r1, map_fd(0)
+call 2
+mul %r9, 31
+add %r9, %r0
+ja next
+odd_update:
+{odd_value}mov %r4, %r5
+mov %r2, %r10
+add %r2, -{KEY_AT}
+mov %r3, %r10
+add %r3, -{ODD_VALUE_AT}
+lddw %r1, map_fd(0)
+call 2
 mul %r9, 31
 add %r9, %r0
 ja next
@@ -136,7 +179,7 @@ exit"
     t
 }
 
-/// `OPS` records drawn from `seed`: ops 0 and 1 twice as often as 2 and 3, flags 0-2, keys below `KEYS`.
+/// `OPS` records drawn from `seed`: ops 0 and 1 twice as often as 2 to 5, flags 0-2, keys below `KEYS`.
 fn input(seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let mut out = Vec::with_capacity(OPS * 8);
@@ -144,7 +187,7 @@ fn input(seed: u64) -> Vec<u8> {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let op = [0u8, 0, 1, 1, 2, 3][(x % 6) as usize];
+        let op = [0u8, 0, 1, 1, 2, 3, 4, 5][(x % 8) as usize];
         let flags = ((x >> 8) % 3) as u8;
         let key = ((x >> 16) as u32) % KEYS;
         out.extend_from_slice(&[op, flags, 0, 0]);

@@ -911,18 +911,45 @@ impl DirectHash {
         // SAFETY: alive and a hash map (the contract).
         let map = unsafe { &*core::ptr::with_exposed_provenance::<HashMap>(addr as usize) };
         let def = map.def();
-        let mut key_buf = [0u8; DIRECT_KEY_MAX as usize];
-        let key_buf = &mut key_buf[..(def.key_size as usize).min(DIRECT_KEY_MAX as usize)];
+        let size = def.key_size as usize;
+        let at = core::ptr::with_exposed_provenance::<u8>(key as usize);
+        // Keys of 4 and 8 bytes (most) are read with one load (see `copy_out`) into a word.
+        let mut word = [0u8; 8];
+        let mut long = [0u8; DIRECT_KEY_MAX as usize];
+        let key_buf = match (word.get_mut(..size), long.get_mut(..size)) {
+            (Some(buf), _) | (None, Some(buf)) => buf,
+            (None, None) => return MapError::Unsupported.errno() as u64,
+        };
         // SAFETY: the key's bytes may be read with these rules (the contract); `key_buf` is local.
-        unsafe { copy_out(core::ptr::with_exposed_provenance(key as usize), key_buf, key_access) };
+        unsafe { copy_out(at, key_buf, key_access) };
         match id {
-            MAP_LOOKUP_ELEM => map.lookup(key_buf, cpu).map_or(0, |p| p.expose_provenance() as u64),
+            MAP_LOOKUP_ELEM => map.find_value(key_buf, cpu).map_or(0, |p| p.expose_provenance() as u64),
             MAP_UPDATE_ELEM => {
-                let mut value_buf = [0u8; DIRECT_VALUE_MAX as usize];
-                let value_buf = &mut value_buf[..(def.value_size as usize).min(DIRECT_VALUE_MAX as usize)];
-                // SAFETY: as for the key.
-                unsafe { copy_out(core::ptr::with_exposed_provenance(value as usize), value_buf, value_access) };
-                map.update(key_buf, value_buf, flags, cpu).map_or_else(|e| e.errno() as u64, |()| 0)
+                let len = def.value_size as usize;
+                let from = core::ptr::with_exposed_provenance::<u8>(value as usize);
+                let write = |slot: *mut u8| {
+                    // The value goes straight from program memory into the map's slot, a word at a
+                    // time where both are aligned. (Both may be the same slot: each word is read
+                    // before it is written.)
+                    let mut i = 0;
+                    while i < len {
+                        let n = if len - i >= 8 && (from.addr() + i) % 8 == 0 && (slot.addr() + i) % 8 == 0 {
+                            8
+                        } else {
+                            1
+                        };
+                        let mut w = [0u8; 8];
+                        // SAFETY: bytes `i..i + n` of the value may be read with its rules (the
+                        // contract) and of the slot written as map memory is (`put`'s promise); `w` is
+                        // local.
+                        unsafe {
+                            copy_out(from.wrapping_add(i), &mut w[..n], value_access);
+                            crate::memory::access::copy_in(slot.wrapping_add(i), &w[..n], Access::Shared);
+                        }
+                        i += n;
+                    }
+                };
+                map.put(key_buf, flags, cpu, write).map_or_else(|e| e.errno() as u64, |()| 0)
             }
             MAP_DELETE_ELEM => map.delete(key_buf).map_or_else(|e| e.errno() as u64, |()| 0),
             _ => MapError::Unsupported.errno() as u64,

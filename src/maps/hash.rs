@@ -105,6 +105,7 @@ impl Index {
     }
 
     /// The slot holding `key` (of `key_size` bytes), if any.
+    #[inline]
     fn find(&self, key: &[u8]) -> Option<u32> {
         self.find_hashed(Index::hash(&self.hasher, key), key)
     }
@@ -128,7 +129,13 @@ impl Index {
         let rehash = |&s: &u32| Index::hash(hasher, &keys[s as usize * ks..(s as usize + 1) * ks]);
         table.try_reserve(1, rehash).map_err(|_| MapError::NoMemory(key.len() as u64))?;
         let at = slot as usize * ks;
-        self.keys[at..at + ks].copy_from_slice(key);
+        match (self.keys.get_mut(at..at + ks), key.len()) {
+            // The usual sizes as one move each, not a call of `memcpy`.
+            (Some(dst), 4) => dst.copy_from_slice(&key[..4]),
+            (Some(dst), 8) => dst.copy_from_slice(&key[..8]),
+            (Some(dst), _) => dst.copy_from_slice(key),
+            (None, _) => return Err(MapError::Unsupported),
+        }
         self.used[slot as usize] = true;
         let Index { table, hasher, keys, .. } = self;
         table.insert_unique(hash, slot, |&s| Index::hash(hasher, &keys[s as usize * ks..(s as usize + 1) * ks]));
@@ -265,21 +272,12 @@ impl HashMap {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
 
-// SAFETY: `lookup` returns slots of `slots`, which live as long as the map (deleted keys free their slot
-// for reuse but never the memory) and are accessed only through `storage`; `regions` is exactly that
-// storage.
-unsafe impl Map for HashMap {
-    fn def(&self) -> MapDef {
-        self.def
-    }
-
-    fn cpus(&self) -> usize {
-        self.cpus
-    }
-
-    fn lookup(&self, key: &[u8], cpu: usize) -> Option<*mut u8> {
+    /// The value of `key` in CPU slot `cpu` (0 for maps that are not per-CPU), as a lookup finds it: an
+    /// LRU map counts it as a use. `None` if the key is absent, has the wrong size, or `cpu` is out of
+    /// range.
+    #[inline]
+    pub(crate) fn find_value(&self, key: &[u8], cpu: usize) -> Option<*mut u8> {
         let cpu = self.cpu_slot(cpu)?;
         if key.len() != self.def.key_size as usize {
             return None;
@@ -292,19 +290,13 @@ unsafe impl Map for HashMap {
         Some(self.ptr(slot, cpu))
     }
 
-    fn peek(&self, key: &[u8], cpu: usize) -> Option<*mut u8> {
-        let cpu = self.cpu_slot(cpu)?;
-        if key.len() != self.def.key_size as usize {
-            return None;
-        }
-        let slot = self.index.lock().find(key)?;
-        Some(self.ptr(slot, cpu))
-    }
-
-    fn update(&self, key: &[u8], value: &[u8], flags: u64, cpu: usize) -> Result<(), MapError> {
+    /// An update of `key` (with `flags`) in CPU slot `cpu`, whose new value `write` stores into the
+    /// slot it is given, with the map locked: `write` must store all `value_size` bytes. A new key's
+    /// other CPU slots (per-CPU maps) are zeroed.
+    #[inline]
+    pub(crate) fn put(&self, key: &[u8], flags: u64, cpu: usize, write: impl FnOnce(*mut u8)) -> Result<(), MapError> {
         check_flags(flags)?;
         check_key(&self.def, key)?;
-        check_value(&self.def, value)?;
         let cpu = self.cpu_slot(cpu).ok_or(MapError::OutOfRange(cpu as u32))?;
         let mut ix = self.index.lock();
         let hash = Index::hash(&ix.hasher, key);
@@ -335,16 +327,49 @@ unsafe impl Map for HashMap {
                 if self.lru() {
                     ix.push_newest(slot);
                 }
-                for c in 0..self.cpus {
-                    // SAFETY: `ptr(slot, c)` is a slot of this map's storage of `value_size` bytes.
-                    unsafe { zero(self.ptr(slot, c), self.def.value_size as usize) };
+                if self.cpus > 1 {
+                    for c in 0..self.cpus {
+                        // SAFETY: `ptr(slot, c)` is a slot of this map's storage of `value_size` bytes.
+                        unsafe { zero(self.ptr(slot, c), self.def.value_size as usize) };
+                    }
                 }
                 slot
             }
         };
-        // SAFETY: a slot of this map's storage; `value` has `value_size` bytes (checked above).
-        unsafe { copy_in(self.ptr(slot, cpu), value) };
+        write(self.ptr(slot, cpu));
         Ok(())
+    }
+}
+
+// SAFETY: `lookup` returns slots of `slots`, which live as long as the map (deleted keys free their slot
+// for reuse but never the memory) and are accessed only through `storage`; `regions` is exactly that
+// storage.
+unsafe impl Map for HashMap {
+    fn def(&self) -> MapDef {
+        self.def
+    }
+
+    fn cpus(&self) -> usize {
+        self.cpus
+    }
+
+    fn lookup(&self, key: &[u8], cpu: usize) -> Option<*mut u8> {
+        self.find_value(key, cpu)
+    }
+
+    fn peek(&self, key: &[u8], cpu: usize) -> Option<*mut u8> {
+        let cpu = self.cpu_slot(cpu)?;
+        if key.len() != self.def.key_size as usize {
+            return None;
+        }
+        let slot = self.index.lock().find(key)?;
+        Some(self.ptr(slot, cpu))
+    }
+
+    fn update(&self, key: &[u8], value: &[u8], flags: u64, cpu: usize) -> Result<(), MapError> {
+        check_value(&self.def, value)?;
+        // SAFETY: `put` passes a slot of this map's storage of `value_size` bytes, which `value` has.
+        self.put(key, flags, cpu, |slot| unsafe { copy_in(slot, value) })
     }
 
     fn delete(&self, key: &[u8]) -> Result<(), MapError> {
