@@ -42,6 +42,8 @@ extern crate alloc;
 #[cfg(any(feature = "std", test))]
 extern crate std;
 
+#[cfg(feature = "std")]
+pub mod attach;
 #[cfg(feature = "elf")]
 pub mod elf;
 mod error;

@@ -1,0 +1,10 @@
+//! Attach points: places in a host's code, or in the code of the running process, where attached
+//! programs run.
+//!
+//! - [`HookPoint`]: a named point a host declares in its own code and fires with a context; programs
+//!   attach and detach at run time from any thread.
+
+mod hook;
+mod readers;
+
+pub use hook::{HookId, HookPoint};
