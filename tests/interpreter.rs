@@ -372,7 +372,8 @@ fn one_vm_runs_on_many_threads() {
         for t in 0..4u8 {
             let vm = &vm;
             s.spawn(move || {
-                for _ in 0..1000 {
+                // Fewer under Miri, which interprets the interpreter (a thousand took a minute there).
+                for _ in 0..if cfg!(miri) { 50 } else { 1000 } {
                     let mut mem = [t; 16];
                     assert_eq!(vm.execute(&mut mem), Ok(16 * t as u64));
                 }
@@ -507,9 +508,12 @@ fn add_and_compare_pairs_at_their_boundaries() {
         ("jge", |a, b| a >= b),
     ];
     let mut cases = 0;
+    // Under Miri (each build takes it half a second), the starts next to the limit and one step each way.
+    let (starts, steps): (&[i64], &[i64]) =
+        if cfg!(miri) { (&[4, 5, 6], &[1, -16_383]) } else { (&[-2, 3, 4, 5, 6, 7], &[1, -1, 16_383, -16_383]) };
     for (op, holds) in conds {
-        for start in [-2i64, 3, 4, 5, 6, 7] {
-            for step in [1i64, -1, 16_383, -16_383] {
+        for &start in starts {
+            for &step in steps {
                 let limit = 5i64.wrapping_add(step - 1);
                 let x = start.wrapping_add(step) as u64;
                 // r0 = r1 + 100 where the jump is taken, r1 where it is not.
@@ -531,7 +535,7 @@ fn add_and_compare_pairs_at_their_boundaries() {
             }
         }
     }
-    assert_eq!(cases, 6 * 6 * 4 * 2);
+    assert_eq!(cases, 6 * starts.len() * steps.len() * 2);
 }
 
 /// `random_program` with instruction pairs the interpreter runs as one when no budget counts
@@ -744,7 +748,7 @@ fn copy_loops_finish_as_the_loop_would() {
 /// runs with a budget (instruction by instruction) and without (fused) agree.
 #[test]
 fn superinstructions_compute_what_their_instructions_do() {
-    let values = [
+    let all_values = [
         0u64,
         1,
         0x7fff_ffff,
@@ -755,6 +759,10 @@ fn superinstructions_compute_what_their_instructions_do() {
         0x8000_0000_0000_0000,
         u64::MAX,
     ];
+    // Under Miri (each build takes it half a second), two values, and two indices and offsets.
+    let values: &[u64] = if cfg!(miri) { &[0x8000_0000, 0x1234_5678_9abc_def0] } else { &all_values };
+    let indices: &[u64] = if cfg!(miri) { &[1, 16] } else { &[0, 1, 5, 12, 15, 16, u64::MAX] };
+    let offsets: &[i16] = if cfg!(miri) { &[0, 3] } else { &[-1, 0, 3] };
     let run = |text: &str, mem: &mut [u8], budget: bool| {
         let program = Program::from_asm(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let b = Vm::builder(program).checked();
@@ -768,7 +776,7 @@ fn superinstructions_compute_what_their_instructions_do() {
         })
     };
     let mut cases = 0;
-    for v in values {
+    for &v in values {
         let pairs = [
             ("mov", "and", "-1"),
             ("mov", "and", "0x7ff0f0f0"),
@@ -802,8 +810,8 @@ fn superinstructions_compute_what_their_instructions_do() {
     // Array elements of each size, in and out of the input: the same value, or the same error (at the
     // load's instruction).
     for size in ["b", "h", "w", "dw"] {
-        for index in [0u64, 1, 5, 12, 15, 16, u64::MAX] {
-            for offset in [-1i16, 0, 3] {
+        for &index in indices {
+            for &offset in offsets {
                 let text =
                     format!("lddw %r2, {index:#x}\nmov %r4, %r1\nadd %r4, %r2\nldx{size} %r0, [%r4{offset:+}]\nexit");
                 let mut mem: Vec<u8> = (0..16u8).map(|i| i.wrapping_mul(29) ^ 0xc3).collect();
@@ -813,5 +821,5 @@ fn superinstructions_compute_what_their_instructions_do() {
             }
         }
     }
-    assert_eq!(cases, 9 * 18 + 4 * 7 * 3);
+    assert_eq!(cases, values.len() * 18 + 4 * indices.len() * offsets.len());
 }
