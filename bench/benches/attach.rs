@@ -1,7 +1,8 @@
 //! What attach points add to a call: an empty `#[inline(never)]` function called directly (the
-//! baseline), a hook point fired with nothing attached, and with a trivial program (`return 0`)
-//! attached on the JIT and on the interpreter. After the criterion run, a table gives each median
-//! and what it adds to the baseline.
+//! baseline); the same function with a uprobe, then a uretprobe, running a trivial program
+//! (`return 0`) on the JIT (Linux on x86_64); a hook point fired with nothing attached, and with a
+//! trivial program attached on the JIT and on the interpreter. After the criterion run, a table gives
+//! each median and what it adds to the baseline.
 //!
 //! `cargo bench -p ebpf-vm-bench --bench attach`
 
@@ -17,22 +18,40 @@ use ebpf_vm_bench::medians;
 /// Criterion's group.
 const GROUP: &str = "attach";
 
-/// The function every probe row calls: empty, never inlined.
+/// The function every probe row calls: empty, never inlined, found by its symbol.
+#[no_mangle]
 #[inline(never)]
-extern "C" fn empty(x: u64) -> u64 {
+pub extern "C" fn ebpf_vm_bench_empty(x: u64) -> u64 {
     black_box(x)
 }
 
 fn trivial(engine: Engine) -> Arc<Vm> {
+    trivial_on(engine, Context::fixed(8))
+}
+
+fn trivial_on(engine: Engine, context: Context) -> Arc<Vm> {
     let mut env = Env::new();
-    env.set_context(Context::fixed(8));
+    env.set_context(context);
     let program = Program::from_asm("mov %r0, 0\nexit").expect("assembles");
     Arc::new(Vm::builder(program).env(env).engine(engine).verified().build().expect("builds"))
 }
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group(GROUP);
-    g.bench_function("direct-call", |b| b.iter(|| black_box(empty as extern "C" fn(u64) -> u64)(black_box(1))));
+    let empty = black_box(ebpf_vm_bench_empty as extern "C" fn(u64) -> u64);
+    g.bench_function("direct-call", |b| b.iter(|| empty(black_box(1))));
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    {
+        use ebpf_vm::attach::uprobe::{self, ProbeKind, Target, Uprobe};
+        let target = Target::symbol("ebpf_vm_bench_empty");
+        for (name, kind) in [("uprobe-trivial-jit", ProbeKind::Entry), ("uretprobe-trivial-jit", ProbeKind::Return)] {
+            let probe = Uprobe::attach(&target, kind, trivial_on(Engine::Jit, uprobe::context())).expect("attaches");
+            // SAFETY: the function's first byte is code, readable: it is now the probe's jump.
+            assert_eq!(unsafe { *(empty as *const u8) }, 0xe9, "the function jumps to the probe");
+            g.bench_function(name, |b| b.iter(|| empty(black_box(1))));
+            drop(probe);
+        }
+    }
     let point = HookPoint::new("bench");
     let mut mem = [0u8; 8];
     g.bench_function("hook-nothing-attached", |b| {

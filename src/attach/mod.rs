@@ -5,6 +5,8 @@
 //!   attach and detach at run time from any thread.
 
 mod hook;
-mod readers;
+pub(crate) mod readers;
 
 pub use hook::{HookId, HookPoint};
+#[cfg(all(feature = "uprobe", target_os = "linux", target_arch = "x86_64"))]
+pub mod uprobe;

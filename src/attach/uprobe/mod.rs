@@ -1,0 +1,360 @@
+//! Uprobes and uretprobes in the running process (Linux, x86_64): a verified program runs at the entry
+//! of a function, or when it returns, of the executable or of a library it has loaded.
+//!
+//! The function's first instructions are replaced by a jump to a trampoline made for it. The
+//! trampoline saves every register into a `struct pt_regs` laid out as the kernel's for x86_64 (so
+//! libbpf's `BPF_KPROBE`, `BPF_KRETPROBE`, `PT_REGS_PARM1..6` and `PT_REGS_RC` read it unchanged with
+//! `-D__TARGET_ARCH_x86`), the vector registers beside it, and calls the probe; it then restores them,
+//! runs the displaced instructions (re-encoded for their new address: rip-relative operands and
+//! branches fixed up) and jumps back. A return probe also swaps the return address for a return
+//! trampoline's and keeps the real one on a per-thread stack; the return trampoline runs the program
+//! with the return value in `rax` and returns where the function would have.
+//!
+//! Programs see the registers read-only ([`context`]) and must be verified. The jump is written with
+//! one atomic store, and a detach waits for the runs under way, so attaching and detaching are safe
+//! while other threads call the function; trampolines are never freed (a thread may be inside one
+//! when its probe detaches), and a later attach at the same address reuses them.
+//!
+//! Not handled: a thread stopped exactly between two of the displaced instructions when the jump is
+//! written resumes inside it (the window is one instruction of the prologue, at attach time only);
+//! probes at addresses whose jump would straddle an 8-byte boundary (refused); return probes deeper
+//! than 64 nested calls on one thread (the deeper calls run their return programs not at all); the
+//! upper halves of the AVX registers (saved only as far as SSE's 128 bits).
+
+mod patch;
+mod symbols;
+mod trampoline;
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use super::readers;
+use crate::link::Context;
+use crate::vm::{Mode, Vm};
+
+/// Bytes of the `struct pt_regs` programs get (x86_64: 21 registers of 8 bytes).
+pub const PT_REGS_SIZE: u32 = 168;
+
+/// Offsets of the registers in [`PT_REGS_SIZE`] bytes, as the kernel's `struct pt_regs` for x86_64.
+pub mod pt_regs {
+    /// `r15`.
+    pub const R15: u32 = 0;
+    /// `r14`.
+    pub const R14: u32 = 8;
+    /// `r13`.
+    pub const R13: u32 = 16;
+    /// `r12`.
+    pub const R12: u32 = 24;
+    /// `rbp`.
+    pub const RBP: u32 = 32;
+    /// `rbx`.
+    pub const RBX: u32 = 40;
+    /// `r11`.
+    pub const R11: u32 = 48;
+    /// `r10`.
+    pub const R10: u32 = 56;
+    /// `r9`: the sixth argument.
+    pub const R9: u32 = 64;
+    /// `r8`: the fifth argument.
+    pub const R8: u32 = 72;
+    /// `rax`: the return value, in a return probe.
+    pub const RAX: u32 = 80;
+    /// `rcx`: the fourth argument.
+    pub const RCX: u32 = 88;
+    /// `rdx`: the third argument.
+    pub const RDX: u32 = 96;
+    /// `rsi`: the second argument.
+    pub const RSI: u32 = 104;
+    /// `rdi`: the first argument.
+    pub const RDI: u32 = 112;
+    /// `orig_rax`: -1 (no system call).
+    pub const ORIG_RAX: u32 = 120;
+    /// `rip`: the probed address; in a return probe, the address the function returns to.
+    pub const RIP: u32 = 128;
+    /// `cs`: 0.
+    pub const CS: u32 = 136;
+    /// `eflags`.
+    pub const EFLAGS: u32 = 144;
+    /// `rsp`: at the probed address (at a function's entry, where its return address is).
+    pub const RSP: u32 = 152;
+    /// `ss`: 0.
+    pub const SS: u32 = 160;
+}
+
+/// The context probe programs are verified against: [`PT_REGS_SIZE`] bytes, all read-only.
+pub fn context() -> Context {
+    Context::Fixed { size: PT_REGS_SIZE, read_only: core::iter::once(0..PT_REGS_SIZE).collect() }
+}
+
+/// Where a probe goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The function `name`, `offset` bytes into it: in the file `path` names when given (a path, the
+    /// executable as `/proc/self/exe`, or a library's file name such as `libc.so.6`), else in the
+    /// executable, then in the libraries in the order they are mapped.
+    Symbol {
+        /// The file, if not any.
+        path: Option<String>,
+        /// The function's name.
+        name: String,
+        /// Bytes into the function (0: its entry).
+        offset: u64,
+    },
+    /// An address in a function some mapped file's symbol table knows.
+    Address(u64),
+}
+
+impl Target {
+    /// The entry of the function `name` in any mapped file.
+    pub fn symbol(name: impl Into<String>) -> Target {
+        Target::Symbol { path: None, name: name.into(), offset: 0 }
+    }
+}
+
+/// When the program runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// At the target address, before the instruction there (`SEC("uprobe/...")`).
+    Entry,
+    /// When the function returns, with its return value in `rax` (`SEC("uretprobe/...")`); the target
+    /// must be a function's entry.
+    Return,
+}
+
+/// Why a probe cannot be attached.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AttachError {
+    /// No mapped file has a function of that name.
+    #[error("no function `{0}` in the executable or its loaded libraries")]
+    NoSymbol(String),
+    /// No mapped file is what the path names.
+    #[error("no loaded file matches `{0}`")]
+    NoFile(String),
+    /// No function known to a symbol table holds the address.
+    #[error("no function holds address {0:#x}")]
+    NoFunctionAt(u64),
+    /// The address is not where an instruction of the function starts.
+    #[error("address {0:#x} is not the start of an instruction")]
+    NotAnInstruction(u64),
+    /// The function (with its padding) is shorter than the jump.
+    #[error("function `{name}` is too short to patch ({size} bytes with its padding, 5 needed)")]
+    TooShort {
+        /// The function.
+        name: String,
+        /// Its bytes, padding included.
+        size: u64,
+    },
+    /// A branch of the function lands inside the bytes the jump would replace.
+    #[error("function `{name}` branches into its first bytes (from {from:#x}): they cannot be replaced")]
+    BranchIntoPatch {
+        /// The function.
+        name: String,
+        /// The branch's address.
+        from: u64,
+    },
+    /// The function's code does not decode.
+    #[error("function `{name}` does not decode at {at:#x}")]
+    Undecodable {
+        /// The function.
+        name: String,
+        /// Where decoding failed.
+        at: u64,
+    },
+    /// The jump at this address would straddle an 8-byte boundary and cannot be written atomically.
+    #[error("a jump at {0:#x} cannot be written in one atomic store")]
+    NotAtomic(u64),
+    /// No memory for the trampoline within a jump's reach of the code.
+    #[error("no memory for a trampoline within 2 GiB of {0:#x}")]
+    NoMemoryNear(u64),
+    /// The code changed under the probe (someone else patched it).
+    #[error("the code at {0:#x} changed under the probe")]
+    Changed(u64),
+    /// A page's protection could not be changed.
+    #[error("mprotect: {0}")]
+    Protect(String),
+    /// The process's maps or files could not be read.
+    #[error("reading the process: {0}")]
+    Process(String),
+    /// A program of this kind is already attached at this address.
+    #[error("an {kind:?} probe is already attached at {addr:#x}")]
+    AlreadyAttached {
+        /// The address.
+        addr: u64,
+        /// The kind.
+        kind: ProbeKind,
+    },
+    /// A return probe was asked for inside a function, not at its entry.
+    #[error("a return probe must be at a function's entry, not {0} bytes into it")]
+    ReturnInside(u64),
+    /// The program was not built in verified mode.
+    #[error("probe programs must be verified (this one is {0:?})")]
+    NotVerified(Mode),
+    /// The program was built for another context than [`context`].
+    #[error("probe programs must be built with uprobe::context() (pt_regs, 168 read-only bytes)")]
+    WrongContext,
+    /// The trampoline could not be assembled.
+    #[error("assembling the trampoline: {0}")]
+    Assemble(String),
+}
+
+/// One patched address: its trampoline and the programs attached there. Never freed.
+struct Site {
+    addr: u64,
+    /// The bytes the jump replaces, and the jump.
+    original: [u8; patch::JUMP_LEN as usize],
+    jump: [u8; patch::JUMP_LEN as usize],
+    /// The entry and return programs, or null: `Box<Arc<Vm>>` pointers, freed after a grace period.
+    entry: AtomicPtr<Arc<Vm>>,
+    ret: AtomicPtr<Arc<Vm>>,
+    /// Calls whose return could not be followed (the thread's return stack was full).
+    missed: AtomicU64,
+}
+
+impl Site {
+    fn slot(&self, kind: ProbeKind) -> &AtomicPtr<Arc<Vm>> {
+        match kind {
+            ProbeKind::Entry => &self.entry,
+            ProbeKind::Return => &self.ret,
+        }
+    }
+}
+
+/// Every site made so far, and the lock attach and detach hold.
+static SITES: Mutex<Vec<&'static Site>> = Mutex::new(Vec::new());
+
+/// A program attached at a function's entry or return. Detached when dropped (or by
+/// [`detach`](Uprobe::detach)), after the runs under way have finished.
+#[derive(Debug)]
+pub struct Uprobe {
+    addr: u64,
+    kind: ProbeKind,
+}
+
+impl core::fmt::Debug for Site {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Site").field("addr", &self.addr).finish()
+    }
+}
+
+impl Uprobe {
+    /// Attaches `vm` (verified, built with [`context`]) at `target`, to run at entry or at return.
+    pub fn attach(target: &Target, kind: ProbeKind, vm: Arc<Vm>) -> Result<Uprobe, AttachError> {
+        if vm.mode() != Mode::Verified {
+            return Err(AttachError::NotVerified(vm.mode()));
+        }
+        if *vm.env().context() != context() {
+            return Err(AttachError::WrongContext);
+        }
+        let (function, addr) = match target {
+            Target::Symbol { path, name, offset } => {
+                let f = symbols::find(path.as_deref(), name)?;
+                let addr = f.start.checked_add(*offset).ok_or(AttachError::NoFunctionAt(f.start))?;
+                (f, addr)
+            }
+            Target::Address(addr) => (symbols::containing(*addr)?, *addr),
+        };
+        if kind == ProbeKind::Return && addr != function.start {
+            return Err(AttachError::ReturnInside(addr - function.start));
+        }
+        if kind == ProbeKind::Return {
+            trampoline::prepare_return()?;
+        }
+        let mut sites = SITES.lock().unwrap_or_else(PoisonError::into_inner);
+        let site = match sites.iter().find(|s| s.addr == addr) {
+            Some(site) => *site,
+            None => {
+                let site = make_site(&function, addr)?;
+                sites.push(site);
+                site
+            }
+        };
+        let slot = site.slot(kind);
+        if !slot.load(Ordering::Acquire).is_null() {
+            return Err(AttachError::AlreadyAttached { addr, kind });
+        }
+        slot.store(Box::into_raw(Box::new(vm)), Ordering::Release);
+        // SAFETY: the site's code address, written only under `SITES`; the jump goes to the site's
+        // trampoline, which is complete and executable.
+        match unsafe { patch::current(addr) } {
+            now if now == site.jump => {}
+            // SAFETY: as above.
+            _ => match unsafe { patch::swap(addr, site.original, site.jump) } {
+                Ok(()) => {}
+                Err(e) => {
+                    let vm = slot.swap(core::ptr::null_mut(), Ordering::AcqRel);
+                    // SAFETY: from `Box::into_raw` just above; no fire could load it (not patched).
+                    drop(unsafe { Box::from_raw(vm) });
+                    return Err(e);
+                }
+            },
+        }
+        Ok(Uprobe { addr, kind })
+    }
+
+    /// The probed address.
+    pub fn address(&self) -> u64 {
+        self.addr
+    }
+
+    /// Detaches the probe, once the runs under way have finished (as dropping it does).
+    pub fn detach(self) {}
+
+    /// Calls at this probe's site whose return could not be followed (return probes), so far.
+    pub fn missed(&self) -> u64 {
+        let sites = SITES.lock().unwrap_or_else(PoisonError::into_inner);
+        sites.iter().find(|s| s.addr == self.addr).map_or(0, |s| s.missed.load(Ordering::Relaxed))
+    }
+}
+
+impl Drop for Uprobe {
+    fn drop(&mut self) {
+        let sites = SITES.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(site) = sites.iter().find(|s| s.addr == self.addr) else { return };
+        let vm = site.slot(self.kind).swap(core::ptr::null_mut(), Ordering::AcqRel);
+        if site.entry.load(Ordering::Acquire).is_null() && site.ret.load(Ordering::Acquire).is_null() {
+            // Nothing left: the original bytes back. (A failure leaves the jump, whose trampoline then
+            // runs nothing.)
+            // SAFETY: the site's code address, written only under `SITES`.
+            let _ = unsafe { patch::swap(site.addr, site.jump, site.original) };
+        }
+        readers::synchronize();
+        if !vm.is_null() {
+            // SAFETY: from `Box::into_raw` in `attach`; unpublished, and every probe run that may have
+            // loaded it has ended.
+            drop(unsafe { Box::from_raw(vm) });
+        }
+    }
+}
+
+/// A new site at `addr` in `f`: the displaced instructions checked, the trampoline written.
+fn make_site(f: &symbols::Function, addr: u64) -> Result<&'static Site, AttachError> {
+    let displaced = patch::plan(f, addr)?;
+    if !patch::atomic_at(addr) {
+        return Err(AttachError::NotAtomic(addr));
+    }
+    // SAFETY: code of a loaded file (`plan` read it).
+    let original = unsafe { patch::current(addr) };
+    let page = patch::page_near(addr)?;
+    let jump = patch::jump(addr, page as u64).ok_or(AttachError::NoMemoryNear(addr))?;
+    let site: &'static Site = Box::leak(Box::new(Site {
+        addr,
+        original,
+        jump,
+        entry: AtomicPtr::new(core::ptr::null_mut()),
+        ret: AtomicPtr::new(core::ptr::null_mut()),
+        missed: AtomicU64::new(0),
+    }));
+    let code = trampoline::entry(page as u64, site as *const Site as u64, addr, &displaced.instructions)?;
+    if code.len() > 4096 {
+        return Err(AttachError::Assemble("the trampoline does not fit its page".into()));
+    }
+    // SAFETY: the page is ours, writable, and 4096 bytes long; nothing runs it yet.
+    unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), page, code.len()) };
+    patch::seal(page)?;
+    Ok(site)
+}

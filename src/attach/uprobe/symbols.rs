@@ -1,0 +1,215 @@
+//! Functions of the running process by name: the symbol tables of the executable and of every library
+//! it has mapped (`/proc/self/maps`), moved to where each file is loaded.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SymbolKind};
+
+use super::AttachError;
+
+/// A function's place in the process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Function {
+    /// Its name, as the symbol table gives it.
+    pub(crate) name: String,
+    /// The file it is in.
+    pub(crate) path: String,
+    /// Its first byte.
+    pub(crate) start: u64,
+    /// Its size, as the symbol table gives it (0 if unknown).
+    pub(crate) size: u64,
+    /// Where the next symbol or the end of its section is: bytes from `start + size` up to here are
+    /// padding no code runs.
+    pub(crate) limit: u64,
+}
+
+/// A file mapped into the process, as `/proc/self/maps` lists it.
+#[derive(Debug, Clone)]
+struct Mapping {
+    start: u64,
+    offset: u64,
+    executable: bool,
+    path: String,
+}
+
+/// The files mapped into the process.
+fn mappings() -> Result<Vec<Mapping>, AttachError> {
+    let text = std::fs::read_to_string("/proc/self/maps").map_err(|e| AttachError::Process(e.to_string()))?;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut fields = line.split_ascii_whitespace();
+        let (Some(range), Some(perms), Some(offset), Some(_dev), Some(_inode)) =
+            (fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let path: String = fields.collect::<Vec<_>>().join(" ");
+        if !path.starts_with('/') {
+            continue;
+        }
+        let start = range.split('-').next().and_then(|s| u64::from_str_radix(s, 16).ok());
+        let offset = u64::from_str_radix(offset, 16).ok();
+        if let (Some(start), Some(offset)) = (start, offset) {
+            out.push(Mapping { start, offset, executable: perms.contains('x'), path });
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `path` (a mapped file's) is what `want` names: the same path, the executable for
+/// `/proc/self/exe`, or a file whose name is `want` or starts with `want.` (`libc` and `libc.so`
+/// name `/usr/lib/x86_64-linux-gnu/libc.so.6`).
+fn names(path: &str, want: &str, exe: &str) -> bool {
+    if want == "/proc/self/exe" {
+        return path == exe;
+    }
+    if want.contains('/') {
+        return path == want;
+    }
+    let file = path.rsplit('/').next().unwrap_or(path);
+    file == want || file.strip_prefix(want).is_some_and(|rest| rest.starts_with('.'))
+}
+
+/// The function `name` in the file `path` names (the executable when `None`, then every mapped
+/// library in the order they are mapped), at `offset` bytes into it.
+pub(crate) fn find(path: Option<&str>, name: &str) -> Result<Function, AttachError> {
+    let exe = std::fs::read_link("/proc/self/exe")
+        .map_err(|e| AttachError::Process(e.to_string()))?
+        .to_string_lossy()
+        .into_owned();
+    let maps = mappings()?;
+    let mut files: Vec<&str> = Vec::new();
+    for m in &maps {
+        let wanted = match path {
+            Some(p) => names(&m.path, p, &exe),
+            None => true,
+        };
+        if wanted && !files.contains(&m.path.as_str()) {
+            files.push(&m.path);
+        }
+    }
+    // The executable first.
+    files.sort_by_key(|f| *f != exe);
+    if files.is_empty() {
+        return Err(AttachError::NoFile(path.unwrap_or("the executable").to_string()));
+    }
+    for file in files {
+        if let Some(f) = in_file(file, &maps, |sym| sym == name)? {
+            return Ok(f);
+        }
+    }
+    Err(AttachError::NoSymbol(name.to_string()))
+}
+
+/// The function that holds `addr`, in whichever mapped file has it.
+pub(crate) fn containing(addr: u64) -> Result<Function, AttachError> {
+    let maps = mappings()?;
+    let mut files: Vec<&str> = Vec::new();
+    for m in &maps {
+        if !files.contains(&m.path.as_str()) {
+            files.push(&m.path);
+        }
+    }
+    for file in files {
+        let Some(bias) = bias_of(file, &maps)? else { continue };
+        if let Some(found) = in_file_at(file, bias, addr)? {
+            return Ok(found);
+        }
+    }
+    Err(AttachError::NoFunctionAt(addr))
+}
+
+/// Where `file` is loaded: what to add to its virtual addresses. `None` if it is not mapped
+/// executable (a data file).
+fn bias_of(file: &str, maps: &[Mapping]) -> Result<Option<u64>, AttachError> {
+    if !maps.iter().any(|m| m.path == file && m.executable) {
+        return Ok(None);
+    }
+    let Some(first) = maps.iter().filter(|m| m.path == file).min_by_key(|m| m.start) else { return Ok(None) };
+    let data = std::fs::read(file).map_err(|e| AttachError::Process(alloc::format!("{file}: {e}")))?;
+    let obj = object::File::parse(&*data).map_err(|e| AttachError::Process(alloc::format!("{file}: {e}")))?;
+    // The segment the first mapping holds: its page-aligned virtual address is at `first.start`.
+    let seg = obj.segments().find(|s| s.file_range().0 & !0xfff == first.offset);
+    Ok(seg.map(|s| first.start.wrapping_sub(s.address() & !0xfff)))
+}
+
+/// The function of `file` whose name `matches`, moved to where the file is loaded.
+fn in_file(file: &str, maps: &[Mapping], matches: impl Fn(&str) -> bool) -> Result<Option<Function>, AttachError> {
+    let Some(bias) = bias_of(file, maps)? else { return Ok(None) };
+    let data = std::fs::read(file).map_err(|e| AttachError::Process(alloc::format!("{file}: {e}")))?;
+    let obj = object::File::parse(&*data).map_err(|e| AttachError::Process(alloc::format!("{file}: {e}")))?;
+    let symbols: Vec<_> = obj.symbols().chain(obj.dynamic_symbols()).collect();
+    let Some(sym) =
+        symbols.iter().find(|s| s.kind() == SymbolKind::Text && s.is_definition() && s.name().is_ok_and(&matches))
+    else {
+        return Ok(None);
+    };
+    Ok(Some(function(&obj, &symbols, sym, file, bias)))
+}
+
+/// The function of `file` (loaded at `bias`) that holds `addr`.
+fn in_file_at(file: &str, bias: u64, addr: u64) -> Result<Option<Function>, AttachError> {
+    let data = std::fs::read(file).map_err(|e| AttachError::Process(alloc::format!("{file}: {e}")))?;
+    let obj = object::File::parse(&*data).map_err(|e| AttachError::Process(alloc::format!("{file}: {e}")))?;
+    let symbols: Vec<_> = obj.symbols().chain(obj.dynamic_symbols()).collect();
+    let at = addr.wrapping_sub(bias);
+    let sym = symbols.iter().find(|s| {
+        s.kind() == SymbolKind::Text && s.is_definition() && s.address() <= at && at < s.address() + s.size().max(1)
+    });
+    Ok(sym.map(|s| function(&obj, &symbols, s, file, bias)))
+}
+
+/// `sym` of `obj` as a [`Function`], with the limit of its padding.
+fn function<'d>(
+    obj: &object::File<'d>,
+    symbols: &[object::Symbol<'d, '_>],
+    sym: &object::Symbol<'d, '_>,
+    file: &str,
+    bias: u64,
+) -> Function {
+    let start = sym.address();
+    let section_end = sym
+        .section_index()
+        .and_then(|i| obj.section_by_index(i).ok())
+        .map_or(start + sym.size(), |s| s.address() + s.size());
+    let next = symbols
+        .iter()
+        .filter(|s| s.is_definition() && s.address() > start && s.size() > 0)
+        .map(object::ObjectSymbol::address)
+        .min()
+        .unwrap_or(section_end)
+        .min(section_end);
+    Function {
+        name: sym.name().unwrap_or("").to_string(),
+        path: file.to_string(),
+        start: start.wrapping_add(bias),
+        size: sym.size(),
+        limit: next.max(start + sym.size()).wrapping_add(bias),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_match_as_libbpf_spells_them() {
+        let exe = "/usr/bin/app";
+        assert!(names("/usr/lib/x86_64-linux-gnu/libc.so.6", "libc.so.6", exe));
+        assert!(names("/usr/lib/x86_64-linux-gnu/libc.so.6", "libc", exe));
+        assert!(!names("/usr/lib/x86_64-linux-gnu/libcap.so.2", "libc", exe));
+        assert!(names("/usr/bin/app", "/proc/self/exe", exe));
+        assert!(names("/usr/bin/app", "/usr/bin/app", exe));
+        assert!(!names("/usr/bin/other", "/proc/self/exe", exe));
+    }
+
+    #[test]
+    fn libc_functions_are_found_where_they_run() {
+        let f = find(Some("libc.so.6"), "getpid").expect("getpid in libc");
+        assert_eq!(f.start, libc::getpid as *const () as u64, "{f:?}");
+        assert!(f.size > 0 && f.limit >= f.start + f.size);
+        assert_eq!(containing(f.start + 1).expect("getpid holds its second byte").start, f.start);
+        assert!(matches!(find(None, "no_such_function_here"), Err(AttachError::NoSymbol(_))));
+    }
+}

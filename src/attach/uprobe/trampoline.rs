@@ -1,0 +1,275 @@
+//! The code a probe jumps to, and the Rust functions it calls: the entry trampoline of each site, the
+//! one return trampoline, and the per-thread stack of return addresses that return probes swap out.
+
+use alloc::string::ToString;
+use alloc::vec::Vec;
+use core::cell::Cell;
+use core::sync::atomic::Ordering;
+use std::sync::OnceLock;
+
+use iced_x86::code_asm::*;
+use iced_x86::{FlowControl, Instruction};
+
+use super::pt_regs::*;
+use super::{readers, AttachError, Site, PT_REGS_SIZE};
+
+/// Bytes below the stack pointer that the probed code may be using (the System V red zone).
+const RED_ZONE: i32 = 128;
+/// Bytes for the sixteen `xmm` registers.
+const VECTORS: i32 = 256;
+
+/// The general registers a trampoline saves and restores (besides `rax` and `rsp`), with their
+/// `pt_regs` offsets.
+fn registers() -> [(AsmRegister64, u32); 14] {
+    [
+        (r15, R15),
+        (r14, R14),
+        (r13, R13),
+        (r12, R12),
+        (rbp, RBP),
+        (rbx, RBX),
+        (r11, R11),
+        (r10, R10),
+        (r9, R9),
+        (r8, R8),
+        (rcx, RCX),
+        (rdx, RDX),
+        (rsi, RSI),
+        (rdi, RDI),
+    ]
+}
+
+fn xmm(i: usize) -> AsmRegisterXmm {
+    [xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7, xmm8, xmm9, xmm10, xmm11, xmm12, xmm13, xmm14, xmm15][i]
+}
+
+fn asm_error(e: IcedError) -> AttachError {
+    AttachError::Assemble(e.to_string())
+}
+
+/// Saves the registers into a `pt_regs` at `rsp` (already reserved; `rsp_at_probe` bytes above it is
+/// where the probed code's stack pointer was; `rip` the probed address, if known) and the vector registers below it, then calls
+/// `handler(arg0, pt_regs)` (`arg0` unless `None`, then `handler(pt_regs)`) on an aligned stack,
+/// leaving `rbx` pointing at the vectors (and the `pt_regs` at `rbx + VECTORS`).
+fn save_and_call(
+    a: &mut CodeAssembler,
+    rsp_at_probe: i32,
+    rip: Option<u64>,
+    arg0: Option<u64>,
+    handler: u64,
+) -> Result<(), IcedError> {
+    a.mov(qword_ptr(rsp + RAX as i32), rax)?;
+    a.pushfq()?;
+    a.pop(rax)?;
+    a.mov(qword_ptr(rsp + EFLAGS as i32), rax)?;
+    for (reg, at) in registers() {
+        a.mov(qword_ptr(rsp + at as i32), reg)?;
+    }
+    a.lea(rax, qword_ptr(rsp + rsp_at_probe))?;
+    a.mov(qword_ptr(rsp + RSP as i32), rax)?;
+    if let Some(rip) = rip {
+        a.mov(rax, rip)?;
+        a.mov(qword_ptr(rsp + RIP as i32), rax)?;
+    }
+    a.mov(qword_ptr(rsp + ORIG_RAX as i32), -1)?;
+    a.mov(qword_ptr(rsp + CS as i32), 0)?;
+    a.mov(qword_ptr(rsp + SS as i32), 0)?;
+    a.lea(rsp, qword_ptr(rsp - VECTORS))?;
+    for i in 0..16 {
+        a.movdqu(xmmword_ptr(rsp + 16 * i as i32), xmm(i))?;
+    }
+    a.mov(rbx, rsp)?;
+    a.and(rsp, -16)?;
+    match arg0 {
+        Some(arg) => {
+            a.mov(rdi, arg)?;
+            a.lea(rsi, qword_ptr(rbx + VECTORS))?;
+        }
+        None => a.lea(rdi, qword_ptr(rbx + VECTORS))?,
+    }
+    a.mov(rax, handler)?;
+    a.call(rax)
+}
+
+/// Restores what [`save_and_call`] saved, leaving `rsp` at the `pt_regs`.
+fn restore(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    a.mov(rsp, rbx)?;
+    for i in 0..16 {
+        a.movdqu(xmm(i), xmmword_ptr(rsp + 16 * i as i32))?;
+    }
+    a.lea(rsp, qword_ptr(rsp + VECTORS))?;
+    a.mov(rax, qword_ptr(rsp + EFLAGS as i32))?;
+    a.push(rax)?;
+    a.popfq()?;
+    for (reg, at) in registers() {
+        a.mov(reg, qword_ptr(rsp + at as i32))?;
+    }
+    a.mov(rax, qword_ptr(rsp + RAX as i32))
+}
+
+/// The entry trampoline of `site` (at `probed`), to be placed at `ip`: saves the registers, calls
+/// [`on_entry`], restores them, runs the `displaced` instructions re-encoded for their new address
+/// and jumps back after them.
+pub(super) fn entry(ip: u64, site: u64, probed: u64, displaced: &[Instruction]) -> Result<Vec<u8>, AttachError> {
+    let build = || -> Result<Vec<u8>, IcedError> {
+        let mut a = CodeAssembler::new(64)?;
+        let below = RED_ZONE + PT_REGS_SIZE as i32;
+        a.lea(rsp, qword_ptr(rsp - below))?;
+        save_and_call(&mut a, below, Some(probed), Some(site), on_entry as *const () as u64)?;
+        restore(&mut a)?;
+        a.lea(rsp, qword_ptr(rsp + below))?;
+        for i in displaced {
+            a.add_instruction(*i)?;
+        }
+        if let Some(last) = displaced.last() {
+            if !matches!(last.flow_control(), FlowControl::Return | FlowControl::UnconditionalBranch) {
+                a.jmp(last.next_ip())?;
+            }
+        }
+        a.assemble(ip)
+    };
+    build().map_err(asm_error)
+}
+
+/// The return trampoline, where probed functions with a return probe return: calls [`on_return`],
+/// which hands back the real return address, and returns there.
+fn return_trampoline() -> Result<u64, AttachError> {
+    static TRAMPOLINE: OnceLock<Result<u64, AttachError>> = OnceLock::new();
+    TRAMPOLINE
+        .get_or_init(|| {
+            let page = super::patch::page_near(on_return as *const () as u64)?;
+            let build = || -> Result<Vec<u8>, IcedError> {
+                let mut a = CodeAssembler::new(64)?;
+                // A slot for the real return address, then the pt_regs.
+                a.push(rax)?;
+                a.lea(rsp, qword_ptr(rsp - PT_REGS_SIZE as i32))?;
+                save_and_call(&mut a, PT_REGS_SIZE as i32 + 8, None, None, on_return as *const () as u64)?;
+                a.mov(qword_ptr(rbx + VECTORS + PT_REGS_SIZE as i32), rax)?;
+                restore(&mut a)?;
+                a.lea(rsp, qword_ptr(rsp + PT_REGS_SIZE as i32))?;
+                a.ret()?;
+                a.assemble(page as u64)
+            };
+            let code = build().map_err(asm_error)?;
+            // SAFETY: the page is ours, writable and larger than the code; nothing runs it yet.
+            unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), page, code.len()) };
+            super::patch::seal(page)?;
+            Ok(page as u64)
+        })
+        .clone()
+}
+
+/// Makes the return trampoline now (attach calls it, so that no probe makes it on a hot path).
+pub(super) fn prepare_return() -> Result<(), AttachError> {
+    return_trampoline().map(|_| ())
+}
+
+/// Calls followed by a return probe on one thread, innermost last.
+const RETURNS: usize = 64;
+
+/// A call whose return address a return probe swapped out.
+#[derive(Clone, Copy)]
+struct Pending {
+    site: *const Site,
+    /// The real return address.
+    to: u64,
+    /// Where it was on the stack.
+    slot: u64,
+}
+
+const NO_CALL: Pending = Pending { site: core::ptr::null(), to: 0, slot: 0 };
+
+std::thread_local! {
+    /// Whether this thread is running a probe (a probed function called from a program is not probed).
+    static BUSY: Cell<bool> = const { Cell::new(false) };
+    static PENDING: [Cell<Pending>; RETURNS] = const { [const { Cell::new(NO_CALL) }; RETURNS] };
+    static DEPTH: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Runs `vm` on the `pt_regs` at `regs`.
+///
+/// # Safety
+/// `regs` points to `PT_REGS_SIZE` bytes that nothing else uses meanwhile.
+unsafe fn run(vm: &crate::vm::Vm, regs: *mut u8) {
+    // SAFETY: the caller's contract.
+    let mem = unsafe { core::slice::from_raw_parts_mut(regs, PT_REGS_SIZE as usize) };
+    // A probe has no caller to report to: its result and errors are dropped, as the kernel's are.
+    let _ = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| vm.execute(mem)));
+}
+
+/// What the entry trampoline of `site` calls, with the saved registers.
+extern "C" fn on_entry(site: &Site, regs: *mut u8) {
+    let Ok(false) = BUSY.try_with(|b| b.replace(true)) else { return };
+    {
+        let _section = readers::read();
+        let entry = site.entry.load(Ordering::Acquire);
+        if !entry.is_null() {
+            // SAFETY: published by attach and freed only after the read sections under way end;
+            // `regs` is the trampoline's own copy of the registers.
+            unsafe { run(&*entry, regs) };
+        }
+        if !site.ret.load(Ordering::Acquire).is_null() {
+            follow_return(site, regs);
+        }
+    }
+    BUSY.with(|b| b.set(false));
+}
+
+/// Swaps the return address of the call at `site` (the registers at `regs`) for the return
+/// trampoline's, keeping the real one.
+fn follow_return(site: &Site, regs: *mut u8) {
+    let Ok(trampoline) = return_trampoline() else { return };
+    // SAFETY: `regs` holds the saved registers (8-byte aligned, on the trampoline's stack).
+    let slot = unsafe { regs.add(RSP as usize).cast::<u64>().read() };
+    let depth = DEPTH.with(Cell::get);
+    if depth >= RETURNS {
+        site.missed.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let slot_ptr = slot as usize as *mut u64;
+    // SAFETY: at a function's entry `rsp` points to its return address, on this thread's stack.
+    let to = unsafe { slot_ptr.read() };
+    PENDING.with(|p| p[depth].set(Pending { site, to, slot }));
+    DEPTH.with(|d| d.set(depth + 1));
+    // SAFETY: as above; the function returns through it to the return trampoline.
+    unsafe { slot_ptr.write(trampoline) };
+}
+
+/// What the return trampoline calls, with the saved registers: runs the return program of the call
+/// returning and hands back where it returns to.
+extern "C" fn on_return(regs: *mut u8) -> u64 {
+    // SAFETY: `regs` holds the saved registers.
+    let rsp_now = unsafe { regs.add(RSP as usize).cast::<u64>().read() };
+    // The call returning had its return address just below the stack pointer now. Calls deeper in the
+    // stack that never returned (a `longjmp` over them) are dropped.
+    let slot = rsp_now - 8;
+    let mut depth = DEPTH.with(Cell::get);
+    let call = loop {
+        if depth == 0 {
+            // Unreachable while only probes return here; without the address there is nowhere to go.
+            std::eprintln!("ebpf-vm: a return probe lost its return address");
+            std::process::abort();
+        }
+        depth -= 1;
+        let call = PENDING.with(|p| p[depth].get());
+        if call.slot >= slot {
+            break call;
+        }
+    };
+    DEPTH.with(|d| d.set(depth));
+    // SAFETY: `regs` holds the saved registers; `rip` is the real return address, as in the kernel.
+    unsafe { regs.add(RIP as usize).cast::<u64>().write(call.to) };
+    if let Ok(false) = BUSY.try_with(|b| b.replace(true)) {
+        let _section = readers::read();
+        // SAFETY: sites are never freed.
+        let site = unsafe { &*call.site };
+        let ret = site.ret.load(Ordering::Acquire);
+        if !ret.is_null() {
+            // SAFETY: as in `on_entry`.
+            unsafe { run(&*ret, regs) };
+        }
+        drop(_section);
+        BUSY.with(|b| b.set(false));
+    }
+    call.to
+}

@@ -1,0 +1,295 @@
+//! Uprobes and uretprobes on functions of this test binary: entry programs see the arguments and
+//! return programs the return value, on both engines; four threads calling the function are counted
+//! exactly; a detach while threads call crashes nothing and loses no call that finished before it
+//! began; and each kind of bad attach is a clear error that leaves the function working.
+#![cfg(all(feature = "uprobe", target_os = "linux", target_arch = "x86_64"))]
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+
+use ebpf_vm::attach::uprobe::{self, AttachError, ProbeKind, Target, Uprobe};
+use ebpf_vm::maps::{self, Map, MapDef, MapType};
+use ebpf_vm::{BuildError, Context, Engine, Env, Program, Vm};
+
+/// Probes patch shared code: the tests take turns.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn ebpf_vm_test_mul_add(a: u64, b: u64, c: u64) -> u64 {
+    black_box(a).wrapping_mul(black_box(b)).wrapping_add(black_box(c))
+}
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn ebpf_vm_test_threads(a: u64, b: u64) -> u64 {
+    black_box(a).wrapping_mul(3).wrapping_add(black_box(b))
+}
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn ebpf_vm_test_bad_input(a: u64) -> u64 {
+    black_box(a).wrapping_mul(7).wrapping_add(1)
+}
+
+// Two one-byte functions side by side (no padding between them), and one whose loop branches back
+// into its first five bytes.
+std::arch::global_asm!(
+    ".text",
+    ".globl ebpf_vm_test_tiny",
+    ".type ebpf_vm_test_tiny, @function",
+    "ebpf_vm_test_tiny:",
+    "ret",
+    ".size ebpf_vm_test_tiny, 1",
+    ".globl ebpf_vm_test_tiny_next",
+    ".type ebpf_vm_test_tiny_next, @function",
+    "ebpf_vm_test_tiny_next:",
+    "ret",
+    ".size ebpf_vm_test_tiny_next, 1",
+    ".p2align 4",
+    ".globl ebpf_vm_test_branchy",
+    ".type ebpf_vm_test_branchy, @function",
+    "ebpf_vm_test_branchy:",
+    "xor eax, eax",
+    "2:",
+    "add eax, 1",
+    "cmp eax, edi",
+    "jb 2b",
+    "ret",
+    ".size ebpf_vm_test_branchy, .-ebpf_vm_test_branchy",
+    // Keeps its argument in the red zone across a probe 8 bytes in, then returns it plus 1.
+    ".p2align 4",
+    ".globl ebpf_vm_test_red_zone",
+    ".type ebpf_vm_test_red_zone, @function",
+    "ebpf_vm_test_red_zone:",
+    "mov [rsp - 8], rdi",
+    "nop dword ptr [rax]",
+    "mov rax, [rsp - 8]",
+    "add rax, 1",
+    "ret",
+    ".size ebpf_vm_test_red_zone, .-ebpf_vm_test_red_zone",
+);
+
+extern "C" {
+    fn ebpf_vm_test_red_zone(a: u64) -> u64;
+    fn ebpf_vm_test_tiny();
+    fn ebpf_vm_test_branchy(n: u32) -> u32;
+}
+
+/// An array map of one value of `words` 8-byte words.
+fn record(words: u32) -> Arc<dyn Map> {
+    maps::create(MapDef { map_type: MapType::Array, key_size: 4, value_size: 8 * words, max_entries: 1, flags: 0 })
+        .expect("array")
+}
+
+fn words(map: &Arc<dyn Map>) -> Vec<u64> {
+    let v = map.get(&0u32.to_ne_bytes(), 0).expect("element 0");
+    v.chunks(8).map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes"))).collect()
+}
+
+/// A probe program for `engine` with map 0: adds 1 to word 0 and, for each `(pt_regs offset, word)`,
+/// stores the register into the word (`add` instead of storing when the word is 3: a sum).
+fn probe(engine: Engine, map: &Arc<dyn Map>, regs: &[(u32, u32)]) -> Arc<Vm> {
+    let mut text = String::from(
+        "mov %r6, %r1\nstw [%r10-4], 0\nmov %r2, %r10\nadd %r2, -4\nlddw %r1, map_fd(0)\ncall 1\njeq %r0, 0, out\n\
+         mov %r1, 1\nlock add [%r0+0], %r1\n",
+    );
+    for &(reg, word) in regs {
+        text.push_str(&format!("ldxdw %r1, [%r6+{reg}]\n"));
+        if word == 3 {
+            text.push_str(&format!("lock add [%r0+{}], %r1\n", word * 8));
+        } else {
+            text.push_str(&format!("stxdw [%r0+{}], %r1\n", word * 8));
+        }
+    }
+    text.push_str("out:\nmov %r0, 0\nexit");
+    let mut env = Env::new();
+    env.add_standard_helpers();
+    env.add_map(map.clone());
+    env.set_context(uprobe::context());
+    let program = Program::from_asm(&text).unwrap_or_else(|e| panic!("{e}"));
+    Arc::new(Vm::builder(program).env(env).engine(engine).verified().build().unwrap_or_else(|e| panic!("{e}")))
+}
+
+#[test]
+fn entry_and_return_programs_see_arguments_and_the_return_value() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    for engine in [Engine::Interpreter, Engine::Jit] {
+        let (args, ret) = (record(4), record(4));
+        let target = Target::symbol("ebpf_vm_test_mul_add");
+        let on_entry =
+            probe(engine, &args, &[(uprobe::pt_regs::RDI, 1), (uprobe::pt_regs::RSI, 2), (uprobe::pt_regs::RDX, 3)]);
+        let on_return = probe(engine, &ret, &[(uprobe::pt_regs::RAX, 1), (uprobe::pt_regs::RAX, 3)]);
+        let entry = Uprobe::attach(&target, ProbeKind::Entry, on_entry).expect("entry probe");
+        let exit = Uprobe::attach(&target, ProbeKind::Return, on_return).expect("return probe");
+        assert_eq!(ebpf_vm_test_mul_add(6, 7, 8), 50);
+        assert_eq!(ebpf_vm_test_mul_add(2, 3, 4), 10);
+        assert_eq!(words(&args), [2, 2, 3, 8 + 4], "{engine:?}: calls, last a, last b, sum of c");
+        assert_eq!(words(&ret), [2, 10, 0, 60], "{engine:?}: returns, last value, -, sum of values");
+        drop(entry);
+        assert_eq!(ebpf_vm_test_mul_add(1, 1, 1), 2);
+        assert_eq!(words(&args)[0], 2, "detached");
+        assert_eq!(words(&ret)[0], 3, "the return probe is still attached");
+        exit.detach();
+        assert_eq!(ebpf_vm_test_mul_add(1, 1, 1), 2);
+        assert_eq!(words(&ret)[0], 3, "detached");
+    }
+}
+
+#[test]
+fn four_threads_are_counted_exactly_and_a_detach_under_load_is_safe() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    const THREADS: u64 = 4;
+    const CALLS: u64 = 20_000;
+    for engine in [Engine::Jit, Engine::Interpreter] {
+        let (args, ret) = (record(4), record(4));
+        let target = Target::symbol("ebpf_vm_test_threads");
+        let entry = Uprobe::attach(&target, ProbeKind::Entry, probe(engine, &args, &[(uprobe::pt_regs::RSI, 3)]))
+            .expect("entry probe");
+        let exit = Uprobe::attach(&target, ProbeKind::Return, probe(engine, &ret, &[(uprobe::pt_regs::RAX, 3)]))
+            .expect("return probe");
+        // Exact counts: every call probed at entry and at return.
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let mut sum = 0u64;
+                    for i in 0..CALLS {
+                        sum = sum.wrapping_add(ebpf_vm_test_threads(t, i));
+                    }
+                    sum
+                })
+            })
+            .collect();
+        let returned: u64 = threads.into_iter().map(|t| t.join().expect("thread")).fold(0, u64::wrapping_add);
+        let b_sum: u64 = THREADS * (CALLS * (CALLS - 1) / 2);
+        assert_eq!(words(&args)[0], THREADS * CALLS, "{engine:?}: entries");
+        assert_eq!(words(&args)[3], b_sum, "{engine:?}: sum of the second arguments");
+        assert_eq!(words(&ret)[0], THREADS * CALLS, "{engine:?}: returns");
+        assert_eq!(words(&ret)[3], returned, "{engine:?}: sum of the return values");
+
+        // Detach while the threads call: nothing crashes, and every call finished before the detach
+        // began was counted; none is counted after it returned.
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let start = Arc::new(Barrier::new(THREADS as usize + 1));
+        let before = words(&args)[0];
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (stop, done, start) = (stop.clone(), done.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        assert_eq!(ebpf_vm_test_threads(t, i), t * 3 + i);
+                        done.fetch_add(1, Ordering::SeqCst);
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        start.wait();
+        while done.load(Ordering::SeqCst) < 1000 {
+            std::thread::yield_now();
+        }
+        let finished = done.load(Ordering::SeqCst);
+        entry.detach();
+        exit.detach();
+        let counted = words(&args)[0] - before;
+        assert!(counted >= finished, "{engine:?}: {finished} calls finished before the detach, {counted} counted");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(words(&args)[0] - before, counted, "{engine:?}: a call was counted after the detach");
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            t.join().expect("no thread crashed");
+        }
+    }
+}
+
+#[test]
+fn bad_attaches_are_clear_errors_and_leave_the_function_working() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let map = record(4);
+    let good = probe(Engine::Jit, &map, &[]);
+    let target = Target::symbol("ebpf_vm_test_bad_input");
+
+    let missing = Uprobe::attach(&Target::symbol("ebpf_vm_no_such_function"), ProbeKind::Entry, good.clone());
+    assert_eq!(missing.unwrap_err(), AttachError::NoSymbol("ebpf_vm_no_such_function".into()));
+
+    let tiny = Uprobe::attach(&Target::symbol("ebpf_vm_test_tiny"), ProbeKind::Entry, good.clone());
+    assert!(
+        matches!(tiny, Err(AttachError::TooShort { ref name, size: 1 }) if name == "ebpf_vm_test_tiny"),
+        "{tiny:?}"
+    );
+    // SAFETY: the function only returns.
+    unsafe { ebpf_vm_test_tiny() };
+
+    let branchy = Uprobe::attach(&Target::symbol("ebpf_vm_test_branchy"), ProbeKind::Entry, good.clone());
+    assert!(matches!(branchy, Err(AttachError::BranchIntoPatch { .. })), "{branchy:?}");
+    // SAFETY: the function counts up to its argument.
+    assert_eq!(unsafe { ebpf_vm_test_branchy(5) }, 5);
+
+    // A program that writes the registers does not verify against the pt_regs context.
+    let mut env = Env::new();
+    env.set_context(uprobe::context());
+    let writes = Program::from_asm("mov %r0, 0\nstxdw [%r1+112], %r0\nexit").expect("assembles");
+    let refused = Vm::builder(writes).env(env).verified().build();
+    assert!(matches!(refused, Err(BuildError::Verify(_))), "{refused:?}");
+    // Programs built for another context, or checked, are refused by attach.
+    let mut env = Env::new();
+    env.set_context(Context::fixed(168));
+    let other =
+        Arc::new(Vm::builder(Program::from_asm("mov %r0, 0\nexit").expect("asm")).env(env).build().expect("builds"));
+    assert_eq!(Uprobe::attach(&target, ProbeKind::Entry, other).unwrap_err(), AttachError::WrongContext);
+    let mut env = Env::new();
+    env.set_context(uprobe::context());
+    let checked = Arc::new(
+        Vm::builder(Program::from_asm("mov %r0, 0\nexit").expect("asm")).env(env).checked().build().expect("builds"),
+    );
+    assert!(matches!(Uprobe::attach(&target, ProbeKind::Entry, checked), Err(AttachError::NotVerified(_))));
+
+    // A second program of the same kind at the same function.
+    let first = Uprobe::attach(&target, ProbeKind::Entry, good.clone()).expect("first");
+    let second = Uprobe::attach(&target, ProbeKind::Entry, good.clone());
+    assert!(matches!(second, Err(AttachError::AlreadyAttached { kind: ProbeKind::Entry, .. })), "{second:?}");
+    // A return probe inside the function.
+    let inside = Target::Symbol { path: None, name: "ebpf_vm_test_bad_input".into(), offset: 1 };
+    assert!(matches!(Uprobe::attach(&inside, ProbeKind::Return, good.clone()), Err(AttachError::ReturnInside(1))));
+    assert_eq!(ebpf_vm_test_bad_input(6), 43);
+    assert_eq!(words(&map)[0], 1, "the first probe runs, once");
+    drop(first);
+    assert_eq!(ebpf_vm_test_bad_input(6), 43);
+    assert_eq!(words(&map)[0], 1);
+}
+
+#[test]
+fn a_probe_inside_a_function_keeps_its_red_zone() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let map = record(4);
+    // 8 bytes in, `rdi` is also below the stack pointer, where the function reads it back.
+    let target = Target::Symbol { path: None, name: "ebpf_vm_test_red_zone".into(), offset: 8 };
+    let probe = Uprobe::attach(&target, ProbeKind::Entry, probe(Engine::Jit, &map, &[(uprobe::pt_regs::RDI, 1)]))
+        .expect("probe inside the function");
+    // SAFETY: the function returns its argument plus 1.
+    assert_eq!(unsafe { ebpf_vm_test_red_zone(41) }, 42);
+    assert_eq!(words(&map)[..2], [1, 41]);
+    drop(probe);
+}
+
+#[test]
+fn a_library_function_is_probed_by_its_file_name() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let map = record(4);
+    let target = Target::Symbol { path: Some("libc.so.6".into()), name: "getpid".into(), offset: 0 };
+    let entry = Uprobe::attach(&target, ProbeKind::Entry, probe(Engine::Jit, &map, &[])).expect("entry probe");
+    let exit = Uprobe::attach(&target, ProbeKind::Return, probe(Engine::Jit, &map, &[(uprobe::pt_regs::RAX, 1)]))
+        .expect("return probe");
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    drop((entry, exit));
+    assert_eq!(pid as u32, std::process::id());
+    // Other threads of the test binary may call getpid too: at least this call, entry and return.
+    let w = words(&map);
+    assert!(w[0] >= 2, "{w:?}");
+    assert_eq!(w[1], std::process::id() as u64, "the return probe saw the process id");
+}
