@@ -69,9 +69,33 @@ std::arch::global_asm!(
     "add rax, 1",
     "ret",
     ".size ebpf_vm_test_red_zone, .-ebpf_vm_test_red_zone",
+    // The system call numbered by its fourth argument, on the first three: the `syscall` is the second
+    // of the three instructions a probe displaces, so a thread blocked in it is stopped inside them.
+    ".p2align 4",
+    ".globl ebpf_vm_test_blocking",
+    ".type ebpf_vm_test_blocking, @function",
+    "ebpf_vm_test_blocking:",
+    "mov eax, ecx",
+    "syscall",
+    "nop",
+    "ret",
+    ".size ebpf_vm_test_blocking, .-ebpf_vm_test_blocking",
+    // Its argument plus 1, in steps of 1, 3 and 4 bytes: a probe displaces three instructions.
+    ".p2align 4",
+    ".globl ebpf_vm_test_short_steps",
+    ".type ebpf_vm_test_short_steps, @function",
+    "ebpf_vm_test_short_steps:",
+    "push rbx",
+    "mov rbx, rdi",
+    "lea rax, [rbx + 1]",
+    "pop rbx",
+    "ret",
+    ".size ebpf_vm_test_short_steps, .-ebpf_vm_test_short_steps",
 );
 
 extern "C" {
+    fn ebpf_vm_test_short_steps(a: u64) -> u64;
+    fn ebpf_vm_test_blocking(fd: i32, buf: *mut u8, len: usize, nr: i64) -> i64;
     fn ebpf_vm_test_red_zone(a: u64) -> u64;
     fn ebpf_vm_test_tiny();
     fn ebpf_vm_test_branchy(n: u32) -> u32;
@@ -292,4 +316,82 @@ fn a_library_function_is_probed_by_its_file_name() {
     let w = words(&map);
     assert!(w[0] >= 2, "{w:?}");
     assert_eq!(w[1], std::process::id() as u64, "the return probe saw the process id");
+}
+
+#[test]
+fn a_thread_blocked_inside_the_replaced_instructions_resumes_in_the_trampoline() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut fds = [0i32; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (read_end, write_end) = (fds[0], fds[1]);
+    // A thread blocks reading the empty pipe in the `syscall` between the first and the third
+    // instruction the jump will replace.
+    let reader = std::thread::spawn(move || {
+        let mut byte = 0u8;
+        // SAFETY: a pipe's read end and a one-byte buffer.
+        let n = unsafe { ebpf_vm_test_blocking(read_end, &mut byte, 1, libc::SYS_read) };
+        (n, byte)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let map = record(4);
+    let probe =
+        Uprobe::attach(&Target::symbol("ebpf_vm_test_blocking"), ProbeKind::Entry, probe(Engine::Jit, &map, &[]))
+            .expect("probe over three instructions");
+    // The blocked thread was moved to the trampoline's copy of the `syscall`: it reads once woken.
+    // SAFETY: the pipe's write end and one byte.
+    assert_eq!(unsafe { libc::write(write_end, [42u8].as_ptr().cast(), 1) }, 1);
+    assert_eq!(reader.join().expect("the blocked thread resumed"), (1, 42));
+    assert_eq!(words(&map)[0], 0, "its call began before the probe");
+    // A call made now is probed.
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::write(write_end, [7u8].as_ptr().cast(), 1) }, 1);
+    let mut byte = 0u8;
+    // SAFETY: the pipe's read end, with a byte waiting.
+    assert_eq!(unsafe { ebpf_vm_test_blocking(read_end, &mut byte, 1, libc::SYS_read) }, 1);
+    assert_eq!((byte, words(&map)[0]), (7, 1));
+    drop(probe);
+    // SAFETY: the pipe's descriptors, closed once.
+    unsafe {
+        libc::close(read_end);
+        libc::close(write_end);
+    }
+}
+
+#[test]
+fn attach_and_detach_cycles_while_threads_run_the_replaced_instructions() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let (stop, calls) = (stop.clone(), calls.clone());
+            std::thread::spawn(move || {
+                let mut i = t;
+                while !stop.load(Ordering::Relaxed) {
+                    // SAFETY: the function returns its argument plus 1.
+                    assert_eq!(unsafe { ebpf_vm_test_short_steps(i) }, i + 1);
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    i += 4;
+                }
+            })
+        })
+        .collect();
+    let map = record(4);
+    let program = probe(Engine::Jit, &map, &[(uprobe::pt_regs::RDI, 1)]);
+    let target = Target::symbol("ebpf_vm_test_short_steps");
+    for kind in [ProbeKind::Entry, ProbeKind::Return].into_iter().cycle().take(40) {
+        let before = words(&map)[0];
+        let probe = Uprobe::attach(&target, kind, program.clone()).expect("attaches");
+        while words(&map)[0] == before {
+            std::thread::yield_now();
+        }
+        drop(probe);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().expect("no thread crashed or saw a wrong result");
+    }
+    assert!(words(&map)[0] >= 40, "each attachment ran");
+    assert!(calls.load(Ordering::Relaxed) >= words(&map)[0] / 2);
 }

@@ -15,13 +15,16 @@
 //! while other threads call the function; trampolines are never freed (a thread may be inside one
 //! when its probe detaches), and a later attach at the same address reuses them.
 //!
-//! Not handled: a thread stopped exactly between two of the displaced instructions when the jump is
-//! written resumes inside it (the window is one instruction of the prologue, at attach time only);
-//! probes at addresses whose jump would straddle an 8-byte boundary (refused); return probes deeper
+//! When the jump replaces more than one instruction, the other threads are stopped while it is written
+//! (a real-time signal, `SIGRTMIN + 6`), and one stopped between two of them is moved to the same
+//! instruction in the trampoline's copy.
+//!
+//! Not handled: probes at addresses whose jump would straddle an 8-byte boundary (refused); return probes deeper
 //! than 64 nested calls on one thread (the deeper calls run their return programs not at all); the
 //! upper halves of the AVX registers (saved only as far as SSE's 128 bits).
 
 mod patch;
+mod quiesce;
 mod symbols;
 mod trampoline;
 
@@ -31,6 +34,8 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
+
+use iced_x86::Instruction;
 
 use super::readers;
 use crate::link::Context;
@@ -174,9 +179,13 @@ pub enum AttachError {
     /// The code changed under the probe (someone else patched it).
     #[error("the code at {0:#x} changed under the probe")]
     Changed(u64),
-    /// A page's protection could not be changed.
-    #[error("mprotect: {0}")]
-    Protect(String),
+    /// A page's protection could not be changed (the error number).
+    #[error("mprotect failed: errno {0}")]
+    Protect(i32),
+    /// Another thread of the process did not stop (it blocks the signal used) while a jump over
+    /// several instructions was to be written; nothing was changed.
+    #[error("a thread of the process did not stop for the patch (does it block SIGRTMIN+6?)")]
+    ThreadsDidNotStop,
     /// The process's maps or files could not be read.
     #[error("reading the process: {0}")]
     Process(String),
@@ -208,6 +217,8 @@ struct Site {
     /// The bytes the jump replaces, and the jump.
     original: [u8; patch::JUMP_LEN as usize],
     jump: [u8; patch::JUMP_LEN as usize],
+    /// For each displaced instruction after the first: its address, and its copy's in the trampoline.
+    moves: Vec<(u64, u64)>,
     /// The entry and return programs, or null: `Box<Arc<Vm>>` pointers, freed after a grace period.
     entry: AtomicPtr<Arc<Vm>>,
     ret: AtomicPtr<Arc<Vm>>,
@@ -282,8 +293,11 @@ impl Uprobe {
         // trampoline, which is complete and executable.
         match unsafe { patch::current(addr) } {
             now if now == site.jump => {}
-            // SAFETY: as above.
-            _ => match unsafe { patch::swap(addr, site.original, site.jump) } {
+            // SAFETY: as above. With several instructions replaced, the other threads are stopped first
+            // and those stopped between them moved to the trampoline's copies.
+            _ => match quiesce::with_threads_stopped(&site.moves, || unsafe {
+                patch::swap(addr, site.original, site.jump)
+            }) {
                 Ok(()) => {}
                 Err(e) => {
                     let vm = slot.swap(core::ptr::null_mut(), Ordering::AcqRel);
@@ -341,15 +355,17 @@ fn make_site(f: &symbols::Function, addr: u64) -> Result<&'static Site, AttachEr
     let original = unsafe { patch::current(addr) };
     let page = patch::page_near(addr)?;
     let jump = patch::jump(addr, page as u64).ok_or(AttachError::NoMemoryNear(addr))?;
-    let site: &'static Site = Box::leak(Box::new(Site {
+    let site: &'static mut Site = Box::leak(Box::new(Site {
         addr,
         original,
         jump,
+        moves: Vec::new(),
         entry: AtomicPtr::new(core::ptr::null_mut()),
         ret: AtomicPtr::new(core::ptr::null_mut()),
         missed: AtomicU64::new(0),
     }));
-    let code = trampoline::entry(page as u64, site as *const Site as u64, addr, &displaced.instructions)?;
+    let (code, copies) = trampoline::entry(page as u64, &raw const *site as u64, addr, &displaced.instructions)?;
+    site.moves = displaced.instructions.iter().map(Instruction::ip).zip(copies).skip(1).collect();
     if code.len() > 4096 {
         return Err(AttachError::Assemble("the trampoline does not fit its page".into()));
     }

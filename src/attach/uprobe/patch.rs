@@ -2,7 +2,6 @@
 //! jump displaces (and whether that is safe), executable memory within a jump's reach, and writing
 //! the jump in one atomic store.
 
-use alloc::string::ToString;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -150,7 +149,7 @@ pub(crate) fn seal(page: *mut u8) -> Result<(), AttachError> {
     // SAFETY: a page this module mapped; nothing runs it before this returns.
     let r = unsafe { libc::mprotect(page.cast(), 4096, libc::PROT_READ | libc::PROT_EXEC) };
     if r != 0 {
-        return Err(AttachError::Protect(std::io::Error::last_os_error().to_string()));
+        return Err(AttachError::Protect(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)));
     }
     Ok(())
 }
@@ -174,6 +173,7 @@ pub(crate) fn jump(from: u64, to: u64) -> Option<[u8; JUMP_LEN as usize]> {
 
 /// Replaces the `JUMP_LEN` bytes at `addr` with `new`, if they still are `old`, in one atomic store
 /// (the page made writable meanwhile): a thread that runs them sees either all old or all new bytes.
+/// Allocates nothing (it runs while other threads are stopped).
 ///
 /// # Safety
 /// `addr` is code of a loaded file that [`atomic_at`] accepts, and no other thread writes it
@@ -189,7 +189,7 @@ pub(crate) unsafe fn swap(
     let rwx = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC;
     // SAFETY: the code's own pages, kept executable throughout.
     if unsafe { libc::mprotect(page as usize as *mut libc::c_void, span, rwx) } != 0 {
-        return Err(AttachError::Protect(std::io::Error::last_os_error().to_string()));
+        return Err(AttachError::Protect(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)));
     }
     // SAFETY: `word` is 8-byte aligned, mapped and now writable; code bytes are accessed only with this
     // atomic here (the processor reads them as instructions, which an aligned store updates at once).

@@ -8,7 +8,7 @@ use core::sync::atomic::Ordering;
 use std::sync::OnceLock;
 
 use iced_x86::code_asm::*;
-use iced_x86::{FlowControl, Instruction};
+use iced_x86::{BlockEncoderOptions, FlowControl, Instruction};
 
 use super::pt_regs::*;
 use super::{readers, AttachError, Site, PT_REGS_SIZE};
@@ -109,24 +109,35 @@ fn restore(a: &mut CodeAssembler) -> Result<(), IcedError> {
 
 /// The entry trampoline of `site` (at `probed`), to be placed at `ip`: saves the registers, calls
 /// [`on_entry`], restores them, runs the `displaced` instructions re-encoded for their new address
-/// and jumps back after them.
-pub(super) fn entry(ip: u64, site: u64, probed: u64, displaced: &[Instruction]) -> Result<Vec<u8>, AttachError> {
-    let build = || -> Result<Vec<u8>, IcedError> {
+/// and jumps back after them. Also gives where each displaced instruction's copy is.
+pub(super) fn entry(
+    ip: u64,
+    site: u64,
+    probed: u64,
+    displaced: &[Instruction],
+) -> Result<(Vec<u8>, Vec<u64>), AttachError> {
+    let build = || -> Result<(Vec<u8>, Vec<u64>), IcedError> {
         let mut a = CodeAssembler::new(64)?;
         let below = RED_ZONE + PT_REGS_SIZE as i32;
         a.lea(rsp, qword_ptr(rsp - below))?;
         save_and_call(&mut a, below, Some(probed), Some(site), on_entry as *const () as u64)?;
         restore(&mut a)?;
         a.lea(rsp, qword_ptr(rsp + below))?;
+        let mut labels = Vec::new();
         for i in displaced {
+            let mut label = a.create_label();
+            a.set_label(&mut label)?;
             a.add_instruction(*i)?;
+            labels.push(label);
         }
         if let Some(last) = displaced.last() {
             if !matches!(last.flow_control(), FlowControl::Return | FlowControl::UnconditionalBranch) {
                 a.jmp(last.next_ip())?;
             }
         }
-        a.assemble(ip)
+        let result = a.assemble_options(ip, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)?;
+        let copies = labels.iter().map(|l| result.label_ip(l)).collect::<Result<Vec<u64>, _>>()?;
+        Ok((result.inner.code_buffer, copies))
     };
     build().map_err(asm_error)
 }

@@ -1,0 +1,232 @@
+//! Writing a jump over several instructions while other threads run them: every other thread of the
+//! process is stopped in a signal handler first. A thread stopped between two of the instructions the
+//! jump replaces would resume inside the jump; its handler moves it to the same instruction in the
+//! trampoline's copy, which goes on exactly as the original would. Then the jump is written and the
+//! threads go on.
+//!
+//! While the threads are stopped, this thread allocates nothing and takes no lock (a stopped thread may
+//! hold the allocator's): the thread list is read with `getdents64` into a buffer on the stack, the
+//! thread ids go into a vector reserved beforehand, and the write reports errors as numbers.
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use super::AttachError;
+
+/// The real-time signal used, above those glibc keeps for itself (`SIGRTMIN() + 6`).
+fn signal() -> i32 {
+    libc::SIGRTMIN() + 6
+}
+
+/// How long the other threads get to stop (a thread that blocks the signal never does).
+const PATIENCE: Duration = Duration::from_secs(2);
+
+/// The round the signals sent belong to (carried in each signal's value): a signal of another round,
+/// delivered late, is ignored.
+static ROUND: AtomicU64 = AtomicU64::new(0);
+/// Threads stopped, and threads that left the handler, in the round in the high 32 bits: a thread
+/// counts itself only in its own round.
+static STOPPED: AtomicU64 = AtomicU64::new(0);
+static LEFT: AtomicU64 = AtomicU64::new(0);
+/// The last round whose threads may leave.
+static RELEASED: AtomicU64 = AtomicU64::new(0);
+/// The moves of this round: pairs (address inside the replaced bytes, same instruction in the
+/// trampoline), `MOVES_LEN` of them.
+static MOVES: AtomicPtr<(u64, u64)> = AtomicPtr::new(core::ptr::null_mut());
+static MOVES_LEN: AtomicUsize = AtomicUsize::new(0);
+
+/// The handler: moves the thread out of the replaced bytes, then waits for the release.
+extern "C" fn on_signal(_sig: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo; for `SI_QUEUE` the value is at offset 24 (x86_64).
+    let (code, value) = unsafe {
+        let p = info.cast::<u8>();
+        (p.add(8).cast::<i32>().read(), p.add(24).cast::<u64>().read())
+    };
+    if code != libc::SI_QUEUE || value != ROUND.load(Ordering::Acquire) || !count(&STOPPED, value) {
+        return;
+    }
+    let moves = MOVES.load(Ordering::Acquire);
+    if !moves.is_null() {
+        // SAFETY: `context` is the interrupted thread's `ucontext_t`; `moves` holds `MOVES_LEN` pairs
+        // that stay alive until every stopped thread has left.
+        unsafe {
+            let uc = context.cast::<libc::ucontext_t>();
+            let rip = &mut (*uc).uc_mcontext.gregs[libc::REG_RIP as usize];
+            for i in 0..MOVES_LEN.load(Ordering::Acquire) {
+                let (from, to) = *moves.add(i);
+                if *rip as u64 == from {
+                    *rip = to as i64;
+                }
+            }
+        }
+    }
+    while RELEASED.load(Ordering::Acquire) < value {
+        core::hint::spin_loop();
+    }
+    count(&LEFT, value);
+}
+
+/// Adds one to `counter` if it counts round `round`; whether it did.
+fn count(counter: &AtomicU64, round: u64) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| (v >> 32 == round & 0xffff_ffff).then_some(v + 1))
+        .is_ok()
+}
+
+/// What `counter` counted in round `round`.
+fn counted(counter: &AtomicU64, round: u64) -> usize {
+    let v = counter.load(Ordering::SeqCst);
+    if v >> 32 == round & 0xffff_ffff {
+        (v & 0xffff_ffff) as usize
+    } else {
+        0
+    }
+}
+
+/// Installs the handler, once.
+fn install() -> Result<(), AttachError> {
+    static INSTALLED: OnceLock<Result<(), i32>> = OnceLock::new();
+    let r = INSTALLED.get_or_init(|| {
+        // SAFETY: a zeroed sigaction is valid; the handler is async-signal-safe (atomics and the
+        // interrupted context only), every signal blocked while it runs.
+        unsafe {
+            let mut action: libc::sigaction = core::mem::zeroed();
+            action.sa_sigaction = on_signal as *const () as usize;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+            libc::sigfillset(&mut action.sa_mask);
+            if libc::sigaction(signal(), &action, core::ptr::null_mut()) != 0 {
+                return Err(*libc::__errno_location());
+            }
+        }
+        Ok(())
+    });
+    r.map_err(|errno| AttachError::Process(alloc::format!("sigaction: errno {errno}")))
+}
+
+/// Thread ids of the process not yet in `seen`, appended to it; false if `seen` is full (it never
+/// grows here) or the list cannot be read.
+fn more_threads(seen: &mut Vec<i32>) -> bool {
+    // SAFETY: a NUL-terminated path; the descriptor is closed below.
+    let fd = unsafe { libc::open(c"/proc/self/task".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return false;
+    }
+    let mut buf = [0u8; 4096];
+    let mut ok = true;
+    'read: loop {
+        // SAFETY: `buf` is writable for its length.
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) };
+        if n < 0 {
+            ok = false;
+            break;
+        }
+        if n == 0 {
+            break;
+        }
+        let mut at = 0usize;
+        while at + 19 < n as usize {
+            // linux_dirent64: inode (8), offset (8), record length (2), type (1), name.
+            let len = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
+            if len == 0 {
+                break;
+            }
+            let name = &buf[at + 19..(at + len).min(n as usize)];
+            let mut tid: i32 = 0;
+            let mut digits = 0;
+            for &c in name.iter().take_while(|&&c| c != 0) {
+                if !c.is_ascii_digit() {
+                    digits = 0;
+                    break;
+                }
+                tid = tid.saturating_mul(10).saturating_add((c - b'0') as i32);
+                digits += 1;
+            }
+            if digits > 0 && !seen.contains(&tid) {
+                if seen.len() == seen.capacity() {
+                    ok = false;
+                    break 'read;
+                }
+                seen.push(tid);
+            }
+            at += len;
+        }
+    }
+    // SAFETY: opened above.
+    unsafe { libc::close(fd) };
+    ok
+}
+
+/// Runs `write` with every other thread of the process stopped, those stopped at a `from` of `moves`
+/// moved to its `to`. Fails (without running `write`) if a thread does not stop in time.
+pub(crate) fn with_threads_stopped(
+    moves: &[(u64, u64)],
+    write: impl FnOnce() -> Result<(), AttachError>,
+) -> Result<(), AttachError> {
+    install()?;
+    let pid = std::process::id() as i32;
+    // SAFETY: no preconditions.
+    let me = unsafe { libc::gettid() };
+    let mut threads: Vec<i32> = Vec::new();
+    let now = std::fs::read_dir("/proc/self/task").map_or(64, |d| d.count());
+    threads.try_reserve(now * 2 + 256).map_err(|_| AttachError::Process("out of memory".into()))?;
+    threads.push(me);
+
+    MOVES_LEN.store(moves.len(), Ordering::SeqCst);
+    MOVES.store(moves.as_ptr().cast_mut(), Ordering::SeqCst);
+    // Rounds are odd while threads stop; the even number after one ends it.
+    let round = ROUND.fetch_add(1, Ordering::SeqCst) + 1;
+    STOPPED.store((round & 0xffff_ffff) << 32, Ordering::SeqCst);
+    LEFT.store((round & 0xffff_ffff) << 32, Ordering::SeqCst);
+
+    // From here until the release: no allocation, no lock.
+    let mut signalled = 0usize;
+    let mut complete = true;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let known = threads.len();
+        if !more_threads(&mut threads) {
+            complete = false;
+            break;
+        }
+        if threads.len() == known && counted(&STOPPED, round) == signalled {
+            // Every thread stopped, and none was created meanwhile (a stopped thread creates none).
+            break;
+        }
+        for &tid in &threads[known..] {
+            // SAFETY: a zeroed siginfo with the fields `SI_QUEUE` reads set at their x86_64 offsets.
+            let sent = unsafe {
+                let mut info: libc::siginfo_t = core::mem::zeroed();
+                let p = (&raw mut info).cast::<u8>();
+                p.cast::<i32>().write(signal());
+                p.add(8).cast::<i32>().write(libc::SI_QUEUE);
+                p.add(16).cast::<i32>().write(pid);
+                p.add(20).cast::<u32>().write(libc::getuid());
+                p.add(24).cast::<u64>().write(round);
+                libc::syscall(libc::SYS_rt_tgsigqueueinfo, pid, tid, signal(), &raw const info)
+            };
+            if sent == 0 {
+                signalled += 1;
+            }
+        }
+        while counted(&STOPPED, round) < signalled && Instant::now() < deadline {
+            core::hint::spin_loop();
+        }
+        if counted(&STOPPED, round) < signalled {
+            complete = false;
+            break;
+        }
+    }
+    let result = if complete { write() } else { Err(AttachError::ThreadsDidNotStop) };
+    // Signals of this round delivered from now on are ignored, and the stopped threads may leave.
+    ROUND.fetch_add(1, Ordering::SeqCst);
+    RELEASED.store(round, Ordering::SeqCst);
+    // The moves stay readable until every thread that stopped has left the handler.
+    while counted(&LEFT, round) < counted(&STOPPED, round) {
+        core::hint::spin_loop();
+    }
+    MOVES.store(core::ptr::null_mut(), Ordering::SeqCst);
+    MOVES_LEN.store(0, Ordering::SeqCst);
+    result
+}
