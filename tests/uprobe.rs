@@ -8,8 +8,10 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 
-use ebpf_vm::attach::uprobe::{self, AttachError, ProbeKind, Target, Uprobe};
+use ebpf_vm::attach::uprobe::{self, attach_object, AttachError, ProbeKind, Target, Uprobe};
+use ebpf_vm::elf::Object;
 use ebpf_vm::maps::{self, Map, MapDef, MapType};
+use ebpf_vm::Instance;
 use ebpf_vm::{BuildError, Context, Engine, Env, Program, Vm};
 
 /// Probes patch shared code: the tests take turns.
@@ -19,6 +21,12 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 #[inline(never)]
 pub extern "C" fn ebpf_vm_test_mul_add(a: u64, b: u64, c: u64) -> u64 {
     black_box(a).wrapping_mul(black_box(b)).wrapping_add(black_box(c))
+}
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn ebpf_vm_test_fixture_target(a: u64, b: u64, c: u64) -> u64 {
+    black_box(a).wrapping_add(black_box(b)).wrapping_mul(black_box(c))
 }
 
 #[no_mangle]
@@ -108,6 +116,10 @@ fn record(words: u32) -> Arc<dyn Map> {
 }
 
 fn words(map: &Arc<dyn Map>) -> Vec<u64> {
+    words_of(map.as_ref())
+}
+
+fn words_of(map: &dyn Map) -> Vec<u64> {
     let v = map.get(&0u32.to_ne_bytes(), 0).expect("element 0");
     v.chunks(8).map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes"))).collect()
 }
@@ -394,4 +406,28 @@ fn attach_and_detach_cycles_while_threads_run_the_replaced_instructions() {
     }
     assert!(words(&map)[0] >= 40, "each attachment ran");
     assert!(calls.load(Ordering::Relaxed) >= words(&map)[0] / 2);
+}
+
+#[test]
+fn an_object_built_by_clang_attaches_by_its_section_names() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let object = Object::parse(include_bytes!("fixtures/uprobe_args.o")).expect("the fixture parses");
+    for engine in [Engine::Jit, Engine::Interpreter] {
+        let instance = Instance::new(&object).expect("maps");
+        // A `const volatile` set before load, as a libbpf loader does.
+        let rodata = instance.map(".rodata").expect(".rodata");
+        rodata.update(&0u32.to_ne_bytes(), &3u64.to_ne_bytes(), 0, 0).expect("scale = 3");
+        let probes = attach_object(&instance, engine).expect("both programs attach");
+        assert_eq!(probes.len(), 2);
+        assert_eq!(ebpf_vm_test_fixture_target(5, 6, 7), 77);
+        assert_eq!(ebpf_vm_test_fixture_target(1, 2, 3), 9);
+        drop(probes);
+        assert_eq!(ebpf_vm_test_fixture_target(1, 1, 1), 2);
+        let stats = words(instance.map("stats").expect("stats"));
+        assert_eq!(stats, [2, 3, 2, 3, 2, 86], "{engine:?}: calls, a * scale, b, c, returns, sum of returns");
+    }
+    // An object with a program in a section that is no probe: nothing attaches.
+    let hooks = Object::parse(include_bytes!("fixtures/hash_count.o")).expect("parses");
+    let refused = attach_object(&Instance::new(&hooks).expect("maps"), Engine::Jit);
+    assert!(matches!(refused, Err(AttachError::UnsupportedSection { .. })), "{refused:?}");
 }

@@ -23,6 +23,7 @@
 //! than 64 nested calls on one thread (the deeper calls run their return programs not at all); the
 //! upper halves of the AVX registers (saved only as far as SSE's 128 bits).
 
+mod object;
 mod patch;
 mod quiesce;
 mod symbols;
@@ -36,6 +37,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use iced_x86::Instruction;
+pub use object::{attach_object, parse_section};
 
 use super::readers;
 use crate::link::Context;
@@ -206,6 +208,25 @@ pub enum AttachError {
     /// The program was built for another context than [`context`].
     #[error("probe programs must be built with uprobe::context() (pt_regs, 168 read-only bytes)")]
     WrongContext,
+    /// A program's section names a probe this cannot read.
+    #[error("section `{0}`: expected uprobe/PATH:FUNCTION[+OFFSET] or uretprobe/PATH:FUNCTION")]
+    BadSection(String),
+    /// A program of an object is in a section that is no uprobe or uretprobe.
+    #[error("program `{program}` (section `{section}`) is not a uprobe or uretprobe")]
+    UnsupportedSection {
+        /// The program.
+        program: String,
+        /// Its section.
+        section: String,
+    },
+    /// A program of an object does not build (verified, against the pt_regs context).
+    #[error("program `{program}`: {error}")]
+    Build {
+        /// The program.
+        program: String,
+        /// Why.
+        error: String,
+    },
     /// The trampoline could not be assembled.
     #[error("assembling the trampoline: {0}")]
     Assemble(String),
