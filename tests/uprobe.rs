@@ -8,6 +8,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 
+use ebpf_vm::attach::uprobe::syscalls::{self, SyscallTracepoint, TracepointKind};
 use ebpf_vm::attach::uprobe::{self, attach_object, AttachError, ProbeKind, Target, Uprobe};
 use ebpf_vm::elf::Object;
 use ebpf_vm::maps::{self, Map, MapDef, MapType};
@@ -287,7 +288,7 @@ fn bad_attaches_are_clear_errors_and_leave_the_function_working() {
     // A second program of the same kind at the same function.
     let first = Uprobe::attach(&target, ProbeKind::Entry, good.clone()).expect("first");
     let second = Uprobe::attach(&target, ProbeKind::Entry, good.clone());
-    assert!(matches!(second, Err(AttachError::AlreadyAttached { kind: ProbeKind::Entry, .. })), "{second:?}");
+    assert!(matches!(second, Err(AttachError::AlreadyAttached { what: "an entry probe", .. })), "{second:?}");
     // A return probe inside the function.
     let inside = Target::Symbol { path: None, name: "ebpf_vm_test_bad_input".into(), offset: 1 };
     assert!(matches!(Uprobe::attach(&inside, ProbeKind::Return, good.clone()), Err(AttachError::ReturnInside(1))));
@@ -418,6 +419,7 @@ fn an_object_built_by_clang_attaches_by_its_section_names() {
         let rodata = instance.map(".rodata").expect(".rodata");
         rodata.update(&0u32.to_ne_bytes(), &3u64.to_ne_bytes(), 0, 0).expect("scale = 3");
         let probes = attach_object(&instance, engine).expect("both programs attach");
+        assert!(probes.iter().all(|a| matches!(a, uprobe::Attachment::Probe(_))));
         assert_eq!(probes.len(), 2);
         assert_eq!(ebpf_vm_test_fixture_target(5, 6, 7), 77);
         assert_eq!(ebpf_vm_test_fixture_target(1, 2, 3), 9);
@@ -430,4 +432,109 @@ fn an_object_built_by_clang_attaches_by_its_section_names() {
     let hooks = Object::parse(include_bytes!("fixtures/hash_count.o")).expect("parses");
     let refused = attach_object(&Instance::new(&hooks).expect("maps"), Engine::Jit);
     assert!(matches!(refused, Err(AttachError::UnsupportedSection { .. })), "{refused:?}");
+}
+
+/// A tracepoint program for `engine` on `context` with map 0: for this thread's calls only (the
+/// context's thread id at offset 4 is `tid`), adds 1 to word 0, stores the word at `at` into word 1
+/// and adds it to word 3.
+fn tracepoint(engine: Engine, map: &Arc<dyn Map>, context: Context, tid: u32, at: u32) -> Arc<Vm> {
+    let text = format!(
+        "mov %r6, %r1\nldxw %r1, [%r6+4]\njne %r1, {tid}, out\nstw [%r10-4], 0\nmov %r2, %r10\nadd %r2, -4\n\
+         lddw %r1, map_fd(0)\ncall 1\njeq %r0, 0, out\nmov %r1, 1\nlock add [%r0+0], %r1\n\
+         ldxdw %r1, [%r6+{at}]\nstxdw [%r0+8], %r1\nlock add [%r0+24], %r1\nout:\nmov %r0, 0\nexit"
+    );
+    let mut env = Env::new();
+    env.add_standard_helpers();
+    env.add_map(map.clone());
+    env.set_context(context);
+    let program = Program::from_asm(&text).unwrap_or_else(|e| panic!("{e}"));
+    Arc::new(Vm::builder(program).env(env).engine(engine).verified().build().unwrap_or_else(|e| panic!("{e}")))
+}
+
+#[test]
+fn syscall_tracepoints_count_openat_calls_exactly() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: no preconditions.
+    let tid = unsafe { libc::gettid() } as u32;
+    for engine in [Engine::Jit, Engine::Interpreter] {
+        let (enter, exit) = (record(4), record(4));
+        // sys_enter_openat: args[2] (the flags) at 32; sys_exit_openat: the return value at 16.
+        let on_enter = tracepoint(engine, &enter, syscalls::enter_context(), tid, 32);
+        let on_exit = tracepoint(engine, &exit, syscalls::exit_context(), tid, 16);
+        let entering = SyscallTracepoint::attach("openat", TracepointKind::Enter, on_enter).expect("sys_enter_openat");
+        let exiting = SyscallTracepoint::attach("openat", TracepointKind::Exit, on_exit).expect("sys_exit_openat");
+        // Attaching read this process's maps and files: count from here.
+        let (e0, x0) = (words(&enter)[0], words(&exit)[0]);
+        let file = std::fs::File::open("/dev/null").expect("std opens through libc");
+        let (null, missing) = (c"/dev/null", c"/nonexistent/ebpf-vm");
+        let mut fds = Vec::new();
+        // SAFETY: NUL-terminated paths; descriptors closed below.
+        unsafe {
+            for _ in 0..3 {
+                fds.push(libc::openat(libc::AT_FDCWD, null.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC));
+            }
+            for _ in 0..2 {
+                fds.push(libc::open(null.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC));
+            }
+            assert_eq!(libc::open(missing.as_ptr(), libc::O_RDONLY | libc::O_NOFOLLOW), -1);
+        }
+        let (e, x) = (words(&enter), words(&exit));
+        drop((entering, exiting));
+        drop(file);
+        for fd in fds {
+            assert!(fd >= 0);
+            // SAFETY: opened above.
+            unsafe { libc::close(fd) };
+        }
+        assert_eq!(
+            e[0] - e0,
+            7,
+            "{engine:?}: 1 from std, 3 openat, 3 open, as the kernel's sys_enter_openat counts them"
+        );
+        assert_eq!(e[1] as i32, libc::O_RDONLY | libc::O_NOFOLLOW, "{engine:?}: the last call's flags (args[2])");
+        assert_eq!(x[0] - x0, 7, "{engine:?}: every call returned");
+        assert_eq!(x[1] as i64, -(libc::ENOENT as i64), "{engine:?}: the last call failed with -ENOENT");
+        assert!(syscalls::covered().any(|(name, functions)| name == "openat" && functions.contains(&"open")));
+    }
+    let mut env = Env::new();
+    env.set_context(uprobe::context());
+    let regs =
+        Arc::new(Vm::builder(Program::from_asm("mov %r0, 0\nexit").expect("asm")).env(env).build().expect("builds"));
+    assert_eq!(
+        SyscallTracepoint::attach("openat", TracepointKind::Enter, regs.clone()).unwrap_err(),
+        AttachError::WrongContext
+    );
+    assert_eq!(
+        SyscallTracepoint::attach("no_such_call", TracepointKind::Enter, regs).unwrap_err(),
+        AttachError::NoSyscall("no_such_call".into())
+    );
+}
+
+#[test]
+fn syscall_tracepoints_of_an_object_built_by_clang() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: no preconditions.
+    let tid = unsafe { libc::gettid() } as u32;
+    let object = Object::parse(include_bytes!("fixtures/uprobe_syscalls.o")).expect("the fixture parses");
+    for engine in [Engine::Jit, Engine::Interpreter] {
+        let instance = Instance::new(&object).expect("maps");
+        let rodata = instance.map(".rodata").expect(".rodata");
+        rodata.update(&0u32.to_ne_bytes(), &tid.to_ne_bytes(), 0, 0).expect("target_tid");
+        let attached = attach_object(&instance, engine).expect("both tracepoints attach");
+        let stats = instance.map("openat_stats").expect("stats").clone();
+        let before = words(&stats);
+        // SAFETY: NUL-terminated paths; the descriptor is closed.
+        unsafe {
+            let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            assert!(fd >= 0);
+            libc::close(fd);
+            assert_eq!(libc::openat(libc::AT_FDCWD, c"/nonexistent/x".as_ptr(), libc::O_RDONLY), -1);
+        }
+        let after = words(&stats);
+        drop(attached);
+        assert_eq!(after[0] - before[0], 2, "{engine:?}: entered");
+        assert_eq!(after[1] - before[1], 2, "{engine:?}: exited");
+        assert_eq!(after[2], libc::O_RDONLY as u64, "{engine:?}: the last call's flags");
+        assert_eq!(after[3] as i64, -(libc::ENOENT as i64), "{engine:?}: the last call's result");
+    }
 }

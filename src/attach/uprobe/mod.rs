@@ -27,6 +27,7 @@ mod object;
 mod patch;
 mod quiesce;
 mod symbols;
+pub mod syscalls;
 mod trampoline;
 
 use alloc::boxed::Box;
@@ -34,10 +35,10 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use iced_x86::Instruction;
-pub use object::{attach_object, parse_section};
+pub use object::{attach_object, parse_section, AttachPoint, Attachment};
 
 use super::readers;
 use crate::link::Context;
@@ -192,12 +193,12 @@ pub enum AttachError {
     #[error("reading the process: {0}")]
     Process(String),
     /// A program of this kind is already attached at this address.
-    #[error("an {kind:?} probe is already attached at {addr:#x}")]
+    #[error("{what} is already attached at {addr:#x}")]
     AlreadyAttached {
         /// The address.
         addr: u64,
-        /// The kind.
-        kind: ProbeKind,
+        /// What is attached.
+        what: &'static str,
     },
     /// A return probe was asked for inside a function, not at its entry.
     #[error("a return probe must be at a function's entry, not {0} bytes into it")]
@@ -208,6 +209,9 @@ pub enum AttachError {
     /// The program was built for another context than [`context`].
     #[error("probe programs must be built with uprobe::context() (pt_regs, 168 read-only bytes)")]
     WrongContext,
+    /// No system call of that name is covered (see `syscalls::covered`).
+    #[error("no tracepoint for system call `{0}`")]
+    NoSyscall(String),
     /// A program's section names a probe this cannot read.
     #[error("section `{0}`: expected uprobe/PATH:FUNCTION[+OFFSET] or uretprobe/PATH:FUNCTION")]
     BadSection(String),
@@ -232,6 +236,25 @@ pub enum AttachError {
     Assemble(String),
 }
 
+/// What runs at a site: a program on the registers at entry or at return, or a syscall tracepoint
+/// program at the entry or return of a libc wrapper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    Entry = 0,
+    Return = 1,
+    SysEnter = 2,
+    SysExit = 3,
+}
+
+impl From<ProbeKind> for Slot {
+    fn from(kind: ProbeKind) -> Slot {
+        match kind {
+            ProbeKind::Entry => Slot::Entry,
+            ProbeKind::Return => Slot::Return,
+        }
+    }
+}
+
 /// One patched address: its trampoline and the programs attached there. Never freed.
 struct Site {
     addr: u64,
@@ -240,19 +263,23 @@ struct Site {
     jump: [u8; patch::JUMP_LEN as usize],
     /// For each displaced instruction after the first: its address, and its copy's in the trampoline.
     moves: Vec<(u64, u64)>,
-    /// The entry and return programs, or null: `Box<Arc<Vm>>` pointers, freed after a grace period.
-    entry: AtomicPtr<Arc<Vm>>,
-    ret: AtomicPtr<Arc<Vm>>,
+    /// The programs by [`Slot`], or null: `Box<Arc<Vm>>` pointers, freed after a grace period.
+    programs: [AtomicPtr<Arc<Vm>>; 4],
+    /// The system call the function wraps, once a tracepoint attached here.
+    syscall: OnceLock<syscalls::Wrapper>,
     /// Calls whose return could not be followed (the thread's return stack was full).
     missed: AtomicU64,
 }
 
 impl Site {
-    fn slot(&self, kind: ProbeKind) -> &AtomicPtr<Arc<Vm>> {
-        match kind {
-            ProbeKind::Entry => &self.entry,
-            ProbeKind::Return => &self.ret,
-        }
+    fn slot(&self, slot: Slot) -> &AtomicPtr<Arc<Vm>> {
+        &self.programs[slot as usize]
+    }
+
+    /// Whether anything runs when the function returns.
+    fn follows_returns(&self) -> bool {
+        !self.slot(Slot::Return).load(Ordering::Acquire).is_null()
+            || !self.slot(Slot::SysExit).load(Ordering::Acquire).is_null()
     }
 }
 
@@ -264,7 +291,7 @@ static SITES: Mutex<Vec<&'static Site>> = Mutex::new(Vec::new());
 #[derive(Debug)]
 pub struct Uprobe {
     addr: u64,
-    kind: ProbeKind,
+    slot: Slot,
 }
 
 impl core::fmt::Debug for Site {
@@ -273,62 +300,101 @@ impl core::fmt::Debug for Site {
     }
 }
 
-impl Uprobe {
-    /// Attaches `vm` (verified, built with [`context`]) at `target`, to run at entry or at return.
-    pub fn attach(target: &Target, kind: ProbeKind, vm: Arc<Vm>) -> Result<Uprobe, AttachError> {
-        if vm.mode() != Mode::Verified {
-            return Err(AttachError::NotVerified(vm.mode()));
+/// The function `target` names and the address in it.
+fn resolve(target: &Target) -> Result<(symbols::Function, u64), AttachError> {
+    Ok(match target {
+        Target::Symbol { path, name, offset } => {
+            let f = symbols::find(path.as_deref(), name)?;
+            let addr = f.start.checked_add(*offset).ok_or(AttachError::NoFunctionAt(f.start))?;
+            (f, addr)
         }
-        if *vm.env().context() != context() {
-            return Err(AttachError::WrongContext);
-        }
-        let (function, addr) = match target {
-            Target::Symbol { path, name, offset } => {
-                let f = symbols::find(path.as_deref(), name)?;
-                let addr = f.start.checked_add(*offset).ok_or(AttachError::NoFunctionAt(f.start))?;
-                (f, addr)
-            }
-            Target::Address(addr) => (symbols::containing(*addr)?, *addr),
-        };
-        if kind == ProbeKind::Return && addr != function.start {
+        Target::Address(addr) => (symbols::containing(*addr)?, *addr),
+    })
+}
+
+/// Checks that `vm` is verified and built for `want`.
+fn check_program(vm: &Vm, want: &Context) -> Result<(), AttachError> {
+    if vm.mode() != Mode::Verified {
+        return Err(AttachError::NotVerified(vm.mode()));
+    }
+    if vm.env().context() != want {
+        return Err(AttachError::WrongContext);
+    }
+    Ok(())
+}
+
+/// Attaches `vm` in `slot` at `addr` of `function` (the syscall `wrapper` for tracepoint slots).
+fn attach_at(
+    function: &symbols::Function,
+    addr: u64,
+    slot: Slot,
+    vm: Arc<Vm>,
+    wrapper: Option<syscalls::Wrapper>,
+) -> Result<Uprobe, AttachError> {
+    if matches!(slot, Slot::Return | Slot::SysExit) {
+        if addr != function.start {
             return Err(AttachError::ReturnInside(addr - function.start));
         }
-        if kind == ProbeKind::Return {
-            trampoline::prepare_return()?;
+        trampoline::prepare_return()?;
+    }
+    let mut sites = SITES.lock().unwrap_or_else(PoisonError::into_inner);
+    let site = match sites.iter().find(|s| s.addr == addr) {
+        Some(site) => *site,
+        None => {
+            let site = make_site(function, addr)?;
+            sites.push(site);
+            site
         }
-        let mut sites = SITES.lock().unwrap_or_else(PoisonError::into_inner);
-        let site = match sites.iter().find(|s| s.addr == addr) {
-            Some(site) => *site,
-            None => {
-                let site = make_site(&function, addr)?;
-                sites.push(site);
-                site
-            }
-        };
-        let slot = site.slot(kind);
-        if !slot.load(Ordering::Acquire).is_null() {
-            return Err(AttachError::AlreadyAttached { addr, kind });
+    };
+    if let Some(w) = wrapper {
+        if *site.syscall.get_or_init(|| w) != w {
+            return Err(AttachError::AlreadyAttached { addr, what: "a tracepoint of another system call" });
         }
-        slot.store(Box::into_raw(Box::new(vm)), Ordering::Release);
-        // SAFETY: the site's code address, written only under `SITES`; the jump goes to the site's
-        // trampoline, which is complete and executable.
-        match unsafe { patch::current(addr) } {
-            now if now == site.jump => {}
-            // SAFETY: as above. With several instructions replaced, the other threads are stopped first
-            // and those stopped between them moved to the trampoline's copies.
-            _ => match quiesce::with_threads_stopped(&site.moves, || unsafe {
-                patch::swap(addr, site.original, site.jump)
-            }) {
+    }
+    let cell = site.slot(slot);
+    if !cell.load(Ordering::Acquire).is_null() {
+        return Err(AttachError::AlreadyAttached { addr, what: slot.name() });
+    }
+    cell.store(Box::into_raw(Box::new(vm)), Ordering::Release);
+    // SAFETY: the site's code address, written only under `SITES`; the jump goes to the site's
+    // trampoline, which is complete and executable.
+    match unsafe { patch::current(addr) } {
+        now if now == site.jump => {}
+        // SAFETY: as above. With several instructions replaced, the other threads are stopped first
+        // and those stopped between them moved to the trampoline's copies.
+        _ => {
+            match quiesce::with_threads_stopped(&site.moves, || unsafe { patch::swap(addr, site.original, site.jump) })
+            {
                 Ok(()) => {}
                 Err(e) => {
-                    let vm = slot.swap(core::ptr::null_mut(), Ordering::AcqRel);
-                    // SAFETY: from `Box::into_raw` just above; no fire could load it (not patched).
+                    let vm = cell.swap(core::ptr::null_mut(), Ordering::AcqRel);
+                    // SAFETY: from `Box::into_raw` just above; no run could load it (not patched).
                     drop(unsafe { Box::from_raw(vm) });
                     return Err(e);
                 }
-            },
+            }
         }
-        Ok(Uprobe { addr, kind })
+    }
+    Ok(Uprobe { addr, slot })
+}
+
+impl Slot {
+    fn name(self) -> &'static str {
+        match self {
+            Slot::Entry => "an entry probe",
+            Slot::Return => "a return probe",
+            Slot::SysEnter => "a sys_enter tracepoint",
+            Slot::SysExit => "a sys_exit tracepoint",
+        }
+    }
+}
+
+impl Uprobe {
+    /// Attaches `vm` (verified, built with [`context`]) at `target`, to run at entry or at return.
+    pub fn attach(target: &Target, kind: ProbeKind, vm: Arc<Vm>) -> Result<Uprobe, AttachError> {
+        check_program(&vm, &context())?;
+        let (function, addr) = resolve(target)?;
+        attach_at(&function, addr, kind.into(), vm, None)
     }
 
     /// The probed address.
@@ -350,8 +416,8 @@ impl Drop for Uprobe {
     fn drop(&mut self) {
         let sites = SITES.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(site) = sites.iter().find(|s| s.addr == self.addr) else { return };
-        let vm = site.slot(self.kind).swap(core::ptr::null_mut(), Ordering::AcqRel);
-        if site.entry.load(Ordering::Acquire).is_null() && site.ret.load(Ordering::Acquire).is_null() {
+        let vm = site.slot(self.slot).swap(core::ptr::null_mut(), Ordering::AcqRel);
+        if site.programs.iter().all(|p| p.load(Ordering::Acquire).is_null()) {
             // Nothing left: the original bytes back. (A failure leaves the jump, whose trampoline then
             // runs nothing.)
             // SAFETY: the site's code address, written only under `SITES`.
@@ -359,8 +425,8 @@ impl Drop for Uprobe {
         }
         readers::synchronize();
         if !vm.is_null() {
-            // SAFETY: from `Box::into_raw` in `attach`; unpublished, and every probe run that may have
-            // loaded it has ended.
+            // SAFETY: from `Box::into_raw` in `attach_at`; unpublished, and every probe run that may
+            // have loaded it has ended.
             drop(unsafe { Box::from_raw(vm) });
         }
     }
@@ -381,8 +447,8 @@ fn make_site(f: &symbols::Function, addr: u64) -> Result<&'static Site, AttachEr
         original,
         jump,
         moves: Vec::new(),
-        entry: AtomicPtr::new(core::ptr::null_mut()),
-        ret: AtomicPtr::new(core::ptr::null_mut()),
+        programs: [const { AtomicPtr::new(core::ptr::null_mut()) }; 4],
+        syscall: OnceLock::new(),
         missed: AtomicU64::new(0),
     }));
     let (code, copies) = trampoline::entry(page as u64, &raw const *site as u64, addr, &displaced.instructions)?;

@@ -11,7 +11,7 @@ use iced_x86::code_asm::*;
 use iced_x86::{BlockEncoderOptions, FlowControl, Instruction};
 
 use super::pt_regs::*;
-use super::{readers, AttachError, Site, PT_REGS_SIZE};
+use super::{readers, AttachError, Site, Slot, PT_REGS_SIZE};
 
 /// Bytes below the stack pointer that the probed code may be using (the System V red zone).
 const RED_ZONE: i32 = 128;
@@ -204,6 +204,11 @@ std::thread_local! {
 unsafe fn run(vm: &crate::vm::Vm, regs: *mut u8) {
     // SAFETY: the caller's contract.
     let mem = unsafe { core::slice::from_raw_parts_mut(regs, PT_REGS_SIZE as usize) };
+    run_on(vm, mem)
+}
+
+/// Runs `vm` on `mem`.
+fn run_on(vm: &crate::vm::Vm, mem: &mut [u8]) {
     // A probe has no caller to report to: its result and errors are dropped, as the kernel's are.
     let _ = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| vm.execute(mem)));
 }
@@ -213,13 +218,20 @@ extern "C" fn on_entry(site: &Site, regs: *mut u8) {
     let Ok(false) = BUSY.try_with(|b| b.replace(true)) else { return };
     {
         let _section = readers::read();
-        let entry = site.entry.load(Ordering::Acquire);
+        let entry = site.slot(Slot::Entry).load(Ordering::Acquire);
         if !entry.is_null() {
             // SAFETY: published by attach and freed only after the read sections under way end;
             // `regs` is the trampoline's own copy of the registers.
             unsafe { run(&*entry, regs) };
         }
-        if !site.ret.load(Ordering::Acquire).is_null() {
+        let enter = site.slot(Slot::SysEnter).load(Ordering::Acquire);
+        if let (false, Some(wrapper)) = (enter.is_null(), site.syscall.get()) {
+            // SAFETY: as above.
+            let mut ctx = wrapper.enter_context(unsafe { &*regs.cast::<[u8; PT_REGS_SIZE as usize]>() });
+            // SAFETY: as above.
+            run_on(unsafe { &*enter }, &mut ctx);
+        }
+        if site.follows_returns() {
             follow_return(site, regs);
         }
     }
@@ -274,10 +286,17 @@ extern "C" fn on_return(regs: *mut u8) -> u64 {
         let _section = readers::read();
         // SAFETY: sites are never freed.
         let site = unsafe { &*call.site };
-        let ret = site.ret.load(Ordering::Acquire);
+        let ret = site.slot(Slot::Return).load(Ordering::Acquire);
         if !ret.is_null() {
             // SAFETY: as in `on_entry`.
             unsafe { run(&*ret, regs) };
+        }
+        let exit = site.slot(Slot::SysExit).load(Ordering::Acquire);
+        if let (false, Some(wrapper)) = (exit.is_null(), site.syscall.get()) {
+            // SAFETY: as in `on_entry`.
+            let mut ctx = wrapper.exit_context(unsafe { &*regs.cast::<[u8; PT_REGS_SIZE as usize]>() });
+            // SAFETY: as in `on_entry`.
+            run_on(unsafe { &*exit }, &mut ctx);
         }
         drop(_section);
         BUSY.with(|b| b.set(false));
