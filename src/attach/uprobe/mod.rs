@@ -19,7 +19,9 @@
 //! (a real-time signal, `SIGRTMIN + 6`), and one stopped between two of them is moved to the same
 //! instruction in the trampoline's copy.
 //!
-//! Not handled: probes at addresses whose jump would straddle an 8-byte boundary (refused); return probes deeper
+//! Not handled: unwinding (a C++ exception, a Rust panic) out of a function while a return probe
+//! holds its return address, whose trampoline has no unwind information (the kernel's uretprobes
+//! share this); probes at addresses whose jump would straddle an 8-byte boundary (refused); return probes deeper
 //! than 64 nested calls on one thread (the deeper calls run their return programs not at all); the
 //! upper halves of the AVX registers (saved only as far as SSE's 128 bits).
 

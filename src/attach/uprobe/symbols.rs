@@ -28,6 +28,7 @@ pub(crate) struct Function {
 #[derive(Debug, Clone)]
 struct Mapping {
     start: u64,
+    end: u64,
     offset: u64,
     executable: bool,
     path: String,
@@ -48,13 +49,28 @@ fn mappings() -> Result<Vec<Mapping>, AttachError> {
         if !path.starts_with('/') {
             continue;
         }
-        let start = range.split('-').next().and_then(|s| u64::from_str_radix(s, 16).ok());
+        let mut bounds = range.split('-').map(|s| u64::from_str_radix(s, 16).ok());
+        let (start, end) = (bounds.next().flatten(), bounds.next().flatten());
         let offset = u64::from_str_radix(offset, 16).ok();
-        if let (Some(start), Some(offset)) = (start, offset) {
-            out.push(Mapping { start, offset, executable: perms.contains('x'), path });
+        if let (Some(start), Some(end), Some(offset)) = (start, end, offset) {
+            out.push(Mapping { start, end, offset, executable: perms.contains('x') && perms.starts_with('r'), path });
         }
     }
     Ok(out)
+}
+
+/// `f` with its limit cut to the end of the readable, executable mapping that holds its start: the
+/// symbol table's sizes are the file's word, and the code a probe reads must be mapped.
+fn within_code(mut f: Function, maps: &[Mapping]) -> Result<Function, AttachError> {
+    let m = maps
+        .iter()
+        .find(|m| m.executable && m.start <= f.start && f.start < m.end)
+        .ok_or(AttachError::NoFunctionAt(f.start))?;
+    f.limit = f.limit.min(m.end);
+    if f.start.saturating_add(f.size) > m.end {
+        f.size = m.end - f.start;
+    }
+    Ok(f)
 }
 
 /// Whether `path` (a mapped file's) is what `want` names: the same path, the executable for
@@ -96,7 +112,7 @@ pub(crate) fn find(path: Option<&str>, name: &str) -> Result<Function, AttachErr
     }
     for file in files {
         if let Some(f) = in_file(file, &maps, |sym| sym == name)? {
-            return Ok(f);
+            return within_code(f, &maps);
         }
     }
     Err(AttachError::NoSymbol(name.to_string()))
@@ -114,7 +130,7 @@ pub(crate) fn containing(addr: u64) -> Result<Function, AttachError> {
     for file in files {
         let Some(bias) = bias_of(file, &maps)? else { continue };
         if let Some(found) = in_file_at(file, bias, addr)? {
-            return Ok(found);
+            return within_code(found, &maps);
         }
     }
     Err(AttachError::NoFunctionAt(addr))
@@ -211,5 +227,16 @@ mod tests {
         assert!(f.size > 0 && f.limit >= f.start + f.size);
         assert_eq!(containing(f.start + 1).expect("getpid holds its second byte").start, f.start);
         assert!(matches!(find(None, "no_such_function_here"), Err(AttachError::NoSymbol(_))));
+    }
+
+    #[test]
+    fn sizes_past_the_mapped_code_are_cut_to_it() {
+        let maps = [Mapping { start: 0x1000, end: 0x3000, offset: 0, executable: true, path: "/lib/x.so".into() }];
+        let f = |start, size, limit| Function { name: "f".into(), path: "/lib/x.so".into(), start, size, limit };
+        // A symbol table that claims more than is mapped: cut to the mapping.
+        assert_eq!(within_code(f(0x2ff0, 0x100, 0x4000), &maps), Ok(f(0x2ff0, 0x10, 0x3000)));
+        assert_eq!(within_code(f(0x1000, 0x10, 0x1010), &maps), Ok(f(0x1000, 0x10, 0x1010)));
+        // A start outside any executable mapping.
+        assert_eq!(within_code(f(0x5000, 0x10, 0x5010), &maps), Err(AttachError::NoFunctionAt(0x5000)));
     }
 }
