@@ -43,7 +43,7 @@ fn padding(i: &Instruction) -> bool {
 /// as the symbol table knows it) must decode, the jump must fit before the next symbol, and no branch
 /// of the function may land inside the jump's bytes.
 pub(crate) fn plan(f: &Function, addr: u64) -> Result<Displaced, AttachError> {
-    let end = f.start + f.size.max(1);
+    let end = f.start.saturating_add(f.size.max(1));
     if addr < f.start || addr >= end {
         return Err(AttachError::NoFunctionAt(addr));
     }

@@ -111,7 +111,8 @@ pub(crate) fn find(path: Option<&str>, name: &str) -> Result<Function, AttachErr
         return Err(AttachError::NoFile(path.unwrap_or("the executable").to_string()));
     }
     for file in files {
-        if let Some(f) = in_file(file, &maps, |sym| sym == name)? {
+        let found = search(file, &maps, |sym, _| sym.name().is_ok_and(|n| n == name))?;
+        if let Some(f) = found {
             return within_code(f, &maps);
         }
     }
@@ -122,58 +123,43 @@ pub(crate) fn find(path: Option<&str>, name: &str) -> Result<Function, AttachErr
 pub(crate) fn containing(addr: u64) -> Result<Function, AttachError> {
     let maps = mappings()?;
     let mut files: Vec<&str> = Vec::new();
-    for m in &maps {
+    for m in maps.iter().filter(|m| m.executable && m.start <= addr && addr < m.end) {
         if !files.contains(&m.path.as_str()) {
             files.push(&m.path);
         }
     }
     for file in files {
-        let Some(bias) = bias_of(file, &maps)? else { continue };
-        if let Some(found) = in_file_at(file, bias, addr)? {
-            return within_code(found, &maps);
+        let found = search(file, &maps, |sym, bias| {
+            let at = addr.wrapping_sub(bias);
+            sym.address() <= at && at < sym.address().saturating_add(sym.size().max(1))
+        })?;
+        if let Some(f) = found {
+            return within_code(f, &maps);
         }
     }
     Err(AttachError::NoFunctionAt(addr))
 }
 
-/// Where `file` is loaded: what to add to its virtual addresses. `None` if it is not mapped
-/// executable (a data file).
-fn bias_of(file: &str, maps: &[Mapping]) -> Result<Option<u64>, AttachError> {
+/// The first defined function symbol of `file` that `pick` takes (given the file's load bias), moved
+/// to where the file is loaded; `None` if the file is not mapped executable or has none.
+fn search(
+    file: &str,
+    maps: &[Mapping],
+    pick: impl Fn(&object::Symbol<'_, '_>, u64) -> bool,
+) -> Result<Option<Function>, AttachError> {
     if !maps.iter().any(|m| m.path == file && m.executable) {
         return Ok(None);
     }
     let Some(first) = maps.iter().filter(|m| m.path == file).min_by_key(|m| m.start) else { return Ok(None) };
     let data = std::fs::read(file).map_err(|e| AttachError::Process(alloc::format!("{file}: {e}")))?;
     let obj = object::File::parse(&*data).map_err(|e| AttachError::Process(alloc::format!("{file}: {e}")))?;
-    // The segment the first mapping holds: its page-aligned virtual address is at `first.start`.
-    let seg = obj.segments().find(|s| s.file_range().0 & !0xfff == first.offset);
-    Ok(seg.map(|s| first.start.wrapping_sub(s.address() & !0xfff)))
-}
-
-/// The function of `file` whose name `matches`, moved to where the file is loaded.
-fn in_file(file: &str, maps: &[Mapping], matches: impl Fn(&str) -> bool) -> Result<Option<Function>, AttachError> {
-    let Some(bias) = bias_of(file, maps)? else { return Ok(None) };
-    let data = std::fs::read(file).map_err(|e| AttachError::Process(alloc::format!("{file}: {e}")))?;
-    let obj = object::File::parse(&*data).map_err(|e| AttachError::Process(alloc::format!("{file}: {e}")))?;
+    // Where the file is loaded: the segment the first mapping holds has its page-aligned virtual
+    // address at the mapping's start.
+    let Some(seg) = obj.segments().find(|s| s.file_range().0 & !0xfff == first.offset) else { return Ok(None) };
+    let bias = first.start.wrapping_sub(seg.address() & !0xfff);
     let symbols: Vec<_> = obj.symbols().chain(obj.dynamic_symbols()).collect();
-    let Some(sym) =
-        symbols.iter().find(|s| s.kind() == SymbolKind::Text && s.is_definition() && s.name().is_ok_and(&matches))
-    else {
-        return Ok(None);
-    };
-    Ok(Some(function(&obj, &symbols, sym, file, bias)))
-}
-
-/// The function of `file` (loaded at `bias`) that holds `addr`.
-fn in_file_at(file: &str, bias: u64, addr: u64) -> Result<Option<Function>, AttachError> {
-    let data = std::fs::read(file).map_err(|e| AttachError::Process(alloc::format!("{file}: {e}")))?;
-    let obj = object::File::parse(&*data).map_err(|e| AttachError::Process(alloc::format!("{file}: {e}")))?;
-    let symbols: Vec<_> = obj.symbols().chain(obj.dynamic_symbols()).collect();
-    let at = addr.wrapping_sub(bias);
-    let sym = symbols.iter().find(|s| {
-        s.kind() == SymbolKind::Text && s.is_definition() && s.address() <= at && at < s.address() + s.size().max(1)
-    });
-    Ok(sym.map(|s| function(&obj, &symbols, s, file, bias)))
+    let found = symbols.iter().find(|s| s.kind() == SymbolKind::Text && s.is_definition() && pick(s, bias));
+    Ok(found.map(|s| function(&obj, &symbols, s, file, bias)))
 }
 
 /// `sym` of `obj` as a [`Function`], with the limit of its padding.
@@ -188,7 +174,7 @@ fn function<'d>(
     let section_end = sym
         .section_index()
         .and_then(|i| obj.section_by_index(i).ok())
-        .map_or(start + sym.size(), |s| s.address() + s.size());
+        .map_or(start.saturating_add(sym.size()), |s| s.address().saturating_add(s.size()));
     let next = symbols
         .iter()
         .filter(|s| s.is_definition() && s.address() > start && s.size() > 0)
@@ -201,7 +187,7 @@ fn function<'d>(
         path: file.to_string(),
         start: start.wrapping_add(bias),
         size: sym.size(),
-        limit: next.max(start + sym.size()).wrapping_add(bias),
+        limit: next.max(start.saturating_add(sym.size())).wrapping_add(bias),
     }
 }
 
