@@ -36,6 +36,17 @@ pub extern "C" fn ebpf_vm_test_threads(a: u64, b: u64) -> u64 {
     black_box(a).wrapping_mul(3).wrapping_add(black_box(b))
 }
 
+/// Sums 1..=n recursively (a call per level).
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn ebpf_vm_test_recursive(n: u64) -> u64 {
+    if black_box(n) == 0 {
+        0
+    } else {
+        n + black_box(ebpf_vm_test_recursive as extern "C" fn(u64) -> u64)(n - 1)
+    }
+}
+
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn ebpf_vm_test_bad_input(a: u64) -> u64 {
@@ -537,4 +548,27 @@ fn syscall_tracepoints_of_an_object_built_by_clang() {
         assert_eq!(after[2], libc::O_RDONLY as u64, "{engine:?}: the last call's flags");
         assert_eq!(after[3] as i64, -(libc::ENOENT as i64), "{engine:?}: the last call's result");
     }
+}
+
+#[test]
+fn return_probes_deeper_than_the_return_stack_are_missed_and_every_call_returns() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let map = record(4);
+    let exit = Uprobe::attach(
+        &Target::symbol("ebpf_vm_test_recursive"),
+        ProbeKind::Return,
+        probe(Engine::Jit, &map, &[(uprobe::pt_regs::RAX, 3)]),
+    )
+    .expect("return probe");
+    // 101 nested calls: the innermost 37 find the thread's stack of 64 returns full.
+    assert_eq!(ebpf_vm_test_recursive(100), 5050);
+    assert_eq!(exit.missed(), 37);
+    let w = words(&map);
+    assert_eq!(w[0], 64, "the outer 64 calls' returns ran");
+    // The outer 64 levels return n * (n + 1) / 2 for n = 37..=100.
+    assert_eq!(w[3], (37..=100u64).map(|n| n * (n + 1) / 2).sum::<u64>());
+    // And again: the stack was emptied by the returns.
+    assert_eq!(ebpf_vm_test_recursive(10), 55);
+    assert_eq!(words(&map)[0], 75);
+    drop(exit);
 }
