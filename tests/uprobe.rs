@@ -2,7 +2,7 @@
 //! return programs the return value, on both engines; four threads calling the function are counted
 //! exactly; a detach while threads call crashes nothing and loses no call that finished before it
 //! began; and each kind of bad attach is a clear error that leaves the function working.
-#![cfg(all(feature = "uprobe", target_os = "linux", target_arch = "x86_64"))]
+#![cfg(all(feature = "attach", target_os = "linux", target_arch = "x86_64"))]
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

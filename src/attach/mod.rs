@@ -8,5 +8,5 @@ mod hook;
 pub(crate) mod readers;
 
 pub use hook::{HookId, HookPoint};
-#[cfg(all(feature = "uprobe", target_os = "linux", target_arch = "x86_64"))]
+#[cfg(all(feature = "attach", target_os = "linux", target_arch = "x86_64"))]
 pub mod uprobe;

@@ -15,6 +15,8 @@ mod perf;
 mod prog_array;
 mod queue;
 mod ringbuf;
+#[cfg(all(feature = "attach", target_os = "linux"))]
+mod shared;
 mod storage;
 mod typed;
 mod unsupported;
@@ -30,6 +32,8 @@ pub use perf::{PerfEvent, PerfEventArrayMap, DEFAULT_PERF_BUFFER, MIN_PERF_BUFFE
 pub use prog_array::ProgArrayMap;
 pub use queue::{Order, QueueMap};
 pub use ringbuf::RingBufMap;
+#[cfg(all(feature = "attach", target_os = "linux"))]
+pub use shared::SharedMap;
 pub use typed::{Array, Pod, TypedHashMap};
 pub use unsupported::UnsupportedMap;
 
@@ -267,6 +271,9 @@ pub enum MapError {
     /// The map was frozen ([`Map::freeze`]): its values can no longer be changed from the host.
     #[error("the map is frozen")]
     Frozen,
+    /// The map's lock stayed taken (a map in shared memory whose holder may have died).
+    #[error("the map's lock stayed taken")]
+    Busy,
 }
 
 impl MapError {
@@ -279,6 +286,7 @@ impl MapError {
             MapError::NoMemory(_) | MapError::OverBudget { .. } => -12, // ENOMEM
             MapError::Unsupported => -95,                               // EOPNOTSUPP
             MapError::Frozen => -1,                                     // EPERM
+            MapError::Busy => -16,                                      // EBUSY
             _ => -22,                                                   // EINVAL
         }
     }

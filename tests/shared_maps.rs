@@ -1,0 +1,211 @@
+//! Maps in shared memory: the same map seen through two mappings and from another process; the hash
+//! map answers as the in-process one on random operation sequences; a program updates one through the
+//! helpers; and memory another process corrupts gives errors or wrong answers, never a panic or an
+//! address outside the map.
+#![cfg(all(feature = "attach", target_os = "linux"))]
+
+use std::sync::Arc;
+
+use ebpf_vm::maps::{self, Map, MapDef, MapError, MapType, SharedMap, BPF_ANY, BPF_EXIST, BPF_NOEXIST};
+use ebpf_vm::{Context, Env, Program, Vm};
+
+/// A name no other test or run uses.
+fn name(tag: &str) -> String {
+    format!("/ebpf-vm-test-{}-{tag}", std::process::id())
+}
+
+fn def(map_type: MapType, key_size: u32, value_size: u32, max_entries: u32) -> MapDef {
+    MapDef { map_type, key_size, value_size, max_entries, flags: 0 }
+}
+
+#[test]
+fn two_mappings_see_one_map() {
+    for (tag, d) in [
+        ("array", def(MapType::Array, 4, 8, 4)),
+        ("percpu", def(MapType::PerCpuArray, 4, 8, 4)),
+        ("hash", def(MapType::Hash, 8, 16, 4)),
+        ("percpuhash", def(MapType::PerCpuHash, 8, 16, 4)),
+    ] {
+        let n = name(tag);
+        let (a, b) = (SharedMap::create(&n, d, true).expect("created"), SharedMap::open(&n).expect("opened"));
+        let (a, b): (&dyn Map, &dyn Map) = (&a, &b);
+        assert_eq!(b.def(), d);
+        let hash = matches!(d.map_type, MapType::Hash | MapType::PerCpuHash);
+        let key = if hash { vec![1u8; d.key_size as usize] } else { 1u32.to_ne_bytes().to_vec() };
+        let value: Vec<u8> = (0..d.value_size as u8).collect();
+        a.update(&key, &value, BPF_ANY, 1).expect("update");
+        assert_eq!(b.get(&key, 1), Some(value.clone()), "{tag}");
+        let pa = a.lookup(&key, 1).expect("present");
+        let pb = b.lookup(&key, 1).expect("present");
+        assert_ne!(pa, pb, "two mappings at two addresses");
+        let in_regions = |m: &dyn Map, p: *mut u8| {
+            m.regions().iter().any(|r| r.start <= p as u64 && p as u64 + d.value_size as u64 <= r.start + r.len)
+        };
+        assert!(in_regions(a, pa) && in_regions(b, pb));
+        if d.map_type == MapType::Hash {
+            assert_eq!(b.delete(&key), Ok(()));
+            assert_eq!(a.get(&key, 0), None);
+        }
+    }
+    // The creator removed the names: they open no more.
+    assert!(matches!(SharedMap::open(&name("array")), Err(MapError::NotFound)));
+}
+
+#[test]
+fn names_and_definitions_are_checked() {
+    let d = def(MapType::Hash, 4, 8, 4);
+    for bad in ["nodash", "/", "/a/b", &format!("/{}", "x".repeat(201))] {
+        assert!(matches!(SharedMap::create(bad, d, true), Err(MapError::InvalidDef(_))), "{bad}");
+    }
+    let n = name("twice");
+    let _first = SharedMap::create(&n, d, true).expect("created");
+    assert!(SharedMap::create(&n, d, true).is_err(), "the name exists");
+    assert!(matches!(
+        SharedMap::create(&name("ring"), def(MapType::RingBuf, 0, 0, 4096), true),
+        Err(MapError::InvalidDef(_))
+    ));
+    assert!(matches!(SharedMap::open(&name("nobody")), Err(MapError::NotFound)));
+}
+
+#[test]
+fn the_shared_hash_answers_as_the_in_process_one() {
+    // Random sequences of updates (with every flag), deletes and lookups over 12 keys in maps of 8.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let d = def(MapType::Hash, 4, 8, 8);
+    let mut ops = 0;
+    for round in 0..20 {
+        let shared = SharedMap::create(&name(&format!("model{round}")), d, true).expect("created");
+        let shared: &dyn Map = &shared;
+        let local = maps::create(d).expect("created");
+        for _ in 0..200 {
+            let key = ((next() % 12) as u32).to_ne_bytes();
+            let value = next().to_ne_bytes();
+            match next() % 4 {
+                0 | 1 => {
+                    let flags = [BPF_ANY, BPF_NOEXIST, BPF_EXIST][(next() % 3) as usize];
+                    assert_eq!(shared.update(&key, &value, flags, 0), local.update(&key, &value, flags, 0));
+                }
+                2 => assert_eq!(shared.delete(&key), local.delete(&key)),
+                _ => assert_eq!(shared.get(&key, 0), local.get(&key, 0)),
+            }
+            ops += 1;
+        }
+        let mut a: Vec<Vec<u8>> = shared.keys();
+        let mut b: Vec<Vec<u8>> = local.keys();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "the same keys");
+    }
+    assert_eq!(ops, 4000);
+}
+
+#[test]
+fn a_program_counts_in_a_shared_map() {
+    let n = name("program");
+    let shared: Arc<dyn Map> = Arc::new(SharedMap::create(&n, def(MapType::Hash, 4, 8, 16), true).expect("created"));
+    let reader = SharedMap::open(&n).expect("opened");
+    let reader: &dyn Map = &reader;
+    // key = the input's first word; counts[key] += 1 (inserting 1 the first time).
+    let text = "ldxw %r6, [%r1+0]\nstxw [%r10-4], %r6\nmov %r2, %r10\nadd %r2, -4\nlddw %r1, map_fd(0)\ncall 1\n\
+                jeq %r0, 0, insert\nmov %r1, 1\nlock add [%r0+0], %r1\nmov %r0, 0\nexit\n\
+                insert:\nstdw [%r10-16], 1\nmov %r2, %r10\nadd %r2, -4\nmov %r3, %r10\nadd %r3, -16\nmov %r4, 0\n\
+                lddw %r1, map_fd(0)\ncall 2\nexit";
+    let mut env = Env::new();
+    env.add_standard_helpers();
+    env.add_map(shared);
+    env.set_context(Context::fixed(4));
+    let vm = Vm::builder(Program::from_asm(text).expect("asm")).env(env).verified().build().expect("verifies");
+    for k in [3u32, 5, 3, 3, 9, 5] {
+        assert_eq!(vm.execute(&mut k.to_ne_bytes()), Ok(0));
+    }
+    let count = |k: u32| reader.get(&k.to_ne_bytes(), 0).map(|v| u64::from_ne_bytes(v.try_into().expect("8 bytes")));
+    assert_eq!((count(3), count(5), count(9), count(4)), (Some(3), Some(2), Some(1), None));
+}
+
+/// Runs in a child process: opens the map `EBPF_VM_SHARED_MAP` names and adds 1 to keys 0..100, 1000
+/// times each key, as another process would.
+#[test]
+fn child_writer() {
+    let Ok(n) = std::env::var("EBPF_VM_SHARED_MAP") else { return };
+    let map = SharedMap::open(&n).expect("the parent's map");
+    for _ in 0..1000 {
+        for k in 0..100u32 {
+            let p = map.lookup(&k.to_ne_bytes(), 0).expect("array element");
+            // SAFETY: an 8-byte, 8-aligned value of the map, accessed atomically by everyone.
+            unsafe { std::sync::atomic::AtomicU64::from_ptr(p.cast()) }
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+#[test]
+fn another_process_writes_what_this_one_reads() {
+    let n = name("processes");
+    let map = SharedMap::create(&n, def(MapType::Array, 4, 8, 100), true).expect("created");
+    let map: &dyn Map = &map;
+    let exe = std::env::current_exe().expect("this test binary");
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            std::process::Command::new(&exe)
+                .args(["--exact", "child_writer", "--test-threads", "1"])
+                .env("EBPF_VM_SHARED_MAP", &n)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("child starts")
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().expect("child ends").success());
+    }
+    for k in 0..100u32 {
+        let v = map.get(&k.to_ne_bytes(), 0).expect("element");
+        assert_eq!(u64::from_ne_bytes(v.try_into().expect("8 bytes")), 2000, "key {k}: two processes, 1000 each");
+    }
+}
+
+#[test]
+fn corrupted_memory_gives_errors_never_a_stray_address() {
+    let d = def(MapType::Hash, 4, 8, 8);
+    let n = name("corrupt");
+    let map = SharedMap::create(&n, d, true).expect("created");
+    for k in 0..6u32 {
+        map.update(&k.to_ne_bytes(), &[k as u8; 8], BPF_ANY, 0).expect("room");
+    }
+    let path = format!("/dev/shm{n}");
+    let mut bytes = std::fs::read(&path).expect("the object's file");
+    let regions = map.regions();
+    let inside = |p: *mut u8| regions.iter().any(|r| r.start <= p as u64 && p as u64 + 8 <= r.start + r.len);
+    // Overwrite everything past the header with patterns another process might leave, one at a time.
+    let mut x = 0x1234_5678_9abc_def1u64;
+    for round in 0..200 {
+        for b in bytes.iter_mut().skip(64) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = match round % 4 {
+                0 => x as u8,
+                1 => 0xff,
+                2 => (x % 3) as u8,
+                _ => *b ^ (x as u8 & 1),
+            };
+        }
+        std::fs::write(&path, &bytes).expect("written");
+        for k in 0..12u32 {
+            let key = k.to_ne_bytes();
+            if let Some(p) = map.lookup(&key, 0) {
+                assert!(inside(p), "round {round}: an address outside the values");
+            }
+            let _ = map.update(&key, &[1; 8], [BPF_ANY, BPF_NOEXIST, BPF_EXIST][k as usize % 3], 0);
+            let _ = map.delete(&key);
+        }
+        let mut out = [0u8; 4];
+        let _ = map.next_key(None, &mut out);
+        let _ = (&map as &dyn Map).keys();
+    }
+}
