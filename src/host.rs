@@ -24,6 +24,28 @@ mod imp {
         std::process::id()
     }
 
+    /// The calling thread's id as the kernel numbers threads (what it calls the pid; the process id
+    /// for the main thread), read once per thread from `/proc/thread-self`; the process id where that
+    /// cannot be read.
+    pub(crate) fn tid() -> u32 {
+        std::thread_local! {
+            static TID: core::cell::Cell<u32> = const { core::cell::Cell::new(0) };
+        }
+        let read = || {
+            std::fs::read_link("/proc/thread-self")
+                .ok()
+                .and_then(|p| p.file_name()?.to_str()?.parse().ok())
+                .unwrap_or_else(pid)
+        };
+        TID.try_with(|t| {
+            if t.get() == 0 {
+                t.set(read());
+            }
+            t.get()
+        })
+        .unwrap_or_else(|_| read())
+    }
+
     /// The user and group ids the process runs as (those owning `/proc/self`), 0 where unknown.
     pub(crate) fn uid_gid() -> (u32, u32) {
         static IDS: OnceLock<(u32, u32)> = OnceLock::new();
@@ -63,6 +85,9 @@ mod imp {
         0
     }
     pub(crate) fn pid() -> u32 {
+        0
+    }
+    pub(crate) fn tid() -> u32 {
         0
     }
     pub(crate) fn uid_gid() -> (u32, u32) {

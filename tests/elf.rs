@@ -678,23 +678,35 @@ fn spin_locks_keep_updates_whole() {
 }
 
 /// `bpf_get_current_uid_gid` gives the ids the host process runs as, `bpf_get_current_pid_tgid` its
-/// process id; every engine, verified and checked (fixture `ident.c`).
+/// process id above and the calling thread's id below, as the kernel's; every engine, verified and
+/// checked (fixture `ident.c`), on this thread and on another.
 #[cfg(unix)]
 #[test]
 fn process_identity_helpers() {
     use std::os::unix::fs::MetadataExt;
     let me = std::fs::metadata("/proc/self").expect("/proc/self");
     let pid = std::process::id() as u64;
+    let tid = || -> u64 {
+        let link = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
+        link.file_name().and_then(|n| n.to_str()?.parse().ok()).expect("a thread id")
+    };
     for &engine in ENGINES {
         for verified in [true, false] {
             let obj = load("ident");
             let b = obj.vm_builder("ident").expect("program").engine(engine);
             let vm = if verified { b.verified() } else { b.checked() }.build().expect("builds");
-            let mut mem = [0u8; 16];
-            assert_eq!(vm.execute(&mut mem), Ok(0));
-            let word = |i: usize| u64::from_ne_bytes(mem[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-            assert_eq!(word(0), (me.gid() as u64) << 32 | me.uid() as u64, "{engine:?}");
-            assert_eq!(word(1), pid << 32 | pid, "{engine:?}");
+            let run = |vm: &ebpf_vm::Vm| {
+                let mut mem = [0u8; 16];
+                assert_eq!(vm.execute(&mut mem), Ok(0));
+                let word = |i: usize| u64::from_ne_bytes(mem[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+                (word(0), word(1))
+            };
+            let (ids, pid_tgid) = run(&vm);
+            assert_eq!(ids, (me.gid() as u64) << 32 | me.uid() as u64, "{engine:?}");
+            assert_eq!(pid_tgid, pid << 32 | tid(), "{engine:?}");
+            let (other, other_tid) = std::thread::scope(|s| s.spawn(|| (run(&vm).1, tid())).join().expect("thread"));
+            assert_eq!(other, pid << 32 | other_tid, "{engine:?}: another thread");
+            assert_ne!(other_tid, tid());
         }
     }
 }

@@ -226,9 +226,9 @@ pub fn all() -> Vec<Helper> {
         },
         Helper::new(SPIN_LOCK, "spin_lock", sig(&[A::SpinLock], RetKind::Scalar), spin_lock),
         Helper::new(SPIN_UNLOCK, "spin_unlock", sig(&[A::SpinUnlock], RetKind::Scalar), spin_unlock),
+        // As the kernel's: the process id (its tgid) above, the thread's id (its pid) below.
         Helper::new(GET_CURRENT_PID_TGID, "get_current_pid_tgid", HelperSig::scalars(0), |_, _| {
-            let pid = crate::host::pid() as u64;
-            Ok(pid << 32 | pid)
+            Ok((crate::host::pid() as u64) << 32 | crate::host::tid() as u64)
         }),
         Helper::new(GET_CURRENT_UID_GID, "get_current_uid_gid", HelperSig::scalars(0), |_, _| {
             let (uid, gid) = crate::host::uid_gid();
