@@ -22,6 +22,10 @@ pub enum ArgKind {
     Unused,
     /// Any number.
     Scalar,
+    /// A number the helper may read, or nothing: an unwritten register is allowed (the helper then
+    /// reads an unspecified number), a pointer is not. `bpf_trace_printk`'s values, of which a format
+    /// uses as many as it names, as the kernel's verifier leaves them unchecked.
+    OptionalScalar,
     /// Pointer to a map.
     MapPtr,
     /// Pointer to a map whose entries the helper changes (refused for maps programs may only read).

@@ -172,7 +172,7 @@ pub fn all() -> Vec<Helper> {
         Helper::new(
             TRACE_PRINTK,
             "trace_printk",
-            sig(&[A::ReadMem, A::MemSize, A::Scalar, A::Scalar, A::Scalar], RetKind::Scalar),
+            sig(&[A::ReadMem, A::MemSize, A::OptionalScalar, A::OptionalScalar, A::OptionalScalar], RetKind::Scalar),
             trace_printk
         ),
         Helper::new(GET_PRANDOM_U32, "get_prandom_u32", HelperSig::scalars(0), |_, _| Ok(prandom() as u64)),

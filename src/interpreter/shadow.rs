@@ -176,7 +176,7 @@ impl Shadow {
     fn helper(&mut self, at: &Access<'_>, helper: &Helper, r: &[u64; 16], env: &Env) -> Result<(), ExecError> {
         let args = helper.sig().args;
         for (i, kind) in args.iter().enumerate() {
-            if *kind != ArgKind::Unused {
+            if !matches!(*kind, ArgKind::Unused | ArgKind::OptionalScalar) {
                 self.reg(at.pc, i as u8 + 1)?;
             }
         }

@@ -35,11 +35,16 @@ impl Checker<'_> {
         for (i, kind) in sig.args.iter().enumerate() {
             let r = i as u8 + 1;
             let v = st.reg(r).v;
-            if *kind != ArgKind::Unused && v == Value::Uninit {
+            if !matches!(*kind, ArgKind::Unused | ArgKind::OptionalScalar) && v == Value::Uninit {
                 return Err(self.error(pc, K::UninitRegister { reg: r }, st));
             }
             match *kind {
                 ArgKind::Unused => {}
+                ArgKind::OptionalScalar => match v {
+                    Value::Uninit | Value::Scalar { .. } => {}
+                    Value::Ptr(_) | Value::Map(_) if self.options.allow_pointer_leaks => {}
+                    _ => return Err(self.error(pc, K::PointerLeak { reg: r }, st)),
+                },
                 ArgKind::Address => {
                     if v == Value::Released {
                         return Err(bad(st, i, "a released record".into()));
