@@ -80,7 +80,19 @@ impl Instance {
 
     /// Creates the object's maps, charging `budget` for the most each can take: an object that asks
     /// for more fails with [`MapError::OverBudget`] before anything large is allocated.
-    pub fn with_budget(object: &Object, mut budget: MapBudget) -> Result<Instance, InstanceError> {
+    pub fn with_budget(object: &Object, budget: MapBudget) -> Result<Instance, InstanceError> {
+        Instance::with_maps(object, budget, |_, _| None)
+    }
+
+    /// As [`with_budget`](Instance::with_budget), with the host making the maps it wants to make
+    /// itself: `create(name, def)` returns the map for the object's map `name` (a map in shared memory,
+    /// say), or `None` to have it created as usual. A map the host makes must fit `def`: it is filled
+    /// with the object's initial data and used by the programs as the object declares it.
+    pub fn with_maps(
+        object: &Object,
+        mut budget: MapBudget,
+        mut create: impl FnMut(&str, MapDef) -> Option<Result<Arc<dyn Map>, MapError>>,
+    ) -> Result<Instance, InstanceError> {
         object.kconfig_complete()?;
         let mut maps = Vec::with_capacity(object.maps().len());
         let mut unusable = Vec::with_capacity(object.maps().len());
@@ -89,10 +101,18 @@ impl Instance {
             // A kind with no implementation, or a definition the object left incomplete (libbpf's
             // loaders set such sizes before they load: see `Object::map_mut`), gets a stand-in that
             // holds nothing: the object loads, and only programs that use that map are refused.
-            let created = match (spec.inner, spec.def.map_type.implemented()) {
-                (Some(inner), true) => create_map_of_maps(spec.def, inner, &mut budget),
-                (None, true) => maps::create_within(spec.def, &mut budget),
-                (_, false) => Err(MapError::UnsupportedType(spec.def.map_type.raw())),
+            let own = if spec.inner.is_none() { create(&spec.name, spec.def) } else { None };
+            let own = own.map(|m| {
+                m.and_then(|m| match m.def() == spec.def {
+                    true => Ok(m),
+                    false => Err(MapError::InvalidDef("the host's map does not fit the object's definition")),
+                })
+            });
+            let created = match (own, spec.inner, spec.def.map_type.implemented()) {
+                (Some(map), _, _) => map,
+                (None, Some(inner), true) => create_map_of_maps(spec.def, inner, &mut budget),
+                (None, None, true) => maps::create_within(spec.def, &mut budget),
+                (None, _, false) => Err(MapError::UnsupportedType(spec.def.map_type.raw())),
             };
             let map: Arc<dyn Map> = match created {
                 Ok(map) => {
