@@ -165,8 +165,28 @@ fn cli() -> Command {
         .subcommand(Command::new("sections").about("List an object's programs and maps").arg(file_arg()))
         .subcommand(
             Command::new("maps")
-                .about("List an object's maps: name, kind, key and value sizes, capacity, flags, origin")
-                .arg(file_arg()),
+                .about(
+                    "List an object's maps: name, kind, key and value sizes, capacity, flags, origin; or, with \
+                     --attach, print the live contents of the maps a traced process shares",
+                )
+                .arg(file_arg().required_unless_present("attach"))
+                .arg(
+                    Arg::new("attach")
+                        .long("attach")
+                        .value_name("PID")
+                        .value_parser(value_parser!(u32))
+                        .conflicts_with("FILE")
+                        .help("Print the maps process PID shares (traced with `ebpf-vm trace`)"),
+                ),
+        )
+        .subcommand(
+            Command::new("trace")
+                .about(
+                    "Run COMMAND with the object's uprobes, uretprobes and syscall tracepoints attached (Linux, \
+                     x86_64), printing its bpf_printk output as it arrives and its maps when COMMAND ends",
+                )
+                .arg(Arg::new("OBJECT").required(true).help("An ELF object whose programs are all probes"))
+                .arg(Arg::new("COMMAND").required(true).num_args(1..).last(true).help("The command to run, after --")),
         )
 }
 
@@ -702,6 +722,9 @@ fn sections(m: &ArgMatches) -> Result<(), String> {
 }
 
 fn maps_of(m: &ArgMatches) -> Result<(), String> {
+    if let Some(&pid) = m.get_one::<u32>("attach") {
+        return trace::print_process_maps(pid);
+    }
     let path = file(m)?;
     let Input::Object(obj) = load(path)? else {
         return Err(format!("{path}: not an ELF object (assembly and bytecode declare no maps)"));
@@ -728,6 +751,165 @@ fn maps_of(m: &ArgMatches) -> Result<(), String> {
     Ok(())
 }
 
+/// `ebpf-vm trace` and `ebpf-vm maps --attach`: processes traced through the agent, and the maps they
+/// share.
+#[cfg(all(feature = "attach", target_os = "linux", target_arch = "x86_64"))]
+mod trace {
+    use std::io::BufRead as _;
+    use std::os::unix::process::CommandExt as _;
+    use std::path::PathBuf;
+
+    use clap::ArgMatches;
+    use ebpf_vm::attach::uprobe::parse_section;
+    use ebpf_vm::elf::Object;
+    use ebpf_vm::maps::{Map, SharedMap};
+
+    /// The descriptor the agent writes its output to, in the traced process.
+    const OUTPUT_FD: i32 = 200;
+
+    /// The agent's shared library: `$EBPF_VM_AGENT`, else beside this command.
+    fn agent() -> Result<PathBuf, String> {
+        if let Some(p) = std::env::var_os("EBPF_VM_AGENT") {
+            return Ok(PathBuf::from(p));
+        }
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let beside = exe.with_file_name("libebpf_vm_agent.so");
+        if beside.exists() {
+            return Ok(beside);
+        }
+        Err(format!(
+            "the agent is not at {} (build it: cargo build --release -p ebpf-vm-agent; or set EBPF_VM_AGENT)",
+            beside.display()
+        ))
+    }
+
+    /// A key or value: as a number when it has 4 or 8 bytes, else in hex.
+    fn show(bytes: &[u8]) -> String {
+        match bytes.len() {
+            4 => u32::from_ne_bytes(bytes.try_into().unwrap_or_default()).to_string(),
+            8 => u64::from_ne_bytes(bytes.try_into().unwrap_or_default()).to_string(),
+            _ => bytes.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+
+    /// Prints every map process `pid` shares, key by key (the first CPU slot of per-CPU maps... every
+    /// slot with a value, for those).
+    pub(crate) fn print_process_maps(pid: u32) -> Result<(), String> {
+        let maps = SharedMap::of_process(pid);
+        if maps.is_empty() {
+            return Err(format!("process {pid} shares no maps"));
+        }
+        for (name, object) in maps {
+            let map = SharedMap::open(&object).map_err(|e| format!("{object}: {e}"))?;
+            let map: &dyn Map = &map;
+            let d = map.def();
+            out!("map {name} ({}, key {} bytes, value {} bytes):", d.map_type.name(), d.key_size, d.value_size);
+            for key in map.keys() {
+                let values: Vec<String> = (0..map.cpus()).filter_map(|c| map.get(&key, c)).map(|v| show(&v)).collect();
+                let values = match values.as_slice() {
+                    [one] => one.clone(),
+                    all => format!("[{}]", all.join(", ")),
+                };
+                out!("  {}: {values}", show(&key));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the command with the agent, printing the agent's output as it comes, then the maps.
+    pub(crate) fn trace(m: &ArgMatches) -> Result<(), String> {
+        let path = m.get_one::<String>("OBJECT").ok_or("an OBJECT is required")?;
+        let command: Vec<&String> = m.get_many::<String>("COMMAND").ok_or("a COMMAND is required")?.collect();
+        let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+        let object = Object::parse(&bytes).map_err(|e| format!("{path}: {e}"))?;
+        // Refused before anything runs: programs the agent cannot attach.
+        for p in object.programs() {
+            match parse_section(&p.section) {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    return Err(format!(
+                        "{path}: program `{}` (section `{}`) is no uprobe, uretprobe or syscall tracepoint",
+                        p.name, p.section
+                    ))
+                }
+                Err(e) => return Err(format!("{path}: program `{}`: {e}", p.name)),
+            }
+        }
+        let agent = agent()?;
+        let object_path = std::fs::canonicalize(path).map_err(|e| format!("{path}: {e}"))?;
+        let preload = match std::env::var("LD_PRELOAD") {
+            Ok(other) if !other.is_empty() => format!("{}:{other}", agent.display()),
+            _ => agent.display().to_string(),
+        };
+        let mut fds = [0i32; 2];
+        // SAFETY: `fds` has room for the two descriptors, which the files below then own.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: descriptors just made, owned by nothing else.
+        let (reader, writer) = unsafe {
+            use std::os::fd::FromRawFd as _;
+            (std::fs::File::from_raw_fd(fds[0]), std::fs::File::from_raw_fd(fds[1]))
+        };
+        let writer_fd = fds[1];
+        let mut child = std::process::Command::new(command[0]);
+        child
+            .args(&command[1..])
+            .env("LD_PRELOAD", preload)
+            .env("EBPF_VM_AGENT_OBJECT", &object_path)
+            .env("EBPF_VM_AGENT_OUTPUT", OUTPUT_FD.to_string());
+        // SAFETY: `dup2` is async-signal-safe; it gives the child the pipe's write end at OUTPUT_FD,
+        // without close-on-exec.
+        unsafe {
+            child.pre_exec(move || match libc::dup2(writer_fd, OUTPUT_FD) {
+                -1 => Err(std::io::Error::last_os_error()),
+                _ => Ok(()),
+            });
+        }
+        let mut child = child.spawn().map_err(|e| format!("{}: {e}", command[0]))?;
+        drop(writer);
+        let pid = child.id();
+        out!("ebpf-vm: tracing pid {pid}");
+        let printer = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(reader).lines() {
+                let Ok(line) = line else { break };
+                out!("{line}");
+            }
+        });
+        let status = child.wait().map_err(|e| e.to_string())?;
+        let _ = printer.join();
+        out!("ebpf-vm: pid {pid} exited ({status})");
+        let printed = if SharedMap::of_process(pid).is_empty() {
+            out!("ebpf-vm: pid {pid} shared no maps");
+            Ok(())
+        } else {
+            print_process_maps(pid)
+        };
+        for (_, object) in SharedMap::of_process(pid) {
+            let _ = SharedMap::unlink(&object);
+        }
+        printed?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("the traced command failed ({status})"))
+        }
+    }
+}
+
+#[cfg(not(all(feature = "attach", target_os = "linux", target_arch = "x86_64")))]
+mod trace {
+    use clap::ArgMatches;
+
+    pub(crate) fn print_process_maps(_pid: u32) -> Result<(), String> {
+        Err("tracing needs Linux on x86_64 and the `attach` feature".into())
+    }
+
+    pub(crate) fn trace(_m: &ArgMatches) -> Result<(), String> {
+        Err("tracing needs Linux on x86_64 and the `attach` feature".into())
+    }
+}
+
 fn main() -> ExitCode {
     let matches = match cli().try_get_matches() {
         Ok(m) => m,
@@ -743,6 +925,7 @@ fn main() -> ExitCode {
         Some(("disasm", m)) => disasm(m),
         Some(("sections", m)) => sections(m),
         Some(("maps", m)) => maps_of(m),
+        Some(("trace", m)) => trace::trace(m),
         _ => Err("a command is required (see ebpf-vm --help)".into()),
     };
     match result {

@@ -9,7 +9,7 @@
 //! deletes take a spin lock in the shared memory; a process that dies holding it leaves the map
 //! locked (writers then fail with [`MapError::Busy`] after a bounded wait).
 
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::any::Any;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -260,6 +260,40 @@ impl SharedMap {
     /// The shared-memory object's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The name a map called `map` of process `pid` is given when an agent shares it:
+    /// `/ebpf-vm.PID.NAME`, with any `/` in the map's name made `_`.
+    pub fn process_map_name(pid: u32, map: &str) -> String {
+        alloc::format!("/ebpf-vm.{pid}.{}", map.replace('/', "_"))
+    }
+
+    /// The maps of process `pid` shared under [`process_map_name`](SharedMap::process_map_name)s, as
+    /// (map name, object name) pairs sorted by map name.
+    pub fn of_process(pid: u32) -> Vec<(String, String)> {
+        let prefix = alloc::format!("ebpf-vm.{pid}.");
+        let mut out: Vec<(String, String)> = std::fs::read_dir("/dev/shm")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let file = e.file_name().into_string().ok()?;
+                let map = file.strip_prefix(&prefix)?.to_string();
+                Some((map, alloc::format!("/{file}")))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Removes the name `name` (processes that mapped the object keep it until they unmap it).
+    pub fn unlink(name: &str) -> Result<(), MapError> {
+        let c = c_name(name)?;
+        // SAFETY: a NUL-terminated name.
+        match unsafe { libc::shm_unlink(c.as_ptr().cast()) } {
+            0 => Ok(()),
+            _ => Err(MapError::NotFound),
+        }
     }
 
     fn word32(&self, at: usize) -> &AtomicU32 {

@@ -40,7 +40,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use iced_x86::Instruction;
-pub use object::{attach_object, parse_section, AttachPoint, Attachment};
+pub use object::{attach_object, attach_object_printing, parse_section, AttachPoint, Attachment};
 
 use super::readers;
 use crate::link::Context;

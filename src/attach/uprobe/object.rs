@@ -10,6 +10,7 @@ use alloc::vec::Vec;
 
 use super::syscalls::{self, SyscallTracepoint, TracepointKind};
 use super::{context, AttachError, ProbeKind, Target, Uprobe};
+use crate::helpers::PrintSink;
 use crate::link::Context;
 use crate::vm::{Engine, Instance};
 
@@ -85,13 +86,27 @@ fn context_of(point: &AttachPoint) -> Context {
 /// attaches it where its section says. Every program must be a uprobe, uretprobe or syscall tracepoint
 /// this can attach: otherwise nothing stays attached and the error names the first program that is not.
 pub fn attach_object(instance: &Instance, engine: Engine) -> Result<Vec<Attachment>, AttachError> {
+    attach_object_printing(instance, engine, None)
+}
+
+/// [`attach_object`], with `bpf_trace_printk` and `bpf_printk` lines going to `print` (else to
+/// standard error).
+pub fn attach_object_printing(
+    instance: &Instance,
+    engine: Engine,
+    print: Option<PrintSink>,
+) -> Result<Vec<Attachment>, AttachError> {
     let mut plan = Vec::new();
     for p in instance.programs() {
         let unsupported = || AttachError::UnsupportedSection { program: p.name.clone(), section: p.section.clone() };
         let point = parse_section(&p.section)?.ok_or_else(unsupported)?;
         let build = |e: String| AttachError::Build { program: p.name.clone(), error: e };
         let builder = instance.vm_builder(&p.name).map_err(|e| build(e.to_string()))?;
-        let builder = builder.engine(engine).context(context_of(&point));
+        let mut env = instance.env();
+        if let Some(sink) = &print {
+            env.set_print_sink(sink.clone());
+        }
+        let builder = builder.env(env).engine(engine).context(context_of(&point));
         let vm = builder.verified().build().map_err(|e| build(e.to_string()))?;
         plan.push((point, Arc::new(vm)));
     }
