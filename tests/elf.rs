@@ -314,7 +314,9 @@ fn time_random_identity_and_printk() {
         assert_eq!(results.get(1), Some(1), "boot time is not before monotonic time");
         assert_eq!(results.get(2), Some(1), "two random numbers differ");
         let pid = std::process::id() as u64;
-        assert_eq!(results.get(3), Some(pid << 32 | pid));
+        let pid_tgid = results.get(3).expect("pid_tgid");
+        assert_eq!(pid_tgid >> 32, pid, "the process id above");
+        assert!(pid_tgid as u32 != 0, "the thread's id below");
         assert_eq!(results.get(4), Some(0), "get_current_comm succeeds");
         assert_ne!(results.get(5), Some(0), "comm is not empty");
         assert_eq!(lines.lock().unwrap().as_slice(), ["len=3 first=x hex=beef"]);
