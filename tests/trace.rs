@@ -4,8 +4,8 @@
 //! another process (`ebpf-vm maps --attach PID`) while it runs match too. An object with a program
 //! the agent cannot attach is refused before anything runs.
 //!
-//! Needs the agent (`libebpf_vm_agent.so`, a member of the workspace that `cargo test` builds beside
-//! the command) and a C compiler (`cc`) for the example program.
+//! Needs the agent (`libebpf_vm_agent.so`, a member of the workspace that `cargo test` builds for its
+//! own tests, in `deps/` beside the command) and a C compiler (`cc`) for the example program.
 #![cfg(all(feature = "attach", target_os = "linux", target_arch = "x86_64"))]
 
 use std::collections::BTreeMap;
@@ -47,8 +47,10 @@ fn parse(lines: &[String]) -> (BTreeMap<u32, u64>, BTreeMap<u32, u64>) {
 
 #[test]
 fn trace_counts_what_the_program_reports_and_its_maps_read_live() {
-    let agent = PathBuf::from(EBPF_VM).with_file_name("libebpf_vm_agent.so");
-    assert!(agent.exists(), "{} is missing: cargo build --release -p ebpf-vm-agent", agent.display());
+    // Where `cargo test` builds the agent (the agent's own tests need it), or `cargo build` puts it.
+    let bin = PathBuf::from(EBPF_VM);
+    let agent = [bin.with_file_name("deps").join("libebpf_vm_agent.so"), bin.with_file_name("libebpf_vm_agent.so")];
+    assert!(agent.iter().any(|a| a.exists()), "the agent is missing: cargo build --release -p ebpf-vm-agent");
     let program = malloc_threads();
     let mut trace = Command::new(EBPF_VM)
         .arg("trace")

@@ -766,16 +766,20 @@ mod trace {
 
     /// The descriptor the agent writes its output to, in the traced process.
     const OUTPUT_FD: i32 = 200;
+    /// The longest output line printed whole.
+    const MAX_LINE: u64 = 64 * 1024;
 
-    /// The agent's shared library: `$EBPF_VM_AGENT`, else beside this command.
+    /// The agent's shared library: `$EBPF_VM_AGENT`, else beside this command (where `cargo build`
+    /// puts it), else in `deps/` beside it (where `cargo test` leaves it).
     fn agent() -> Result<PathBuf, String> {
         if let Some(p) = std::env::var_os("EBPF_VM_AGENT") {
             return Ok(PathBuf::from(p));
         }
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let beside = exe.with_file_name("libebpf_vm_agent.so");
-        if beside.exists() {
-            return Ok(beside);
+        let in_deps = exe.with_file_name("deps").join("libebpf_vm_agent.so");
+        if let Some(found) = [&beside, &in_deps].into_iter().find(|p| p.exists()) {
+            return Ok(found.clone());
         }
         Err(format!(
             "the agent is not at {} (build it: cargo build --release -p ebpf-vm-agent; or set EBPF_VM_AGENT)",
@@ -870,10 +874,17 @@ mod trace {
         drop(writer);
         let pid = child.id();
         out!("ebpf-vm: tracing pid {pid}");
+        // Lines are the traced process's to write: each is cut at MAX_LINE bytes, so that one without
+        // an end cannot fill this process's memory.
         let printer = std::thread::spawn(move || {
-            for line in std::io::BufReader::new(reader).lines() {
-                let Ok(line) = line else { break };
-                out!("{line}");
+            let mut input = std::io::BufReader::new(reader);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match std::io::Read::take(&mut input, MAX_LINE).read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => out!("{}", String::from_utf8_lossy(line.strip_suffix(b"\n").unwrap_or(&line))),
+                }
             }
         });
         let status = child.wait().map_err(|e| e.to_string())?;
