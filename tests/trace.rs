@@ -15,9 +15,10 @@ use std::process::{Command, Stdio};
 
 const EBPF_VM: &str = env!("CARGO_BIN_EXE_ebpf-vm");
 
-/// The example program, compiled for this test.
-fn malloc_threads() -> PathBuf {
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("malloc_threads");
+/// The example program, compiled for the test `tag` (each test its own file: one test must not
+/// rewrite a file another is running).
+fn malloc_threads(tag: &str) -> PathBuf {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("malloc_threads-{tag}"));
     let src = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/trace/malloc_threads.c");
     let status = Command::new("cc").args(["-O1", "-pthread", src, "-o"]).arg(&out).status().expect("cc runs");
     assert!(status.success(), "cc compiles the example");
@@ -51,7 +52,7 @@ fn trace_counts_what_the_program_reports_and_its_maps_read_live() {
     let bin = PathBuf::from(EBPF_VM);
     let agent = [bin.with_file_name("deps").join("libebpf_vm_agent.so"), bin.with_file_name("libebpf_vm_agent.so")];
     assert!(agent.iter().any(|a| a.exists()), "the agent is missing: cargo build --release -p ebpf-vm-agent");
-    let program = malloc_threads();
+    let program = malloc_threads("live");
     let mut trace = Command::new(EBPF_VM)
         .arg("trace")
         .arg(object())
@@ -111,7 +112,7 @@ fn an_object_the_agent_cannot_attach_is_refused_before_anything_runs() {
 fn a_program_that_cannot_attach_leaves_the_traced_process_unchanged() {
     // The object probes a function the example does not have: the agent reports it, attaches nothing,
     // and the program runs and exits as it would have.
-    let program = malloc_threads();
+    let program = malloc_threads("unchanged");
     let object = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/uprobe_args.o");
     let out = Command::new(EBPF_VM).arg("trace").arg(object).arg("--").arg(&program).output().expect("runs");
     let text = String::from_utf8_lossy(&out.stdout);
