@@ -37,7 +37,15 @@ struct Mapping {
 /// The files mapped into the process.
 fn mappings() -> Result<Vec<Mapping>, AttachError> {
     let text = std::fs::read_to_string("/proc/self/maps").map_err(|e| AttachError::Process(e.to_string()))?;
-    let mut out = Vec::new();
+    Ok(parse_maps(&text))
+}
+
+/// The file mappings `/proc/self/maps` lists in `text`, with adjacent entries that continue one
+/// another (same file, same permissions, contiguous in memory and in the file) joined: the kernel
+/// lists a text segment in pieces once pages of it have been made writable and back (as patching
+/// does), and a function may straddle two of them.
+fn parse_maps(text: &str) -> Vec<Mapping> {
+    let mut out: Vec<Mapping> = Vec::new();
     for line in text.lines() {
         let mut fields = line.split_ascii_whitespace();
         let (Some(range), Some(perms), Some(offset), Some(_dev), Some(_inode)) =
@@ -52,11 +60,23 @@ fn mappings() -> Result<Vec<Mapping>, AttachError> {
         let mut bounds = range.split('-').map(|s| u64::from_str_radix(s, 16).ok());
         let (start, end) = (bounds.next().flatten(), bounds.next().flatten());
         let offset = u64::from_str_radix(offset, 16).ok();
-        if let (Some(start), Some(end), Some(offset)) = (start, end, offset) {
-            out.push(Mapping { start, end, offset, executable: perms.contains('x') && perms.starts_with('r'), path });
+        let (Some(start), Some(end), Some(offset)) = (start, end, offset) else { continue };
+        let executable = perms.contains('x') && perms.starts_with('r');
+        if let Some(last) = out.last_mut() {
+            let continues = last.end == start
+                && last.executable == executable
+                && last.path == path
+                && last.offset.checked_add(last.end - last.start) == Some(offset);
+            if continues {
+                last.end = end;
+                continue;
+            }
+        }
+        if start < end {
+            out.push(Mapping { start, end, offset, executable, path });
         }
     }
-    Ok(out)
+    out
 }
 
 /// `f` with its limit cut to the end of the readable, executable mapping that holds its start: the
@@ -213,6 +233,40 @@ mod tests {
         assert!(f.size > 0 && f.limit >= f.start + f.size);
         assert_eq!(containing(f.start + 1).expect("getpid holds its second byte").start, f.start);
         assert!(matches!(find(None, "no_such_function_here"), Err(AttachError::NoSymbol(_))));
+    }
+
+    /// A text segment listed in pieces (pages made writable and back split it) is one mapping; pieces
+    /// that do not continue one another (another file, other permissions, a gap in memory or in the
+    /// file) stay apart.
+    #[test]
+    fn a_text_segment_listed_in_pieces_is_one_mapping() {
+        let text = "\
+1000-2000 r-xp 00000000 08:01 5 /bin/app
+2000-3000 r-xp 00001000 08:01 5 /bin/app
+3000-5000 r-xp 00002000 08:01 5 /bin/app
+5000-6000 r--p 00004000 08:01 5 /bin/app
+6000-7000 r-xp 00000000 08:01 6 /lib/x.so
+8000-9000 r-xp 00002000 08:01 6 /lib/x.so
+9000-a000 r-xp 00004000 08:01 6 /lib/x.so
+a000-b000 rw-p 00000000 00:00 0
+b000-c000 r-xp 00000000 08:01 7 /lib/y.so";
+        let parsed = parse_maps(text);
+        let maps: Vec<(u64, u64, bool, &str)> =
+            parsed.iter().map(|m| (m.start, m.end, m.executable, m.path.as_str())).collect();
+        assert_eq!(
+            maps,
+            [
+                (0x1000, 0x5000, true, "/bin/app"),
+                (0x5000, 0x6000, false, "/bin/app"),
+                (0x6000, 0x7000, true, "/lib/x.so"),
+                (0x8000, 0x9000, true, "/lib/x.so"),
+                (0x9000, 0xa000, true, "/lib/x.so"),
+                (0xb000, 0xc000, true, "/lib/y.so"),
+            ]
+        );
+        // A function straddling the pieces' boundary keeps its size.
+        let f = Function { name: "f".into(), path: "/bin/app".into(), start: 0x1ff0, size: 0x20, limit: 0x2010 };
+        assert_eq!(within_code(f.clone(), &parse_maps(text)), Ok(f));
     }
 
     #[test]
