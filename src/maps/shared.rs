@@ -1,21 +1,25 @@
-//! Maps in shared memory (Linux): arrays, per-CPU arrays and hash maps whose whole state (the
-//! definition, the hash index, the lock and the values) lives in one POSIX shared-memory object, at
-//! offsets from its start, so that every process that maps it (wherever) sees one map.
+//! Maps in shared memory (Linux): arrays, per-CPU arrays, hash maps and ring buffers whose whole state
+//! (the definition, the hash index or the ring's positions, the lock and the values or records) lives
+//! in one POSIX shared-memory object, at offsets from its start, so that every process that maps it
+//! (wherever) sees one map.
 //!
 //! Another process can write anything into that memory at any time. Opening checks the header against
 //! the object's size; after that, every index read from the memory is checked before it is used, every
 //! probe loop is bounded, and the memory is only ever touched with atomic accesses: a process that
 //! corrupts the map gets wrong answers or errors, never memory outside the map. Hash updates and
-//! deletes take a spin lock in the shared memory; a process that dies holding it leaves the map
-//! locked (writers then fail with [`MapError::Busy`] after a bounded wait).
+//! deletes, and ring-buffer reservations, take a spin lock in the shared memory that names the
+//! holder's process: a lock whose holder has died is taken over; one held longer than a bounded wait
+//! by a live process makes the writer fail ([`MapError::Busy`], or a full ring buffer).
 
 use alloc::string::{String, ToString};
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::any::Any;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::{
-    check_flags, check_key, check_value, Map, MapDef, MapError, MapType, BPF_EXIST, BPF_NOEXIST, MAX_CPUS, MAX_KEY_SIZE,
+    check_flags, check_key, check_value, Map, MapDef, MapError, MapType, RingBufMap, BPF_EXIST, BPF_NOEXIST, MAX_CPUS,
+    MAX_KEY_SIZE,
 };
 use crate::memory::access::{self, Access};
 use crate::memory::Region;
@@ -35,6 +39,8 @@ const H_CPUS: usize = 28;
 const H_SEED: usize = 32;
 const H_LOCK: usize = 40;
 const H_FREE_TOP: usize = 44;
+// A ring buffer's control words take the header from its lock field on.
+const _: () = assert!(H_LOCK % 8 == 0 && H_LOCK + super::ringbuf::CONTROL_BYTES <= HEADER);
 /// Bucket states besides `slot + 2`.
 const EMPTY: u32 = 0;
 const TOMBSTONE: u32 = 1;
@@ -156,6 +162,131 @@ fn c_name(name: &str) -> Result<Vec<u8>, MapError> {
     Ok(c)
 }
 
+/// Creates the shared-memory object `name`, `len` zeroed bytes, and maps it.
+fn create_object(name: &str, len: usize) -> Result<Mapping, MapError> {
+    let c = c_name(name)?;
+    // SAFETY: a NUL-terminated name; the descriptor is closed below.
+    let fd = unsafe {
+        libc::shm_open(c.as_ptr().cast(), libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC, 0o600)
+    };
+    if fd < 0 {
+        return Err(MapError::InvalidDef("the shared map's name cannot be created (does it exist?)"));
+    }
+    // SAFETY: our descriptor; a new object is zero-filled to this length.
+    let sized = unsafe { libc::ftruncate(fd, len as libc::off_t) } == 0;
+    let memory = if sized { map_object(fd, len) } else { Err(MapError::NoMemory(len as u64)) };
+    // SAFETY: opened above.
+    unsafe { libc::close(fd) };
+    if memory.is_err() {
+        // SAFETY: the name just created.
+        unsafe { libc::shm_unlink(c.as_ptr().cast()) };
+    }
+    memory
+}
+
+/// Writes the header of a new map of `def` into `memory`, the magic last: an opener that sees the
+/// magic sees the rest.
+fn publish(memory: &Mapping, def: &MapDef, cpus: usize) {
+    let w32 = |at: usize, v: u32| {
+        // SAFETY: a header field: aligned, inside the mapping (at least HEADER bytes long).
+        unsafe { AtomicU32::from_ptr(memory.base.add(at).cast()) }.store(v, Ordering::Relaxed)
+    };
+    w32(H_VERSION, VERSION);
+    w32(H_TYPE, def.map_type.raw());
+    w32(H_KEY, def.key_size);
+    w32(H_VALUE, def.value_size);
+    w32(H_ENTRIES, def.max_entries);
+    w32(H_CPUS, cpus as u32);
+    // SAFETY: as above.
+    unsafe { AtomicU64::from_ptr(memory.base.add(H_SEED).cast()) }.store(seed(), Ordering::Relaxed);
+    // SAFETY: as above.
+    unsafe { AtomicU64::from_ptr(memory.base.add(H_MAGIC).cast()) }.store(MAGIC, Ordering::Release);
+}
+
+/// Opens and maps the object `name`, and reads the definition and CPU count its header gives (not yet
+/// checked against its size).
+fn open_object(name: &str) -> Result<(MapDef, u32, Mapping), MapError> {
+    let c = c_name(name)?;
+    // SAFETY: a NUL-terminated name; the descriptor is closed below.
+    let fd = unsafe { libc::shm_open(c.as_ptr().cast(), libc::O_RDWR | libc::O_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(MapError::NotFound);
+    }
+    // SAFETY: a zeroed stat is valid; our descriptor.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: as above.
+    let ok = unsafe { libc::fstat(fd, &mut st) } == 0 && st.st_size >= HEADER as i64;
+    let memory = if ok { map_object(fd, st.st_size as usize) } else { Err(MapError::InvalidDef("not a shared map")) };
+    // SAFETY: opened above.
+    unsafe { libc::close(fd) };
+    let memory = memory?;
+    let read32 = |at: usize| {
+        // SAFETY: inside the mapping (at most 64 bytes in, and it has at least that), aligned.
+        unsafe { AtomicU32::from_ptr(memory.base.add(at).cast()) }.load(Ordering::Acquire)
+    };
+    // SAFETY: as above.
+    let magic = unsafe { AtomicU64::from_ptr(memory.base.cast()) }.load(Ordering::Acquire);
+    if magic != MAGIC || read32(H_VERSION) != VERSION {
+        return Err(MapError::InvalidDef("not a shared map of this version"));
+    }
+    let def = MapDef {
+        map_type: MapType::from_raw(read32(H_TYPE)),
+        key_size: read32(H_KEY),
+        value_size: read32(H_VALUE),
+        max_entries: read32(H_ENTRIES),
+        flags: 0,
+    };
+    Ok((def, read32(H_CPUS), memory))
+}
+
+/// A mapping that removes its name when dropped, if asked to.
+struct Named {
+    _memory: Mapping,
+    name: Option<Vec<u8>>,
+}
+
+impl Drop for Named {
+    fn drop(&mut self) {
+        if let Some(c) = &self.name {
+            // SAFETY: a NUL-terminated name.
+            unsafe { libc::shm_unlink(c.as_ptr().cast()) };
+        }
+    }
+}
+
+/// The ring buffer of `def` in `memory` (its header checked): control words from the header's lock
+/// field on, data after the header.
+fn ring_buffer(def: MapDef, memory: Mapping, name: &str, remove_on_drop: bool) -> RingBufMap {
+    let control = memory.base.wrapping_add(H_LOCK);
+    let data = memory.base.wrapping_add(HEADER);
+    let name = if remove_on_drop { c_name(name).ok() } else { None };
+    // SAFETY: the mapping is HEADER + size bytes (checked by the callers); the control words are
+    // `H_LOCK .. H_LOCK + CONTROL_BYTES`, inside the header (8-aligned for the positions), the data the
+    // `size` bytes after it; the mapping moves into the buffer, which keeps it. Other processes'
+    // writes are checked before use (the buffer's own contract).
+    unsafe {
+        RingBufMap::in_memory(
+            def,
+            control,
+            data,
+            alloc::boxed::Box::new(Named { _memory: memory, name }),
+            std::process::id(),
+            Some(process_gone),
+        )
+    }
+}
+
+/// Whether the process a lock word names (by its id) no longer exists, or the word names no process.
+fn process_gone(pid: u32) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return true;
+    }
+    // SAFETY: signal 0 sends nothing: it only asks whether the process exists (a positive id, so
+    // never a process group).
+    let r = unsafe { libc::kill(pid as i32, 0) };
+    r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
 /// An array, per-CPU array or hash map in a POSIX shared-memory object (`/dev/shm` on Linux), which
 /// other processes open by name.
 pub struct SharedMap {
@@ -177,35 +308,8 @@ impl SharedMap {
             if matches!(def.map_type, MapType::PerCpuArray | MapType::PerCpuHash) { MAX_CPUS } else { 1 },
         )?;
         let layout = Layout::of(&def)?;
-        let c = c_name(name)?;
-        // SAFETY: a NUL-terminated name; the descriptor is closed below.
-        let fd = unsafe {
-            libc::shm_open(c.as_ptr().cast(), libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC, 0o600)
-        };
-        if fd < 0 {
-            return Err(MapError::InvalidDef("the shared map's name cannot be created (does it exist?)"));
-        }
-        // SAFETY: our descriptor; a new object is zero-filled to this length.
-        let sized = unsafe { libc::ftruncate(fd, layout.len as libc::off_t) } == 0;
-        let memory = if sized { map_object(fd, layout.len) } else { Err(MapError::NoMemory(layout.len as u64)) };
-        // SAFETY: opened above.
-        unsafe { libc::close(fd) };
-        let memory = match memory {
-            Ok(m) => m,
-            Err(e) => {
-                // SAFETY: the name just created.
-                unsafe { libc::shm_unlink(c.as_ptr().cast()) };
-                return Err(e);
-            }
-        };
+        let memory = create_object(name, layout.len)?;
         let map = SharedMap { def, layout, memory, name: name.into(), unlink: remove_on_drop };
-        map.word32(H_VERSION).store(VERSION, Ordering::Relaxed);
-        map.word32(H_TYPE).store(def.map_type.raw(), Ordering::Relaxed);
-        map.word32(H_KEY).store(def.key_size, Ordering::Relaxed);
-        map.word32(H_VALUE).store(def.value_size, Ordering::Relaxed);
-        map.word32(H_ENTRIES).store(def.max_entries, Ordering::Relaxed);
-        map.word32(H_CPUS).store(layout.cpus as u32, Ordering::Relaxed);
-        map.word64(H_SEED).store(seed(), Ordering::Relaxed);
         if layout.hash {
             // Every slot free: the stack holds them all, slot 0 on top.
             for i in 0..layout.entries {
@@ -213,48 +317,69 @@ impl SharedMap {
             }
             map.word32(H_FREE_TOP).store(layout.entries as u32, Ordering::Relaxed);
         }
-        // Published last: an opener that sees the magic sees the rest.
-        map.word64(H_MAGIC).store(MAGIC, Ordering::Release);
+        publish(&map.memory, &def, layout.cpus);
         Ok(map)
     }
 
-    /// Opens the map another process created as `name`.
+    /// Creates the shared-memory object `name` holding an empty ring buffer of `def`: producers in
+    /// every process that opens it (with [`open_ring_buffer`](SharedMap::open_ring_buffer)) serialise
+    /// on a lock in the object, and one consumer, in any of them, reads the records. Fails if the name
+    /// exists. With `remove_on_drop`, dropping the buffer removes the name.
+    pub fn create_ring_buffer(name: &str, def: MapDef, remove_on_drop: bool) -> Result<RingBufMap, MapError> {
+        let size = RingBufMap::check_def(&def)? as usize;
+        let memory = create_object(name, HEADER + size)?;
+        publish(&memory, &def, 1);
+        Ok(ring_buffer(def, memory, name, remove_on_drop))
+    }
+
+    /// Creates a shared map of any kind this module holds ([`create`](SharedMap::create) or
+    /// [`create_ring_buffer`](SharedMap::create_ring_buffer)).
+    pub fn create_any(name: &str, def: MapDef, remove_on_drop: bool) -> Result<Arc<dyn Map>, MapError> {
+        Ok(match def.map_type {
+            MapType::RingBuf => Arc::new(SharedMap::create_ring_buffer(name, def, remove_on_drop)?),
+            _ => Arc::new(SharedMap::create(name, def, remove_on_drop)?),
+        })
+    }
+
+    /// Whether shared memory can hold a map of this kind: arrays, per-CPU arrays, hash and per-CPU
+    /// hash maps, and ring buffers.
+    pub fn can_hold(map_type: MapType) -> bool {
+        matches!(
+            map_type,
+            MapType::Array | MapType::PerCpuArray | MapType::Hash | MapType::PerCpuHash | MapType::RingBuf
+        )
+    }
+
+    /// Opens the map (not a ring buffer) another process created as `name`.
     pub fn open(name: &str) -> Result<SharedMap, MapError> {
-        let c = c_name(name)?;
-        // SAFETY: a NUL-terminated name; the descriptor is closed below.
-        let fd = unsafe { libc::shm_open(c.as_ptr().cast(), libc::O_RDWR | libc::O_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(MapError::NotFound);
-        }
-        // SAFETY: a zeroed stat is valid; our descriptor.
-        let mut st: libc::stat = unsafe { core::mem::zeroed() };
-        let ok = unsafe { libc::fstat(fd, &mut st) } == 0 && st.st_size >= HEADER as i64;
-        let memory =
-            if ok { map_object(fd, st.st_size as usize) } else { Err(MapError::InvalidDef("not a shared map")) };
-        // SAFETY: opened above.
-        unsafe { libc::close(fd) };
-        let memory = memory?;
-        let read32 = |at: usize| {
-            // SAFETY: inside the mapping (at most 64 bytes in, and it has at least that), aligned.
-            unsafe { AtomicU32::from_ptr(memory.base.add(at).cast()) }.load(Ordering::Acquire)
-        };
-        // SAFETY: as above.
-        let magic = unsafe { AtomicU64::from_ptr(memory.base.cast()) }.load(Ordering::Acquire);
-        if magic != MAGIC || read32(H_VERSION) != VERSION {
-            return Err(MapError::InvalidDef("not a shared map of this version"));
-        }
-        let def = MapDef {
-            map_type: MapType::from_raw(read32(H_TYPE)),
-            key_size: read32(H_KEY),
-            value_size: read32(H_VALUE),
-            max_entries: read32(H_ENTRIES),
-            flags: 0,
-        };
+        let (def, cpus, memory) = open_object(name)?;
         let layout = Layout::of(&def)?;
-        if layout.len != memory.len || layout.cpus as u32 != read32(H_CPUS) {
+        if layout.len != memory.len || layout.cpus as u32 != cpus {
             return Err(MapError::InvalidDef("the shared map's header does not match its size"));
         }
         Ok(SharedMap { def, layout, memory, name: name.into(), unlink: false })
+    }
+
+    /// Opens the ring buffer another process created as `name`.
+    pub fn open_ring_buffer(name: &str) -> Result<RingBufMap, MapError> {
+        let (def, cpus, memory) = open_object(name)?;
+        if def.map_type != MapType::RingBuf {
+            return Err(MapError::InvalidDef("the shared map is not a ring buffer"));
+        }
+        let size = RingBufMap::check_def(&def)? as usize;
+        if memory.len != HEADER + size || cpus != 1 {
+            return Err(MapError::InvalidDef("the shared map's header does not match its size"));
+        }
+        Ok(ring_buffer(def, memory, name, false))
+    }
+
+    /// Opens the shared map `name`, whatever its kind.
+    pub fn open_any(name: &str) -> Result<Arc<dyn Map>, MapError> {
+        let (def, _, _) = open_object(name)?;
+        Ok(match def.map_type {
+            MapType::RingBuf => Arc::new(SharedMap::open_ring_buffer(name)?),
+            _ => Arc::new(SharedMap::open(name)?),
+        })
     }
 
     /// The shared-memory object's name.
@@ -370,14 +495,23 @@ impl SharedMap {
         (None, reusable)
     }
 
-    /// Runs `f` with the map's lock held.
+    /// Runs `f` with the map's lock held. The lock word holds the holder's process id: a lock whose
+    /// holder is gone (it died while writing) is taken over, leaving what it half wrote (at worst a
+    /// slot lost, or a key that next_key lists and lookups do not find).
     fn locked<T>(&self, f: impl FnOnce() -> Result<T, MapError>) -> Result<T, MapError> {
         let lock = self.word32(H_LOCK);
+        let me = std::process::id();
         let mut spins = 0u32;
-        while lock.compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        while let Err(holder) = lock.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed) {
             spins += 1;
             if spins > LOCK_SPINS {
                 return Err(MapError::Busy);
+            }
+            if holder != 0 && spins % 4096 == 0 && process_gone(holder) {
+                if lock.compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                    break;
+                }
+                continue;
             }
             if spins % 64 == 0 {
                 std::thread::yield_now();
