@@ -209,3 +209,193 @@ fn corrupted_memory_gives_errors_never_a_stray_address() {
         let _ = (&map as &dyn Map).keys();
     }
 }
+
+fn ring(size: u32) -> MapDef {
+    def(MapType::RingBuf, 0, 0, size)
+}
+
+/// A record of producer `who`: its number, then its sequence number, then padding of a length that
+/// varies with the sequence number (so records of several sizes wrap around the buffer).
+fn record(who: u32, seq: u32) -> Vec<u8> {
+    let mut r = who.to_ne_bytes().to_vec();
+    r.extend_from_slice(&seq.to_ne_bytes());
+    r.resize(8 + (seq % 23) as usize, who as u8);
+    r
+}
+
+#[test]
+fn ring_buffers_are_checked_when_created_and_opened() {
+    let n = name("ringdefs");
+    for bad in [ring(0), ring(24), ring(8), def(MapType::RingBuf, 4, 0, 4096), def(MapType::RingBuf, 0, 8, 4096)] {
+        assert!(matches!(SharedMap::create_ring_buffer(&n, bad, true), Err(MapError::InvalidDef(_))), "{bad:?}");
+    }
+    let _ring = SharedMap::create_ring_buffer(&n, ring(4096), true).expect("created");
+    assert!(SharedMap::create_ring_buffer(&n, ring(4096), true).is_err(), "the name exists");
+    assert!(matches!(SharedMap::open(&n), Err(MapError::InvalidDef(_))), "not an array or hash map");
+    let h = name("ringdefs-hash");
+    let _hash = SharedMap::create(&h, def(MapType::Hash, 4, 8, 4), true).expect("created");
+    assert!(matches!(SharedMap::open_ring_buffer(&h), Err(MapError::InvalidDef(_))), "not a ring buffer");
+    assert!(SharedMap::open_any(&h).expect("opened").downcast_ref::<maps::RingBufMap>().is_none());
+    assert!(SharedMap::open_any(&n).expect("opened").downcast_ref::<maps::RingBufMap>().is_some());
+    assert!(SharedMap::can_hold(MapType::RingBuf) && !SharedMap::can_hold(MapType::LruHash));
+    // A size in the header that the object does not have.
+    let path = format!("/dev/shm{n}");
+    let mut bytes = std::fs::read(&path).expect("the object's file");
+    bytes[24..28].copy_from_slice(&8192u32.to_ne_bytes());
+    std::fs::write(&path, &bytes).expect("written");
+    assert!(matches!(SharedMap::open_ring_buffer(&n), Err(MapError::InvalidDef(_))));
+}
+
+/// Runs in a child process: writes records 0..2000 of producer `EBPF_VM_RING_WHO` into the ring
+/// buffer `EBPF_VM_SHARED_RING` names, waiting whenever it is full.
+#[test]
+fn child_ring_producer() {
+    let (Ok(n), Ok(who)) = (std::env::var("EBPF_VM_SHARED_RING"), std::env::var("EBPF_VM_RING_WHO")) else { return };
+    let who: u32 = who.parse().expect("a number");
+    let ring = SharedMap::open_ring_buffer(&n).expect("the parent's ring buffer");
+    for seq in 0..2000 {
+        while !ring.output(&record(who, seq)) {
+            assert!(!ring.is_corrupted());
+            std::thread::yield_now();
+        }
+    }
+}
+
+#[test]
+fn processes_write_records_another_consumes_in_order() {
+    let n = name("ring-processes");
+    // Small enough to fill up and wrap many times while the producers run.
+    let ring = SharedMap::create_ring_buffer(&n, ring(1024), true).expect("created");
+    let exe = std::env::current_exe().expect("this test binary");
+    let mut children: Vec<_> = (1..=2u32)
+        .map(|who| {
+            std::process::Command::new(&exe)
+                .args(["--exact", "child_ring_producer", "--test-threads", "1"])
+                .env("EBPF_VM_SHARED_RING", &n)
+                .env("EBPF_VM_RING_WHO", who.to_string())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("child starts")
+        })
+        .collect();
+    // This process writes as a third producer while it consumes.
+    let mut next = [0u32; 4];
+    let mut mine = 0u32;
+    let mut running = children.len();
+    while running > 0 || ring.query(0) > 0 || mine < 2000 {
+        if mine < 2000 && ring.output(&record(3, mine)) {
+            mine += 1;
+        }
+        ring.consume(|r| {
+            let who = u32::from_ne_bytes(r[..4].try_into().expect("4 bytes"));
+            let seq = u32::from_ne_bytes(r[4..8].try_into().expect("4 bytes"));
+            assert!((1..=3).contains(&who), "a record of no producer: {r:?}");
+            assert_eq!(seq, next[who as usize], "producer {who}'s records in order");
+            assert_eq!(r, record(who, seq).as_slice());
+            next[who as usize] += 1;
+        });
+        running = 0;
+        for c in &mut children {
+            match c.try_wait().expect("child state") {
+                Some(status) => assert!(status.success()),
+                None => running += 1,
+            }
+        }
+    }
+    assert_eq!(next, [0, 2000, 2000, 2000], "every record of the three producers, once");
+    assert!(!ring.is_corrupted());
+}
+
+#[test]
+fn a_program_writes_a_shared_ring_buffer_another_handle_reads() {
+    let n = name("ring-program");
+    let shared: Arc<dyn Map> = Arc::new(SharedMap::create_ring_buffer(&n, ring(4096), true).expect("created"));
+    let reader = SharedMap::open_ring_buffer(&n).expect("opened");
+    // bpf_ringbuf_output(ring, &input[0], 8, 0); then a reserved record with the input's first byte
+    // doubled, submitted.
+    let text = "mov %r6, %r1\nlddw %r1, map_fd(0)\nmov %r2, %r6\nmov %r3, 8\nmov %r4, 0\ncall 130\n\
+                lddw %r1, map_fd(0)\nmov %r2, 4\nmov %r3, 0\ncall 131\njeq %r0, 0, out\n\
+                ldxb %r1, [%r6+0]\nlsh %r1, 1\nstxw [%r0+0], %r1\nmov %r1, %r0\nmov %r2, 0\ncall 132\n\
+                out:\nmov %r0, 0\nexit";
+    let mut env = Env::new();
+    env.add_standard_helpers();
+    env.add_map(shared);
+    env.set_context(Context::fixed(8));
+    let vm = Vm::builder(Program::from_asm(text).expect("asm")).env(env).verified().build().expect("verifies");
+    for k in [3u64, 5, 7] {
+        assert_eq!(vm.execute(&mut k.to_ne_bytes()), Ok(0));
+    }
+    let got = reader.drain();
+    let want: Vec<Vec<u8>> =
+        [3u64, 5, 7].iter().flat_map(|&k| [k.to_ne_bytes().to_vec(), (2 * k as u32).to_ne_bytes().to_vec()]).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn corrupted_ring_buffer_memory_stops_the_buffer_never_a_stray_access() {
+    let n = name("ring-corrupt");
+    let ring = SharedMap::create_ring_buffer(&n, ring(256), true).expect("created");
+    let path = format!("/dev/shm{n}");
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut stopped = 0;
+    for round in 0..300 {
+        for i in 0..5u32 {
+            let _ = ring.output(&record(i, round));
+        }
+        // Everything from the control words on (the definition stays, or opening would fail).
+        let mut bytes = std::fs::read(&path).expect("the object's file");
+        for b in bytes.iter_mut().skip(40) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = match round % 3 {
+                0 => x as u8,
+                1 => *b ^ (x as u8 & 3),
+                _ => (x % 5) as u8,
+            };
+        }
+        std::fs::write(&path, &bytes).expect("written");
+        let opened = SharedMap::open_ring_buffer(&n).expect("the header still matches");
+        for r in [&ring, &opened] {
+            r.consume(|rec| assert!(rec.len() <= 128, "a record larger than half the buffer: {}", rec.len()));
+            let _ = r.output(b"after");
+            let _ = (r.query(0), r.query(2), r.query(3));
+            stopped += r.is_corrupted() as u32;
+        }
+    }
+    assert!(stopped > 0, "some corruption was noticed");
+}
+
+/// The id of a process that has exited.
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().expect("`true` runs");
+    let pid = child.id();
+    assert!(child.wait().expect("it ends").success());
+    pid
+}
+
+#[test]
+fn a_lock_left_by_a_dead_process_is_taken_over() {
+    let (h, r) = (name("dead-hash"), name("dead-ring"));
+    let hash = SharedMap::create(&h, def(MapType::Hash, 4, 8, 4), true).expect("created");
+    let ring = SharedMap::create_ring_buffer(&r, ring(4096), true).expect("created");
+    let dead = dead_pid();
+    // The lock word (at offset 40 of both) as a process leaves it that died while writing.
+    for n in [&h, &r] {
+        let path = format!("/dev/shm{n}");
+        let mut bytes = std::fs::read(&path).expect("the object's file");
+        bytes[40..44].copy_from_slice(&dead.to_ne_bytes());
+        std::fs::write(&path, &bytes).expect("written");
+    }
+    assert_eq!(hash.update(&1u32.to_ne_bytes(), &[7; 8], BPF_ANY, 0), Ok(()));
+    assert_eq!((&hash as &dyn Map).get(&1u32.to_ne_bytes(), 0), Some(vec![7; 8]));
+    assert!(ring.output(b"after"), "the ring buffer's lock was taken over");
+    assert_eq!(ring.drain(), vec![b"after".to_vec()]);
+    // A live holder (this process's parent, which outlives the test) is waited for, not taken over.
+    let live = std::os::unix::process::parent_id();
+    let path = format!("/dev/shm{h}");
+    let mut bytes = std::fs::read(&path).expect("the object's file");
+    bytes[40..44].copy_from_slice(&live.to_ne_bytes());
+    std::fs::write(&path, &bytes).expect("written");
+    assert_eq!(hash.update(&2u32.to_ne_bytes(), &[8; 8], BPF_ANY, 0), Err(MapError::Busy));
+}

@@ -29,13 +29,26 @@ fn object() -> &'static str {
     concat!(env!("CARGO_MANIFEST_DIR"), "/examples/trace/malloc_count.bpf.o")
 }
 
-/// `thread TID called malloc N times` lines, and `  TID: N` lines of the maps.
-fn parse(lines: &[String]) -> (BTreeMap<u32, u64>, BTreeMap<u32, u64>) {
-    let (mut reported, mut counted) = (BTreeMap::new(), BTreeMap::new());
+/// A 4-byte little-endian number written as 8 hex digits.
+fn hex_word(w: &str) -> u32 {
+    u32::from_le_bytes(u32::from_str_radix(w, 16).expect("hex").to_be_bytes())
+}
+
+/// The program's own report (`thread TID called malloc N times (largest: L bytes)`: TID -> (N, L)),
+/// the `  TID: N` lines of the maps (TID -> N), and the ring-buffer records (`ringbuf large_mallocs:`
+/// and the thread id, 4 zero bytes and the size, in hex: TID -> sizes).
+#[allow(clippy::type_complexity)]
+fn parse_all(lines: &[String]) -> (BTreeMap<u32, (u64, u64)>, BTreeMap<u32, u64>, BTreeMap<u32, Vec<u64>>) {
+    let (mut reported, mut counted, mut records) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
     for l in lines {
         let words: Vec<&str> = l.split_whitespace().collect();
-        if let ["thread", tid, "called", "malloc", n, "times"] = words.as_slice() {
-            reported.insert(tid.parse().expect("tid"), n.parse().expect("count"));
+        if let ["thread", tid, "called", "malloc", n, "times", "(largest:", largest, "bytes)"] = words.as_slice() {
+            reported.insert(tid.parse().expect("tid"), (n.parse().expect("count"), largest.parse().expect("size")));
+        }
+        if let ["ringbuf", "large_mallocs:", tid, zero, low, high] = words.as_slice() {
+            assert_eq!(hex_word(zero), 0, "{l}");
+            let size = hex_word(low) as u64 | (hex_word(high) as u64) << 32;
+            records.entry(hex_word(tid)).or_insert_with(Vec::new).push(size);
         }
         if let [tid, n] = words.as_slice() {
             if let (Some(tid), Ok(n)) = (tid.strip_suffix(':').and_then(|t| t.parse().ok()), n.parse()) {
@@ -43,7 +56,13 @@ fn parse(lines: &[String]) -> (BTreeMap<u32, u64>, BTreeMap<u32, u64>) {
             }
         }
     }
-    (reported, counted)
+    (reported, counted, records)
+}
+
+/// The program's report (TID -> number of calls) and the maps' counts.
+fn parse(lines: &[String]) -> (BTreeMap<u32, u64>, BTreeMap<u32, u64>) {
+    let (reported, counted, _) = parse_all(lines);
+    (reported.into_iter().map(|(tid, (n, _))| (tid, n)).collect(), counted)
 }
 
 #[test]
@@ -87,8 +106,16 @@ fn trace_counts_what_the_program_reports_and_its_maps_read_live() {
         assert_eq!(counted.get(tid), Some(n), "thread {tid}: the traced count after exit\n{seen:?}");
         assert_eq!(counted_live.get(tid), Some(n), "thread {tid}: the count read while it ran\n{live:?}");
     }
-    assert_eq!(reported.values().sum::<u64>(), 10_000);
+    assert_eq!(reported.values().sum::<u64>(), 10_004);
     assert!(seen.iter().any(|l| l.contains("first malloc")), "bpf_printk lines arrive: {seen:?}");
+    // One ring-buffer record for each thread's large allocation, with its size; no others.
+    let (reported_sizes, _, records) = parse_all(&seen);
+    let largest: BTreeMap<u32, Vec<u64>> = reported_sizes.iter().map(|(tid, (_, l))| (*tid, vec![*l])).collect();
+    assert_eq!(records, largest, "the ring buffer's records\n{seen:?}");
+    assert!(live.iter().any(|l| l.starts_with("map large_mallocs (ringbuf, 65536 bytes)")), "{live:?}");
+    // Printed as they arrived: while the program waited, before it exited.
+    let at = |prefix: &str| seen.iter().position(|l| l.starts_with(prefix)).unwrap_or(usize::MAX);
+    assert!(at("ringbuf large_mallocs:") < at(&format!("ebpf-vm: pid {pid} exited")), "{seen:?}");
     // The shared maps are removed once printed.
     assert!(!std::fs::read_dir("/dev/shm")
         .expect("/dev/shm")
@@ -119,6 +146,6 @@ fn a_program_that_cannot_attach_leaves_the_traced_process_unchanged() {
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("ebpf-vm agent: nothing attached: no function `ebpf_vm_test_fixture_target`"), "{text}");
     let lines: Vec<String> = text.lines().map(String::from).collect();
-    assert_eq!(parse(&lines).0.values().sum::<u64>(), 10_000, "{text}");
+    assert_eq!(parse(&lines).0.values().sum::<u64>(), 10_004, "{text}");
     assert!(text.contains("shared no maps"), "the agent removed the maps it made: {text}");
 }

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use ebpf_vm::elf::Object;
-use ebpf_vm::maps::{Map, MapBudget, MapDef, MapType, SharedMap};
+use ebpf_vm::maps::{MapBudget, MapDef, SharedMap};
 use ebpf_vm::{Engine, Instance};
 
 /// The environment variable naming the object to load.
@@ -12,9 +12,9 @@ pub const OBJECT: &str = "EBPF_VM_AGENT_OBJECT";
 /// The environment variable holding the file descriptor output goes to.
 pub const OUTPUT: &str = "EBPF_VM_AGENT_OUTPUT";
 
-/// Whether the agent puts a map of this kind in shared memory.
+/// Whether the agent puts a map of this kind in shared memory: the kinds [`SharedMap`] holds.
 pub fn shared_kind(def: &MapDef) -> bool {
-    matches!(def.map_type, MapType::Array | MapType::PerCpuArray | MapType::Hash | MapType::PerCpuHash)
+    SharedMap::can_hold(def.map_type)
 }
 
 /// Where output goes: the descriptor [`OUTPUT`] names, else standard error.
@@ -56,7 +56,7 @@ fn load(path: &std::ffi::OsStr) -> Result<usize, String> {
             return None;
         }
         // Removed again if loading fails (the instance is dropped); kept once attached (it is leaked).
-        Some(SharedMap::create(&SharedMap::process_map_name(pid, name), def, true).map(|m| Arc::new(m) as Arc<dyn Map>))
+        Some(SharedMap::create_any(&SharedMap::process_map_name(pid, name), def, true))
     })
     .map_err(|e| e.to_string())?;
     let sink = Mutex::new(output());

@@ -755,14 +755,17 @@ fn maps_of(m: &ArgMatches) -> Result<(), String> {
 /// share.
 #[cfg(all(feature = "attach", target_os = "linux", target_arch = "x86_64"))]
 mod trace {
+    use std::collections::HashSet;
     use std::io::BufRead as _;
     use std::os::unix::process::CommandExt as _;
     use std::path::PathBuf;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
 
     use clap::ArgMatches;
     use ebpf_vm::attach::uprobe::parse_section;
     use ebpf_vm::elf::Object;
-    use ebpf_vm::maps::{Map, SharedMap};
+    use ebpf_vm::maps::{Map, RingBufMap, SharedMap};
 
     /// The descriptor the agent writes its output to, in the traced process.
     const OUTPUT_FD: i32 = 200;
@@ -804,9 +807,13 @@ mod trace {
             return Err(format!("process {pid} shares no maps"));
         }
         for (name, object) in maps {
-            let map = SharedMap::open(&object).map_err(|e| format!("{object}: {e}"))?;
-            let map: &dyn Map = &map;
+            let map = SharedMap::open_any(&object).map_err(|e| format!("{object}: {e}"))?;
             let d = map.def();
+            if let Some(ring) = map.downcast_ref::<RingBufMap>() {
+                // Not consumed here: the records are the tracer's.
+                out!("map {name} (ringbuf, {} bytes): {} bytes not yet read", d.max_entries, ring.query(0));
+                continue;
+            }
             out!("map {name} ({}, key {} bytes, value {} bytes):", d.map_type.name(), d.key_size, d.value_size);
             for key in map.keys() {
                 let values: Vec<String> = (0..map.cpus()).filter_map(|c| map.get(&key, c)).map(|v| show(&v)).collect();
@@ -818,6 +825,47 @@ mod trace {
             }
         }
         Ok(())
+    }
+
+    /// A ring-buffer record: as a number when it has 4 or 8 bytes, else in hex, 4 bytes to a group.
+    fn show_record(bytes: &[u8]) -> String {
+        if matches!(bytes.len(), 4 | 8) {
+            return show(bytes);
+        }
+        let groups: Vec<String> = bytes.chunks(4).map(|c| c.iter().map(|b| format!("{b:02x}")).collect()).collect();
+        groups.join(" ")
+    }
+
+    /// Prints the records of process `pid`'s shared ring buffers as they arrive, until `done` is set
+    /// (then once more, for the last ones).
+    fn print_records(pid: u32, done: &AtomicBool) {
+        let mut rings: Vec<(String, Arc<dyn Map>)> = Vec::new();
+        let mut other: HashSet<String> = HashSet::new();
+        loop {
+            let last = done.load(Ordering::Acquire);
+            for (name, object) in SharedMap::of_process(pid) {
+                if other.contains(&object) || rings.iter().any(|(n, _)| *n == name) {
+                    continue;
+                }
+                // A map not yet published fails to open: tried again next round.
+                match SharedMap::open_any(&object) {
+                    Ok(map) if map.downcast_ref::<RingBufMap>().is_some() => rings.push((name, map)),
+                    Ok(_) => {
+                        other.insert(object);
+                    }
+                    Err(_) => {}
+                }
+            }
+            for (name, map) in &rings {
+                if let Some(ring) = map.downcast_ref::<RingBufMap>() {
+                    ring.consume(|record| out!("ringbuf {name}: {}", show_record(record)));
+                }
+            }
+            if last {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     /// Runs the command with the agent, printing the agent's output as it comes, then the maps.
@@ -887,8 +935,15 @@ mod trace {
                 }
             }
         });
+        let done = Arc::new(AtomicBool::new(false));
+        let records = {
+            let done = done.clone();
+            std::thread::spawn(move || print_records(pid, &done))
+        };
         let status = child.wait().map_err(|e| e.to_string())?;
         let _ = printer.join();
+        done.store(true, Ordering::Release);
+        let _ = records.join();
         out!("ebpf-vm: pid {pid} exited ({status})");
         let printed = if SharedMap::of_process(pid).is_empty() {
             out!("ebpf-vm: pid {pid} shared no maps");
