@@ -1,10 +1,10 @@
 //! A uprobe and a uretprobe on a function of this program, and a syscall tracepoint on `openat`:
 //! verified programs count the calls, keep the last arguments and sum the return values, on the
-//! kernel's `struct pt_regs` and tracepoint layouts (Linux on x86_64).
+//! kernel's `struct pt_regs` and tracepoint layouts (Linux on x86_64 and aarch64).
 //!
 //! `cargo run --release --example uprobe`
 
-#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     use std::sync::Arc;
 
@@ -35,11 +35,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "mov %r6, %r1\nstw [%r10-4], 0\nmov %r2, %r10\nadd %r2, -4\nlddw %r1, map_fd(0)\ncall 1\njeq %r0, 0, out\n";
     let on_call = format!(
         "{lookup}mov %r1, 1\nlock add [%r0+0], %r1\nldxdw %r1, [%r6+{}]\nstxdw [%r0+8], %r1\nout:\nmov %r0, 0\nexit",
-        pt_regs::RDI
+        pt_regs::PARM[0]
     );
     let on_return = format!(
         "{lookup}mov %r1, 1\nlock add [%r0+16], %r1\nldxdw %r1, [%r6+{}]\nlock add [%r0+24], %r1\nout:\nmov %r0, 0\nexit",
-        pt_regs::RAX
+        pt_regs::RC
     );
     let target = Target::symbol("area");
     let entry = Uprobe::attach(&target, ProbeKind::Entry, build(&on_call, uprobe::context())?)?;
@@ -74,7 +74,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+#[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
 fn main() {
-    println!("uprobes run on Linux on x86_64 only");
+    println!("uprobes run on Linux on x86_64 and aarch64 only");
 }

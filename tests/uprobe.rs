@@ -1,13 +1,16 @@
 //! Uprobes and uretprobes on functions of this test binary: entry programs see the arguments and
 //! return programs the return value, on both engines; four threads calling the function are counted
 //! exactly; a detach while threads call crashes nothing and loses no call that finished before it
-//! began; and each kind of bad attach is a clear error that leaves the function working.
-#![cfg(all(feature = "attach", target_os = "linux", target_arch = "x86_64"))]
+//! began; and each kind of bad attach is a clear error that leaves the function working. On x86_64
+//! and aarch64 (where the suite runs under qemu-user), with the instruction-set's own cases of each
+//! (x86_64: several instructions displaced, the red zone; aarch64: PC-relative first instructions).
+#![cfg(all(feature = "attach", target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 
+use ebpf_vm::attach::uprobe::pt_regs::{PARM, RC};
 use ebpf_vm::attach::uprobe::syscalls::{self, SyscallTracepoint, TracepointKind};
 use ebpf_vm::attach::uprobe::{self, attach_object, AttachError, ProbeKind, Target, Uprobe};
 use ebpf_vm::elf::Object;
@@ -55,6 +58,7 @@ pub extern "C" fn ebpf_vm_test_bad_input(a: u64) -> u64 {
 
 // Two one-byte functions side by side (no padding between them), and one whose loop branches back
 // into its first five bytes.
+#[cfg(target_arch = "x86_64")]
 std::arch::global_asm!(
     ".text",
     ".globl ebpf_vm_test_tiny",
@@ -113,12 +117,115 @@ std::arch::global_asm!(
     ".size ebpf_vm_test_short_steps, .-ebpf_vm_test_short_steps",
 );
 
+#[cfg(target_arch = "x86_64")]
 extern "C" {
     fn ebpf_vm_test_short_steps(a: u64) -> u64;
     fn ebpf_vm_test_blocking(fd: i32, buf: *mut u8, len: usize, nr: i64) -> i64;
     fn ebpf_vm_test_red_zone(a: u64) -> u64;
     fn ebpf_vm_test_tiny();
     fn ebpf_vm_test_branchy(n: u32) -> u32;
+}
+
+// aarch64: functions whose probed instruction reads the program counter (a probe moves it into the
+// trampoline, rewritten for its new place), each with what it returns.
+#[cfg(target_arch = "aarch64")]
+std::arch::global_asm!(
+    ".text",
+    // x0 + 0x1234, loaded through an address `adr` computes.
+    ".p2align 3",
+    ".globl ebpf_vm_test_arm_adr",
+    ".type ebpf_vm_test_arm_adr, %function",
+    "ebpf_vm_test_arm_adr:",
+    "adr x1, 1f",
+    "ldr x1, [x1]",
+    "add x0, x0, x1",
+    "ret",
+    ".p2align 3",
+    "1: .quad 0x1234",
+    ".size ebpf_vm_test_arm_adr, .-ebpf_vm_test_arm_adr",
+    // x0 + 0x55, from a literal.
+    ".p2align 3",
+    ".globl ebpf_vm_test_arm_literal",
+    ".type ebpf_vm_test_arm_literal, %function",
+    "ebpf_vm_test_arm_literal:",
+    "ldr x1, 2f",
+    "add x0, x0, x1",
+    "ret",
+    ".p2align 3",
+    "2: .quad 0x55",
+    ".size ebpf_vm_test_arm_literal, .-ebpf_vm_test_arm_literal",
+    // 7 if x0 is 0, else x0 + 1.
+    ".globl ebpf_vm_test_arm_cbz",
+    ".type ebpf_vm_test_arm_cbz, %function",
+    "ebpf_vm_test_arm_cbz:",
+    "cbz x0, 3f",
+    "add x0, x0, #1",
+    "ret",
+    "3: mov x0, #7",
+    "ret",
+    ".size ebpf_vm_test_arm_cbz, .-ebpf_vm_test_arm_cbz",
+    // 100 if bit 3 of x0 is set, else 200.
+    ".globl ebpf_vm_test_arm_tbnz",
+    ".type ebpf_vm_test_arm_tbnz, %function",
+    "ebpf_vm_test_arm_tbnz:",
+    "tbnz x0, #3, 4f",
+    "mov x0, #200",
+    "ret",
+    "4: mov x0, #100",
+    "ret",
+    ".size ebpf_vm_test_arm_tbnz, .-ebpf_vm_test_arm_tbnz",
+    // 1 if x0 < 10, else 2: the `b.lo` is the second instruction (probed 4 bytes in).
+    ".globl ebpf_vm_test_arm_bcond",
+    ".type ebpf_vm_test_arm_bcond, %function",
+    "ebpf_vm_test_arm_bcond:",
+    "cmp x0, #10",
+    "b.lo 5f",
+    "mov x0, #2",
+    "ret",
+    "5: mov x0, #1",
+    "ret",
+    ".size ebpf_vm_test_arm_bcond, .-ebpf_vm_test_arm_bcond",
+    // 2 * x0 through a call (`bl`, probed 4 bytes in), plus the callee's link register minus the
+    // call's own address (4 exactly when the link register is what the call itself would set),
+    // returning to the caller through x9.
+    ".globl ebpf_vm_test_arm_bl",
+    ".type ebpf_vm_test_arm_bl, %function",
+    "ebpf_vm_test_arm_bl:",
+    "mov x9, x30",
+    "6: bl ebpf_vm_test_arm_double",
+    "adr x3, 6b",
+    "sub x2, x2, x3",
+    "add x0, x0, x2",
+    "ret x9",
+    ".size ebpf_vm_test_arm_bl, .-ebpf_vm_test_arm_bl",
+    ".type ebpf_vm_test_arm_double, %function",
+    "ebpf_vm_test_arm_double:",
+    "add x0, x0, x0",
+    "mov x2, x30",
+    "ret",
+    ".size ebpf_vm_test_arm_double, .-ebpf_vm_test_arm_double",
+    // The address of the page that holds EBPF_VM_TEST_ARM_DATA.
+    ".globl ebpf_vm_test_arm_adrp",
+    ".type ebpf_vm_test_arm_adrp, %function",
+    "ebpf_vm_test_arm_adrp:",
+    "adrp x0, EBPF_VM_TEST_ARM_DATA",
+    "ret",
+    ".size ebpf_vm_test_arm_adrp, .-ebpf_vm_test_arm_adrp",
+);
+
+#[cfg(target_arch = "aarch64")]
+#[no_mangle]
+pub static EBPF_VM_TEST_ARM_DATA: u64 = 0;
+
+#[cfg(target_arch = "aarch64")]
+extern "C" {
+    fn ebpf_vm_test_arm_adr(a: u64) -> u64;
+    fn ebpf_vm_test_arm_literal(a: u64) -> u64;
+    fn ebpf_vm_test_arm_cbz(a: u64) -> u64;
+    fn ebpf_vm_test_arm_tbnz(a: u64) -> u64;
+    fn ebpf_vm_test_arm_bcond(a: u64) -> u64;
+    fn ebpf_vm_test_arm_bl(a: u64) -> u64;
+    fn ebpf_vm_test_arm_adrp() -> u64;
 }
 
 /// An array map of one value of `words` 8-byte words.
@@ -166,9 +273,8 @@ fn entry_and_return_programs_see_arguments_and_the_return_value() {
     for engine in [Engine::Interpreter, Engine::Jit] {
         let (args, ret) = (record(4), record(4));
         let target = Target::symbol("ebpf_vm_test_mul_add");
-        let on_entry =
-            probe(engine, &args, &[(uprobe::pt_regs::RDI, 1), (uprobe::pt_regs::RSI, 2), (uprobe::pt_regs::RDX, 3)]);
-        let on_return = probe(engine, &ret, &[(uprobe::pt_regs::RAX, 1), (uprobe::pt_regs::RAX, 3)]);
+        let on_entry = probe(engine, &args, &[(PARM[0], 1), (PARM[1], 2), (PARM[2], 3)]);
+        let on_return = probe(engine, &ret, &[(RC, 1), (RC, 3)]);
         let entry = Uprobe::attach(&target, ProbeKind::Entry, on_entry).expect("entry probe");
         let exit = Uprobe::attach(&target, ProbeKind::Return, on_return).expect("return probe");
         assert_eq!(ebpf_vm_test_mul_add(6, 7, 8), 50);
@@ -193,10 +299,9 @@ fn four_threads_are_counted_exactly_and_a_detach_under_load_is_safe() {
     for engine in [Engine::Jit, Engine::Interpreter] {
         let (args, ret) = (record(4), record(4));
         let target = Target::symbol("ebpf_vm_test_threads");
-        let entry = Uprobe::attach(&target, ProbeKind::Entry, probe(engine, &args, &[(uprobe::pt_regs::RSI, 3)]))
-            .expect("entry probe");
-        let exit = Uprobe::attach(&target, ProbeKind::Return, probe(engine, &ret, &[(uprobe::pt_regs::RAX, 3)]))
-            .expect("return probe");
+        let entry =
+            Uprobe::attach(&target, ProbeKind::Entry, probe(engine, &args, &[(PARM[1], 3)])).expect("entry probe");
+        let exit = Uprobe::attach(&target, ProbeKind::Return, probe(engine, &ret, &[(RC, 3)])).expect("return probe");
         // Exact counts: every call probed at entry and at return.
         let threads: Vec<_> = (0..THREADS)
             .map(|t| {
@@ -264,28 +369,40 @@ fn bad_attaches_are_clear_errors_and_leave_the_function_working() {
     let missing = Uprobe::attach(&Target::symbol("ebpf_vm_no_such_function"), ProbeKind::Entry, good.clone());
     assert_eq!(missing.unwrap_err(), AttachError::NoSymbol("ebpf_vm_no_such_function".into()));
 
-    let tiny = Uprobe::attach(&Target::symbol("ebpf_vm_test_tiny"), ProbeKind::Entry, good.clone());
-    assert!(
-        matches!(tiny, Err(AttachError::TooShort { ref name, size: 1 }) if name == "ebpf_vm_test_tiny"),
-        "{tiny:?}"
-    );
-    // SAFETY: the function only returns.
-    unsafe { ebpf_vm_test_tiny() };
+    // x86_64: a function shorter than the jump, and one that branches into the bytes it would replace
+    // (aarch64 replaces one instruction: every function holds it, and no branch lands inside it).
+    #[cfg(target_arch = "x86_64")]
+    {
+        let tiny = Uprobe::attach(&Target::symbol("ebpf_vm_test_tiny"), ProbeKind::Entry, good.clone());
+        assert!(
+            matches!(tiny, Err(AttachError::TooShort { ref name, size: 1 }) if name == "ebpf_vm_test_tiny"),
+            "{tiny:?}"
+        );
+        // SAFETY: the function only returns.
+        unsafe { ebpf_vm_test_tiny() };
 
-    let branchy = Uprobe::attach(&Target::symbol("ebpf_vm_test_branchy"), ProbeKind::Entry, good.clone());
-    assert!(matches!(branchy, Err(AttachError::BranchIntoPatch { .. })), "{branchy:?}");
-    // SAFETY: the function counts up to its argument.
-    assert_eq!(unsafe { ebpf_vm_test_branchy(5) }, 5);
+        let branchy = Uprobe::attach(&Target::symbol("ebpf_vm_test_branchy"), ProbeKind::Entry, good.clone());
+        assert!(matches!(branchy, Err(AttachError::BranchIntoPatch { .. })), "{branchy:?}");
+        // SAFETY: the function counts up to its argument.
+        assert_eq!(unsafe { ebpf_vm_test_branchy(5) }, 5);
+    }
+    // aarch64: an address that is not an instruction's start.
+    #[cfg(target_arch = "aarch64")]
+    {
+        let odd = Target::Symbol { path: None, name: "ebpf_vm_test_bad_input".into(), offset: 2 };
+        let odd = Uprobe::attach(&odd, ProbeKind::Entry, good.clone());
+        assert!(matches!(odd, Err(AttachError::NotAnInstruction(_))), "{odd:?}");
+    }
 
     // A program that writes the registers does not verify against the pt_regs context.
     let mut env = Env::new();
     env.set_context(uprobe::context());
-    let writes = Program::from_asm("mov %r0, 0\nstxdw [%r1+112], %r0\nexit").expect("assembles");
+    let writes = Program::from_asm(&format!("mov %r0, 0\nstxdw [%r1+{}], %r0\nexit", PARM[0])).expect("assembles");
     let refused = Vm::builder(writes).env(env).verified().build();
     assert!(matches!(refused, Err(BuildError::Verify(_))), "{refused:?}");
     // Programs built for another context, or checked, are refused by attach.
     let mut env = Env::new();
-    env.set_context(Context::fixed(168));
+    env.set_context(Context::fixed(uprobe::PT_REGS_SIZE));
     let other =
         Arc::new(Vm::builder(Program::from_asm("mov %r0, 0\nexit").expect("asm")).env(env).build().expect("builds"));
     assert_eq!(Uprobe::attach(&target, ProbeKind::Entry, other).unwrap_err(), AttachError::WrongContext);
@@ -310,13 +427,14 @@ fn bad_attaches_are_clear_errors_and_leave_the_function_working() {
     assert_eq!(words(&map)[0], 1);
 }
 
+#[cfg(target_arch = "x86_64")]
 #[test]
 fn a_probe_inside_a_function_keeps_its_red_zone() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let map = record(4);
     // 8 bytes in, `rdi` is also below the stack pointer, where the function reads it back.
     let target = Target::Symbol { path: None, name: "ebpf_vm_test_red_zone".into(), offset: 8 };
-    let probe = Uprobe::attach(&target, ProbeKind::Entry, probe(Engine::Jit, &map, &[(uprobe::pt_regs::RDI, 1)]))
+    let probe = Uprobe::attach(&target, ProbeKind::Entry, probe(Engine::Jit, &map, &[(PARM[0], 1)]))
         .expect("probe inside the function");
     // SAFETY: the function returns its argument plus 1.
     assert_eq!(unsafe { ebpf_vm_test_red_zone(41) }, 42);
@@ -330,8 +448,7 @@ fn a_library_function_is_probed_by_its_file_name() {
     let map = record(4);
     let target = Target::Symbol { path: Some("libc.so.6".into()), name: "getpid".into(), offset: 0 };
     let entry = Uprobe::attach(&target, ProbeKind::Entry, probe(Engine::Jit, &map, &[])).expect("entry probe");
-    let exit = Uprobe::attach(&target, ProbeKind::Return, probe(Engine::Jit, &map, &[(uprobe::pt_regs::RAX, 1)]))
-        .expect("return probe");
+    let exit = Uprobe::attach(&target, ProbeKind::Return, probe(Engine::Jit, &map, &[(RC, 1)])).expect("return probe");
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
     drop((entry, exit));
@@ -342,6 +459,7 @@ fn a_library_function_is_probed_by_its_file_name() {
     assert_eq!(w[1], std::process::id() as u64, "the return probe saw the process id");
 }
 
+#[cfg(target_arch = "x86_64")]
 #[test]
 fn a_thread_blocked_inside_the_replaced_instructions_resumes_in_the_trampoline() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -382,6 +500,7 @@ fn a_thread_blocked_inside_the_replaced_instructions_resumes_in_the_trampoline()
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 #[test]
 fn attach_and_detach_cycles_while_threads_run_the_replaced_instructions() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -402,7 +521,7 @@ fn attach_and_detach_cycles_while_threads_run_the_replaced_instructions() {
         })
         .collect();
     let map = record(4);
-    let program = probe(Engine::Jit, &map, &[(uprobe::pt_regs::RDI, 1)]);
+    let program = probe(Engine::Jit, &map, &[(PARM[0], 1)]);
     let target = Target::symbol("ebpf_vm_test_short_steps");
     for kind in [ProbeKind::Entry, ProbeKind::Return].into_iter().cycle().take(40) {
         let before = words(&map)[0];
@@ -423,7 +542,11 @@ fn attach_and_detach_cycles_while_threads_run_the_replaced_instructions() {
 #[test]
 fn an_object_built_by_clang_attaches_by_its_section_names() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // Built with libbpf's macros for this architecture's pt_regs.
+    #[cfg(target_arch = "x86_64")]
     let object = Object::parse(include_bytes!("fixtures/uprobe_args.o")).expect("the fixture parses");
+    #[cfg(target_arch = "aarch64")]
+    let object = Object::parse(include_bytes!("fixtures/arm64/uprobe_args.o")).expect("the fixture parses");
     for engine in [Engine::Jit, Engine::Interpreter] {
         let instance = Instance::new(&object).expect("maps");
         // A `const volatile` set before load, as a libbpf loader does.
@@ -557,7 +680,7 @@ fn return_probes_deeper_than_the_return_stack_are_missed_and_every_call_returns(
     let exit = Uprobe::attach(
         &Target::symbol("ebpf_vm_test_recursive"),
         ProbeKind::Return,
-        probe(Engine::Jit, &map, &[(uprobe::pt_regs::RAX, 3)]),
+        probe(Engine::Jit, &map, &[(RC, 3)]),
     )
     .expect("return probe");
     // 101 nested calls: the innermost 37 find the thread's stack of 64 returns full.
@@ -571,4 +694,61 @@ fn return_probes_deeper_than_the_return_stack_are_missed_and_every_call_returns(
     assert_eq!(ebpf_vm_test_recursive(10), 55);
     assert_eq!(words(&map)[0], 75);
     drop(exit);
+}
+
+/// aarch64: a probe on each PC-relative form (address computations, a literal load, conditional
+/// branches, a call) runs, sees the argument, and the function returns what it did unprobed, on both
+/// engines; with a return probe too where the probe is at the entry.
+#[cfg(target_arch = "aarch64")]
+#[test]
+fn pc_relative_instructions_run_moved_into_the_trampoline() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let page = (&raw const EBPF_VM_TEST_ARM_DATA) as u64 & !0xfff;
+    // SAFETY (for the calls below): the functions take and return integers.
+    type Case = (&'static str, u64, &'static [(u64, u64)], unsafe extern "C" fn(u64) -> u64);
+    let cases: [Case; 6] = [
+        ("ebpf_vm_test_arm_adr", 0, &[(1, 0x1235), (0x10, 0x1244)], ebpf_vm_test_arm_adr),
+        ("ebpf_vm_test_arm_literal", 0, &[(1, 0x56), (0x100, 0x155)], ebpf_vm_test_arm_literal),
+        ("ebpf_vm_test_arm_cbz", 0, &[(0, 7), (4, 5)], ebpf_vm_test_arm_cbz),
+        ("ebpf_vm_test_arm_tbnz", 0, &[(8, 100), (7, 200)], ebpf_vm_test_arm_tbnz),
+        ("ebpf_vm_test_arm_bcond", 4, &[(3, 1), (10, 2), (99, 2)], ebpf_vm_test_arm_bcond),
+        ("ebpf_vm_test_arm_bl", 4, &[(5, 14), (20, 44)], ebpf_vm_test_arm_bl),
+    ];
+    let mut ran = 0;
+    for engine in [Engine::Jit, Engine::Interpreter] {
+        for (name, offset, calls, f) in cases {
+            for &(arg, want) in calls {
+                // SAFETY: as above.
+                assert_eq!(unsafe { f(arg) }, want, "{name}({arg}) unprobed");
+            }
+            let (args, ret) = (record(4), record(4));
+            let target = Target::Symbol { path: None, name: name.into(), offset };
+            let entry = Uprobe::attach(&target, ProbeKind::Entry, probe(engine, &args, &[(PARM[0], 1)]))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let exit = (offset == 0).then(|| {
+                Uprobe::attach(&target, ProbeKind::Return, probe(engine, &ret, &[(RC, 3)])).expect("return probe")
+            });
+            for &(arg, want) in calls {
+                // SAFETY: as above.
+                assert_eq!(unsafe { f(arg) }, want, "{engine:?}: {name}({arg}) probed");
+                assert_eq!(words(&args)[1], arg, "{engine:?}: {name}: the probe saw the argument");
+                ran += 1;
+            }
+            assert_eq!(words(&args)[0], calls.len() as u64, "{engine:?}: {name}: every call probed");
+            if exit.is_some() {
+                let sum: u64 = calls.iter().map(|c| c.1).sum();
+                assert_eq!(words(&ret)[..1], [calls.len() as u64], "{engine:?}: {name}: every return");
+                assert_eq!(words(&ret)[3], sum, "{engine:?}: {name}: the return values");
+            }
+            drop((entry, exit));
+        }
+        let target = Target::symbol("ebpf_vm_test_arm_adrp");
+        let map = record(4);
+        let entry = Uprobe::attach(&target, ProbeKind::Entry, probe(engine, &map, &[])).expect("adrp probe");
+        // SAFETY: the function returns an address.
+        assert_eq!(unsafe { ebpf_vm_test_arm_adrp() }, page, "{engine:?}: adrp moved");
+        assert_eq!(words(&map)[0], 1);
+        drop(entry);
+    }
+    assert_eq!(ran, 2 * 13, "every probed call ran");
 }

@@ -8,5 +8,5 @@ mod hook;
 pub(crate) mod readers;
 
 pub use hook::{HookId, HookPoint};
-#[cfg(all(feature = "attach", target_os = "linux", target_arch = "x86_64"))]
+#[cfg(all(feature = "attach", target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
 pub mod uprobe;

@@ -1,36 +1,52 @@
-//! Uprobes and uretprobes in the running process (Linux, x86_64): a verified program runs at the entry
-//! of a function, or when it returns, of the executable or of a library it has loaded.
+//! Uprobes and uretprobes in the running process (Linux, x86_64 and aarch64): a verified program runs
+//! at the entry of a function, or when it returns, of the executable or of a library it has loaded.
 //!
 //! The function's first instructions are replaced by a jump to a trampoline made for it. The
-//! trampoline saves every register into a `struct pt_regs` laid out as the kernel's for x86_64 (so
-//! libbpf's `BPF_KPROBE`, `BPF_KRETPROBE`, `PT_REGS_PARM1..6` and `PT_REGS_RC` read it unchanged with
-//! `-D__TARGET_ARCH_x86`), the vector registers beside it, and calls the probe; it then restores them,
-//! runs the displaced instructions (re-encoded for their new address: rip-relative operands and
-//! branches fixed up) and jumps back. A return probe also swaps the return address for a return
-//! trampoline's and keeps the real one on a per-thread stack; the return trampoline runs the program
-//! with the return value in `rax` and returns where the function would have.
+//! trampoline saves every register into a `struct pt_regs` laid out as the kernel's for the
+//! architecture (so libbpf's `BPF_KPROBE`, `BPF_KRETPROBE`, `PT_REGS_PARM1..6` and `PT_REGS_RC` read it
+//! unchanged with `-D__TARGET_ARCH_x86` or `-D__TARGET_ARCH_arm64`; [`pt_regs`] names the offsets), the
+//! vector registers beside it, and calls the probe; it then restores them, runs the displaced
+//! instructions (re-encoded for their new address: PC-relative operands and branches fixed up) and
+//! jumps back. A return probe also swaps the return address (x86_64: on the stack; aarch64: in the
+//! link register) for a return trampoline's and keeps the real one on a per-thread stack; the return
+//! trampoline runs the program with the return value in the `pt_regs` and returns where the function
+//! would have.
 //!
 //! Programs see the registers read-only ([`context`]) and must be verified. The jump is written with
 //! one atomic store, and a detach waits for the runs under way, so attaching and detaching are safe
 //! while other threads call the function; trampolines are never freed (a thread may be inside one
 //! when its probe detaches), and a later attach at the same address reuses them.
 //!
-//! When the jump replaces more than one instruction, the other threads are stopped while it is written
-//! (a real-time signal, `SIGRTMIN + 6`), and one stopped between two of them is moved to the same
-//! instruction in the trampoline's copy.
+//! x86_64: when the jump (5 bytes) replaces more than one instruction, the other threads are stopped
+//! while it is written (a real-time signal, `SIGRTMIN + 6`), and one stopped between two of them is
+//! moved to the same instruction in the trampoline's copy. aarch64: the branch replaces one
+//! instruction; the other threads are stopped while it is written or removed (the architecture lets a
+//! thread run an instruction another rewrites only between a few kinds), threads that block the signal
+//! excepted, and the caches are cleaned for the new code.
 //!
 //! Not handled: unwinding (a C++ exception, a Rust panic) out of a function while a return probe
 //! holds its return address, whose trampoline has no unwind information (the kernel's uretprobes
-//! share this); probes at addresses whose jump would straddle an 8-byte boundary (refused); return probes deeper
-//! than 64 nested calls on one thread (the deeper calls run their return programs not at all); the
-//! upper halves of the AVX registers (saved only as far as SSE's 128 bits).
+//! share this); on x86_64, probes at addresses whose jump would straddle an 8-byte boundary (refused);
+//! on aarch64, probed instructions that load a literal into a vector register (refused); return probes
+//! deeper than 64 nested calls on one thread (the deeper calls run their return programs not at all);
+//! the upper halves of the AVX registers (saved only as far as SSE's 128 bits).
 
+#[cfg(target_arch = "aarch64")]
+mod arm64;
 mod object;
+mod pages;
+#[cfg(target_arch = "x86_64")]
 mod patch;
 mod quiesce;
 mod symbols;
 pub mod syscalls;
 mod trampoline;
+
+/// Writing and reading the branch at a probed address, on this architecture.
+#[cfg(target_arch = "aarch64")]
+use arm64 as code;
+#[cfg(target_arch = "x86_64")]
+use patch as code;
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -39,7 +55,6 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
-use iced_x86::Instruction;
 pub use object::{attach_object, attach_object_printing, parse_section, AttachPoint, Attachment};
 
 use super::readers;
@@ -47,9 +62,17 @@ use crate::link::Context;
 use crate::vm::{Mode, Vm};
 
 /// Bytes of the `struct pt_regs` programs get (x86_64: 21 registers of 8 bytes).
+#[cfg(target_arch = "x86_64")]
 pub const PT_REGS_SIZE: u32 = 168;
 
-/// Offsets of the registers in [`PT_REGS_SIZE`] bytes, as the kernel's `struct pt_regs` for x86_64.
+/// Bytes of the `struct user_pt_regs` programs get (aarch64: 31 registers, `sp`, `pc` and `pstate`,
+/// 8 bytes each).
+#[cfg(target_arch = "aarch64")]
+pub const PT_REGS_SIZE: u32 = 272;
+
+/// Offsets of the registers in [`PT_REGS_SIZE`] bytes, as the kernel's `struct pt_regs` for x86_64,
+/// and the names libbpf's `PT_REGS_PARM1..6`, `PT_REGS_RC`, `PT_REGS_SP` and `PT_REGS_IP` read.
+#[cfg(target_arch = "x86_64")]
 pub mod pt_regs {
     /// `r15`.
     pub const R15: u32 = 0;
@@ -93,6 +116,41 @@ pub mod pt_regs {
     pub const RSP: u32 = 152;
     /// `ss`: 0.
     pub const SS: u32 = 160;
+
+    /// The arguments, first to sixth (`PT_REGS_PARM1..6`).
+    pub const PARM: [u32; 6] = [RDI, RSI, RDX, RCX, R8, R9];
+    /// The return value (`PT_REGS_RC`).
+    pub const RC: u32 = RAX;
+    /// The stack pointer (`PT_REGS_SP`).
+    pub const SP: u32 = RSP;
+    /// The instruction pointer (`PT_REGS_IP`).
+    pub const IP: u32 = RIP;
+}
+
+/// Offsets of the registers in [`PT_REGS_SIZE`] bytes, as the kernel's `struct user_pt_regs` for
+/// aarch64 (which libbpf's `PT_REGS_*` read with `-D__TARGET_ARCH_arm64`), and the names libbpf's
+/// `PT_REGS_PARM1..6`, `PT_REGS_RC`, `PT_REGS_SP` and `PT_REGS_IP` read.
+#[cfg(target_arch = "aarch64")]
+pub mod pt_regs {
+    /// `x0` .. `x30` (`x30`: the link register, the return address at a function's entry).
+    pub const fn x(n: u32) -> u32 {
+        8 * n
+    }
+    /// `sp`: at the probed address.
+    pub const SP: u32 = 248;
+    /// `pc`: the probed address; in a return probe, the address the function returns to.
+    pub const PC: u32 = 256;
+    /// `pstate` (the condition flags).
+    pub const PSTATE: u32 = 264;
+
+    /// The arguments, first to sixth (`PT_REGS_PARM1..6`: `x0` .. `x5`).
+    pub const PARM: [u32; 6] = [0, 8, 16, 24, 32, 40];
+    /// The return value (`PT_REGS_RC`: `x0`).
+    pub const RC: u32 = 0;
+    /// The link register, `x30`.
+    pub const LR: u32 = 240;
+    /// The instruction pointer (`PT_REGS_IP`).
+    pub const IP: u32 = PC;
 }
 
 /// The context probe programs are verified against: [`PT_REGS_SIZE`] bytes, all read-only.
@@ -261,8 +319,8 @@ impl From<ProbeKind> for Slot {
 struct Site {
     addr: u64,
     /// The bytes the jump replaces, and the jump.
-    original: [u8; patch::JUMP_LEN as usize],
-    jump: [u8; patch::JUMP_LEN as usize],
+    original: [u8; code::JUMP_LEN as usize],
+    jump: [u8; code::JUMP_LEN as usize],
     /// For each displaced instruction after the first: its address, and its copy's in the trampoline.
     moves: Vec<(u64, u64)>,
     /// The programs by [`Slot`], or null: `Box<Arc<Vm>>` pointers, freed after a grace period.
@@ -360,13 +418,12 @@ fn attach_at(
     cell.store(Box::into_raw(Box::new(vm)), Ordering::Release);
     // SAFETY: the site's code address, written only under `SITES`; the jump goes to the site's
     // trampoline, which is complete and executable.
-    match unsafe { patch::current(addr) } {
+    match unsafe { code::current(addr) } {
         now if now == site.jump => {}
         // SAFETY: as above. With several instructions replaced, the other threads are stopped first
         // and those stopped between them moved to the trampoline's copies.
         _ => {
-            match quiesce::with_threads_stopped(&site.moves, || unsafe { patch::swap(addr, site.original, site.jump) })
-            {
+            match quiesce::with_threads_stopped(&site.moves, || unsafe { code::swap(addr, site.original, site.jump) }) {
                 Ok(()) => {}
                 Err(e) => {
                     let vm = cell.swap(core::ptr::null_mut(), Ordering::AcqRel);
@@ -422,8 +479,13 @@ impl Drop for Uprobe {
         if site.programs.iter().all(|p| p.load(Ordering::Acquire).is_null()) {
             // Nothing left: the original bytes back. (A failure leaves the jump, whose trampoline then
             // runs nothing.)
-            // SAFETY: the site's code address, written only under `SITES`.
-            let _ = unsafe { patch::swap(site.addr, site.jump, site.original) };
+            // SAFETY: the site's code address, written only under `SITES`. (On aarch64 the other threads
+            // are stopped meanwhile: the architecture does not let them run an instruction rewritten
+            // into anything but a few kinds.)
+            #[cfg(target_arch = "x86_64")]
+            let _ = unsafe { code::swap(site.addr, site.jump, site.original) };
+            #[cfg(target_arch = "aarch64")]
+            let _ = quiesce::with_threads_stopped(&[], || unsafe { code::swap(site.addr, site.jump, site.original) });
         }
         readers::synchronize();
         if !vm.is_null() {
@@ -435,6 +497,7 @@ impl Drop for Uprobe {
 }
 
 /// A new site at `addr` in `f`: the displaced instructions checked, the trampoline written.
+#[cfg(target_arch = "x86_64")]
 fn make_site(f: &symbols::Function, addr: u64) -> Result<&'static Site, AttachError> {
     let displaced = patch::plan(f, addr)?;
     if !patch::atomic_at(addr) {
@@ -454,12 +517,39 @@ fn make_site(f: &symbols::Function, addr: u64) -> Result<&'static Site, AttachEr
         missed: AtomicU64::new(0),
     }));
     let (code, copies) = trampoline::entry(page as u64, &raw const *site as u64, addr, &displaced.instructions)?;
-    site.moves = displaced.instructions.iter().map(Instruction::ip).zip(copies).skip(1).collect();
+    site.moves = displaced.instructions.iter().map(iced_x86::Instruction::ip).zip(copies).skip(1).collect();
     if code.len() > 4096 {
         return Err(AttachError::Assemble("the trampoline does not fit its page".into()));
     }
     // SAFETY: the page is ours, writable, and 4096 bytes long; nothing runs it yet.
     unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), page, code.len()) };
     patch::seal(page)?;
+    Ok(site)
+}
+
+/// A new site at `addr` in `f`: the probed instruction checked, the trampoline written.
+#[cfg(target_arch = "aarch64")]
+fn make_site(f: &symbols::Function, addr: u64) -> Result<&'static Site, AttachError> {
+    let insn = arm64::plan(f, addr)?;
+    // SAFETY: code of a loaded file (`plan` read it), 4-aligned.
+    let original = unsafe { arm64::current(addr) };
+    let page = arm64::page_near(addr)?;
+    let jump = arm64::jump(addr, page as u64).ok_or(AttachError::NoMemoryNear(addr))?;
+    let site: &'static Site = Box::leak(Box::new(Site {
+        addr,
+        original,
+        jump,
+        moves: Vec::new(),
+        programs: [const { AtomicPtr::new(core::ptr::null_mut()) }; 4],
+        syscall: OnceLock::new(),
+        missed: AtomicU64::new(0),
+    }));
+    let code = arm64::entry_code(page as u64, &raw const *site as u64, addr, insn, trampoline::entry_handler())?;
+    if code.len() > 4096 {
+        return Err(AttachError::Assemble("the trampoline does not fit its page".into()));
+    }
+    // SAFETY: the page is ours, writable, and 4096 bytes long; nothing runs it yet.
+    unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), page, code.len()) };
+    arm64::seal(page)?;
     Ok(site)
 }

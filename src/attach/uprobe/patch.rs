@@ -113,45 +113,12 @@ pub(crate) fn plan(f: &Function, addr: u64) -> Result<Displaced, AttachError> {
 /// A page of memory within a `rel32` jump of `near` (both ways), readable and writable; made
 /// executable with [`seal`] once written.
 pub(crate) fn page_near(near: u64) -> Result<*mut u8, AttachError> {
-    const PAGE: u64 = 4096;
-    const REACH: u64 = (1 << 31) - 2 * PAGE;
-    let base = near & !(PAGE - 1);
-    // Hints below and above the code, nearest first; the kernel takes a free hint as it is.
-    for step in 1..64u64 {
-        for hint in [base.wrapping_sub(step << 24), base.wrapping_add(step << 24)] {
-            // SAFETY: a new private anonymous mapping; the hint is only a hint (no MAP_FIXED).
-            let p = unsafe {
-                libc::mmap(
-                    hint as usize as *mut libc::c_void,
-                    PAGE as usize,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
-            };
-            if p == libc::MAP_FAILED {
-                continue;
-            }
-            let at = p as u64;
-            if at.abs_diff(near) < REACH {
-                return Ok(p.cast());
-            }
-            // SAFETY: the mapping just made, not used.
-            unsafe { libc::munmap(p, PAGE as usize) };
-        }
-    }
-    Err(AttachError::NoMemoryNear(near))
+    super::pages::page_near(near, (1 << 31) - 2 * 4096)
 }
 
 /// Makes the page at `page` (from [`page_near`]) executable and read-only.
 pub(crate) fn seal(page: *mut u8) -> Result<(), AttachError> {
-    // SAFETY: a page this module mapped; nothing runs it before this returns.
-    let r = unsafe { libc::mprotect(page.cast(), 4096, libc::PROT_READ | libc::PROT_EXEC) };
-    if r != 0 {
-        return Err(AttachError::Protect(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)));
-    }
-    Ok(())
+    super::pages::seal(page)
 }
 
 /// The aligned 8-byte word that holds the `JUMP_LEN` bytes at `addr`, if one does.

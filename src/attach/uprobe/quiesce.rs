@@ -39,7 +39,8 @@ static MOVES_LEN: AtomicUsize = AtomicUsize::new(0);
 
 /// The handler: moves the thread out of the replaced bytes, then waits for the release.
 extern "C" fn on_signal(_sig: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
-    // SAFETY: the kernel passes a valid siginfo; for `SI_QUEUE` the value is at offset 24 (x86_64).
+    // SAFETY: the kernel passes a valid siginfo; for `SI_QUEUE` the value is at offset 24 (x86_64 and
+    // aarch64 alike).
     let (code, value) = unsafe {
         let p = info.cast::<u8>();
         (p.add(8).cast::<i32>().read(), p.add(24).cast::<u64>().read())
@@ -53,11 +54,14 @@ extern "C" fn on_signal(_sig: libc::c_int, info: *mut libc::siginfo_t, context: 
         // that stay alive until every stopped thread has left.
         unsafe {
             let uc = context.cast::<libc::ucontext_t>();
-            let rip = &mut (*uc).uc_mcontext.gregs[libc::REG_RIP as usize];
+            #[cfg(target_arch = "x86_64")]
+            let pc = &mut *(&raw mut (*uc).uc_mcontext.gregs[libc::REG_RIP as usize]).cast::<u64>();
+            #[cfg(target_arch = "aarch64")]
+            let pc = &mut (*uc).uc_mcontext.pc;
             for i in 0..MOVES_LEN.load(Ordering::Acquire) {
                 let (from, to) = *moves.add(i);
-                if *rip as u64 == from {
-                    *rip = to as i64;
+                if *pc == from {
+                    *pc = to;
                 }
             }
         }
@@ -158,6 +162,73 @@ fn more_threads(seen: &mut Vec<i32>) -> bool {
     ok
 }
 
+/// Whether threads that block the signal are left running rather than waited for. On aarch64 one
+/// instruction is replaced, so no thread can be caught between displaced instructions: stopping the
+/// threads serves only the architecture's rule on rewriting code that others may be running, and a
+/// thread that blocks every signal (an emulator's own threads, which run no code of the process, do)
+/// cannot be stopped. On x86_64 such a thread makes the patch fail.
+const SKIP_BLOCKING: bool = cfg!(target_arch = "aarch64");
+
+/// Whether thread `tid` of process `pid` blocks the signal, as its `status` file's `SigBlk` mask
+/// says. Reads into a buffer on the stack; allocates nothing.
+fn blocks_signal(pid: i32, tid: i32) -> bool {
+    let mut path = [0u8; 64];
+    let mut n = 0;
+    let mut put = |bytes: &[u8], n: &mut usize| {
+        for &b in bytes {
+            if *n < path.len() - 1 {
+                path[*n] = b;
+                *n += 1;
+            }
+        }
+    };
+    let digits = |v: i32, out: &mut [u8; 12]| -> usize {
+        let mut v = v.unsigned_abs();
+        let mut len = 0;
+        loop {
+            out[11 - len] = b'0' + (v % 10) as u8;
+            len += 1;
+            v /= 10;
+            if v == 0 {
+                return len;
+            }
+        }
+    };
+    let mut num = [0u8; 12];
+    put(b"/proc/", &mut n);
+    let len = digits(pid, &mut num);
+    put(&num[12 - len..], &mut n);
+    put(b"/task/", &mut n);
+    let len = digits(tid, &mut num);
+    put(&num[12 - len..], &mut n);
+    put(b"/status", &mut n);
+    // SAFETY: `path` is NUL-terminated (zeroed past `n`); the descriptor is closed below.
+    let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return false;
+    }
+    let mut buf = [0u8; 4096];
+    // SAFETY: `buf` is writable for its length.
+    let read = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    // SAFETY: opened above.
+    unsafe { libc::close(fd) };
+    let Ok(read) = usize::try_from(read) else { return false };
+    let text = &buf[..read];
+    let key = b"SigBlk:";
+    let Some(at) = text.windows(key.len()).position(|w| w == key) else { return false };
+    let mut mask = 0u64;
+    for &c in text[at + key.len()..].iter().skip_while(|c| c.is_ascii_whitespace()) {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => break,
+        };
+        mask = mask << 4 | d as u64;
+    }
+    let bit = signal() - 1;
+    (0..64).contains(&bit) && mask >> bit & 1 == 1
+}
+
 /// Runs `write` with every other thread of the process stopped, those stopped at a `from` of `moves`
 /// moved to its `to`. Fails (without running `write`) if a thread does not stop in time.
 pub(crate) fn with_threads_stopped(
@@ -195,7 +266,11 @@ pub(crate) fn with_threads_stopped(
             break;
         }
         for &tid in &threads[known..] {
-            // SAFETY: a zeroed siginfo with the fields `SI_QUEUE` reads set at their x86_64 offsets.
+            if SKIP_BLOCKING && blocks_signal(pid, tid) {
+                continue;
+            }
+            // SAFETY: a zeroed siginfo with the fields `SI_QUEUE` reads set at their offsets (the same on
+            // x86_64 and aarch64).
             let sent = unsafe {
                 let mut info: libc::siginfo_t = core::mem::zeroed();
                 let p = (&raw mut info).cast::<u8>();

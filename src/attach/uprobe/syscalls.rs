@@ -39,7 +39,7 @@ pub fn exit_context() -> Context {
 /// Where a system call's argument comes from in its libc function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Arg {
-    /// The function's parameter of this number (0: `rdi`).
+    /// The function's parameter of this number (0: the first).
     Param(u8),
     /// A constant (`AT_FDCWD` for `open`).
     Const(i64),
@@ -70,47 +70,49 @@ const SAME: [Arg; 6] = [P(0), P(1), P(2), P(3), P(4), P(5)];
 /// `f(path, ...)` making `g(AT_FDCWD, path, ...)`.
 const AT_CWD: [Arg; 6] = [C(AT_FDCWD), P(0), P(1), P(2), P(3), P(4)];
 
-/// The system calls covered (x86_64 numbers) and the glibc functions hooked for each.
+/// The system calls covered (numbered as on this architecture) and the glibc functions hooked for each.
 const SYSCALLS: &[Syscall] = &[
-    Syscall { name: "read", nr: 0, int: false, functions: &[("read", SAME)] },
-    Syscall { name: "write", nr: 1, int: false, functions: &[("write", SAME)] },
-    Syscall { name: "close", nr: 3, int: true, functions: &[("close", SAME)] },
-    Syscall { name: "lseek", nr: 8, int: false, functions: &[("lseek", SAME), ("lseek64", SAME)] },
-    Syscall { name: "pread64", nr: 17, int: false, functions: &[("pread", SAME), ("pread64", SAME)] },
-    Syscall { name: "pwrite64", nr: 18, int: false, functions: &[("pwrite", SAME), ("pwrite64", SAME)] },
-    Syscall { name: "getpid", nr: 39, int: true, functions: &[("getpid", SAME)] },
-    Syscall { name: "socket", nr: 41, int: true, functions: &[("socket", SAME)] },
-    Syscall { name: "connect", nr: 42, int: true, functions: &[("connect", SAME)] },
-    Syscall { name: "accept", nr: 43, int: true, functions: &[("accept", SAME)] },
-    Syscall { name: "fsync", nr: 74, int: true, functions: &[("fsync", SAME)] },
+    Syscall { name: "read", nr: libc::SYS_read, int: false, functions: &[("read", SAME)] },
+    Syscall { name: "write", nr: libc::SYS_write, int: false, functions: &[("write", SAME)] },
+    Syscall { name: "close", nr: libc::SYS_close, int: true, functions: &[("close", SAME)] },
+    Syscall { name: "lseek", nr: libc::SYS_lseek, int: false, functions: &[("lseek", SAME), ("lseek64", SAME)] },
+    Syscall { name: "pread64", nr: libc::SYS_pread64, int: false, functions: &[("pread", SAME), ("pread64", SAME)] },
+    Syscall {
+        name: "pwrite64",
+        nr: libc::SYS_pwrite64,
+        int: false,
+        functions: &[("pwrite", SAME), ("pwrite64", SAME)],
+    },
+    Syscall { name: "getpid", nr: libc::SYS_getpid, int: true, functions: &[("getpid", SAME)] },
+    Syscall { name: "socket", nr: libc::SYS_socket, int: true, functions: &[("socket", SAME)] },
+    Syscall { name: "connect", nr: libc::SYS_connect, int: true, functions: &[("connect", SAME)] },
+    Syscall { name: "accept", nr: libc::SYS_accept, int: true, functions: &[("accept", SAME)] },
+    Syscall { name: "fsync", nr: libc::SYS_fsync, int: true, functions: &[("fsync", SAME)] },
     Syscall {
         name: "openat",
-        nr: 257,
+        nr: libc::SYS_openat,
         int: true,
         functions: &[("openat", SAME), ("openat64", SAME), ("open", AT_CWD), ("open64", AT_CWD)],
     },
     Syscall {
         name: "mkdirat",
-        nr: 258,
+        nr: libc::SYS_mkdirat,
         int: true,
         functions: &[("mkdirat", SAME), ("mkdir", [C(AT_FDCWD), P(0), P(1), C(0), C(0), C(0)])],
     },
     Syscall {
         name: "unlinkat",
-        nr: 263,
+        nr: libc::SYS_unlinkat,
         int: true,
         functions: &[("unlinkat", SAME), ("unlink", [C(AT_FDCWD), P(0), C(0), C(0), C(0), C(0)])],
     },
-    Syscall { name: "accept4", nr: 288, int: true, functions: &[("accept4", SAME)] },
+    Syscall { name: "accept4", nr: libc::SYS_accept4, int: true, functions: &[("accept4", SAME)] },
 ];
 
 /// The system calls covered, each with the libc functions hooked for it.
 pub fn covered() -> impl Iterator<Item = (&'static str, Vec<&'static str>)> {
     SYSCALLS.iter().map(|s| (s.name, s.functions.iter().map(|f| f.0).collect()))
 }
-
-/// The registers' offsets of the parameters, in `pt_regs`.
-const PARAMS: [usize; 6] = [112, 104, 96, 88, 72, 64];
 
 std::thread_local! {
     /// This thread's id, once read.
@@ -143,7 +145,7 @@ impl Wrapper {
         ctx[8..16].copy_from_slice(&self.nr.to_ne_bytes());
         for (i, arg) in self.args.iter().enumerate() {
             let v = match *arg {
-                Arg::Param(p) => word(regs, PARAMS[p as usize]),
+                Arg::Param(p) => word(regs, super::pt_regs::PARM[p as usize] as usize),
                 Arg::Const(c) => c as u64,
             };
             ctx[16 + 8 * i..24 + 8 * i].copy_from_slice(&v.to_ne_bytes());
@@ -154,7 +156,7 @@ impl Wrapper {
     /// The `sys_exit_*` context of a return with registers `regs` (`rax`: what the function returned,
     /// sign-extended from `eax` for an `int`; `errno` read when it is -1).
     pub(crate) fn exit_context(&self, regs: &[u8; PT_REGS_SIZE as usize]) -> [u8; EXIT_SIZE as usize] {
-        let rax = word(regs, super::pt_regs::RAX as usize);
+        let rax = word(regs, super::pt_regs::RC as usize);
         let mut ret = if self.int { i64::from(rax as u32 as i32) } else { rax as i64 };
         if ret == -1 {
             // SAFETY: this thread's errno, set by the function that just returned.

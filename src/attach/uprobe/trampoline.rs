@@ -1,23 +1,31 @@
 //! The code a probe jumps to, and the Rust functions it calls: the entry trampoline of each site, the
 //! one return trampoline, and the per-thread stack of return addresses that return probes swap out.
 
+#[cfg(target_arch = "x86_64")]
 use alloc::string::ToString;
+#[cfg(target_arch = "x86_64")]
 use alloc::vec::Vec;
 use core::cell::Cell;
 use core::sync::atomic::Ordering;
 use std::sync::OnceLock;
 
+#[cfg(target_arch = "x86_64")]
 use iced_x86::code_asm::*;
+#[cfg(target_arch = "x86_64")]
 use iced_x86::{BlockEncoderOptions, FlowControl, Instruction};
 
+#[cfg(target_arch = "x86_64")]
 use super::pt_regs::*;
 use super::{readers, AttachError, Site, Slot, PT_REGS_SIZE};
 
+#[cfg(target_arch = "x86_64")]
 /// Bytes below the stack pointer that the probed code may be using (the System V red zone).
 const RED_ZONE: i32 = 128;
+#[cfg(target_arch = "x86_64")]
 /// Bytes for the sixteen `xmm` registers.
 const VECTORS: i32 = 256;
 
+#[cfg(target_arch = "x86_64")]
 /// The general registers a trampoline saves and restores (besides `rax` and `rsp`), with their
 /// `pt_regs` offsets.
 fn registers() -> [(AsmRegister64, u32); 14] {
@@ -39,14 +47,17 @@ fn registers() -> [(AsmRegister64, u32); 14] {
     ]
 }
 
+#[cfg(target_arch = "x86_64")]
 fn xmm(i: usize) -> AsmRegisterXmm {
     [xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7, xmm8, xmm9, xmm10, xmm11, xmm12, xmm13, xmm14, xmm15][i]
 }
 
+#[cfg(target_arch = "x86_64")]
 fn asm_error(e: IcedError) -> AttachError {
     AttachError::Assemble(e.to_string())
 }
 
+#[cfg(target_arch = "x86_64")]
 /// Saves the registers into a `pt_regs` at `rsp` (already reserved; `rsp_at_probe` bytes above it is
 /// where the probed code's stack pointer was; `rip` the probed address, if known) and the vector registers below it, then calls
 /// `handler(arg0, pt_regs)` (`arg0` unless `None`, then `handler(pt_regs)`) on an aligned stack,
@@ -91,6 +102,7 @@ fn save_and_call(
     a.call(rax)
 }
 
+#[cfg(target_arch = "x86_64")]
 /// Restores what [`save_and_call`] saved, leaving `rsp` at the `pt_regs`.
 fn restore(a: &mut CodeAssembler) -> Result<(), IcedError> {
     a.mov(rsp, rbx)?;
@@ -107,6 +119,7 @@ fn restore(a: &mut CodeAssembler) -> Result<(), IcedError> {
     a.mov(rax, qword_ptr(rsp + RAX as i32))
 }
 
+#[cfg(target_arch = "x86_64")]
 /// The entry trampoline of `site` (at `probed`), to be placed at `ip`: saves the registers, calls
 /// [`on_entry`], restores them, runs the `displaced` instructions re-encoded for their new address
 /// and jumps back after them. Also gives where each displaced instruction's copy is.
@@ -142,29 +155,47 @@ pub(super) fn entry(
     build().map_err(asm_error)
 }
 
+/// The address of the function entry trampolines call.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+pub(super) fn entry_handler() -> u64 {
+    on_entry as *const () as u64
+}
+
 /// The return trampoline, where probed functions with a return probe return: calls [`on_return`],
 /// which hands back the real return address, and returns there.
 fn return_trampoline() -> Result<u64, AttachError> {
     static TRAMPOLINE: OnceLock<Result<u64, AttachError>> = OnceLock::new();
     TRAMPOLINE
         .get_or_init(|| {
-            let page = super::patch::page_near(on_return as *const () as u64)?;
-            let build = || -> Result<Vec<u8>, IcedError> {
-                let mut a = CodeAssembler::new(64)?;
-                // A slot for the real return address, then the pt_regs.
-                a.push(rax)?;
-                a.lea(rsp, qword_ptr(rsp - PT_REGS_SIZE as i32))?;
-                save_and_call(&mut a, PT_REGS_SIZE as i32 + 8, None, None, on_return as *const () as u64)?;
-                a.mov(qword_ptr(rbx + VECTORS + PT_REGS_SIZE as i32), rax)?;
-                restore(&mut a)?;
-                a.lea(rsp, qword_ptr(rsp + PT_REGS_SIZE as i32))?;
-                a.ret()?;
-                a.assemble(page as u64)
+            let handler = on_return as *const () as u64;
+            #[cfg(target_arch = "x86_64")]
+            let page = super::patch::page_near(handler)?;
+            #[cfg(target_arch = "x86_64")]
+            let code = {
+                let build = || -> Result<Vec<u8>, IcedError> {
+                    let mut a = CodeAssembler::new(64)?;
+                    // A slot for the real return address, then the pt_regs.
+                    a.push(rax)?;
+                    a.lea(rsp, qword_ptr(rsp - PT_REGS_SIZE as i32))?;
+                    save_and_call(&mut a, PT_REGS_SIZE as i32 + 8, None, None, handler)?;
+                    a.mov(qword_ptr(rbx + VECTORS + PT_REGS_SIZE as i32), rax)?;
+                    restore(&mut a)?;
+                    a.lea(rsp, qword_ptr(rsp + PT_REGS_SIZE as i32))?;
+                    a.ret()?;
+                    a.assemble(page as u64)
+                };
+                build().map_err(asm_error)?
             };
-            let code = build().map_err(asm_error)?;
+            #[cfg(target_arch = "aarch64")]
+            let page = super::arm64::page_near(handler)?;
+            #[cfg(target_arch = "aarch64")]
+            let code = super::arm64::return_code(handler);
             // SAFETY: the page is ours, writable and larger than the code; nothing runs it yet.
             unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), page, code.len()) };
+            #[cfg(target_arch = "x86_64")]
             super::patch::seal(page)?;
+            #[cfg(target_arch = "aarch64")]
+            super::arm64::seal(page)?;
             Ok(page as u64)
         })
         .clone()
@@ -184,7 +215,7 @@ struct Pending {
     site: *const Site,
     /// The real return address.
     to: u64,
-    /// Where it was on the stack.
+    /// The stack pointer at the function's entry.
     slot: u64,
 }
 
@@ -238,34 +269,53 @@ extern "C" fn on_entry(site: &Site, regs: *mut u8) {
     BUSY.with(|b| b.set(false));
 }
 
+/// The 8-byte word at `at` in the saved registers at `regs`.
+///
+/// # Safety
+/// `regs` holds [`PT_REGS_SIZE`] bytes of saved registers (8-byte aligned) and `at + 8` is at most that.
+unsafe fn reg(regs: *mut u8, at: u32) -> *mut u64 {
+    // SAFETY: the caller's contract.
+    unsafe { regs.add(at as usize).cast::<u64>() }
+}
+
 /// Swaps the return address of the call at `site` (the registers at `regs`) for the return
-/// trampoline's, keeping the real one.
+/// trampoline's, keeping the real one. (x86_64: on the stack, where the stack pointer points at a
+/// function's entry; aarch64: in the link register, which the trampoline restores from `regs`.)
 fn follow_return(site: &Site, regs: *mut u8) {
     let Ok(trampoline) = return_trampoline() else { return };
-    // SAFETY: `regs` holds the saved registers (8-byte aligned, on the trampoline's stack).
-    let slot = unsafe { regs.add(RSP as usize).cast::<u64>().read() };
+    // SAFETY: `regs` holds the saved registers.
+    let stack = unsafe { reg(regs, super::pt_regs::SP).read() };
     let depth = DEPTH.with(Cell::get);
     if depth >= RETURNS {
         site.missed.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    let slot_ptr = slot as usize as *mut u64;
-    // SAFETY: at a function's entry `rsp` points to its return address, on this thread's stack.
-    let to = unsafe { slot_ptr.read() };
-    PENDING.with(|p| p[depth].set(Pending { site, to, slot }));
+    #[cfg(target_arch = "x86_64")]
+    let place = stack as usize as *mut u64;
+    // SAFETY: as above.
+    #[cfg(target_arch = "aarch64")]
+    let place = unsafe { reg(regs, super::pt_regs::LR) };
+    // SAFETY: x86_64: at a function's entry the stack pointer points to its return address, on this
+    // thread's stack; aarch64: the saved link register.
+    let to = unsafe { place.read() };
+    PENDING.with(|p| p[depth].set(Pending { site, to, slot: stack }));
     DEPTH.with(|d| d.set(depth + 1));
     // SAFETY: as above; the function returns through it to the return trampoline.
-    unsafe { slot_ptr.write(trampoline) };
+    unsafe { place.write(trampoline) };
 }
 
 /// What the return trampoline calls, with the saved registers: runs the return program of the call
 /// returning and hands back where it returns to.
 extern "C" fn on_return(regs: *mut u8) -> u64 {
     // SAFETY: `regs` holds the saved registers.
-    let rsp_now = unsafe { regs.add(RSP as usize).cast::<u64>().read() };
-    // The call returning had its return address just below the stack pointer now. Calls deeper in the
-    // stack that never returned (a `longjmp` over them) are dropped.
-    let slot = rsp_now - 8;
+    let sp_now = unsafe { reg(regs, super::pt_regs::SP).read() };
+    // The stack pointer the call returning had at its entry: x86_64, 8 bytes below the one now (the
+    // return address was popped); aarch64, the same. Calls deeper in the stack that never returned (a
+    // `longjmp` over them) are dropped.
+    #[cfg(target_arch = "x86_64")]
+    let slot = sp_now - 8;
+    #[cfg(target_arch = "aarch64")]
+    let slot = sp_now;
     let mut depth = DEPTH.with(Cell::get);
     let call = loop {
         if depth == 0 {
@@ -280,8 +330,14 @@ extern "C" fn on_return(regs: *mut u8) -> u64 {
         }
     };
     DEPTH.with(|d| d.set(depth));
-    // SAFETY: `regs` holds the saved registers; `rip` is the real return address, as in the kernel.
-    unsafe { regs.add(RIP as usize).cast::<u64>().write(call.to) };
+    // SAFETY: `regs` holds the saved registers; the instruction pointer is the real return address,
+    // as in the kernel (aarch64: the link register too, which the trampoline returns through).
+    unsafe { reg(regs, super::pt_regs::IP).write(call.to) };
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: as above.
+    unsafe {
+        reg(regs, super::pt_regs::LR).write(call.to)
+    };
     if let Ok(false) = BUSY.try_with(|b| b.replace(true)) {
         let _section = readers::read();
         // SAFETY: sites are never freed.
