@@ -39,6 +39,24 @@ pub extern "C" fn ebpf_vm_test_threads(a: u64, b: u64) -> u64 {
     black_box(a).wrapping_mul(3).wrapping_add(black_box(b))
 }
 
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn ebpf_vm_test_multi_one(a: u64) -> u64 {
+    black_box(a) + 1
+}
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn ebpf_vm_test_multi_two(a: u64) -> u64 {
+    black_box(a) * 2
+}
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn ebpf_vm_test_multi_three(a: u64) -> u64 {
+    black_box(a).wrapping_mul(3)
+}
+
 /// Sums 1..=n recursively (a call per level).
 #[no_mangle]
 #[inline(never)]
@@ -525,7 +543,7 @@ fn attach_and_detach_cycles_while_threads_run_the_replaced_instructions() {
     let target = Target::symbol("ebpf_vm_test_short_steps");
     for kind in [ProbeKind::Entry, ProbeKind::Return].into_iter().cycle().take(40) {
         let before = words(&map)[0];
-        let probe = Uprobe::attach(&target, kind, program.clone()).expect("attaches");
+        let probe = Uprobe::attach(&target, kind, program.clone()).unwrap_or_else(|e| panic!("{kind:?}: {e:?}"));
         while words(&map)[0] == before {
             std::thread::yield_now();
         }
@@ -751,4 +769,38 @@ fn pc_relative_instructions_run_moved_into_the_trampoline() {
         drop(entry);
     }
     assert_eq!(ran, 2 * 13, "every probed call ran");
+}
+
+#[test]
+fn a_multi_probe_attaches_to_every_function_its_pattern_matches() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    #[cfg(target_arch = "x86_64")]
+    let object = Object::parse(include_bytes!("fixtures/uprobe_multi.o")).expect("the fixture parses");
+    #[cfg(target_arch = "aarch64")]
+    let object = Object::parse(include_bytes!("fixtures/arm64/uprobe_multi.o")).expect("the fixture parses");
+    for engine in [Engine::Jit, Engine::Interpreter] {
+        let instance = Instance::new(&object).expect("maps");
+        let attached = attach_object(&instance, engine).expect("both sections attach");
+        let counts: Vec<usize> = attached
+            .iter()
+            .map(|a| match a {
+                uprobe::Attachment::Probes(p) => p.len(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(counts, [3, 3], "{engine:?}: three functions match, at entry and at return");
+        assert_eq!((ebpf_vm_test_multi_one(1), ebpf_vm_test_multi_two(2), ebpf_vm_test_multi_three(3)), (2, 4, 9));
+        drop(attached);
+        assert_eq!(ebpf_vm_test_multi_one(10), 11);
+        let stats = words(instance.map("multi_stats").expect("stats"));
+        assert_eq!(stats, [3, 6, 3, 15], "{engine:?}: calls, sum of arguments, returns, sum of results");
+    }
+    // No function matches; too many match (libc has thousands of functions): nothing attached.
+    let program = probe(Engine::Jit, &record(4), &[]);
+    assert_eq!(
+        Uprobe::attach_matching("/proc/self/exe", "ebpf_vm_no_such_*", ProbeKind::Entry, program.clone()).unwrap_err(),
+        AttachError::NoSymbol("ebpf_vm_no_such_*".into())
+    );
+    let all = Uprobe::attach_matching("libc.so.6", "*", ProbeKind::Entry, program);
+    assert!(matches!(all, Err(AttachError::TooManyMatches { count, .. }) if count > uprobe::MAX_MATCHES), "{all:?}");
 }

@@ -294,7 +294,19 @@ pub enum AttachError {
     /// The trampoline could not be assembled.
     #[error("assembling the trampoline: {0}")]
     Assemble(String),
+    /// A pattern matches more functions than [`MAX_MATCHES`].
+    #[error("pattern `{pattern}` matches {count} functions (at most {MAX_MATCHES} are probed at once)")]
+    TooManyMatches {
+        /// The pattern.
+        pattern: String,
+        /// How many functions it matches.
+        count: usize,
+    },
 }
+
+/// The most functions [`Uprobe::attach_matching`] probes with one pattern (each probe takes a page of
+/// trampoline code).
+pub const MAX_MATCHES: usize = 1024;
 
 /// What runs at a site: a program on the registers at entry or at return, or a syscall tracepoint
 /// program at the entry or return of a libc wrapper.
@@ -454,6 +466,29 @@ impl Uprobe {
         check_program(&vm, &context())?;
         let (function, addr) = resolve(target)?;
         attach_at(&function, addr, kind.into(), vm, None)
+    }
+
+    /// Attaches `vm` at the entry (or return) of every function of the file `path` names (as in
+    /// [`Target::Symbol`]) whose name matches the glob `pattern` (`*` any characters, `?` one), as
+    /// libbpf's `uprobe.multi` does: one probe per function, aliases of one function once. Fails,
+    /// leaving nothing attached, if no function matches, more than [`MAX_MATCHES`] do, or one of them
+    /// cannot be probed.
+    pub fn attach_matching(
+        path: &str,
+        pattern: &str,
+        kind: ProbeKind,
+        vm: Arc<Vm>,
+    ) -> Result<Vec<Uprobe>, AttachError> {
+        check_program(&vm, &context())?;
+        let functions = symbols::find_matching(path, pattern)?;
+        if functions.is_empty() {
+            return Err(AttachError::NoSymbol(pattern.into()));
+        }
+        if functions.len() > MAX_MATCHES {
+            return Err(AttachError::TooManyMatches { pattern: pattern.into(), count: functions.len() });
+        }
+        // An error drops (detaches) the probes attached before it.
+        functions.iter().map(|f| attach_at(f, f.start, kind.into(), vm.clone(), None)).collect()
     }
 
     /// The probed address.

@@ -1,6 +1,7 @@
 //! An object's probe programs attached by their section names, as libbpf's auto-attach reads them:
-//! `uprobe/PATH:FUNCTION[+OFFSET]` and `uretprobe/...` (also `uprobe.s/` and `uretprobe.s/`), and
-//! `tracepoint/syscalls/sys_enter_NAME` and `sys_exit_NAME` (also `tp/`). PATH is a file path (the
+//! `uprobe/PATH:FUNCTION[+OFFSET]` and `uretprobe/...` (also `uprobe.s/` and `uretprobe.s/`),
+//! `uprobe.multi/PATH:PATTERN` and `uretprobe.multi/...` (also `.multi.s`; PATTERN a glob over function
+//! names), and `tracepoint/syscalls/sys_enter_NAME` and `sys_exit_NAME` (also `tp/`). PATH is a file path (the
 //! executable also as `/proc/self/exe`) or a library's file name (`libc.so.6`); OFFSET is decimal or
 //! `0x` hexadecimal.
 
@@ -19,6 +20,15 @@ use crate::vm::{Engine, Instance};
 pub enum AttachPoint {
     /// A uprobe or uretprobe.
     Probe(Target, ProbeKind),
+    /// Uprobes or uretprobes on every function of a file whose name matches a glob.
+    Matching {
+        /// The file, as in [`Target::Symbol`].
+        path: String,
+        /// The glob over function names.
+        pattern: String,
+        /// At entry or at return.
+        kind: ProbeKind,
+    },
     /// A syscall tracepoint: the system call's name and which end.
     Syscall(String, TracepointKind),
 }
@@ -28,6 +38,8 @@ pub enum AttachPoint {
 pub enum Attachment {
     /// A uprobe or uretprobe.
     Probe(Uprobe),
+    /// The uprobes or uretprobes of a `uprobe.multi` section, one per function.
+    Probes(Vec<Uprobe>),
     /// A syscall tracepoint.
     Syscall(SyscallTracepoint),
 }
@@ -47,6 +59,17 @@ pub fn parse_section(section: &str) -> Result<Option<AttachPoint>, AttachError> 
             return Err(bad());
         }
         return Ok(Some(AttachPoint::Syscall(name.to_string(), kind)));
+    }
+    let multi = [("uprobe.multi/", ProbeKind::Entry), ("uprobe.multi.s/", ProbeKind::Entry)]
+        .into_iter()
+        .chain([("uretprobe.multi/", ProbeKind::Return), ("uretprobe.multi.s/", ProbeKind::Return)])
+        .find_map(|(prefix, kind)| section.strip_prefix(prefix).map(|rest| (rest, kind)));
+    if let Some((rest, kind)) = multi {
+        let (path, pattern) = rest.rsplit_once(':').ok_or_else(|| AttachError::BadSection(section.to_string()))?;
+        if path.is_empty() || pattern.is_empty() {
+            return Err(AttachError::BadSection(section.to_string()));
+        }
+        return Ok(Some(AttachPoint::Matching { path: path.to_string(), pattern: pattern.to_string(), kind }));
     }
     let (kind, rest) = if let Some(rest) = section.strip_prefix("uprobe/").or(section.strip_prefix("uprobe.s/")) {
         (ProbeKind::Entry, rest)
@@ -76,7 +99,7 @@ pub fn parse_section(section: &str) -> Result<Option<AttachPoint>, AttachError> 
 /// The context a program attached at `point` is verified against.
 fn context_of(point: &AttachPoint) -> Context {
     match point {
-        AttachPoint::Probe(..) => context(),
+        AttachPoint::Probe(..) | AttachPoint::Matching { .. } => context(),
         AttachPoint::Syscall(_, TracepointKind::Enter) => syscalls::enter_context(),
         AttachPoint::Syscall(_, TracepointKind::Exit) => syscalls::exit_context(),
     }
@@ -115,6 +138,9 @@ pub fn attach_object_printing(
     for (point, vm) in plan {
         attached.push(match point {
             AttachPoint::Probe(target, kind) => Attachment::Probe(Uprobe::attach(&target, kind, vm)?),
+            AttachPoint::Matching { path, pattern, kind } => {
+                Attachment::Probes(Uprobe::attach_matching(&path, &pattern, kind, vm)?)
+            }
             AttachPoint::Syscall(name, kind) => Attachment::Syscall(SyscallTracepoint::attach(&name, kind, vm)?),
         });
     }
@@ -151,6 +177,17 @@ mod tests {
             parse_section("tp/syscalls/sys_exit_read").unwrap(),
             Some(AttachPoint::Syscall("read".into(), TracepointKind::Exit))
         );
+        let matching = |path: &str, pattern: &str, kind| {
+            Some(AttachPoint::Matching { path: path.into(), pattern: pattern.into(), kind })
+        };
+        assert_eq!(
+            parse_section("uprobe.multi/libc.so.6:*alloc").unwrap(),
+            matching("libc.so.6", "*alloc", ProbeKind::Entry)
+        );
+        assert_eq!(
+            parse_section("uretprobe.multi.s//proc/self/exe:handle_?").unwrap(),
+            matching("/proc/self/exe", "handle_?", ProbeKind::Return)
+        );
         assert_eq!(parse_section("socket").unwrap(), None);
         assert_eq!(parse_section("kprobe/do_sys_open").unwrap(), None);
         assert_eq!(parse_section("tracepoint/sched/sched_switch").unwrap(), None);
@@ -162,6 +199,9 @@ mod tests {
             "uprobe/app:f+",
             "tracepoint/syscalls/sys_openat",
             "tp/syscalls/sys_enter_",
+            "uprobe.multi/*alloc",
+            "uprobe.multi/:f*",
+            "uretprobe.multi/app:",
         ] {
             assert_eq!(parse_section(bad), Err(AttachError::BadSection(bad.into())), "{bad}");
         }

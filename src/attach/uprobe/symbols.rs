@@ -107,36 +107,86 @@ fn names(path: &str, want: &str, exe: &str) -> bool {
     file == want || file.strip_prefix(want).is_some_and(|rest| rest.starts_with('.'))
 }
 
-/// The function `name` in the file `path` names (the executable when `None`, then every mapped
-/// library in the order they are mapped), at `offset` bytes into it.
-pub(crate) fn find(path: Option<&str>, name: &str) -> Result<Function, AttachError> {
+/// The mapped files `path` names (every file when `None`), the executable first, and the maps.
+fn files_named(path: Option<&str>) -> Result<(Vec<String>, Vec<Mapping>), AttachError> {
     let exe = std::fs::read_link("/proc/self/exe")
         .map_err(|e| AttachError::Process(e.to_string()))?
         .to_string_lossy()
         .into_owned();
     let maps = mappings()?;
-    let mut files: Vec<&str> = Vec::new();
+    let mut files: Vec<String> = Vec::new();
     for m in &maps {
         let wanted = match path {
             Some(p) => names(&m.path, p, &exe),
             None => true,
         };
-        if wanted && !files.contains(&m.path.as_str()) {
-            files.push(&m.path);
+        if wanted && !files.contains(&m.path) {
+            files.push(m.path.clone());
         }
     }
-    // The executable first.
     files.sort_by_key(|f| *f != exe);
     if files.is_empty() {
         return Err(AttachError::NoFile(path.unwrap_or("the executable").to_string()));
     }
-    for file in files {
+    Ok((files, maps))
+}
+
+/// The function `name` in the file `path` names (the executable when `None`, then every mapped
+/// library in the order they are mapped).
+pub(crate) fn find(path: Option<&str>, name: &str) -> Result<Function, AttachError> {
+    let (files, maps) = files_named(path)?;
+    for file in &files {
         let found = search(file, &maps, |sym, _| sym.name().is_ok_and(|n| n == name))?;
-        if let Some(f) = found {
+        if let Some(f) = found.into_iter().next() {
             return within_code(f, &maps);
         }
     }
     Err(AttachError::NoSymbol(name.to_string()))
+}
+
+/// Every function whose name matches the glob `pattern` (`*` any characters, `?` one) in the files
+/// `path` names, one per address (aliases of one function count once), in address order.
+pub(crate) fn find_matching(path: &str, pattern: &str) -> Result<Vec<Function>, AttachError> {
+    let (files, maps) = files_named(Some(path))?;
+    let mut out: Vec<Function> = Vec::new();
+    for file in &files {
+        let found = search_all(file, &maps, |sym, _| sym.name().is_ok_and(|n| glob(pattern.as_bytes(), n.as_bytes())))?;
+        for f in found {
+            if !out.iter().any(|o| o.start == f.start) {
+                out.push(within_code(f, &maps)?);
+            }
+        }
+    }
+    out.sort_by_key(|f| f.start);
+    Ok(out)
+}
+
+/// Whether `text` matches the glob `pattern`: `*` stands for any characters, `?` for one.
+pub(crate) fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    // The classic backtracking match: on a mismatch, the last `*` takes one more character.
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    p = sp + 1;
+                    t = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p.min(pattern.len())..].iter().all(|&c| c == b'*')
 }
 
 /// The function that holds `addr`, in whichever mapped file has it.
@@ -153,7 +203,7 @@ pub(crate) fn containing(addr: u64) -> Result<Function, AttachError> {
             let at = addr.wrapping_sub(bias);
             sym.address() <= at && at < sym.address().saturating_add(sym.size().max(1))
         })?;
-        if let Some(f) = found {
+        if let Some(f) = found.into_iter().next() {
             return within_code(f, &maps);
         }
     }
@@ -161,25 +211,51 @@ pub(crate) fn containing(addr: u64) -> Result<Function, AttachError> {
 }
 
 /// The first defined function symbol of `file` that `pick` takes (given the file's load bias), moved
-/// to where the file is loaded; `None` if the file is not mapped executable or has none.
+/// to where the file is loaded; none if the file is not mapped executable or has none.
 fn search(
     file: &str,
     maps: &[Mapping],
     pick: impl Fn(&object::Symbol<'_, '_>, u64) -> bool,
 ) -> Result<Option<Function>, AttachError> {
+    Ok(symbols_of(file, maps, pick, true)?.into_iter().next())
+}
+
+/// Every defined function symbol of `file` that `pick` takes, as [`search`] finds the first.
+fn search_all(
+    file: &str,
+    maps: &[Mapping],
+    pick: impl Fn(&object::Symbol<'_, '_>, u64) -> bool,
+) -> Result<Vec<Function>, AttachError> {
+    symbols_of(file, maps, pick, false)
+}
+
+fn symbols_of(
+    file: &str,
+    maps: &[Mapping],
+    pick: impl Fn(&object::Symbol<'_, '_>, u64) -> bool,
+    first_only: bool,
+) -> Result<Vec<Function>, AttachError> {
     if !maps.iter().any(|m| m.path == file && m.executable) {
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    let Some(first) = maps.iter().filter(|m| m.path == file).min_by_key(|m| m.start) else { return Ok(None) };
+    let Some(first) = maps.iter().filter(|m| m.path == file).min_by_key(|m| m.start) else { return Ok(Vec::new()) };
     let data = std::fs::read(file).map_err(|e| AttachError::Process(alloc::format!("{file}: {e}")))?;
     let obj = object::File::parse(&*data).map_err(|e| AttachError::Process(alloc::format!("{file}: {e}")))?;
     // Where the file is loaded: the segment the first mapping holds has its page-aligned virtual
     // address at the mapping's start.
-    let Some(seg) = obj.segments().find(|s| s.file_range().0 & !0xfff == first.offset) else { return Ok(None) };
+    let Some(seg) = obj.segments().find(|s| s.file_range().0 & !0xfff == first.offset) else {
+        return Ok(Vec::new());
+    };
     let bias = first.start.wrapping_sub(seg.address() & !0xfff);
     let symbols: Vec<_> = obj.symbols().chain(obj.dynamic_symbols()).collect();
-    let found = symbols.iter().find(|s| s.kind() == SymbolKind::Text && s.is_definition() && pick(s, bias));
-    Ok(found.map(|s| function(&obj, &symbols, s, file, bias)))
+    let mut out = Vec::new();
+    for s in symbols.iter().filter(|s| s.kind() == SymbolKind::Text && s.is_definition() && pick(s, bias)) {
+        out.push(function(&obj, &symbols, s, file, bias));
+        if first_only {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 /// `sym` of `obj` as a [`Function`], with the limit of its padding.
@@ -267,6 +343,28 @@ b000-c000 r-xp 00000000 08:01 7 /lib/y.so";
         // A function straddling the pieces' boundary keeps its size.
         let f = Function { name: "f".into(), path: "/bin/app".into(), start: 0x1ff0, size: 0x20, limit: 0x2010 };
         assert_eq!(within_code(f.clone(), &parse_maps(text)), Ok(f));
+    }
+
+    #[test]
+    fn globs_match_as_libbpf_matches_them() {
+        for (pattern, text, want) in [
+            ("malloc", "malloc", true),
+            ("malloc", "malloc2", false),
+            ("*", "", true),
+            ("*", "anything", true),
+            ("m*c", "malloc", true),
+            ("m*c", "malloc_usable", false),
+            ("*alloc*", "__libc_malloc_impl", true),
+            ("?alloc", "malloc", true),
+            ("?alloc", "alloc", false),
+            ("a*b*c", "aXbYbZc", true),
+            ("a*b*c", "aXbYcZ", false),
+            ("**x", "x", true),
+            ("", "", true),
+            ("", "a", false),
+        ] {
+            assert_eq!(glob(pattern.as_bytes(), text.as_bytes()), want, "{pattern} ~ {text}");
+        }
     }
 
     #[test]
