@@ -827,13 +827,19 @@ mod trace {
         Ok(())
     }
 
-    /// A ring-buffer record: as a number when it has 4 or 8 bytes, else in hex, 4 bytes to a group.
+    /// A ring-buffer record: as a number when it has 4 or 8 bytes, else in hex, 4 bytes to a group;
+    /// past [`MAX_LINE`] / 2 bytes, cut (with the record's length said).
     fn show_record(bytes: &[u8]) -> String {
         if matches!(bytes.len(), 4 | 8) {
             return show(bytes);
         }
-        let groups: Vec<String> = bytes.chunks(4).map(|c| c.iter().map(|b| format!("{b:02x}")).collect()).collect();
-        groups.join(" ")
+        let shown = &bytes[..bytes.len().min(MAX_LINE as usize / 2)];
+        let groups: Vec<String> = shown.chunks(4).map(|c| c.iter().map(|b| format!("{b:02x}")).collect()).collect();
+        let mut line = groups.join(" ");
+        if shown.len() < bytes.len() {
+            line.push_str(&format!(" ... ({} bytes)", bytes.len()));
+        }
+        line
     }
 
     /// Prints the records of process `pid`'s shared ring buffers as they arrive, until `done` is set
@@ -959,6 +965,23 @@ mod trace {
             Ok(())
         } else {
             Err(format!("the traced command failed ({status})"))
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn records_are_shown_as_numbers_hex_or_cut() {
+            assert_eq!(show_record(&7u32.to_ne_bytes()), "7");
+            assert_eq!(show_record(&9u64.to_ne_bytes()), "9");
+            assert_eq!(show_record(&[1, 2, 3, 4, 5, 6]), "01020304 0506");
+            assert_eq!(show_record(&[]), "");
+            let long = vec![0xabu8; 100_000];
+            let line = show_record(&long);
+            assert!(line.ends_with(" ... (100000 bytes)"), "{}", &line[line.len() - 40..]);
+            assert!(line.len() < 2 * MAX_LINE as usize, "{} characters", line.len());
         }
     }
 }
