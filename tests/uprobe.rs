@@ -804,3 +804,36 @@ fn a_multi_probe_attaches_to_every_function_its_pattern_matches() {
     let all = Uprobe::attach_matching("libc.so.6", "*", ProbeKind::Entry, program);
     assert!(matches!(all, Err(AttachError::TooManyMatches { count, .. }) if count > uprobe::MAX_MATCHES), "{all:?}");
 }
+
+/// A thread that blocks every signal (as glibc does in a thread's last steps) cannot be stopped while
+/// a probe is written: on x86_64 the attach waits for it to end instead of failing; on aarch64 (one
+/// instruction replaced, no thread can be caught inside the patch) it is not waited for.
+#[test]
+fn a_thread_ending_with_signals_blocked_is_waited_for() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let blocked = Arc::new(Barrier::new(2));
+    let ending = {
+        let blocked = blocked.clone();
+        std::thread::spawn(move || {
+            // SAFETY: a signal set filled, and this thread's own mask set to it.
+            unsafe {
+                let mut all: libc::sigset_t = std::mem::zeroed();
+                libc::sigfillset(&mut all);
+                libc::pthread_sigmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+            }
+            blocked.wait();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        })
+    };
+    blocked.wait();
+    let map = record(4);
+    let probe =
+        Uprobe::attach(&Target::symbol("ebpf_vm_test_mul_add"), ProbeKind::Entry, probe(Engine::Jit, &map, &[]))
+            .expect("attached once the thread ended");
+    #[cfg(target_arch = "x86_64")]
+    assert!(ending.is_finished(), "the attach waited for the thread");
+    assert_eq!(ebpf_vm_test_mul_add(2, 3, 4), 10);
+    assert_eq!(words(&map)[0], 1);
+    drop(probe);
+    ending.join().expect("the thread ended");
+}

@@ -229,6 +229,18 @@ fn blocks_signal(pid: i32, tid: i32) -> bool {
     (0..64).contains(&bit) && mask >> bit & 1 == 1
 }
 
+/// How many of the threads `tids` of process `pid` no longer exist.
+fn gone(pid: i32, tids: &[i32]) -> usize {
+    tids.iter()
+        .filter(|&&tid| {
+            // SAFETY: signal 0 is only a check of the thread's existence.
+            let r = unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, 0) };
+            // SAFETY: this thread's errno.
+            r == -1 && unsafe { *libc::__errno_location() } == libc::ESRCH
+        })
+        .count()
+}
+
 /// Runs `write` with every other thread of the process stopped, those stopped at a `from` of `moves`
 /// moved to its `to`. Fails (without running `write`) if a thread does not stop in time.
 pub(crate) fn with_threads_stopped(
@@ -242,6 +254,9 @@ pub(crate) fn with_threads_stopped(
     let mut threads: Vec<i32> = Vec::new();
     let now = std::fs::read_dir("/proc/self/task").map_or(64, |d| d.count());
     threads.try_reserve(now * 2 + 256).map_err(|_| AttachError::Process("out of memory".into()))?;
+    // The threads signalled (the same room: no allocation once threads are stopped).
+    let mut sent: Vec<i32> = Vec::new();
+    sent.try_reserve(threads.capacity()).map_err(|_| AttachError::Process("out of memory".into()))?;
     threads.push(me);
 
     MOVES_LEN.store(moves.len(), Ordering::SeqCst);
@@ -261,7 +276,7 @@ pub(crate) fn with_threads_stopped(
             complete = false;
             break;
         }
-        if threads.len() == known && counted(&STOPPED, round) == signalled {
+        if threads.len() == known && counted(&STOPPED, round) + gone(pid, &sent) >= signalled {
             // Every thread stopped, and none was created meanwhile (a stopped thread creates none).
             break;
         }
@@ -271,7 +286,7 @@ pub(crate) fn with_threads_stopped(
             }
             // SAFETY: a zeroed siginfo with the fields `SI_QUEUE` reads set at their offsets (the same on
             // x86_64 and aarch64).
-            let sent = unsafe {
+            let sent_ok = unsafe {
                 let mut info: libc::siginfo_t = core::mem::zeroed();
                 let p = (&raw mut info).cast::<u8>();
                 p.cast::<i32>().write(signal());
@@ -281,14 +296,22 @@ pub(crate) fn with_threads_stopped(
                 p.add(24).cast::<u64>().write(round);
                 libc::syscall(libc::SYS_rt_tgsigqueueinfo, pid, tid, signal(), &raw const info)
             };
-            if sent == 0 {
+            if sent_ok == 0 && sent.len() < sent.capacity() {
+                sent.push(tid);
                 signalled += 1;
             }
         }
+        // A thread that exits meanwhile (glibc blocks every signal in a thread's last steps) never
+        // stops, and need not: it is waited for until it is gone.
+        let mut spins = 0u32;
         while counted(&STOPPED, round) < signalled && Instant::now() < deadline {
+            spins = spins.wrapping_add(1);
+            if spins % 1024 == 0 && counted(&STOPPED, round) + gone(pid, &sent) >= signalled {
+                break;
+            }
             core::hint::spin_loop();
         }
-        if counted(&STOPPED, round) < signalled {
+        if counted(&STOPPED, round) + gone(pid, &sent) < signalled {
             complete = false;
             break;
         }
