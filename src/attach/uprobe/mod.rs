@@ -531,6 +531,35 @@ impl Drop for Uprobe {
     }
 }
 
+impl Site {
+    /// A site at `addr` with nothing attached, never freed (trampolines point at it).
+    fn leaked(
+        addr: u64,
+        original: [u8; code::JUMP_LEN as usize],
+        jump: [u8; code::JUMP_LEN as usize],
+    ) -> &'static mut Site {
+        Box::leak(Box::new(Site {
+            addr,
+            original,
+            jump,
+            moves: Vec::new(),
+            programs: [const { AtomicPtr::new(core::ptr::null_mut()) }; 4],
+            syscall: OnceLock::new(),
+            missed: AtomicU64::new(0),
+        }))
+    }
+}
+
+/// Writes a trampoline's `bytes` into its `page` (from `code::page_near`) and makes it executable.
+fn install(page: *mut u8, bytes: &[u8]) -> Result<(), AttachError> {
+    if bytes.len() > 4096 {
+        return Err(AttachError::Assemble("the trampoline does not fit its page".into()));
+    }
+    // SAFETY: the page is ours, writable, and 4096 bytes long; nothing runs it yet.
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), page, bytes.len()) };
+    code::seal(page)
+}
+
 /// A new site at `addr` in `f`: the displaced instructions checked, the trampoline written.
 #[cfg(target_arch = "x86_64")]
 fn make_site(f: &symbols::Function, addr: u64) -> Result<&'static Site, AttachError> {
@@ -542,23 +571,10 @@ fn make_site(f: &symbols::Function, addr: u64) -> Result<&'static Site, AttachEr
     let original = unsafe { patch::current(addr) };
     let page = patch::page_near(addr)?;
     let jump = patch::jump(addr, page as u64).ok_or(AttachError::NoMemoryNear(addr))?;
-    let site: &'static mut Site = Box::leak(Box::new(Site {
-        addr,
-        original,
-        jump,
-        moves: Vec::new(),
-        programs: [const { AtomicPtr::new(core::ptr::null_mut()) }; 4],
-        syscall: OnceLock::new(),
-        missed: AtomicU64::new(0),
-    }));
+    let site = Site::leaked(addr, original, jump);
     let (code, copies) = trampoline::entry(page as u64, &raw const *site as u64, addr, &displaced.instructions)?;
     site.moves = displaced.instructions.iter().map(iced_x86::Instruction::ip).zip(copies).skip(1).collect();
-    if code.len() > 4096 {
-        return Err(AttachError::Assemble("the trampoline does not fit its page".into()));
-    }
-    // SAFETY: the page is ours, writable, and 4096 bytes long; nothing runs it yet.
-    unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), page, code.len()) };
-    patch::seal(page)?;
+    install(page, &code)?;
     Ok(site)
 }
 
@@ -570,21 +586,8 @@ fn make_site(f: &symbols::Function, addr: u64) -> Result<&'static Site, AttachEr
     let original = unsafe { arm64::current(addr) };
     let page = arm64::page_near(addr)?;
     let jump = arm64::jump(addr, page as u64).ok_or(AttachError::NoMemoryNear(addr))?;
-    let site: &'static Site = Box::leak(Box::new(Site {
-        addr,
-        original,
-        jump,
-        moves: Vec::new(),
-        programs: [const { AtomicPtr::new(core::ptr::null_mut()) }; 4],
-        syscall: OnceLock::new(),
-        missed: AtomicU64::new(0),
-    }));
+    let site = Site::leaked(addr, original, jump);
     let code = arm64::entry_code(page as u64, &raw const *site as u64, addr, insn, trampoline::entry_handler())?;
-    if code.len() > 4096 {
-        return Err(AttachError::Assemble("the trampoline does not fit its page".into()));
-    }
-    // SAFETY: the page is ours, writable, and 4096 bytes long; nothing runs it yet.
-    unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), page, code.len()) };
-    arm64::seal(page)?;
+    install(page, &code)?;
     Ok(site)
 }
