@@ -96,6 +96,14 @@ fn trace_counts_what_the_program_reports_and_its_maps_read_live() {
     let live = Command::new(EBPF_VM).args(["maps", "--attach", &pid.to_string()]).output().expect("maps runs");
     assert!(live.status.success(), "{}", String::from_utf8_lossy(&live.stderr));
     let live: Vec<String> = String::from_utf8_lossy(&live.stdout).lines().map(String::from).collect();
+    // One map by its shared-memory name.
+    let one = Command::new(EBPF_VM)
+        .args(["maps", "--attach", &format!("/ebpf-vm.{pid}.malloc_calls")])
+        .output()
+        .expect("maps runs");
+    assert!(one.status.success(), "{}", String::from_utf8_lossy(&one.stderr));
+    let one: Vec<String> = String::from_utf8_lossy(&one.stdout).lines().map(String::from).collect();
+    assert!(one[0].starts_with("map malloc_calls (hash"), "{one:?}");
     seen.extend(lines);
     assert!(trace.wait().expect("trace ends").success(), "{seen:?}");
 
@@ -105,6 +113,7 @@ fn trace_counts_what_the_program_reports_and_its_maps_read_live() {
     for (tid, n) in &reported {
         assert_eq!(counted.get(tid), Some(n), "thread {tid}: the traced count after exit\n{seen:?}");
         assert_eq!(counted_live.get(tid), Some(n), "thread {tid}: the count read while it ran\n{live:?}");
+        assert_eq!(parse(&one).1.get(tid), Some(n), "thread {tid}: the count read by the map's name\n{one:?}");
     }
     assert_eq!(reported.values().sum::<u64>(), 10_004);
     assert!(seen.iter().any(|l| l.contains("first malloc")), "bpf_printk lines arrive: {seen:?}");
@@ -133,6 +142,11 @@ fn an_object_the_agent_cannot_attach_is_refused_before_anything_runs() {
     assert!(out.stdout.is_empty(), "nothing was started");
     let none = Command::new(EBPF_VM).args(["maps", "--attach", "1"]).output().expect("runs");
     assert_eq!(none.status.code(), Some(1), "pid 1 shares no maps");
+    for bad in ["/ebpf-vm.1.nothing", "nothing"] {
+        let out = Command::new(EBPF_VM).args(["maps", "--attach", bad]).output().expect("runs");
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        assert!(!out.stderr.is_empty(), "{bad}: an error is said");
+    }
 }
 
 #[test]

@@ -170,14 +170,10 @@ fn cli() -> Command {
                      --attach, print the live contents of the maps a traced process shares",
                 )
                 .arg(file_arg().required_unless_present("attach"))
-                .arg(
-                    Arg::new("attach")
-                        .long("attach")
-                        .value_name("PID")
-                        .value_parser(value_parser!(u32))
-                        .conflicts_with("FILE")
-                        .help("Print the maps process PID shares (traced with `ebpf-vm trace`)"),
-                ),
+                .arg(Arg::new("attach").long("attach").value_name("PID|/NAME").conflicts_with("FILE").help(
+                    "Print the maps process PID shares (traced with `ebpf-vm trace`), or the one shared map \
+                             /NAME (as /dev/shm lists it, with a leading /)",
+                )),
         )
         .subcommand(
             Command::new("trace")
@@ -722,7 +718,11 @@ fn sections(m: &ArgMatches) -> Result<(), String> {
 }
 
 fn maps_of(m: &ArgMatches) -> Result<(), String> {
-    if let Some(&pid) = m.get_one::<u32>("attach") {
+    if let Some(which) = m.get_one::<String>("attach") {
+        if which.starts_with('/') {
+            return trace::print_shared_map(which);
+        }
+        let pid = which.parse::<u32>().map_err(|_| format!("--attach {which}: neither a process id nor a /NAME"))?;
         return trace::print_process_maps(pid);
     }
     let path = file(m)?;
@@ -807,22 +807,39 @@ mod trace {
             return Err(format!("process {pid} shares no maps"));
         }
         for (name, object) in maps {
-            let map = SharedMap::open_any(&object).map_err(|e| format!("{object}: {e}"))?;
-            let d = map.def();
-            if let Some(ring) = map.downcast_ref::<RingBufMap>() {
-                // Not consumed here: the records are the tracer's.
-                out!("map {name} (ringbuf, {} bytes): {} bytes not yet read", d.max_entries, ring.query(0));
-                continue;
-            }
-            out!("map {name} ({}, key {} bytes, value {} bytes):", d.map_type.name(), d.key_size, d.value_size);
-            for key in map.keys() {
-                let values: Vec<String> = (0..map.cpus()).filter_map(|c| map.get(&key, c)).map(|v| show(&v)).collect();
-                let values = match values.as_slice() {
-                    [one] => one.clone(),
-                    all => format!("[{}]", all.join(", ")),
-                };
-                out!("  {}: {values}", show(&key));
-            }
+            print_map(&name, &object)?;
+        }
+        Ok(())
+    }
+
+    /// Prints the shared map `object` (a shared-memory name), whichever process shares it.
+    pub(crate) fn print_shared_map(object: &str) -> Result<(), String> {
+        // An agent's `/ebpf-vm.PID.NAME` is shown as NAME.
+        let name = object
+            .strip_prefix("/ebpf-vm.")
+            .and_then(|rest| rest.split_once('.'))
+            .map_or(object.trim_start_matches('/'), |(_, name)| name);
+        print_map(name, object)
+    }
+
+    /// Prints the shared map `object` as `name`: key by key (each CPU slot with a value, for per-CPU
+    /// maps), or a ring buffer's unread bytes.
+    fn print_map(name: &str, object: &str) -> Result<(), String> {
+        let map = SharedMap::open_any(object).map_err(|e| format!("{object}: {e}"))?;
+        let d = map.def();
+        if let Some(ring) = map.downcast_ref::<RingBufMap>() {
+            // Not consumed here: the records are the tracer's.
+            out!("map {name} (ringbuf, {} bytes): {} bytes not yet read", d.max_entries, ring.query(0));
+            return Ok(());
+        }
+        out!("map {name} ({}, key {} bytes, value {} bytes):", d.map_type.name(), d.key_size, d.value_size);
+        for key in map.keys() {
+            let values: Vec<String> = (0..map.cpus()).filter_map(|c| map.get(&key, c)).map(|v| show(&v)).collect();
+            let values = match values.as_slice() {
+                [one] => one.clone(),
+                all => format!("[{}]", all.join(", ")),
+            };
+            out!("  {}: {values}", show(&key));
         }
         Ok(())
     }
@@ -991,6 +1008,10 @@ mod trace {
     use clap::ArgMatches;
 
     pub(crate) fn print_process_maps(_pid: u32) -> Result<(), String> {
+        Err("tracing needs Linux on x86_64 and the `attach` feature".into())
+    }
+
+    pub(crate) fn print_shared_map(_object: &str) -> Result<(), String> {
         Err("tracing needs Linux on x86_64 and the `attach` feature".into())
     }
 
