@@ -286,7 +286,8 @@ impl RingBufMap {
     ///
     /// A position or header that does not fit the buffer (a length past the producer position or the
     /// end of the buffer) marks the buffer corrupted: it is not followed, and nothing more is consumed.
-    /// One consumer at a time: records are consumed once, by whoever reads them first.
+    /// One consumer at a time: records are consumed once, by whoever reads them first. A record whose
+    /// copy cannot be allocated stops the consumer there (it stays, for a later call).
     pub fn consume(&self, mut f: impl FnMut(&[u8])) -> usize {
         let mut count = 0;
         let mut buf = Vec::new();
@@ -308,6 +309,11 @@ impl RingBufMap {
             }
             if h & DISCARD == 0 {
                 buf.clear();
+                // The length is the buffer's memory to say (another process's, when shared): a record
+                // that cannot be allocated is left unconsumed rather than abort the consumer.
+                if buf.try_reserve_exact(len as usize).is_err() {
+                    return count;
+                }
                 buf.resize(len as usize, 0);
                 let start = self.data.wrapping_add((cons % self.size + HEADER) as usize);
                 // SAFETY: `start .. start + len` lies inside the buffer (`fits`), in a record that is
