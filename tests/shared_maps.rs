@@ -171,8 +171,14 @@ fn another_process_writes_what_this_one_reads() {
 
 #[test]
 fn corrupted_memory_gives_errors_never_a_stray_address() {
-    let d = def(MapType::Hash, 4, 8, 8);
-    let n = name("corrupt");
+    for kind in [MapType::Hash, MapType::LruHash] {
+        corrupted(kind);
+    }
+}
+
+fn corrupted(kind: MapType) {
+    let d = def(kind, 4, 8, 8);
+    let n = name(&format!("corrupt-{}", kind.name()));
     let map = SharedMap::create(&n, d, true).expect("created");
     for k in 0..6u32 {
         map.update(&k.to_ne_bytes(), &[k as u8; 8], BPF_ANY, 0).expect("room");
@@ -237,7 +243,8 @@ fn ring_buffers_are_checked_when_created_and_opened() {
     assert!(matches!(SharedMap::open_ring_buffer(&h), Err(MapError::InvalidDef(_))), "not a ring buffer");
     assert!(SharedMap::open_any(&h).expect("opened").downcast_ref::<maps::RingBufMap>().is_none());
     assert!(SharedMap::open_any(&n).expect("opened").downcast_ref::<maps::RingBufMap>().is_some());
-    assert!(SharedMap::can_hold(MapType::RingBuf) && !SharedMap::can_hold(MapType::LruHash));
+    assert!(SharedMap::can_hold(MapType::RingBuf) && SharedMap::can_hold(MapType::LruHash));
+    assert!(!SharedMap::can_hold(MapType::LpmTrie) && !SharedMap::can_hold(MapType::Queue));
     // A size in the header that the object does not have.
     let path = format!("/dev/shm{n}");
     let mut bytes = std::fs::read(&path).expect("the object's file");
@@ -398,4 +405,54 @@ fn a_lock_left_by_a_dead_process_is_taken_over() {
     bytes[40..44].copy_from_slice(&live.to_ne_bytes());
     std::fs::write(&path, &bytes).expect("written");
     assert_eq!(hash.update(&2u32.to_ne_bytes(), &[8; 8], BPF_ANY, 0), Err(MapError::Busy));
+}
+
+/// The shared LRU hash evicts as a clock: a full map makes room for a new key by evicting an entry
+/// no program has used since the clock hand last passed it, never one used since; host reads are not
+/// uses; it is never full.
+#[test]
+fn the_shared_lru_hash_evicts_what_programs_have_not_used() {
+    let n = name("lru");
+    let map = SharedMap::create(&n, def(MapType::LruHash, 4, 8, 4), true).expect("created");
+    let map: &dyn Map = &map;
+    let key = |k: u32| k.to_ne_bytes();
+    let present = |m: &dyn Map| {
+        let mut keys: Vec<u32> = m.keys().iter().map(|k| u32::from_ne_bytes(k[..].try_into().expect("4"))).collect();
+        keys.sort();
+        keys
+    };
+    for k in 0..4 {
+        map.update(&key(k), &[k as u8; 8], BPF_NOEXIST, 0).expect("room");
+    }
+    // Full, everything new: the clock goes round once and evicts the first it passes.
+    map.update(&key(4), &[4; 8], BPF_ANY, 0).expect("an eviction makes room");
+    assert_eq!(present(map), [1, 2, 3, 4]);
+    // A program uses 1 (a lookup); the host reads 2 (not a use): 2 goes next, not 1.
+    assert!(map.lookup(&key(1), 0).is_some());
+    assert_eq!(map.get(&key(2), 0), Some(vec![2; 8]));
+    map.update(&key(5), &[5; 8], BPF_ANY, 0).expect("room");
+    assert_eq!(present(map), [1, 3, 4, 5], "the unused 2 was evicted, the used 1 kept");
+    // An update of a present key is a use too, and evicts nothing.
+    map.update(&key(3), &[33; 8], BPF_EXIST, 0).expect("present");
+    assert_eq!(present(map), [1, 3, 4, 5]);
+    // Many more keys: never full, the newest always present, and at most 4 entries.
+    for k in 6..200u32 {
+        map.update(&key(k), &[k as u8; 8], BPF_ANY, 0).expect("never full");
+        assert_eq!(map.get(&key(k), 0), Some(vec![k as u8; 8]));
+        assert!(present(map).len() <= 4);
+        if k % 3 == 0 {
+            assert!(map.lookup(&key(k), 0).is_some());
+        }
+    }
+    assert_eq!(present(map).len(), 4);
+    // Deleting frees a slot that the next insert takes without evicting.
+    let before = present(map);
+    map.delete(&key(before[0])).expect("present");
+    map.update(&key(1000), &[1; 8], BPF_NOEXIST, 0).expect("a free slot");
+    let after = present(map);
+    assert_eq!(after.len(), 4);
+    assert!(before[1..].iter().all(|k| after.contains(k)), "{before:?} -> {after:?}");
+    // Another process's view is the same map.
+    let other = SharedMap::open(&n).expect("opened");
+    assert_eq!(present(&other), after);
 }

@@ -8,8 +8,8 @@
 //! - [`OUTPUT`]: a file descriptor that `bpf_printk` lines and the agent's own errors go to (else
 //!   standard error).
 //!
-//! Maps of the kinds [`ebpf_vm::maps::SharedMap`] holds (arrays, per-CPU arrays, hash and per-CPU hash
-//! maps, ring buffers) are created as `/ebpf-vm.PID.NAME`
+//! Maps of the kinds [`ebpf_vm::maps::SharedMap`] holds (arrays, per-CPU arrays, hash, per-CPU hash
+//! and LRU hash maps, ring buffers) are created as `/ebpf-vm.PID.NAME`
 //! ([`ebpf_vm::maps::SharedMap::process_map_name`]); the others, and the object's global data, stay
 //! in the process. An object the agent cannot load or attach is reported on [`OUTPUT`] and nothing is
 //! attached: the process runs unchanged.

@@ -39,6 +39,8 @@ const H_CPUS: usize = 28;
 const H_SEED: usize = 32;
 const H_LOCK: usize = 40;
 const H_FREE_TOP: usize = 44;
+/// LRU hash maps: the clock hand, the next slot eviction looks at.
+const H_HAND: usize = 48;
 // A ring buffer's control words take the header from its lock field on.
 const _: () = assert!(H_LOCK % 8 == 0 && H_LOCK + super::ringbuf::CONTROL_BYTES <= HEADER);
 /// Bucket states besides `slot + 2`.
@@ -51,15 +53,20 @@ const LOCK_SPINS: u32 = 1 << 22;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Layout {
     hash: bool,
+    /// Whether a full map evicts (LRU hash): each slot has a referenced flag, set by program lookups
+    /// and updates and cleared by the clock hand, which evicts the first slot it finds unreferenced.
+    lru: bool,
     cpus: usize,
     key_stride: usize,
     stride: usize,
     entries: usize,
     buckets: usize,
-    /// Offsets of the bucket array, the free stack, the used flags, the keys and the values.
+    /// Offsets of the bucket array, the free stack, the used flags, the referenced flags (LRU), the
+    /// keys and the values.
     at_buckets: usize,
     at_free: usize,
     at_used: usize,
+    at_refs: usize,
     at_keys: usize,
     at_values: usize,
     len: usize,
@@ -74,10 +81,11 @@ impl Layout {
         let (hash, cpus) = match def.map_type {
             MapType::Array => (false, 1),
             MapType::PerCpuArray => (false, MAX_CPUS),
-            MapType::Hash => (true, 1),
+            MapType::Hash | MapType::LruHash => (true, 1),
             MapType::PerCpuHash => (true, MAX_CPUS),
-            _ => return Err(MapError::InvalidDef("shared memory holds arrays, per-CPU arrays and hash maps")),
+            _ => return Err(MapError::InvalidDef("shared memory holds arrays, per-CPU arrays and (LRU) hash maps")),
         };
+        let lru = def.map_type == MapType::LruHash;
         if def.value_size == 0 || def.max_entries == 0 || (hash && def.key_size == 0) {
             return Err(MapError::InvalidDef("shared maps need values, entries and (hash maps) keys"));
         }
@@ -97,7 +105,8 @@ impl Layout {
         let at_buckets = HEADER;
         let at_free = at_buckets + words(buckets);
         let at_used = at_free + if hash { words(entries) } else { 0 };
-        let at_keys = at_used + if hash { words(entries) } else { 0 };
+        let at_refs = at_used + if hash { words(entries) } else { 0 };
+        let at_keys = at_refs + if lru { words(entries) } else { 0 };
         let at_values =
             key_stride.checked_mul(entries).and_then(|k| at_keys.checked_add(k)).ok_or(too_large.clone())?;
         let values = stride.checked_mul(entries).and_then(|v| v.checked_mul(cpus)).ok_or(too_large.clone())?;
@@ -107,6 +116,7 @@ impl Layout {
         }
         Ok(Layout {
             hash,
+            lru,
             cpus,
             key_stride,
             stride,
@@ -115,6 +125,7 @@ impl Layout {
             at_buckets,
             at_free,
             at_used,
+            at_refs,
             at_keys,
             at_values,
             len,
@@ -287,7 +298,7 @@ fn process_gone(pid: u32) -> bool {
     r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
-/// An array, per-CPU array or hash map in a POSIX shared-memory object (`/dev/shm` on Linux), which
+/// An array, per-CPU array or (per-CPU, LRU) hash map in a POSIX shared-memory object (`/dev/shm` on Linux), which
 /// other processes open by name.
 pub struct SharedMap {
     def: MapDef,
@@ -300,7 +311,7 @@ pub struct SharedMap {
 
 impl SharedMap {
     /// Creates the shared-memory object `name` (`/` and a name without `/`) holding an empty map of
-    /// `def` (an array, per-CPU array, hash or per-CPU hash). Fails if the name exists. With
+    /// `def` (an array, per-CPU array, hash, per-CPU hash or LRU hash). Fails if the name exists. With
     /// `remove_on_drop`, dropping this handle removes the name (processes that opened it keep it).
     pub fn create(name: &str, def: MapDef, remove_on_drop: bool) -> Result<SharedMap, MapError> {
         super::check_def(
@@ -341,12 +352,17 @@ impl SharedMap {
         })
     }
 
-    /// Whether shared memory can hold a map of this kind: arrays, per-CPU arrays, hash and per-CPU
-    /// hash maps, and ring buffers.
+    /// Whether shared memory can hold a map of this kind: arrays, per-CPU arrays, hash, per-CPU hash
+    /// and LRU hash maps, and ring buffers.
     pub fn can_hold(map_type: MapType) -> bool {
         matches!(
             map_type,
-            MapType::Array | MapType::PerCpuArray | MapType::Hash | MapType::PerCpuHash | MapType::RingBuf
+            MapType::Array
+                | MapType::PerCpuArray
+                | MapType::Hash
+                | MapType::PerCpuHash
+                | MapType::LruHash
+                | MapType::RingBuf
         )
     }
 
@@ -446,6 +462,43 @@ impl SharedMap {
         self.word32(self.layout.at_used + 4 * (slot % self.layout.entries))
     }
 
+    /// Marks `slot` as used lately (LRU maps; nothing for the others).
+    fn touch(&self, slot: usize) {
+        if self.layout.lru {
+            self.word32(self.layout.at_refs + 4 * (slot % self.layout.entries)).store(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether `slot` was used since the clock hand last passed it, clearing the mark (LRU maps).
+    fn take_referenced(&self, slot: usize) -> bool {
+        self.word32(self.layout.at_refs + 4 * (slot % self.layout.entries)).swap(0, Ordering::Relaxed) != 0
+    }
+
+    /// Under the lock, in a full LRU map: the slot of the entry not used for longest as the clock
+    /// sees it (two turns at most), its key removed from the index. `None` if no slot is in use (a
+    /// corrupted map).
+    fn evict(&self) -> Option<usize> {
+        let entries = self.layout.entries;
+        for _ in 0..2 * entries {
+            let hand = self.word32(H_HAND).load(Ordering::Relaxed) as usize % entries;
+            self.word32(H_HAND).store(((hand + 1) % entries) as u32, Ordering::Relaxed);
+            if self.used(hand).load(Ordering::Acquire) == 0 || self.take_referenced(hand) {
+                continue;
+            }
+            let mut key = [0u8; MAX_KEY_SIZE as usize];
+            let key = &mut key[..self.def.key_size as usize];
+            // SAFETY: the slot's key bytes lie in the mapping, which is accessed atomically.
+            unsafe { access::copy_out(self.key_at(hand), key, Access::Shared) };
+            if let (Some((bucket, slot)), _) = self.find(key) {
+                if slot == hand {
+                    self.bucket(bucket).store(TOMBSTONE, Ordering::Release);
+                }
+            }
+            return Some(hand);
+        }
+        None
+    }
+
     /// The address of slot `slot`'s key.
     fn key_at(&self, slot: usize) -> *mut u8 {
         self.memory.base.wrapping_add(self.layout.at_keys + self.layout.key_stride * (slot % self.layout.entries))
@@ -532,6 +585,26 @@ impl SharedMap {
         }
     }
 
+    /// The address of `key`'s value in CPU slot `cpu`; with `used`, an LRU map counts it as a use.
+    fn value_of(&self, key: &[u8], cpu: usize, used: bool) -> Option<*mut u8> {
+        let cpu = self.cpu(cpu)?;
+        if key.len() != self.def.key_size as usize {
+            return None;
+        }
+        if !self.layout.hash {
+            return Some(self.value_at(self.array_index(key)?, cpu));
+        }
+        // Lookups do not lock: a bucket read is atomic, and a stale answer is a value slot, always
+        // inside the map.
+        let (found, _) = self.find(key);
+        found.map(|(_, slot)| {
+            if used {
+                self.touch(slot);
+            }
+            self.value_at(slot, cpu)
+        })
+    }
+
     fn array_index(&self, key: &[u8]) -> Option<usize> {
         let k = u32::from_ne_bytes(key.try_into().ok()?) as usize;
         (k < self.layout.entries).then_some(k)
@@ -571,17 +644,12 @@ unsafe impl Map for SharedMap {
     }
 
     fn lookup(&self, key: &[u8], cpu: usize) -> Option<*mut u8> {
-        let cpu = self.cpu(cpu)?;
-        if key.len() != self.def.key_size as usize {
-            return None;
-        }
-        if !self.layout.hash {
-            return Some(self.value_at(self.array_index(key)?, cpu));
-        }
-        // Lookups do not lock: a bucket read is atomic, and a stale answer is a value slot, always
-        // inside the map.
-        let (found, _) = self.find(key);
-        found.map(|(_, slot)| self.value_at(slot, cpu))
+        self.value_of(key, cpu, true)
+    }
+
+    fn peek(&self, key: &[u8], cpu: usize) -> Option<*mut u8> {
+        // The host's reads: not a use.
+        self.value_of(key, cpu, false)
     }
 
     fn update(&self, key: &[u8], value: &[u8], flags: u64, cpu: usize) -> Result<(), MapError> {
@@ -604,20 +672,30 @@ unsafe impl Map for SharedMap {
             let (found, reusable) = self.find(key);
             let slot = match found {
                 Some(_) if flags == BPF_NOEXIST => return Err(MapError::Exists),
-                Some((_, slot)) => slot,
+                Some((_, slot)) => {
+                    self.touch(slot);
+                    slot
+                }
                 None if flags == BPF_EXIST => return Err(MapError::NotFound),
                 None => {
                     let bucket = reusable.ok_or(MapError::Full)?;
                     let top = self.word32(H_FREE_TOP).load(Ordering::Acquire) as usize;
-                    if top == 0 || top > self.layout.entries {
-                        return Err(MapError::Full);
-                    }
-                    let slot = self.free(top - 1).load(Ordering::Acquire) as usize;
-                    if slot >= self.layout.entries || self.used(slot).load(Ordering::Acquire) != 0 {
-                        return Err(MapError::Full);
-                    }
-                    self.word32(H_FREE_TOP).store((top - 1) as u32, Ordering::Release);
+                    let slot = if top == 0 && self.layout.lru {
+                        // Full: the clock's choice makes room.
+                        self.evict().ok_or(MapError::Full)?
+                    } else {
+                        if top == 0 || top > self.layout.entries {
+                            return Err(MapError::Full);
+                        }
+                        let slot = self.free(top - 1).load(Ordering::Acquire) as usize;
+                        if slot >= self.layout.entries || self.used(slot).load(Ordering::Acquire) != 0 {
+                            return Err(MapError::Full);
+                        }
+                        self.word32(H_FREE_TOP).store((top - 1) as u32, Ordering::Release);
+                        slot
+                    };
                     self.used(slot).store(1, Ordering::Release);
+                    self.touch(slot);
                     // SAFETY: the slot's key and values lie in the mapping, accessed atomically.
                     unsafe {
                         access::copy_in(self.key_at(slot), key, Access::Shared);
@@ -644,6 +722,9 @@ unsafe impl Map for SharedMap {
             let (Some((bucket, slot)), _) = self.find(key) else { return Err(MapError::NotFound) };
             self.bucket(bucket).store(TOMBSTONE, Ordering::Release);
             self.used(slot).store(0, Ordering::Release);
+            if self.layout.lru {
+                self.take_referenced(slot);
+            }
             let top = self.word32(H_FREE_TOP).load(Ordering::Acquire) as usize;
             if top < self.layout.entries {
                 self.free(top).store(slot as u32, Ordering::Release);
