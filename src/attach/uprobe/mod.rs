@@ -41,6 +41,8 @@ mod quiesce;
 mod symbols;
 pub mod syscalls;
 mod trampoline;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 /// Writing and reading the branch at a probed address, on this architecture.
 #[cfg(target_arch = "aarch64")]
@@ -572,7 +574,8 @@ fn make_site(f: &symbols::Function, addr: u64) -> Result<&'static Site, AttachEr
     let page = patch::page_near(addr)?;
     let jump = patch::jump(addr, page as u64).ok_or(AttachError::NoMemoryNear(addr))?;
     let site = Site::leaked(addr, original, jump);
-    let (code, copies) = trampoline::entry(page as u64, &raw const *site as u64, addr, &displaced.instructions)?;
+    let (code, copies) =
+        x86::entry(page as u64, &raw const *site as u64, addr, &displaced.instructions, trampoline::entry_handler())?;
     site.moves = displaced.instructions.iter().map(iced_x86::Instruction::ip).zip(copies).skip(1).collect();
     install(page, &code)?;
     Ok(site)

@@ -245,7 +245,7 @@ mod tests {
                 FlowControl::Return | FlowControl::UnconditionalBranch | FlowControl::Interrupt
             ) || last.code() == Code::Ud2;
             assert!(last.next_ip() >= addr + JUMP_LEN || stops, "{code:02x?} at {}", addr - f.start);
-            if super::super::trampoline::entry(f.start & !0xfff, 0, addr, &d.instructions).is_ok() {
+            if super::super::x86::entry(f.start & !0xfff, 0, addr, &d.instructions, 0).is_ok() {
                 assembled += 1;
             }
         }

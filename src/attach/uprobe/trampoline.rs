@@ -1,162 +1,14 @@
-//! The code a probe jumps to, and the Rust functions it calls: the entry trampoline of each site, the
-//! one return trampoline, and the per-thread stack of return addresses that return probes swap out.
+//! What the trampolines call (the programs run, returns followed with a per-thread stack of the return
+//! addresses that return probes swap out) and the one return trampoline; the machine code itself is
+//! the architecture's (`x86`, `arm64`).
 
-#[cfg(target_arch = "x86_64")]
-use alloc::string::ToString;
-#[cfg(target_arch = "x86_64")]
-use alloc::vec::Vec;
 use core::cell::Cell;
 use core::sync::atomic::Ordering;
 use std::sync::OnceLock;
 
-#[cfg(target_arch = "x86_64")]
-use iced_x86::code_asm::*;
-#[cfg(target_arch = "x86_64")]
-use iced_x86::{BlockEncoderOptions, FlowControl, Instruction};
-
-#[cfg(target_arch = "x86_64")]
-use super::pt_regs::*;
 use super::{readers, AttachError, Site, Slot, PT_REGS_SIZE};
 
-#[cfg(target_arch = "x86_64")]
-/// Bytes below the stack pointer that the probed code may be using (the System V red zone).
-const RED_ZONE: i32 = 128;
-#[cfg(target_arch = "x86_64")]
-/// Bytes for the sixteen `xmm` registers.
-const VECTORS: i32 = 256;
-
-#[cfg(target_arch = "x86_64")]
-/// The general registers a trampoline saves and restores (besides `rax` and `rsp`), with their
-/// `pt_regs` offsets.
-fn registers() -> [(AsmRegister64, u32); 14] {
-    [
-        (r15, R15),
-        (r14, R14),
-        (r13, R13),
-        (r12, R12),
-        (rbp, RBP),
-        (rbx, RBX),
-        (r11, R11),
-        (r10, R10),
-        (r9, R9),
-        (r8, R8),
-        (rcx, RCX),
-        (rdx, RDX),
-        (rsi, RSI),
-        (rdi, RDI),
-    ]
-}
-
-#[cfg(target_arch = "x86_64")]
-fn xmm(i: usize) -> AsmRegisterXmm {
-    [xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7, xmm8, xmm9, xmm10, xmm11, xmm12, xmm13, xmm14, xmm15][i]
-}
-
-#[cfg(target_arch = "x86_64")]
-fn asm_error(e: IcedError) -> AttachError {
-    AttachError::Assemble(e.to_string())
-}
-
-#[cfg(target_arch = "x86_64")]
-/// Saves the registers into a `pt_regs` at `rsp` (already reserved; `rsp_at_probe` bytes above it is
-/// where the probed code's stack pointer was; `rip` the probed address, if known) and the vector registers below it, then calls
-/// `handler(arg0, pt_regs)` (`arg0` unless `None`, then `handler(pt_regs)`) on an aligned stack,
-/// leaving `rbx` pointing at the vectors (and the `pt_regs` at `rbx + VECTORS`).
-fn save_and_call(
-    a: &mut CodeAssembler,
-    rsp_at_probe: i32,
-    rip: Option<u64>,
-    arg0: Option<u64>,
-    handler: u64,
-) -> Result<(), IcedError> {
-    a.mov(qword_ptr(rsp + RAX as i32), rax)?;
-    a.pushfq()?;
-    a.pop(rax)?;
-    a.mov(qword_ptr(rsp + EFLAGS as i32), rax)?;
-    for (reg, at) in registers() {
-        a.mov(qword_ptr(rsp + at as i32), reg)?;
-    }
-    a.lea(rax, qword_ptr(rsp + rsp_at_probe))?;
-    a.mov(qword_ptr(rsp + RSP as i32), rax)?;
-    if let Some(rip) = rip {
-        a.mov(rax, rip)?;
-        a.mov(qword_ptr(rsp + RIP as i32), rax)?;
-    }
-    a.mov(qword_ptr(rsp + ORIG_RAX as i32), -1)?;
-    a.mov(qword_ptr(rsp + CS as i32), 0)?;
-    a.mov(qword_ptr(rsp + SS as i32), 0)?;
-    a.lea(rsp, qword_ptr(rsp - VECTORS))?;
-    for i in 0..16 {
-        a.movdqu(xmmword_ptr(rsp + 16 * i as i32), xmm(i))?;
-    }
-    a.mov(rbx, rsp)?;
-    a.and(rsp, -16)?;
-    match arg0 {
-        Some(arg) => {
-            a.mov(rdi, arg)?;
-            a.lea(rsi, qword_ptr(rbx + VECTORS))?;
-        }
-        None => a.lea(rdi, qword_ptr(rbx + VECTORS))?,
-    }
-    a.mov(rax, handler)?;
-    a.call(rax)
-}
-
-#[cfg(target_arch = "x86_64")]
-/// Restores what [`save_and_call`] saved, leaving `rsp` at the `pt_regs`.
-fn restore(a: &mut CodeAssembler) -> Result<(), IcedError> {
-    a.mov(rsp, rbx)?;
-    for i in 0..16 {
-        a.movdqu(xmm(i), xmmword_ptr(rsp + 16 * i as i32))?;
-    }
-    a.lea(rsp, qword_ptr(rsp + VECTORS))?;
-    a.mov(rax, qword_ptr(rsp + EFLAGS as i32))?;
-    a.push(rax)?;
-    a.popfq()?;
-    for (reg, at) in registers() {
-        a.mov(reg, qword_ptr(rsp + at as i32))?;
-    }
-    a.mov(rax, qword_ptr(rsp + RAX as i32))
-}
-
-#[cfg(target_arch = "x86_64")]
-/// The entry trampoline of `site` (at `probed`), to be placed at `ip`: saves the registers, calls
-/// [`on_entry`], restores them, runs the `displaced` instructions re-encoded for their new address
-/// and jumps back after them. Also gives where each displaced instruction's copy is.
-pub(super) fn entry(
-    ip: u64,
-    site: u64,
-    probed: u64,
-    displaced: &[Instruction],
-) -> Result<(Vec<u8>, Vec<u64>), AttachError> {
-    let build = || -> Result<(Vec<u8>, Vec<u64>), IcedError> {
-        let mut a = CodeAssembler::new(64)?;
-        let below = RED_ZONE + PT_REGS_SIZE as i32;
-        a.lea(rsp, qword_ptr(rsp - below))?;
-        save_and_call(&mut a, below, Some(probed), Some(site), on_entry as *const () as u64)?;
-        restore(&mut a)?;
-        a.lea(rsp, qword_ptr(rsp + below))?;
-        let mut labels = Vec::new();
-        for i in displaced {
-            let mut label = a.create_label();
-            a.set_label(&mut label)?;
-            a.add_instruction(*i)?;
-            labels.push(label);
-        }
-        if let Some(last) = displaced.last() {
-            if !matches!(last.flow_control(), FlowControl::Return | FlowControl::UnconditionalBranch) {
-                a.jmp(last.next_ip())?;
-            }
-        }
-        let result = a.assemble_options(ip, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)?;
-        let copies = labels.iter().map(|l| result.label_ip(l)).collect::<Result<Vec<u64>, _>>()?;
-        Ok((result.inner.code_buffer, copies))
-    };
-    build().map_err(asm_error)
-}
-
 /// The address of the function entry trampolines call.
-#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 pub(super) fn entry_handler() -> u64 {
     on_entry as *const () as u64
 }
@@ -168,34 +20,12 @@ fn return_trampoline() -> Result<u64, AttachError> {
     TRAMPOLINE
         .get_or_init(|| {
             let handler = on_return as *const () as u64;
+            let page = super::code::page_near(handler)?;
             #[cfg(target_arch = "x86_64")]
-            let page = super::patch::page_near(handler)?;
-            #[cfg(target_arch = "x86_64")]
-            let code = {
-                let build = || -> Result<Vec<u8>, IcedError> {
-                    let mut a = CodeAssembler::new(64)?;
-                    // A slot for the real return address, then the pt_regs.
-                    a.push(rax)?;
-                    a.lea(rsp, qword_ptr(rsp - PT_REGS_SIZE as i32))?;
-                    save_and_call(&mut a, PT_REGS_SIZE as i32 + 8, None, None, handler)?;
-                    a.mov(qword_ptr(rbx + VECTORS + PT_REGS_SIZE as i32), rax)?;
-                    restore(&mut a)?;
-                    a.lea(rsp, qword_ptr(rsp + PT_REGS_SIZE as i32))?;
-                    a.ret()?;
-                    a.assemble(page as u64)
-                };
-                build().map_err(asm_error)?
-            };
-            #[cfg(target_arch = "aarch64")]
-            let page = super::arm64::page_near(handler)?;
+            let code = super::x86::return_code(page as u64, handler)?;
             #[cfg(target_arch = "aarch64")]
             let code = super::arm64::return_code(handler);
-            // SAFETY: the page is ours, writable and larger than the code; nothing runs it yet.
-            unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), page, code.len()) };
-            #[cfg(target_arch = "x86_64")]
-            super::patch::seal(page)?;
-            #[cfg(target_arch = "aarch64")]
-            super::arm64::seal(page)?;
+            super::install(page, &code)?;
             Ok(page as u64)
         })
         .clone()
